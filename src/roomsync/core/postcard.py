@@ -1,0 +1,279 @@
+"""The postcard binary format, for the types SPEC §1 and §2 fix.
+
+Postcard is the serde format of the Rust crate ``postcard``: unsigned integers are LEB128
+varints, strings/bytes/sequences carry a varint length prefix, enums a varint
+discriminant, ``Option`` is ``0x00`` or ``0x01`` + value, fixed arrays are raw bytes.
+The types::
+
+    struct Pack      { changes: Vec<Change> }
+    struct Change    { path: String, ts: u64, counter: u32, actor: String, op: Op, seq: Option<u64> }
+    enum   Op        { Set(Vec<u8>) = 0, Delete = 1 }
+    struct Leaf      { path: String, ts: u64, counter: u32, actor: String, value: Vec<u8> }
+    struct Node      { left: Option<[u8;32]>, entries: Vec<NodeEntry> }
+    struct NodeEntry { path: String, leaf: [u8;32], right: Option<[u8;32]> }
+
+Decoding is strict: truncated input, overlong or overflowing varints, trailing bytes,
+invalid UTF-8, unknown enum tags and lengths past the input all raise
+:class:`~roomsync.core.errors.CodecError` with message ``bad postcard: <reason>``.
+Golden vectors live in ``tests/vectors/postcard.json``.
+"""
+
+from __future__ import annotations
+
+from .entries import Change
+from .errors import CodecError
+
+U32_MAX = 0xFFFF_FFFF
+U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+HASH_LEN = 32
+
+_OP_SET = 0
+_OP_DELETE = 1
+
+
+def _bad(reason: str) -> CodecError:
+    return CodecError(f"bad postcard: {reason}")
+
+
+class Writer:
+    """Appends postcard primitives to a growing buffer."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def varint(self, value: int) -> None:
+        buf = self.buf
+        while value >= 0x80:
+            buf.append((value & 0x7F) | 0x80)
+            value >>= 7
+        buf.append(value)
+
+    def u32(self, value: int) -> None:
+        if not 0 <= value <= U32_MAX:
+            raise ValueError(f"u32 out of range: {value}")
+        self.varint(value)
+
+    def u64(self, value: int) -> None:
+        if not 0 <= value <= U64_MAX:
+            raise ValueError(f"u64 out of range: {value}")
+        self.varint(value)
+
+    def bytes_(self, data: bytes) -> None:
+        self.varint(len(data))
+        self.buf += data
+
+    def string(self, text: str) -> None:
+        self.bytes_(text.encode("utf-8"))
+
+    def hash32(self, digest: bytes) -> None:
+        if len(digest) != HASH_LEN:
+            raise ValueError("a [u8;32] must be exactly 32 bytes")
+        self.buf += digest
+
+    def option_hash32(self, digest: bytes | None) -> None:
+        if digest is None:
+            self.buf.append(0)
+        else:
+            self.buf.append(1)
+            self.hash32(digest)
+
+    def getvalue(self) -> bytes:
+        return bytes(self.buf)
+
+
+class Reader:
+    """Reads postcard primitives from ``data``; every failure is a :class:`CodecError`."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def _varint(self, max_bytes: int, max_value: int, what: str) -> int:
+        data = self.data
+        pos = self.pos
+        result = 0
+        shift = 0
+        for i in range(max_bytes):
+            if pos >= len(data):
+                raise _bad(f"truncated {what} at byte {pos}")
+            byte = data[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                if byte == 0 and i > 0:
+                    raise _bad(f"overlong {what} at byte {self.pos}")
+                if result > max_value:
+                    raise _bad(f"{what} overflows at byte {self.pos}")
+                self.pos = pos
+                return result
+            shift += 7
+        raise _bad(f"overlong {what} at byte {self.pos}")
+
+    def u32(self, what: str = "u32") -> int:
+        return self._varint(5, U32_MAX, what)
+
+    def u64(self, what: str = "u64") -> int:
+        return self._varint(10, U64_MAX, what)
+
+    def length(self, what: str) -> int:
+        n = self._varint(10, U64_MAX, f"{what} length")
+        if n > len(self.data) - self.pos:
+            raise _bad(f"{what} length {n} past end of input at byte {self.pos}")
+        return n
+
+    def bytes_(self, what: str = "bytes") -> bytes:
+        n = self.length(what)
+        start = self.pos
+        self.pos = start + n
+        return bytes(self.data[start : start + n])
+
+    def string(self, what: str = "string") -> str:
+        start_pos = self.pos
+        raw = self.bytes_(what)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _bad(f"invalid UTF-8 in {what} at byte {start_pos}") from None
+
+    def hash32(self, what: str = "hash") -> bytes:
+        if len(self.data) - self.pos < HASH_LEN:
+            raise _bad(f"truncated {what} at byte {self.pos}")
+        start = self.pos
+        self.pos += HASH_LEN
+        return bytes(self.data[start : start + HASH_LEN])
+
+    def option_tag(self, what: str) -> bool:
+        if self.pos >= len(self.data):
+            raise _bad(f"truncated {what} option at byte {self.pos}")
+        tag = self.data[self.pos]
+        if tag > 1:
+            raise _bad(f"invalid option tag {tag} for {what} at byte {self.pos}")
+        self.pos += 1
+        return tag == 1
+
+    def option_hash32(self, what: str) -> bytes | None:
+        return self.hash32(what) if self.option_tag(what) else None
+
+    def sequence_length(self, what: str, min_item_bytes: int) -> int:
+        n = self._varint(10, U64_MAX, f"{what} count")
+        if n * min_item_bytes > len(self.data) - self.pos:
+            raise _bad(f"{what} count {n} past end of input at byte {self.pos}")
+        return n
+
+    def finish(self) -> None:
+        if self.pos != len(self.data):
+            raise _bad(f"{len(self.data) - self.pos} trailing bytes at byte {self.pos}")
+
+
+# -- Pack ------------------------------------------------------------------------------
+
+
+def write_change(w: Writer, change: Change) -> None:
+    w.string(change.path)
+    w.u64(change.ts)
+    w.u32(change.counter)
+    w.string(change.actor)
+    if change.value is None:
+        w.varint(_OP_DELETE)
+    else:
+        w.varint(_OP_SET)
+        w.bytes_(change.value)
+    if change.seq is None:
+        w.buf.append(0)
+    else:
+        w.buf.append(1)
+        w.u64(change.seq)
+
+
+def encode_pack(changes: list[Change] | tuple[Change, ...]) -> bytes:
+    """``Pack { changes }`` as postcard bytes."""
+    w = Writer()
+    w.varint(len(changes))
+    for change in changes:
+        write_change(w, change)
+    return w.getvalue()
+
+
+def read_change(r: Reader) -> Change:
+    path = r.string("path")
+    ts = r.u64("ts")
+    counter = r.u32("counter")
+    actor = r.string("actor")
+    op_pos = r.pos
+    tag = r.u32("op tag")
+    value: bytes | None
+    if tag == _OP_SET:
+        value = r.bytes_("value")
+    elif tag == _OP_DELETE:
+        value = None
+    else:
+        raise _bad(f"unknown Op tag {tag} at byte {op_pos}")
+    seq = r.u64("seq") if r.option_tag("seq") else None
+    return Change(path, ts, counter, actor, value, seq)
+
+
+# The smallest Change: empty path and actor (1+1), ts and counter (1+1), Delete (1), None (1).
+_MIN_CHANGE_BYTES = 6
+
+
+def decode_pack(data: bytes) -> list[Change]:
+    """Decode ``Pack`` bytes; raise :class:`CodecError` on any deviation from the format.
+
+    Field values are not validated here (paths, sizes): that is the room's job, so that a
+    well-formed pack with one bad path is refused per change, not as a whole.
+    """
+    r = Reader(data)
+    n = r.sequence_length("changes", _MIN_CHANGE_BYTES)
+    changes = [read_change(r) for _ in range(n)]
+    r.finish()
+    return changes
+
+
+# -- MST leaf and node (SPEC §1) ----------------------------------------------------------
+
+
+def encode_leaf(change: Change) -> bytes:
+    """``Leaf { path, ts, counter, actor, value }`` of a live entry."""
+    if change.value is None:
+        raise ValueError("tombstones have no MST leaf")
+    w = Writer()
+    w.string(change.path)
+    w.u64(change.ts)
+    w.u32(change.counter)
+    w.string(change.actor)
+    w.bytes_(change.value)
+    return w.getvalue()
+
+
+NodeEntryTuple = tuple[str, bytes, bytes | None]
+
+
+def encode_node(left: bytes | None, entries: list[NodeEntryTuple]) -> bytes:
+    """``Node { left, entries: [NodeEntry { path, leaf, right }] }``."""
+    w = Writer()
+    w.option_hash32(left)
+    w.varint(len(entries))
+    for path, leaf, right in entries:
+        w.string(path)
+        w.hash32(leaf)
+        w.option_hash32(right)
+    return w.getvalue()
+
+
+def decode_node(data: bytes) -> tuple[bytes | None, list[NodeEntryTuple]]:
+    """Inverse of :func:`encode_node`, strict like :func:`decode_pack`."""
+    r = Reader(data)
+    left = r.option_hash32("left")
+    n = r.sequence_length("entries", 1 + HASH_LEN + 1)
+    entries: list[NodeEntryTuple] = []
+    for _ in range(n):
+        path = r.string("path")
+        leaf = r.hash32("leaf")
+        right = r.option_hash32("right")
+        entries.append((path, leaf, right))
+    r.finish()
+    return left, entries
