@@ -1,0 +1,88 @@
+"""``roomsync serve``: run a node on its embedded defaults or a config file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from typing import Any
+
+from ..auth.tokens import TokenService
+from ..core.types import DATA_CAPS
+from ..server.app import RoomsyncServer, signing_keys
+from ..server.logs import setup_logging
+from .common import add_config_flags, die, settings_from
+
+#: What ``--dev`` grants anonymous peers on unlocked rooms.
+DEV_ANONYMOUS_CAPS = ("read", "write", "presence", "blob", "blob-direct", "reconcile")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the server")
+    add_config_flags(p)
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8787)")
+    p.add_argument("--dev", action="store_true",
+                   help="development mode: anonymous read/write on unlocked rooms, prints a token")
+    p.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve wss://")
+    p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
+    p.add_argument("--storage", default=None, choices=("sqlite", "memory"),
+                   help="store backend (default sqlite in the data dir)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {
+        "server.host": args.host, "server.port": args.port,
+        "server.tls_cert": args.tls_cert, "server.tls_key": args.tls_key,
+        "storage.backend": args.storage,
+    }
+    if args.dev:
+        overrides["server.dev"] = True
+    settings = settings_from(args, **overrides)
+    if settings.server.dev and not settings.policy.anonymous_caps:
+        settings = settings_from(args, **overrides,
+                                 **{"policy.anonymous_caps": ",".join(DEV_ANONYMOUS_CAPS)})
+    setup_logging(settings.log.level, settings.log.format)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # uvloop is optional on platforms without it
+        pass
+    try:
+        return asyncio.run(_serve(settings))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(settings: Any) -> int:
+    try:
+        server = RoomsyncServer(settings)
+        await server.start()
+    except OSError as exc:
+        die(f"cannot start: {exc}")
+    s = settings.server
+    scheme = "wss" if s.tls_cert else "ws"
+    http_scheme = "https" if s.tls_cert else "http"
+    base = f"{s.host}:{server.port}"
+    print(f"roomsync listening on {http_scheme}://{base} (WebSocket {scheme}://{base}/ws/ROOM)",
+          file=sys.stderr, flush=True)
+    print(f"data dir: {s.data_dir}  storage: {settings.storage.backend}", file=sys.stderr,
+          flush=True)
+    if s.dev:
+        tokens = TokenService(signing_keys(settings))
+        token = tokens.mint(room="*", caps=DATA_CAPS, ttl_s=24 * 3600, now_s=int(time.time()),
+                            actor="dev")
+        print("dev mode: anonymous peers may read/write unlocked rooms", file=sys.stderr)
+        print(f"dev token (all rooms, 24h): {token}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("roomsync: shutting down (closing peers with 1012)", file=sys.stderr, flush=True)
+    await server.stop()
+    return 0

@@ -1,0 +1,261 @@
+"""JSON envelopes <-> :mod:`.messages` (SPEC §2), and the base64 wrapping of postcard data.
+
+``parse_client`` is what the server applies to every decoded client frame and
+``parse_server`` what the SDK applies to every server frame. Both accept the result of a
+JSON decode (any object) and either return a message or raise a documented error:
+:class:`MalformedEnvelope` (wrong shape, wrong field type), :class:`UnknownType`, or for
+``pack`` data :class:`CodecError` (``bad base64`` / ``bad postcard: ...``). They never
+raise anything else (fuzzed in ``tests/properties/test_envelope_fuzz.py``).
+
+JSON text itself is parsed by the shells (msgspec on the server, for speed);
+:func:`decode_json` is the stdlib fallback with the same error contract.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from typing import Any
+
+from . import messages as m
+from .entries import Change
+from .errors import CodecError, MalformedEnvelope, UnknownType
+from .postcard import decode_pack, encode_pack
+
+PROTOCOL_VERSION = 1
+
+
+def decode_json(text: str | bytes) -> Any:
+    """Parse a text frame; :class:`MalformedEnvelope` when it is not JSON."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedEnvelope(f"frame is not valid JSON: {exc}") from None
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: object, what: str = "data") -> bytes:
+    """Standard, padded base64; :class:`CodecError` ``bad base64`` otherwise."""
+    if not isinstance(text, str):
+        raise CodecError(f"bad base64: {what} must be a string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise CodecError(f"bad base64 in {what}") from None
+
+
+def pack_data(changes: list[Change] | tuple[Change, ...]) -> str:
+    """The ``data`` field of a ``pack`` envelope for ``changes``."""
+    return b64encode(encode_pack(changes))
+
+
+def unpack_data(data: object) -> list[Change]:
+    """Decode a ``pack`` envelope's ``data``: :class:`CodecError` on bad base64/postcard."""
+    return decode_pack(b64decode(data))
+
+
+# -- field readers -------------------------------------------------------------------------
+
+
+class _Fields:
+    """Typed access to an envelope's fields, raising MalformedEnvelope that names them."""
+
+    __slots__ = ("obj", "type")
+
+    def __init__(self, obj: dict[str, Any], type_: str) -> None:
+        self.obj = obj
+        self.type = type_
+
+    def _bad(self, name: str, expected: str) -> MalformedEnvelope:
+        return MalformedEnvelope(f"{self.type}.{name}: expected {expected}")
+
+    def str(self, name: str, *, optional: bool = False, max_len: int = 1 << 20) -> Any:
+        value = self.obj.get(name)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or len(value) > max_len:
+            raise self._bad(name, "a string" if max_len >= 1 << 20 else f"a string <= {max_len}")
+        return value
+
+    def int(self, name: str, *, optional: bool = False, minimum: int = 0) -> Any:
+        value = self.obj.get(name)
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self._bad(name, f"an integer >= {minimum}")
+        return value
+
+    def bool(self, name: str, *, optional: bool = False) -> Any:
+        value = self.obj.get(name)
+        if value is None and optional:
+            return None
+        if not isinstance(value, bool):
+            raise self._bad(name, "a boolean")
+        return value
+
+    def str_list(self, name: str, *, optional: bool = False, max_items: int = 10_000) -> Any:
+        value = self.obj.get(name)
+        if value is None and optional:
+            return None
+        if (
+            not isinstance(value, list)
+            or len(value) > max_items
+            or not all(isinstance(v, str) for v in value)
+        ):
+            raise self._bad(name, f"a list of at most {max_items} strings")
+        return tuple(value)
+
+    def any(self, name: str) -> Any:
+        return self.obj.get(name)
+
+    def dict(self, name: str, *, optional: bool = False) -> Any:
+        value = self.obj.get(name)
+        if value is None and optional:
+            return None
+        if not isinstance(value, dict):
+            raise self._bad(name, "an object")
+        return value
+
+    def list(self, name: str, *, optional: bool = False) -> Any:
+        value = self.obj.get(name)
+        if value is None and optional:
+            return None
+        if not isinstance(value, list):
+            raise self._bad(name, "a list")
+        return value
+
+
+def _hello(f: _Fields) -> m.Message:
+    v = f.int("v", minimum=0)
+    return m.Hello(
+        v=v,
+        token=f.str("token", optional=True, max_len=16_384),
+        actor=f.str("actor", optional=True, max_len=256),
+        caps=f.str_list("caps", optional=True, max_items=64),
+        subscribe=f.str_list("subscribe", optional=True, max_items=256) or ("/",),
+        cursor=f.int("cursor", optional=True),
+    )
+
+
+def _request(f: _Fields) -> m.Message:
+    since = f.int("since", optional=True)
+    paths = f.str_list("paths", optional=True)
+    if (since is None) == (paths is None):
+        raise MalformedEnvelope("request: give exactly one of `since` or `paths`")
+    return m.Request(since=since, paths=paths)
+
+
+def _hex_list(f: _Fields, name: str) -> tuple[str, ...]:
+    values: tuple[str, ...] = f.str_list(name, max_items=4096)
+    for value in values:
+        if len(value) != 64:
+            raise MalformedEnvelope(f"{f.type}.{name}: expected 64-hex-digit hashes")
+        try:
+            bytes.fromhex(value)
+        except ValueError:
+            raise MalformedEnvelope(f"{f.type}.{name}: expected 64-hex-digit hashes") from None
+    return values
+
+
+def _nodes(f: _Fields) -> m.Message:
+    nodes = f.list("nodes")
+    out: list[dict[str, str]] = []
+    for node in nodes:
+        if (
+            not isinstance(node, dict)
+            or not isinstance(node.get("hash"), str)
+            or not isinstance(node.get("data"), str)
+        ):
+            raise MalformedEnvelope("mst-nodes.nodes: expected [{hash, data}]")
+        out.append({"hash": node["hash"], "data": node["data"]})
+    return m.MstNodes(nodes=out)
+
+
+_CLIENT_PARSERS: dict[str, Callable[[_Fields], m.Message]] = {
+    "hello": _hello,
+    "pack": lambda f: m.PackMsg(data=f.str("data")),
+    "request": _request,
+    "subscribe": lambda f: m.Subscribe(paths=f.str_list("paths", max_items=256)),
+    "mst-root": lambda f: m.MstRoot(
+        root=f.str("root", optional=True, max_len=64), count=f.int("count", optional=True)
+    ),
+    "mst-get": lambda f: m.MstGet(hashes=_hex_list(f, "hashes")),
+    "presence": lambda f: m.Presence(state=f.any("state")),
+    "blob-upload": lambda f: m.BlobUpload(
+        hash=f.str("hash", max_len=80), size=f.int("size"), data=f.str("data", max_len=1 << 40)
+    ),
+    "request-upload": lambda f: m.RequestUpload(hash=f.str("hash", max_len=80), size=f.int("size")),
+    "blob-uploaded": lambda f: m.BlobUploaded(hash=f.str("hash", max_len=80)),
+    "blob-request": lambda f: m.BlobRequest(hash=f.str("hash", max_len=80)),
+    "ping": lambda f: m.Ping(),
+    "pong": lambda f: m.Pong(),
+}
+
+_SERVER_PARSERS: dict[str, Callable[[_Fields], m.Message]] = {
+    "welcome": lambda f: m.Welcome(
+        v=f.int("v"), session=f.str("session"), peer=f.str("peer"), room=f.str("room"),
+        caps=list(f.str_list("caps")), head=f.int("head"), root=f.str("root"),
+        heartbeat_ms=f.int("heartbeat_ms"), limits=f.dict("limits"),
+        presence=f.list("presence"), node=f.str("node", optional=True),
+        actor=f.str("actor", optional=True),
+    ),
+    "pack": lambda f: m.PackMsg(
+        data=f.str("data"), head=f.int("head", optional=True), done=f.bool("done", optional=True)
+    ),
+    "ack": lambda f: m.Ack(seqs=f.list("seqs"), refused=f.list("refused", optional=True)),
+    "mst-root": lambda f: m.MstRoot(root=f.str("root"), count=f.int("count")),
+    "mst-nodes": _nodes,
+    "presence": lambda f: m.Presence(peers=f.list("peers")),
+    "presence-leave": lambda f: m.PresenceLeave(peer=f.str("peer")),
+    "upload-url": lambda f: m.UploadUrl(
+        hash=f.str("hash"), url=f.str("url"), expires=f.int("expires"),
+        headers=f.dict("headers", optional=True), method=f.str("method", optional=True),
+    ),
+    "upload-denied": lambda f: m.UploadDenied(hash=f.str("hash"), reason=f.str("reason")),
+    "blob-uploaded": lambda f: m.BlobUploaded(hash=f.str("hash")),
+    "upload-rejected": lambda f: m.UploadRejected(hash=f.str("hash"), reason=f.str("reason")),
+    "blob-available": lambda f: m.BlobAvailable(hash=f.str("hash"), size=f.int("size")),
+    "blob": lambda f: m.Blob(
+        hash=f.str("hash"), data=f.str("data", optional=True), url=f.str("url", optional=True),
+        expires=f.int("expires", optional=True), size=f.int("size", optional=True),
+    ),
+    "tick": lambda f: m.Tick(n=f.int("n"), at=f.int("at")),
+    "ping": lambda f: m.Ping(),
+    "pong": lambda f: m.Pong(),
+    "error": lambda f: m.Error(
+        code=f.str("code"), message=f.str("message"),
+        retry_after_ms=f.int("retry_after_ms", optional=True),
+        extra={k: v for k, v in f.obj.items() if k not in ("type", "code", "message")},
+    ),
+}
+
+
+def _parse(obj: Any, table: dict[str, Callable[[_Fields], m.Message]]) -> m.Message:
+    if not isinstance(obj, dict):
+        raise MalformedEnvelope("envelope must be a JSON object with a `type`")
+    type_ = obj.get("type")
+    if not isinstance(type_, str):
+        raise MalformedEnvelope("envelope has no string `type`")
+    parser = table.get(type_)
+    if parser is None:
+        raise UnknownType(f"unknown message type {type_[:64]!r}")
+    return parser(_Fields(obj, type_))
+
+
+def parse_client(obj: Any) -> m.Message:
+    """A client -> server envelope as a message (server side)."""
+    return _parse(obj, _CLIENT_PARSERS)
+
+
+def parse_server(obj: Any) -> m.Message:
+    """A server -> client envelope as a message (SDK side)."""
+    return _parse(obj, _SERVER_PARSERS)
+
+
+CLIENT_TYPES = frozenset(_CLIENT_PARSERS)
+SERVER_TYPES = frozenset(_SERVER_PARSERS)

@@ -1,0 +1,75 @@
+"""Per-connection token buckets on messages/s and bytes/s (SPEC §2 close 4008, §6 policy).
+
+Pure: driven by ``now_ms``. A message that finds either bucket empty is refused
+(``rate-limited``); when the buckets stay empty for longer than ``grace_ms`` of
+continuous refusals, the verdict becomes CLOSE and the shell closes with 4008.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Verdict(Enum):
+    ALLOW = "allow"
+    REFUSE = "refuse"
+    CLOSE = "close"
+
+
+class TokenBucket:
+    __slots__ = ("burst", "last_ms", "rate_per_ms", "tokens")
+
+    def __init__(self, rate_per_s: float, burst: float, now_ms: int) -> None:
+        self.rate_per_ms = rate_per_s / 1000.0
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.last_ms = now_ms
+
+    def refill(self, now_ms: int) -> None:
+        if now_ms > self.last_ms:
+            self.tokens = min(self.burst, self.tokens + (now_ms - self.last_ms) * self.rate_per_ms)
+            self.last_ms = now_ms
+
+    def take(self, amount: float, now_ms: int) -> bool:
+        self.refill(now_ms)
+        if self.tokens >= amount:
+            self.tokens -= amount
+            return True
+        return False
+
+
+class RateLimiter:
+    """Messages and bytes buckets plus the grace timer that turns refusals into a close."""
+
+    __slots__ = ("bytes", "grace_ms", "limited_since_ms", "messages")
+
+    def __init__(
+        self,
+        *,
+        messages_per_s: float,
+        burst_messages: int,
+        bytes_per_s: float,
+        burst_bytes: int,
+        grace_ms: int,
+        now_ms: int,
+    ) -> None:
+        self.messages = TokenBucket(messages_per_s, burst_messages, now_ms)
+        # A single frame may be larger than the burst; let it through when the bucket is full.
+        self.bytes = TokenBucket(bytes_per_s, burst_bytes, now_ms)
+        self.grace_ms = grace_ms
+        self.limited_since_ms: int | None = None
+
+    def check(self, nbytes: int, now_ms: int) -> Verdict:
+        self.messages.refill(now_ms)
+        self.bytes.refill(now_ms)
+        cost = min(float(nbytes), self.bytes.burst)
+        if self.messages.tokens >= 1.0 and self.bytes.tokens >= cost:
+            self.messages.tokens -= 1.0
+            self.bytes.tokens -= cost
+            self.limited_since_ms = None
+            return Verdict.ALLOW
+        if self.limited_since_ms is None:
+            self.limited_since_ms = now_ms
+        if now_ms - self.limited_since_ms >= self.grace_ms:
+            return Verdict.CLOSE
+        return Verdict.REFUSE

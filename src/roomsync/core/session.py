@@ -1,0 +1,128 @@
+"""One peer's protocol state machine (SPEC §2), as tables.
+
+A session is AWAIT_HELLO until its ``hello`` is accepted, then OPEN until it closes.
+:data:`ALLOWED` lists, per phase, the message types a client may send and the data
+capability each needs; anything else is refused with its SPEC error code. The shell
+feeds every decoded frame to :meth:`Session.receive` and acts on the message it returns
+or the error it raises (``error.close`` says whether to close and with which code).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from . import messages as m
+from .codec import parse_client
+from .errors import (
+    ExpectedHello,
+    Forbidden,
+    MalformedEnvelope,
+    ProtocolError,
+    RateLimited,
+    UnknownType,
+)
+from .ratelimit import RateLimiter, Verdict
+from .types import validate_prefix
+
+
+class Phase(Enum):
+    AWAIT_HELLO = "await-hello"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+#: phase -> {message type: capability required (None: no capability needed)}
+ALLOWED: dict[Phase, dict[str, str | None]] = {
+    Phase.AWAIT_HELLO: {"hello": None},
+    Phase.OPEN: {
+        "pack": "write",
+        "request": "read",
+        "subscribe": "read",
+        "mst-root": "reconcile",
+        "mst-get": "reconcile",
+        "presence": "presence",
+        "blob-upload": "blob",
+        "request-upload": "blob",
+        "blob-uploaded": "blob",
+        "blob-request": "blob",
+        "ping": None,
+        "pong": None,
+    },
+    Phase.CLOSED: {},
+}
+
+
+class Session:
+    """Protocol state of one connected peer. Pure: the shell passes ``now_ms``."""
+
+    __slots__ = (
+        "actor", "caps", "exp_ms", "limiter", "peer", "phase", "prefixes", "room", "session",
+    )
+
+    def __init__(self, *, session: str, peer: str, room: str, limiter: RateLimiter) -> None:
+        self.session = session
+        self.peer = peer
+        self.room = room
+        self.limiter = limiter
+        self.phase = Phase.AWAIT_HELLO
+        self.caps: frozenset[str] = frozenset()
+        self.actor = peer
+        self.prefixes: tuple[str, ...] = ("/",)
+        self.exp_ms: int | None = None
+
+    def receive(self, obj: Any, nbytes: int, now_ms: int) -> m.Message:
+        """Check one decoded frame against rate limits, the phase table and caps.
+
+        Raises :class:`RateLimited` (``close`` None: refused; 4008: limit held past the
+        grace), :class:`ExpectedHello`, :class:`ProtocolError`, :class:`UnknownType`,
+        :class:`Forbidden` (session survives) or a parse error of :mod:`.codec`.
+        """
+        verdict = self.limiter.check(nbytes, now_ms)
+        if verdict is Verdict.CLOSE:
+            raise RateLimited("rate limit exceeded for longer than the grace period")
+        if self.phase is Phase.AWAIT_HELLO:
+            if not isinstance(obj, dict) or obj.get("type") != "hello":
+                raise ExpectedHello("the first frame must be hello")
+        if verdict is Verdict.REFUSE:
+            raise RateLimited("rate limit exceeded: message refused, slow down", close=None)
+        try:
+            msg = parse_client(obj)
+        except UnknownType:
+            if self.phase is Phase.AWAIT_HELLO:
+                raise ExpectedHello("the first frame must be hello") from None
+            raise
+        allowed = ALLOWED[self.phase]
+        if msg.type not in allowed:
+            if msg.type == "hello":
+                raise ProtocolError("hello was already received on this session")
+            raise ProtocolError(f"{msg.type} is not allowed in phase {self.phase.value}")
+        cap = allowed[msg.type]
+        if cap is not None and cap not in self.caps:
+            raise Forbidden(f"{msg.type} needs capability '{cap}'", close=None)
+        if isinstance(msg, m.Subscribe):
+            self.prefixes = tuple(validate_prefix(p) for p in msg.paths) or ("/",)
+        return msg
+
+    def open(
+        self, *, caps: tuple[str, ...], actor: str, prefixes: tuple[str, ...], exp_ms: int | None
+    ) -> None:
+        """Move to OPEN once the shell authenticated the hello."""
+        if self.phase is not Phase.AWAIT_HELLO:
+            raise ProtocolError("session is not awaiting hello")
+        self.caps = frozenset(caps)
+        self.actor = actor
+        self.prefixes = tuple(validate_prefix(p) for p in prefixes) or ("/",)
+        self.exp_ms = exp_ms
+        self.phase = Phase.OPEN
+
+    def close(self) -> None:
+        self.phase = Phase.CLOSED
+
+
+def hello_prefixes(hello: m.Hello) -> tuple[str, ...]:
+    """Validated subscription prefixes of a hello (MalformedEnvelope on a bad one)."""
+    try:
+        return tuple(validate_prefix(p) for p in hello.subscribe) or ("/",)
+    except MalformedEnvelope as exc:
+        raise MalformedEnvelope(exc.message) from None

@@ -1,0 +1,238 @@
+"""The roomsync server: wires settings, store, auth, rooms and routes into one aiohttp app.
+
+:class:`RoomsyncServer` is what ``roomsync serve`` runs and what integration tests start
+on a free port. It owns the shared state of a node: connections, loaded rooms, metrics,
+the draining flag, the heartbeat reaper. Request handling lives in :mod:`.ws` and
+:mod:`.http`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..auth.keyfile import resolve_signing_keys
+from ..auth.tokens import Claims, TokenService
+from ..config import Settings
+from ..core import messages as m
+from ..core.codes import CloseCode
+from ..core.errors import Overload, UnknownType
+from ..storage.base import Store
+from ..storage.memory import MemoryStore
+from ..storage.sqlite import SqliteStore
+from . import http
+from .logs import event
+from .metrics import Metrics
+from .rooms import RoomHost, RoomRegistry
+from .transport import PING_FRAME
+from .ws import websocket_handler
+
+if TYPE_CHECKING:
+    from .peer import Peer
+    from .ws import _Connection
+
+log = logging.getLogger("roomsync.server")
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def build_store(settings: Settings) -> Store:
+    backend = settings.storage.backend
+    if backend == "memory":
+        return MemoryStore()
+    if backend == "sqlite":
+        path = Path(settings.server.data_dir) / "roomsync.db"
+        return SqliteStore(path, synchronous=settings.storage.sqlite_synchronous)
+    raise ValueError(f"storage.backend {backend!r} is not available in this build")
+
+
+def signing_keys(settings: Settings) -> dict[str, str]:
+    """Configured keys (active first), else the data dir's key file (created on first start)."""
+    return resolve_signing_keys(
+        settings.auth.keys, settings.auth.active_kid, Path(settings.server.data_dir)
+    )
+
+
+class RoomsyncServer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        now_ms: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.settings = settings
+        self.now_ms = now_ms
+        self.metrics = Metrics()
+        self.store = store if store is not None else build_store(settings)
+        self.tokens = TokenService(signing_keys(settings))
+        self.rooms = RoomRegistry(
+            self.store, self.metrics, policy=settings.policy,
+            idle_unload_ms=settings.server.room_idle_unload_ms, now_ms=now_ms,
+        )
+        self.node_name = settings.server.node_name()
+        self.connections: set[_Connection] = set()
+        self.draining = False
+        self.revoked_subs: set[str] = set()
+        self.revoked_jtis: set[str] = set()
+        self.started_ms = now_ms()
+        self._runner: web.AppRunner | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self.port: int | None = None
+        self.app = self._build_app()
+
+    # -- app -------------------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.server.max_frame_bytes)
+
+        async def ws_route(request: web.Request) -> web.StreamResponse:
+            return await websocket_handler(self, request)
+
+        app.router.add_get("/ws/{room_id}", ws_route)
+        http.add_routes(app, self)
+        return app
+
+    async def start(self, host: str | None = None, port: int | None = None) -> None:
+        s = self.settings.server
+        await self.store.open()
+        ctx = self.ssl_context()
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host or s.host, port if port is not None else s.port,
+                           ssl_context=ctx, backlog=1024)
+        await site.start()
+        server = site._server
+        if server is not None and getattr(server, "sockets", None):
+            self.port = server.sockets[0].getsockname()[1]
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+        event(log, "server.started", host=host or s.host, port=self.port, node=self.node_name,
+              tls=ctx is not None, storage=self.settings.storage.backend)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        s = self.settings.server
+        if not s.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(s.tls_cert, s.tls_key)
+        return ctx
+
+    async def stop(self) -> None:
+        """Graceful shutdown: refuse new sessions, close peers with 1012, flush, close store."""
+        if self.draining and self._runner is None:
+            return
+        self.draining = True
+        event(log, "server.draining", connections=len(self.connections))
+        for conn in list(self.connections):
+            conn.close(int(CloseCode.RESTARTING), {
+                "type": "error", "code": "draining",
+                "message": "server is shutting down: reconnect, possibly to another node"})
+        await self.rooms.flush_all()
+        grace = self.settings.server.shutdown_grace_ms / 1000
+        deadline = time.monotonic() + grace
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.store.close()
+        event(log, "server.stopped")
+
+    # -- connections ------------------------------------------------------------------------
+
+    def connection_opened(self, conn: _Connection) -> None:
+        self.connections.add(conn)
+        self.metrics.connections.set(len(self.connections))
+
+    def connection_closed(self, conn: _Connection) -> None:
+        self.connections.discard(conn)
+        self.metrics.connections.set(len(self.connections))
+
+    def retry_hint_ms(self) -> int:
+        """A jittered retry hint so refused clients do not come back in lockstep."""
+        return 500 + random.randint(0, 1000)
+
+    def admission_refusal(self) -> Overload | None:
+        s = self.settings.server
+        if len(self.connections) > s.max_connections:
+            return Overload(
+                f"server at its connection limit ({s.max_connections}): retry later",
+                retry_after_ms=self.retry_hint_ms())
+        if self._queued_bytes > s.max_queued_bytes:
+            return Overload("server outbound queues are full: retry later",
+                            retry_after_ms=self.retry_hint_ms())
+        return None
+
+    _queued_bytes = 0
+
+    async def _reap_loop(self) -> None:
+        interval = self.settings.server.heartbeat_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self.reap()
+
+    def reap(self) -> None:
+        """Ping every peer; close those silent for three heartbeat intervals."""
+        now = self.now_ms()
+        limit = 3 * self.settings.server.heartbeat_ms
+        queued = 0
+        for conn in list(self.connections):
+            if conn.close_code is not None:
+                continue
+            if now - conn.last_seen_ms > limit:
+                conn.close(int(CloseCode.INTERNAL), {
+                    "type": "error", "code": "timeout",
+                    "message": f"no frame from the peer for {limit} ms: closing"})
+                continue
+            conn.out.write(PING_FRAME)
+            queued += conn.out.queued_bytes()
+        self._queued_bytes = queued
+        self.metrics.outbound_bytes.set(queued)
+
+    # -- hooks used by ws ------------------------------------------------------------------
+
+    def is_revoked(self, claims: Claims) -> bool:
+        return (claims.sub is not None and claims.sub in self.revoked_subs) or (
+            claims.jti is not None and claims.jti in self.revoked_jtis)
+
+    def presence_snapshot(self, host: RoomHost) -> list[dict[str, Any]]:
+        return []
+
+    def peer_left(self, host: RoomHost, peer: Peer) -> None:
+        return None
+
+    def dispatch_extension(self, conn: _Connection, host: RoomHost, peer: Peer,
+                           msg: m.Message) -> None:
+        raise UnknownType(f"{msg.type} is not served by this node yet")
+
+    # -- checks ------------------------------------------------------------------------------
+
+    async def readiness(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        ok = True
+        try:
+            await self.store.check()
+            checks["store"] = {"ok": True, "backend": self.settings.storage.backend}
+        except Exception as exc:  # any failure makes us unready; the reason is reported
+            ok = False
+            checks["store"] = {"ok": False, "backend": self.settings.storage.backend,
+                               "error": str(exc)}
+        checks["bus"] = {"ok": True, "backend": "memory"}
+        if self.draining:
+            ok = False
+            checks["draining"] = True
+        return {"ok": ok, "checks": checks, "node": self.node_name}

@@ -1,0 +1,121 @@
+"""Prometheus metrics of one server (SPEC §7). Every name here is listed in docs/operations.md.
+
+Each :class:`Metrics` owns its own registry, so several servers can live in one process
+(tests). Hot paths increment pre-bound children, never ``labels()`` per message.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)
+
+#: name -> help, for the docs test
+METRIC_NAMES: dict[str, str] = {}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            METRIC_NAMES[name] = doc
+            return Counter(name, doc, labels, registry=r)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            METRIC_NAMES[name] = doc
+            return Gauge(name, doc, labels, registry=r)
+
+        def histogram(name: str, doc: str) -> Histogram:
+            METRIC_NAMES[name] = doc
+            return Histogram(name, doc, buckets=_LATENCY_BUCKETS, registry=r)
+
+        self.connections = gauge("roomsync_connections", "Open WebSocket connections.")
+        self.rooms = gauge("roomsync_rooms_loaded", "Rooms loaded in memory.")
+        self.peers = gauge("roomsync_peers", "Welcomed peers across all rooms.")
+        self.messages = counter(
+            "roomsync_messages_total", "WebSocket messages by direction and type.",
+            ("direction", "type"),
+        )
+        self.closes = counter("roomsync_closes_total", "Sessions closed, by close code.", ("code",))
+        self.errors = counter("roomsync_errors_total", "error envelopes sent, by code.", ("code",))
+        self.auth = counter(
+            "roomsync_auth_total", "Handshake auth outcomes (ok, anonymous, or the failure).",
+            ("outcome",),
+        )
+        self.handshakes = counter(
+            "roomsync_handshakes_total", "Handshakes by result (welcome or refused).", ("result",)
+        )
+        self.rate_limited = counter(
+            "roomsync_rate_limited_total", "Messages refused by a peer's token bucket."
+        )
+        self.changes_applied = counter(
+            "roomsync_changes_applied_total", "Changes accepted into room state."
+        )
+        self.changes_superseded = counter(
+            "roomsync_changes_superseded_total", "Changes acknowledged that lost LWW."
+        )
+        self.changes_refused = counter(
+            "roomsync_changes_refused_total", "Changes refused, by code.", ("code",)
+        )
+        self.deliveries = counter(
+            "roomsync_deliveries_total", "Changes delivered to peers by broadcast."
+        )
+        self.frames_broadcast = counter(
+            "roomsync_broadcast_frames_total", "Broadcast frames written to peers."
+        )
+        self.pack_apply = histogram(
+            "roomsync_pack_apply_seconds", "Time to decode and apply one client pack."
+        )
+        self.persist = histogram(
+            "roomsync_persist_seconds", "Time to commit one batch of accepted changes."
+        )
+        self.broadcast = histogram(
+            "roomsync_broadcast_seconds",
+            "Time from a change's arrival to its broadcast frame being written.",
+        )
+        self.outbound_bytes = gauge(
+            "roomsync_outbound_queue_bytes", "Bytes queued to peers, sampled each heartbeat."
+        )
+        self.resyncs = counter(
+            "roomsync_resync_required_total", "Peers told to resync, by reason.", ("reason",)
+        )
+        self.store_errors = counter("roomsync_store_errors_total", "Store operations that failed.")
+        self.room_loads = counter("roomsync_room_loads_total", "Rooms loaded from the store.")
+        self.room_unloads = counter("roomsync_room_unloads_total", "Rooms unloaded when idle.")
+        self.blob_ops = counter(
+            "roomsync_blob_ops_total", "Blob operations by operation and outcome.",
+            ("op", "outcome"),
+        )
+        self.presence_updates = counter(
+            "roomsync_presence_updates_total", "Presence updates received."
+        )
+        self.presence_expired = counter(
+            "roomsync_presence_expired_total", "Presence entries expired by TTL."
+        )
+        self.control = counter(
+            "roomsync_control_requests_total", "Control-plane requests by family and result.",
+            ("family", "result"),
+        )
+        # Pre-bound children for the hot paths.
+        self._in: dict[str, Counter] = {}
+        self._out: dict[str, Counter] = {}
+
+    def msg_in(self, type_: str) -> None:
+        child = self._in.get(type_)
+        if child is None:
+            child = self._in[type_] = self.messages.labels("in", type_)
+        child.inc()
+
+    def msg_out(self, type_: str, n: int = 1) -> None:
+        child = self._out.get(type_)
+        if child is None:
+            child = self._out[type_] = self.messages.labels("out", type_)
+        child.inc(n)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

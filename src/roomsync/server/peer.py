@@ -1,0 +1,102 @@
+"""A connected peer as the server sees it: its core session, its outbound stream, its room."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..core.codes import CloseCode
+from ..core.errors import RoomsyncError
+from ..core.session import Session
+from .transport import Outbound, encode_frame
+
+if TYPE_CHECKING:
+    from .rooms import RoomHost
+
+_json_encode = msgspec.json.Encoder().encode
+
+
+def text_frame(obj: dict[str, Any]) -> bytes:
+    """One JSON envelope as a ready-to-write text frame."""
+    return encode_frame(_json_encode(obj))
+
+
+class Peer:
+    """Everything the room needs to deliver to one peer and to close it."""
+
+    __slots__ = (
+        "closing", "host", "last_seen_ms", "on_close", "out", "pending_acks", "session",
+        "stream_budget", "expiry_handle", "__weakref__",
+    )
+
+    def __init__(
+        self,
+        session: Session,
+        out: Outbound,
+        *,
+        stream_budget: int,
+        on_close: Callable[[Peer, CloseCode, dict[str, Any] | None], None],
+        now_ms: int,
+    ) -> None:
+        self.session = session
+        self.out = out
+        self.stream_budget = stream_budget
+        self.on_close = on_close
+        self.host: RoomHost | None = None
+        self.closing = False
+        self.last_seen_ms = now_ms
+        self.pending_acks = 0
+        self.expiry_handle: asyncio.TimerHandle | None = None
+
+    @property
+    def id(self) -> str:
+        return self.session.peer
+
+    def can_read(self) -> bool:
+        return "read" in self.session.caps
+
+    def send(self, obj: dict[str, Any]) -> bool:
+        return self.send_frame(text_frame(obj))
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue a frame; close with 4001 when the stream budget is passed (SPEC §2)."""
+        if self.closing:
+            return False
+        if not self.out.write(frame):
+            return False
+        if self.out.queued_bytes() > self.stream_budget:
+            self.close(
+                CloseCode.RESYNC_REQUIRED,
+                {
+                    "type": "error", "code": "resync-required",
+                    "message": "outbound queue passed the stream budget "
+                    f"({self.stream_budget} bytes): reconnect and resync",
+                },
+                reason="stream-budget",
+            )
+            return False
+        return True
+
+    def fail(self, error: RoomsyncError, ref: str | None = None) -> None:
+        """Send ``error`` for ``error`` and close with its code when it has one."""
+        fields = {"type": "error", **error.to_error_fields()}
+        if ref is not None:
+            fields["ref"] = ref
+        if error.close is None:
+            self.send(fields)
+        else:
+            self.close(error.close, fields)
+
+    def close(
+        self, code: CloseCode, error: dict[str, Any] | None = None, *, reason: str | None = None
+    ) -> None:
+        """Start closing: the error frame first (SPEC: sent before every non-normal close)."""
+        if self.closing:
+            return
+        self.closing = True
+        if reason is not None and error is not None:
+            error = {**error, "reason": reason}
+        self.on_close(self, code, error)

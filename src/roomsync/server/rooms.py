@@ -1,0 +1,434 @@
+"""Loaded rooms: apply, persist, acknowledge, broadcast; load on first use, unload when idle.
+
+Data flow for a client ``pack`` (SPEC §2)::
+
+    ws handler -> RoomHost.submit_pack -> RoomState.apply (seqs assigned, MST updated)
+               -> persist queue -> Store.append (one transaction per batch)
+               -> broadcast frames (one encode per subscription group) -> acks to authors
+
+Every pack that arrives while a batch is being committed joins the next batch, so under
+load one commit and one broadcast frame carry many changes (group commit + coalescing).
+``broadcast_window_ms`` adds a wait before each batch to coalesce more at low rates.
+Broadcast frames of a batch are written before the acks of that batch, so a client whose
+cursor follows its acks never skips a change it has not received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import Policy
+from ..core import mst as mst_mod
+from ..core.codec import b64encode, pack_data, unpack_data
+from ..core.codes import CloseCode
+from ..core.entries import Change
+from ..core.errors import CodecError, ResyncRequired, RoomClosed, TooLarge
+from ..core.room import ApplyLimits, RoomState
+from ..core.types import any_prefix_matches
+from ..storage.base import RoomRecord, Store, StoreError
+from .logs import event
+from .metrics import Metrics
+from .peer import Peer, text_frame
+
+log = logging.getLogger("roomsync.rooms")
+
+
+@dataclass(slots=True)
+class _Submitted:
+    peer: Peer | None
+    result_seqs: list[int | None]
+    refused: list[dict[str, object]]
+    accepted: list[Change]
+    t0: float
+
+
+@dataclass(slots=True)
+class RoomHost:
+    """One loaded room. Lives on the event loop; all methods are called from it."""
+
+    record: RoomRecord
+    state: RoomState
+    policy: Policy
+    store: Store
+    metrics: Metrics
+    now_ms: Callable[[], int]
+    peers: set[Peer] = field(default_factory=set)
+    refs: int = 0
+    closed: bool = False
+    unload_handle: asyncio.TimerHandle | None = None
+    _queue: list[_Submitted] = field(default_factory=list)
+    _persist_task: asyncio.Task[None] | None = None
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._idle.set()
+
+    @property
+    def room(self) -> str:
+        return self.record.room
+
+    def limits(self) -> ApplyLimits:
+        return ApplyLimits(
+            max_value_bytes=self.policy.max_value_bytes,
+            max_clock_skew_ms=self.policy.max_clock_skew_ms,
+        )
+
+    # -- membership --------------------------------------------------------------------
+
+    def join(self, peer: Peer, cursor: int | None) -> None:
+        """Welcome has been sent; bring ``peer`` up to date and start its broadcasts."""
+        peer.host = self
+        self.peers.add(peer)
+        if not peer.can_read():
+            return
+        state = self.state
+        if cursor:
+            if cursor > state.head:
+                raise ResyncRequired(
+                    f"cursor {cursor} is ahead of the room head {state.head}: "
+                    "the room was restored or replaced; do a full resync"
+                )
+            if cursor < state.compacted_through:
+                raise ResyncRequired(
+                    f"cursor {cursor} is older than retention "
+                    f"(compacted through {state.compacted_through}); do a full resync"
+                )
+        changes = state.changes_since(cursor or 0, peer.session.prefixes)
+        self.send_changes(peer, changes, final_head=state.head)
+
+    def leave(self, peer: Peer) -> None:
+        self.peers.discard(peer)
+
+    def send_changes(self, peer: Peer, changes: list[Change], *, final_head: int) -> None:
+        """Chunked ``pack`` frames in seq order; the last one says ``done`` and the head."""
+        chunk = max(1, self.policy.catchup_chunk)
+        if not changes:
+            peer.send({"type": "pack", "data": pack_data([]), "head": final_head, "done": True})
+            self.metrics.msg_out("pack")
+            return
+        for i in range(0, len(changes), chunk):
+            part = changes[i : i + chunk]
+            last = i + chunk >= len(changes)
+            head = final_head if last else (part[-1].seq or 0)
+            msg: dict[str, Any] = {"type": "pack", "data": pack_data(part), "head": head}
+            if last:
+                msg["done"] = True
+            if not peer.send(msg):
+                return
+            self.metrics.msg_out("pack")
+
+    # -- writes ------------------------------------------------------------------------
+
+    def submit_pack(self, peer: Peer, data: str) -> None:
+        """Decode, apply and queue a client pack for persistence; ack and broadcast follow."""
+        t0 = time.perf_counter()
+        if self.closed:
+            raise RoomClosed(f"room {self.room!r} is closed")
+        if len(data) > self.policy.max_pack_bytes * 4 // 3 + 4:
+            raise TooLarge(
+                f"pack of {len(data) * 3 // 4} bytes exceeds max_pack_bytes "
+                f"{self.policy.max_pack_bytes}: split it"
+            )
+        changes = unpack_data(data)
+        if len(changes) > self.policy.max_changes_per_pack:
+            raise TooLarge(
+                f"pack of {len(changes)} changes exceeds max_changes_per_pack "
+                f"{self.policy.max_changes_per_pack}: split it"
+            )
+        for change in changes:
+            if change.seq is not None:
+                raise CodecError("bad postcard: clients must send seq: None")
+        result = self.state.apply(changes, now_ms=self.now_ms(), limits=self.limits())
+        m = self.metrics
+        m.pack_apply.observe(time.perf_counter() - t0)
+        if result.accepted:
+            m.changes_applied.inc(len(result.accepted))
+        superseded = len(changes) - len(result.accepted) - len(result.refused)
+        if superseded:
+            m.changes_superseded.inc(superseded)
+        for r in result.refused:
+            m.changes_refused.labels(str(r["code"])).inc()
+        peer.pending_acks += 1
+        self._enqueue(_Submitted(peer, result.seqs, result.refused, result.accepted, t0))
+
+    def apply_local(self, changes: list[Change]) -> list[int | None]:
+        """Apply server-side changes (control plane): persisted and broadcast like a pack."""
+        result = self.state.apply(changes, now_ms=self.now_ms(), limits=self.limits())
+        self._enqueue(_Submitted(None, result.seqs, result.refused, result.accepted,
+                                 time.perf_counter()))
+        return result.seqs
+
+    def _enqueue(self, item: _Submitted) -> None:
+        self._queue.append(item)
+        if self._persist_task is None:
+            self._idle.clear()
+            self._persist_task = asyncio.get_running_loop().create_task(self._persist_loop())
+
+    async def _persist_loop(self) -> None:
+        try:
+            while self._queue:
+                if self.policy.broadcast_window_ms > 0:
+                    await asyncio.sleep(self.policy.broadcast_window_ms / 1000)
+                batch, self._queue = self._queue, []
+                accepted = [c for item in batch for c in item.accepted]
+                if accepted:
+                    t0 = time.perf_counter()
+                    try:
+                        await self.store.append(self.room, accepted)
+                    except (StoreError, OSError) as exc:
+                        self._store_failed(batch, exc)
+                        return
+                    self.metrics.persist.observe(time.perf_counter() - t0)
+                self._deliver(batch)
+                self._maybe_compact()
+        finally:
+            self._persist_task = None
+            self._idle.set()
+
+    def _store_failed(self, batch: list[_Submitted], exc: BaseException) -> None:
+        self.metrics.store_errors.inc()
+        event(log, "store.append_failed", level=logging.ERROR, room=self.room, error=str(exc))
+        # Nothing of this batch (or queued after it) was acked: tell the authors, then close
+        # the room so it reloads from what the store really holds.
+        self.closed = True
+        for item in batch + self._queue:
+            if item.peer is not None:
+                item.peer.send({
+                    "type": "ack", "seqs": [None] * len(item.result_seqs),
+                    "refused": [{"index": i, "code": "internal", "message": "store write failed"}
+                                for i in range(len(item.result_seqs))],
+                })
+        self._queue = []
+        self.close_all(CloseCode.INTERNAL, "internal", "store write failed; reconnect later")
+
+    def _deliver(self, batch: list[_Submitted]) -> None:
+        """Broadcast the batch's accepted changes, then ack each pack (see module doc)."""
+        pairs = [(item.peer, c) for item in batch for c in item.accepted]
+        if pairs:
+            self._broadcast(pairs, self.state.head)
+            now = time.perf_counter()
+            for item in batch:
+                if item.accepted:
+                    self.metrics.broadcast.observe(now - item.t0)
+        for item in batch:
+            peer = item.peer
+            if peer is None:
+                continue
+            peer.pending_acks -= 1
+            ack: dict[str, Any] = {"type": "ack", "seqs": item.result_seqs}
+            if item.refused:
+                ack["refused"] = item.refused
+            peer.send(ack)
+        self.metrics.msg_out("ack", len(batch))
+
+    def _broadcast(self, pairs: list[tuple[Peer | None, Change]], head: int) -> None:
+        """One encode per (subscription, excluded author) group, the same bytes to each peer."""
+        echo = self.policy.echo_to_sender
+        authors = {p for p, _ in pairs if p is not None} if not echo else set()
+        cache: dict[tuple[tuple[str, ...], Peer | None], tuple[bytes, int] | None] = {}
+        deliveries = 0
+        frames = 0
+        for peer in list(self.peers):
+            if peer.closing or not peer.can_read():
+                continue
+            excluded = peer if peer in authors else None
+            key = (peer.session.prefixes, excluded)
+            if key in cache:
+                entry = cache[key]
+            else:
+                prefixes = key[0]
+                everything = prefixes == ("/",)
+                changes = [
+                    c for author, c in pairs
+                    if (excluded is None or author is not excluded)
+                    and (everything or any_prefix_matches(prefixes, c.path))
+                ]
+                entry = cache[key] = (
+                    (text_frame({"type": "pack", "data": pack_data(changes), "head": head}),
+                     len(changes))
+                    if changes else None
+                )
+            if entry is not None and peer.send_frame(entry[0]):
+                deliveries += entry[1]
+                frames += 1
+        if frames:
+            self.metrics.deliveries.inc(deliveries)
+            self.metrics.frames_broadcast.inc(frames)
+            self.metrics.msg_out("pack", frames)
+
+    def _maybe_compact(self) -> None:
+        retention = self.policy.retention_changes
+        state = self.state
+        if state.head - state.compacted_through > retention + max(1000, retention // 10):
+            through = state.head - retention
+            asyncio.get_running_loop().create_task(self._compact(through))
+
+    async def _compact(self, through: int) -> None:
+        try:
+            await self.store.compact(self.room, through)
+        except (StoreError, OSError) as exc:
+            self.metrics.store_errors.inc()
+            event(log, "store.compact_failed", level=logging.WARNING, room=self.room, error=str(exc))
+            return
+        self.state.forget_tombstones(through)
+        event(log, "room.compacted", room=self.room, through=through)
+
+    async def flush(self) -> None:
+        """Wait until every queued change is persisted and delivered."""
+        await self._idle.wait()
+
+    # -- reads -------------------------------------------------------------------------
+
+    def answer_since(self, peer: Peer, since: int) -> None:
+        state = self.state
+        if since < state.compacted_through:
+            raise ResyncRequired(
+                f"request since {since} is older than retention "
+                f"(compacted through {state.compacted_through}); do a full resync"
+            )
+        self.send_changes(peer, state.changes_since(since, peer.session.prefixes),
+                          final_head=state.head)
+
+    def answer_paths(self, peer: Peer, paths: Iterable[str]) -> None:
+        changes = self.state.get_paths(paths)
+        changes.sort(key=lambda c: c.seq or 0)
+        self.send_changes(peer, changes, final_head=self.state.head)
+
+    def resubscribed(self, peer: Peer, old: tuple[str, ...]) -> None:
+        """After ``subscribe``: send the state of paths the new prefixes add."""
+        new = peer.session.prefixes
+        if not peer.can_read():
+            return
+        added = [
+            c for c in self.state.entries.values()
+            if any_prefix_matches(new, c.path) and not any_prefix_matches(old, c.path)
+        ]
+        added.sort(key=lambda c: c.seq or 0)
+        self.send_changes(peer, added, final_head=self.state.head)
+
+    def mst_root(self) -> dict[str, Any]:
+        return {"type": "mst-root", "root": self.state.root, "count": self.state.live_count()}
+
+    def mst_nodes(self, hashes: Iterable[str]) -> dict[str, Any]:
+        found = mst_mod.serve_nodes(self.state.tree, [bytes.fromhex(h) for h in hashes])
+        return {
+            "type": "mst-nodes",
+            "nodes": [{"hash": h.hex(), "data": b64encode(data)} for h, data in found],
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close_all(self, code: CloseCode, error_code: str | None, message: str) -> None:
+        err = {"type": "error", "code": error_code, "message": message} if error_code else None
+        for peer in list(self.peers):
+            peer.close(code, err)
+
+    def welcome_limits(self, max_frame_bytes: int) -> dict[str, Any]:
+        p = self.policy
+        return {
+            "max_frame_bytes": max_frame_bytes,
+            "max_pack_bytes": p.max_pack_bytes,
+            "max_changes_per_pack": p.max_changes_per_pack,
+            "max_value_bytes": p.max_value_bytes,
+            "rate_messages_per_s": p.rate_messages_per_s,
+            "rate_bytes_per_s": p.rate_bytes_per_s,
+            "stream_budget_bytes": p.stream_budget_bytes,
+            "blob_max_bytes": p.blob_max_bytes,
+            "presence_max_bytes": p.presence_max_bytes,
+            "presence_ttl_ms": p.presence_ttl_ms,
+            "max_clock_skew_ms": p.max_clock_skew_ms,
+            "retention_changes": p.retention_changes,
+        }
+
+
+class RoomRegistry:
+    """Loads rooms on first use (once, however many peers race), unloads idle ones."""
+
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        policy: Policy,
+        idle_unload_ms: int,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.policy = policy
+        self.idle_unload_ms = idle_unload_ms
+        self.now_ms = now_ms
+        self.hosts: dict[str, RoomHost] = {}
+        self._loading: dict[str, asyncio.Future[RoomHost]] = {}
+
+    async def acquire(self, room: str) -> RoomHost:
+        """The loaded room, loading it if needed; the caller must :meth:`release` it."""
+        host = self.hosts.get(room)
+        if host is None:
+            fut = self._loading.get(room)
+            if fut is None:
+                fut = asyncio.get_running_loop().create_future()
+                self._loading[room] = fut
+                try:
+                    host = await self._load(room)
+                except BaseException as exc:
+                    fut.set_exception(exc)
+                    fut.exception()  # mark retrieved: waiters re-raise it themselves
+                    raise
+                finally:
+                    del self._loading[room]
+                fut.set_result(host)
+            else:
+                host = await asyncio.shield(fut)
+        host.refs += 1
+        if host.unload_handle is not None:
+            host.unload_handle.cancel()
+            host.unload_handle = None
+        return host
+
+    async def _load(self, room: str) -> RoomHost:
+        loaded = await self.store.load_room(room, now_ms=self.now_ms())
+        rec = loaded.record
+        state = RoomState(room, loaded.entries, head=rec.head,
+                          compacted_through=rec.compacted_through)
+        policy = self.policy.patched(rec.policy) if rec.policy else self.policy
+        host = RoomHost(rec, state, policy, self.store, self.metrics, self.now_ms)
+        self.hosts[room] = host
+        self.metrics.rooms.set(len(self.hosts))
+        self.metrics.room_loads.inc()
+        return host
+
+    def release(self, host: RoomHost) -> None:
+        host.refs -= 1
+        if host.refs <= 0 and self.hosts.get(host.room) is host:
+            loop = asyncio.get_running_loop()
+            if self.idle_unload_ms <= 0 or host.closed:
+                loop.create_task(self._unload(host))
+            else:
+                host.unload_handle = loop.call_later(
+                    self.idle_unload_ms / 1000, lambda: loop.create_task(self._unload(host))
+                )
+
+    async def _unload(self, host: RoomHost) -> None:
+        host.unload_handle = None
+        await host.flush()
+        if host.refs > 0 or self.hosts.get(host.room) is not host:
+            return
+        del self.hosts[host.room]
+        self.metrics.rooms.set(len(self.hosts))
+        self.metrics.room_unloads.inc()
+
+    def evict(self, room: str) -> None:
+        """Forget a loaded room now (after a restore, delete or store failure)."""
+        host = self.hosts.pop(room, None)
+        if host is not None:
+            host.closed = True
+            self.metrics.rooms.set(len(self.hosts))
+
+    async def flush_all(self) -> None:
+        await asyncio.gather(*(h.flush() for h in list(self.hosts.values())))

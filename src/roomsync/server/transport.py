@@ -1,0 +1,60 @@
+"""The seam between the server and its WebSocket library.
+
+Data frames are built here once and written straight to the connection's transport: a
+broadcast encodes one text frame (server frames are unmasked, so the bytes are the same
+for every receiver) and hands the same ``bytes`` to each peer. aiohttp still owns the
+handshake, the reader, control frames and the closing handshake; since it writes
+uncompressed frames synchronously too, our writes never interleave inside its frames.
+A different WebSocket implementation (e.g. picows) only needs another :class:`Outbound`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+_OP_TEXT = 0x1
+_OP_PING = 0x9
+_FIN = 0x80
+
+
+def encode_frame(payload: bytes, opcode: int = _OP_TEXT) -> bytes:
+    """An unmasked, final WebSocket frame (RFC 6455 §5.2) carrying ``payload``."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((_FIN | opcode, n))
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", _FIN | opcode, 126, n)
+    else:
+        header = struct.pack("!BBQ", _FIN | opcode, 127, n)
+    return header + payload
+
+
+PING_FRAME = encode_frame(b"", _OP_PING)
+
+
+class Outbound:
+    """Writes frames to one peer and tells how much is queued for it (the stream budget)."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: asyncio.BaseTransport | None) -> None:
+        self.transport = transport
+
+    def write(self, frame: bytes) -> bool:
+        """Queue ``frame``; False when the connection is already closing."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return False
+        t.write(frame)  # type: ignore[attr-defined]
+        return True
+
+    def queued_bytes(self) -> int:
+        t = self.transport
+        if t is None or t.is_closing():
+            return 0
+        return int(t.get_write_buffer_size())  # type: ignore[attr-defined]
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()  # type: ignore[attr-defined]
