@@ -139,6 +139,7 @@ def _hello(f: _Fields) -> m.Message:
         caps=f.str_list("caps", optional=True, max_items=64),
         subscribe=f.str_list("subscribe", optional=True, max_items=256) or ("/",),
         cursor=f.int("cursor", optional=True),
+        catchup=f.bool("catchup", optional=True),
     )
 
 

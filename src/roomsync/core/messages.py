@@ -36,6 +36,8 @@ class Hello(Message):
     caps: tuple[str, ...] | None = None
     subscribe: tuple[str, ...] = ("/",)
     cursor: int | None = None
+    #: False: skip the catch-up after welcome (the client reconciles with the MST instead).
+    catchup: bool | None = None
 
     def to_wire(self) -> dict[str, Any]:
         out = Message.to_wire(self)

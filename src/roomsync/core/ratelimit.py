@@ -1,8 +1,11 @@
 """Per-connection token buckets on messages/s and bytes/s (SPEC §2 close 4008, §6 policy).
 
 Pure: driven by ``now_ms``. A message that finds either bucket empty is refused
-(``rate-limited``); when the buckets stay empty for longer than ``grace_ms`` of
-continuous refusals, the verdict becomes CLOSE and the shell closes with 4008.
+(``rate-limited``). Refusals open a limited period that ends only after ``grace_ms``
+without any refusal; a refusal that comes ``grace_ms`` or more after the period began
+gets CLOSE and the shell closes with 4008. So a client that backs off after its first
+refusals is fine, and one that keeps flooding (even if a few messages get through as
+tokens trickle back) is closed after the grace.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class TokenBucket:
 class RateLimiter:
     """Messages and bytes buckets plus the grace timer that turns refusals into a close."""
 
-    __slots__ = ("bytes", "grace_ms", "limited_since_ms", "messages")
+    __slots__ = ("bytes", "grace_ms", "last_refused_ms", "limited_since_ms", "messages")
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class RateLimiter:
         self.bytes = TokenBucket(bytes_per_s, burst_bytes, now_ms)
         self.grace_ms = grace_ms
         self.limited_since_ms: int | None = None
+        self.last_refused_ms: int | None = None
 
     def check(self, nbytes: int, now_ms: int) -> Verdict:
         self.messages.refill(now_ms)
@@ -66,10 +70,14 @@ class RateLimiter:
         if self.messages.tokens >= 1.0 and self.bytes.tokens >= cost:
             self.messages.tokens -= 1.0
             self.bytes.tokens -= cost
-            self.limited_since_ms = None
+            if self.last_refused_ms is not None and now_ms - self.last_refused_ms >= self.grace_ms:
+                self.limited_since_ms = self.last_refused_ms = None
             return Verdict.ALLOW
-        if self.limited_since_ms is None:
+        if self.limited_since_ms is None or (
+            self.last_refused_ms is not None and now_ms - self.last_refused_ms >= self.grace_ms
+        ):
             self.limited_since_ms = now_ms
+        self.last_refused_ms = now_ms
         if now_ms - self.limited_since_ms >= self.grace_ms:
             return Verdict.CLOSE
         return Verdict.REFUSE

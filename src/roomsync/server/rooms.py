@@ -80,11 +80,15 @@ class RoomHost:
 
     # -- membership --------------------------------------------------------------------
 
-    def join(self, peer: Peer, cursor: int | None) -> None:
-        """Welcome has been sent; bring ``peer`` up to date and start its broadcasts."""
+    def join(self, peer: Peer, cursor: int | None, *, catchup: bool = True) -> None:
+        """Welcome has been sent; bring ``peer`` up to date and start its broadcasts.
+
+        ``catchup`` False (hello ``catchup: false``) skips the catch-up: the client will
+        reconcile through the MST instead of receiving the whole state.
+        """
         peer.host = self
         self.peers.add(peer)
-        if not peer.can_read():
+        if not peer.can_read() or not catchup:
             return
         state = self.state
         if cursor:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import struct
 
+from aiohttp import WSCloseCode, web
+
 _OP_TEXT = 0x1
 _OP_PING = 0x9
 _FIN = 0x80
@@ -58,3 +60,22 @@ class Outbound:
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()  # type: ignore[attr-defined]
+
+
+class RoomsyncWebSocket(web.WebSocketResponse):
+    """aiohttp's server WebSocket, plus the SPEC rule "an error before every non-normal close".
+
+    aiohttp closes by itself with 1009 when a frame exceeds ``max_msg_size``, before our
+    loop sees it; this hook writes the ``too-large`` error frame first.
+    """
+
+    too_big_error: bytes | None = None
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"",
+                    drain: bool = True) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and self.too_big_error is not None:
+            error, self.too_big_error = self.too_big_error, None
+            transport = self._req.transport if self._req is not None else None
+            if transport is not None and not transport.is_closing():
+                transport.write(encode_frame(error))
+        return await super().close(code=code, message=message, drain=drain)

@@ -24,7 +24,6 @@ from ..core.codes import CloseCode, ErrorCode
 from ..core.errors import (
     AuthError,
     ExpectedHello,
-    FrameTooBig,
     MalformedEnvelope,
     Overload,
     RoomClosed,
@@ -37,7 +36,7 @@ from ..core.types import validate_room_id
 from ..storage.base import StoreError
 from .logs import event
 from .peer import Peer, text_frame
-from .transport import Outbound
+from .transport import Outbound, RoomsyncWebSocket
 
 if TYPE_CHECKING:
     from .app import RoomsyncServer
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("roomsync.ws")
 _decode = msgspec.json.Decoder().decode
+_json_encode = msgspec.json.Encoder().encode
 
 
 def _new_id(prefix: str) -> str:
@@ -53,9 +53,13 @@ def _new_id(prefix: str) -> str:
 
 async def websocket_handler(server: RoomsyncServer, request: web.Request) -> web.StreamResponse:
     settings = server.settings.server
-    ws = web.WebSocketResponse(
+    ws = RoomsyncWebSocket(
         autoping=False, max_msg_size=settings.max_frame_bytes, timeout=5.0, compress=False
     )
+    ws.too_big_error = _json_encode({
+        "type": "error", "code": "too-large",
+        "message": f"frame larger than max_frame_bytes {settings.max_frame_bytes}: split the pack",
+    })
     await ws.prepare(request)
     conn = _Connection(server, ws, request)
     server.connection_opened(conn)
@@ -69,7 +73,7 @@ async def websocket_handler(server: RoomsyncServer, request: web.Request) -> web
 class _Connection:
     """One WebSocket connection from accept to close."""
 
-    def __init__(self, server: RoomsyncServer, ws: web.WebSocketResponse, request: web.Request):
+    def __init__(self, server: RoomsyncServer, ws: RoomsyncWebSocket, request: web.Request):
         self.server = server
         self.ws = ws
         self.request = request
@@ -215,9 +219,10 @@ class _Connection:
                 exc = ws.exception()
                 code = getattr(exc, "code", None)
                 if code == WSCloseCode.MESSAGE_TOO_BIG:
-                    self.fail(FrameTooBig(
-                        f"frame larger than max_frame_bytes "
-                        f"{server.settings.server.max_frame_bytes}: split the pack"))
+                    # aiohttp already sent the too-large error (see RoomsyncWebSocket) and 1009.
+                    self.close_code = int(CloseCode.TOO_BIG)
+                    metrics.errors.labels("too-large").inc()
+                    metrics.closes.labels("1009").inc()
                 else:
                     self.fail(MalformedEnvelope(f"websocket error: {exc}"))
                 return
@@ -312,7 +317,7 @@ class _Connection:
         metrics.peers.inc()
         event(log, "session.welcome", room=room, peer=peer.id, session=self.session.session,
               actor=actor, caps=list(caps), cursor=hello.cursor, head=host.state.head)
-        host.join(peer, hello.cursor)
+        host.join(peer, hello.cursor, catchup=hello.catchup is not False)
 
     def _authenticate(
         self, hello: m.Hello, host: RoomHost, now: int

@@ -1,0 +1,72 @@
+"""Raw WebSocket helpers for protocol-level tests against a real server (no SDK)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+TIMEOUT = 10.0
+
+
+async def connect(
+    http: aiohttp.ClientSession, url: str, **kw: Any
+) -> aiohttp.ClientWebSocketResponse:
+    return await http.ws_connect(url, autoping=True, **kw)
+
+
+async def recv(ws: aiohttp.ClientWebSocketResponse, timeout: float = TIMEOUT) -> dict[str, Any]:
+    msg = await asyncio.wait_for(ws.receive(), timeout)
+    assert msg.type is aiohttp.WSMsgType.TEXT, f"expected a text frame, got {msg}"
+    out: dict[str, Any] = msg.json()
+    return out
+
+
+async def recv_type(
+    ws: aiohttp.ClientWebSocketResponse, type_: str, timeout: float = TIMEOUT
+) -> dict[str, Any]:
+    """Skip frames until one of ``type_`` arrives."""
+    while True:
+        msg = await recv(ws, timeout)
+        if msg["type"] == type_:
+            return msg
+
+
+async def closed(
+    ws: aiohttp.ClientWebSocketResponse, timeout: float = TIMEOUT
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Read until the server closes: (text messages seen, close code)."""
+    seen: list[dict[str, Any]] = []
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), timeout)
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            seen.append(msg.json())
+        elif msg.type is aiohttp.WSMsgType.CLOSE:
+            # The code the server sent; ws.close_code may say 1006 when the server dropped
+            # the transport before our close reply could be written.
+            return seen, int(msg.data)
+        elif msg.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSING,
+            aiohttp.WSMsgType.CLOSED,
+        ):
+            return seen, ws.close_code
+        elif msg.type is aiohttp.WSMsgType.ERROR:
+            return seen, ws.close_code
+
+
+async def hello(
+    http: aiohttp.ClientSession, url: str, **fields: Any
+) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
+    """Connect, send hello, return (ws, welcome) after the catch-up's done chunk."""
+    ws = await connect(http, url)
+    await ws.send_json({"type": "hello", "v": 1, **fields})
+    welcome = await recv(ws)
+    assert welcome["type"] == "welcome", welcome
+    if "read" in welcome["caps"] and fields.get("catchup", True):
+        while True:
+            msg = await recv(ws)
+            if msg["type"] == "pack" and msg.get("done"):
+                break
+    return ws, welcome

@@ -1,0 +1,126 @@
+"""Envelope parsing: every failure is a documented error (SPEC §2)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from roomsync.core import messages as m
+from roomsync.core.codec import (
+    CLIENT_TYPES,
+    b64decode,
+    decode_json,
+    pack_data,
+    parse_client,
+    parse_server,
+    unpack_data,
+)
+from roomsync.core.entries import Change
+from roomsync.core.errors import CodecError, MalformedEnvelope, RoomsyncError, UnknownType
+
+
+def test_hello_defaults_and_fields() -> None:
+    msg = parse_client({"type": "hello", "v": 1})
+    assert msg == m.Hello(v=1)
+    msg = parse_client({"type": "hello", "v": 1, "token": "t", "actor": "a", "caps": ["read"],
+                        "subscribe": ["/a"], "cursor": 5, "catchup": False})
+    assert msg == m.Hello(v=1, token="t", actor="a", caps=("read",), subscribe=("/a",),
+                          cursor=5, catchup=False)
+    assert msg.to_wire()["caps"] == ["read"]
+
+
+@pytest.mark.parametrize(
+    ("obj", "error", "text"),
+    [
+        ([], MalformedEnvelope, "JSON object"),
+        ({"v": 1}, MalformedEnvelope, "no string `type`"),
+        ({"type": 3}, MalformedEnvelope, "no string `type`"),
+        ({"type": "hello"}, MalformedEnvelope, "hello.v"),
+        ({"type": "hello", "v": True}, MalformedEnvelope, "hello.v"),
+        ({"type": "hello", "v": 1, "caps": "read"}, MalformedEnvelope, "hello.caps"),
+        ({"type": "hello", "v": 1, "cursor": -1}, MalformedEnvelope, "hello.cursor"),
+        ({"type": "request"}, MalformedEnvelope, "exactly one"),
+        ({"type": "request", "since": 1, "paths": ["/a"]}, MalformedEnvelope, "exactly one"),
+        ({"type": "mst-get", "hashes": ["zz"]}, MalformedEnvelope, "64-hex"),
+        ({"type": "warp"}, UnknownType, "warp"),
+    ],
+)
+def test_bad_envelopes(obj: object, error: type[Exception], text: str) -> None:
+    with pytest.raises(error) as info:
+        parse_client(obj)
+    assert text in str(info.value)
+
+
+def test_unknown_type_does_not_close_but_malformed_does() -> None:
+    assert UnknownType("x").close is None
+    assert MalformedEnvelope("x").close == 1002
+
+
+def test_pack_data_round_trip_and_errors() -> None:
+    changes = [Change("/a", 5, 1, "x", b"\x00\x01"), Change("/b", 6, 0, "y", None)]
+    assert unpack_data(pack_data(changes)) == changes
+    with pytest.raises(CodecError, match="^bad base64"):
+        unpack_data("not base64!")
+    with pytest.raises(CodecError, match="^bad base64"):
+        b64decode(7)
+    with pytest.raises(CodecError, match="^bad postcard: "):
+        unpack_data("AQ==")
+
+
+def test_decode_json() -> None:
+    assert decode_json('{"type":"ping"}') == {"type": "ping"}
+    with pytest.raises(MalformedEnvelope, match="not valid JSON"):
+        decode_json("{nope")
+
+
+def test_server_messages_parse_for_the_sdk() -> None:
+    welcome = m.Welcome(v=1, session="s", peer="p", room="r", caps=["read"], head=3,
+                        root="0" * 64, heartbeat_ms=1000, limits={}, presence=[])
+    assert parse_server(welcome.to_wire()) == welcome
+    err = parse_server({"type": "error", "code": "overload", "message": "m",
+                        "retry_after_ms": 700})
+    assert isinstance(err, m.Error) and err.retry_after_ms == 700
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300)
+@given(st.one_of(
+    json_values,
+    st.fixed_dictionaries({"type": st.sampled_from(sorted(CLIENT_TYPES))},
+                          optional={k: json_values for k in (
+                              "v", "token", "caps", "subscribe", "cursor", "data", "since",
+                              "paths", "hashes", "hash", "size", "state", "root", "count")}),
+))
+def test_random_json_never_crashes_the_parser(obj: object) -> None:
+    try:
+        msg = parse_client(obj)
+    except RoomsyncError as exc:
+        assert exc.code in {"malformed-envelope", "unknown-type"}
+    else:
+        assert msg.type in CLIENT_TYPES
+        if isinstance(msg, m.PackMsg):
+            try:
+                unpack_data(msg.data)
+            except CodecError as exc:
+                assert exc.message.startswith(("bad base64", "bad postcard: "))
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200))
+def test_random_bytes_never_crash_json_decode(data: bytes) -> None:
+    try:
+        obj = decode_json(data)
+    except MalformedEnvelope:
+        return
+    try:
+        parse_client(obj)
+    except RoomsyncError as exc:
+        assert exc.code in {"malformed-envelope", "unknown-type"}

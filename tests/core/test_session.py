@@ -1,0 +1,67 @@
+"""The per-peer state machine table (SPEC §2, STYLE lesson 3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from roomsync.core import messages as m
+from roomsync.core.errors import ExpectedHello, Forbidden, ProtocolError, RateLimited
+from roomsync.core.ratelimit import RateLimiter
+from roomsync.core.session import ALLOWED, Phase, Session
+
+
+def make(rate: float = 1000, burst: int = 1000, grace: int = 1000) -> Session:
+    limiter = RateLimiter(messages_per_s=rate, burst_messages=burst, bytes_per_s=1e9,
+                          burst_bytes=10**9, grace_ms=grace, now_ms=0)
+    return Session(session="s", peer="p", room="r", limiter=limiter)
+
+
+def test_first_frame_must_be_hello() -> None:
+    s = make()
+    with pytest.raises(ExpectedHello) as info:
+        s.receive({"type": "pack", "data": ""}, 10, 0)
+    assert info.value.close == 1002
+    with pytest.raises(ExpectedHello):
+        s.receive({"type": "nonsense"}, 10, 0)
+    assert isinstance(s.receive({"type": "hello", "v": 1}, 10, 0), m.Hello)
+
+
+def test_open_session_checks_caps_per_type() -> None:
+    s = make()
+    s.open(caps=("read",), actor="a", prefixes=("/",), exp_ms=None)
+    assert s.phase is Phase.OPEN
+    assert isinstance(s.receive({"type": "request", "since": 0}, 10, 0), m.Request)
+    with pytest.raises(Forbidden) as info:
+        s.receive({"type": "pack", "data": ""}, 10, 0)
+    assert info.value.close is None and "write" in info.value.message
+    with pytest.raises(ProtocolError, match="already"):
+        s.receive({"type": "hello", "v": 1}, 10, 0)
+
+
+def test_subscribe_replaces_prefixes() -> None:
+    s = make()
+    s.open(caps=("read",), actor="a", prefixes=("/",), exp_ms=None)
+    s.receive({"type": "subscribe", "paths": ["/a/", "/b"]}, 10, 0)
+    assert s.prefixes == ("/a", "/b")
+
+
+def test_every_open_type_has_a_cap_rule() -> None:
+    assert set(ALLOWED[Phase.OPEN]) == {
+        "pack", "request", "subscribe", "mst-root", "mst-get", "presence", "blob-upload",
+        "request-upload", "blob-uploaded", "blob-request", "ping", "pong"}
+    assert ALLOWED[Phase.CLOSED] == {}
+
+
+def test_rate_limit_refuses_then_closes() -> None:
+    s = make(rate=1, burst=1, grace=100)
+    s.receive({"type": "hello", "v": 1}, 10, 0)
+    s.open(caps=(), actor="a", prefixes=("/",), exp_ms=None)
+    with pytest.raises(RateLimited) as info:
+        s.receive({"type": "ping"}, 10, 1)
+    assert info.value.close is None
+    with pytest.raises(RateLimited) as info:
+        s.receive({"type": "ping"}, 10, 60)
+    assert info.value.close is None
+    with pytest.raises(RateLimited) as info:
+        s.receive({"type": "ping"}, 10, 110)
+    assert info.value.close == 4008

@@ -1,0 +1,40 @@
+"""``wss://`` with a certificate the client trusts (SPEC §7 TLS)."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import aiohttp
+import trustme
+
+from roomsync.testing.server import running_server
+from roomsync.testing.wsclient import hello
+
+
+async def test_wss_with_trusted_self_signed_cert(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_file = tmp_path / "cert.pem"
+    key_file = tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    async with running_server(tmp_path, server__tls_cert=str(cert_file),
+                              server__tls_key=str(key_file)) as srv:
+        assert srv.ws_url("r").startswith("wss://")
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ctx)) as http:
+            ws, welcome = await hello(http, srv.ws_url("r"))
+            assert welcome["room"] == "r"
+            await ws.close()
+            resp = await http.get(srv.url + "/healthz")
+            assert resp.status == 200
+        # A client that does not trust the CA is refused at the TLS layer.
+        async with aiohttp.ClientSession() as http:
+            try:
+                await http.ws_connect(srv.ws_url("r"))
+            except aiohttp.ClientConnectorCertificateError:
+                pass
+            else:
+                raise AssertionError("an untrusted certificate was accepted")
