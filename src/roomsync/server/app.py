@@ -210,10 +210,7 @@ class RoomsyncServer:
             claims.jti is not None and claims.jti in self.revoked_jtis)
 
     def presence_snapshot(self, host: RoomHost) -> list[dict[str, Any]]:
-        return []
-
-    def peer_left(self, host: RoomHost, peer: Peer) -> None:
-        return None
+        return host.presence.snapshot()
 
     def dispatch_extension(self, conn: _Connection, host: RoomHost, peer: Peer,
                            msg: m.Message) -> None:

@@ -28,6 +28,7 @@ from ..core.codec import b64encode, pack_data, unpack_data
 from ..core.codes import CloseCode
 from ..core.entries import Change
 from ..core.errors import CodecError, ResyncRequired, RoomClosed, TooLarge
+from ..core.presence import PresenceTable
 from ..core.room import ApplyLimits, RoomState
 from ..core.types import any_prefix_matches
 from ..storage.base import RoomRecord, Store, StoreError
@@ -36,6 +37,9 @@ from .metrics import Metrics
 from .peer import Peer, text_frame
 
 log = logging.getLogger("roomsync.rooms")
+
+#: Presence is coalesced over at least this window even when broadcast_window_ms is 0.
+PRESENCE_MIN_WINDOW_MS = 10
 
 
 @dataclass(slots=True)
@@ -64,9 +68,17 @@ class RoomHost:
     _queue: list[_Submitted] = field(default_factory=list)
     _persist_task: asyncio.Task[None] | None = None
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    presence: PresenceTable = field(init=False)
+    _presence_flush: asyncio.TimerHandle | None = None
+    _presence_tick: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
         self._idle.set()
+        p = self.policy
+        self.presence = PresenceTable(
+            ttl_ms=p.presence_ttl_ms, max_bytes=p.presence_max_bytes,
+            max_members=p.presence_max_members, leave_grace_ms=p.presence_leave_grace_ms,
+        )
 
     @property
     def room(self) -> str:
@@ -107,6 +119,60 @@ class RoomHost:
 
     def leave(self, peer: Peer) -> None:
         self.peers.discard(peer)
+        if peer.id in self.presence.entries:
+            self.presence.disconnect(peer.id, self.now_ms())
+            self._expire_presence()
+
+    # -- presence (SPEC §5) ------------------------------------------------------------------
+
+    def set_presence(self, peer: Peer, state: object, size: int) -> None:
+        self.presence.update(peer.id, peer.session.actor, state, size, self.now_ms())
+        self.metrics.presence_updates.inc()
+        self._schedule_presence()
+
+    def touch(self, peer: Peer, now_ms: int) -> None:
+        self.presence.touch(peer.id, now_ms)
+
+    def _schedule_presence(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._presence_flush is None and self.presence.has_pending():
+            window = max(self.policy.broadcast_window_ms, PRESENCE_MIN_WINDOW_MS) / 1000
+            self._presence_flush = loop.call_later(window, self._flush_presence)
+        if self._presence_tick is None and len(self.presence):
+            period = min(self.policy.presence_ttl_ms / 4, 1000) / 1000
+            self._presence_tick = loop.call_later(period, self._expire_presence)
+
+    def _expire_presence(self) -> None:
+        self._presence_tick = None
+        expired = self.presence.expire(self.now_ms())
+        if expired:
+            self.metrics.presence_expired.inc(len(expired))
+        self._schedule_presence()
+
+    def _flush_presence(self) -> None:
+        """One ``presence`` batch and the ``presence-leave`` messages of this window."""
+        self._presence_flush = None
+        changed, left = self.presence.take_dirty()
+        frames: list[bytes] = []
+        if changed:
+            frames.append(text_frame({"type": "presence", "peers": changed}))
+        frames.extend(text_frame({"type": "presence-leave", "peer": p}) for p in left)
+        if frames:
+            for peer in list(self.peers):
+                if "presence" in peer.session.caps and not peer.closing:
+                    for frame in frames:
+                        peer.send_frame(frame)
+            if changed:
+                self.metrics.msg_out("presence", len(self.peers))
+            if left:
+                self.metrics.msg_out("presence-leave", len(left) * len(self.peers))
+        self._schedule_presence()
+
+    def stop_timers(self) -> None:
+        for handle in (self._presence_flush, self._presence_tick):
+            if handle is not None:
+                handle.cancel()
+        self._presence_flush = self._presence_tick = None
 
     def send_changes(self, peer: Peer, changes: list[Change], *, final_head: int) -> None:
         """Chunked ``pack`` frames in seq order; the last one says ``done`` and the head."""
@@ -424,6 +490,7 @@ class RoomRegistry:
         if host.refs > 0 or self.hosts.get(host.room) is not host:
             return
         del self.hosts[host.room]
+        host.stop_timers()
         self.metrics.rooms.set(len(self.hosts))
         self.metrics.room_unloads.inc()
 

@@ -195,6 +195,8 @@ class _Connection:
             kind = msg.type
             if kind is WSMsgType.TEXT:
                 text: str = msg.data
+                if self.host is not None and self.peer is not None:
+                    self.host.touch(self.peer, now)  # an application heartbeat (SPEC §5)
                 try:
                     obj = _decode(text)
                 except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -363,6 +365,8 @@ class _Connection:
             self.send(host.mst_root())
         elif isinstance(msg, m.MstGet):
             self.send(host.mst_nodes(msg.hashes))
+        elif isinstance(msg, m.Presence):
+            host.set_presence(peer, msg.state, len(_json_encode(msg.state)))
         elif isinstance(msg, m.Ping):
             self.send({"type": "pong"})
         elif isinstance(msg, m.Pong):
@@ -383,7 +387,6 @@ class _Connection:
             if host is not None and peer in host.peers:
                 host.leave(peer)
                 self.server.metrics.peers.dec()
-                self.server.peer_left(host, peer)
         if host is not None:
             self.host = None
             self.server.rooms.release(host)

@@ -1,0 +1,162 @@
+"""An in-process :class:`~roomsync.storage.base.Store` (tests, ``--storage memory``).
+
+Keeps the same invariants as the durable stores (see :mod:`roomsync.storage.base`), except
+that "durable" means "until the process exits". Every value handed in or out is copied
+where it could be mutated (the ``policy`` dict; lists), so callers never alias stored state;
+:class:`~roomsync.core.entries.Change` and :class:`~roomsync.storage.base.RoomRecord` are
+frozen and their bytes immutable, so they are shared as they are.
+
+Like the SQLite store, ``append`` refuses (:class:`StoreError`, nothing written) a batch
+for an unknown room or whose seqs do not continue the room's head without gaps.
+"""
+
+from __future__ import annotations
+
+import copy
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from ..core.entries import Change
+from ..core.merge import merge_into
+from .base import LoadedRoom, RoomRecord, StoreError
+
+
+@dataclass(slots=True)
+class _Room:
+    record: RoomRecord
+    entries: dict[str, Change] = field(default_factory=dict)
+    oplog: list[Change] = field(default_factory=list)  # seq order, gap-free
+    base: dict[str, Change] = field(default_factory=dict)
+
+
+def _copy_record(record: RoomRecord) -> RoomRecord:
+    return replace(record, policy=copy.deepcopy(record.policy))
+
+
+def _seq_of(change: Change) -> int:
+    assert change.seq is not None  # append refuses changes without a seq
+    return change.seq
+
+
+def _check_batch(room: str, head: int, changes: Sequence[Change]) -> None:
+    """Raise :class:`StoreError` unless ``changes`` carry seqs ``head+1, head+2, ...``."""
+    expected = head + 1
+    for change in changes:
+        if change.seq != expected:
+            raise StoreError(
+                f"append to room {room!r}: expected seq {expected}, got {change.seq} "
+                f"(seqs must continue the op log without gaps)"
+            )
+        expected += 1
+
+
+class MemoryStore:
+    """Rooms, state and op log in dicts; ``append`` is atomic per call.
+
+    ``commits`` counts committed ``append`` calls (one "transaction" each: nothing to
+    group here), so contract checks can read it on any store.
+    """
+
+    def __init__(self) -> None:
+        self._rooms: dict[str, _Room] = {}
+        self._open = False
+        self.commits = 0
+
+    def _require_open(self) -> None:
+        if not self._open:
+            raise StoreError("memory store is not open")
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    async def check(self) -> None:
+        self._require_open()
+
+    async def get_room(self, room: str) -> RoomRecord | None:
+        self._require_open()
+        state = self._rooms.get(room)
+        return None if state is None else _copy_record(state.record)
+
+    async def put_room(self, record: RoomRecord) -> None:
+        self._require_open()
+        state = self._rooms.get(record.room)
+        if state is None:
+            fresh = replace(_copy_record(record), head=0, compacted_through=0)
+            self._rooms[record.room] = _Room(fresh)
+        else:
+            old = state.record
+            state.record = replace(
+                _copy_record(record), head=old.head, compacted_through=old.compacted_through
+            )
+
+    async def list_rooms(self, *, limit: int = 100, cursor: str | None = None) -> list[RoomRecord]:
+        self._require_open()
+        names = sorted(r for r in self._rooms if cursor is None or r > cursor)
+        return [_copy_record(self._rooms[r].record) for r in names[: max(limit, 0)]]
+
+    async def delete_room(self, room: str) -> bool:
+        self._require_open()
+        return self._rooms.pop(room, None) is not None
+
+    async def load_room(self, room: str, *, now_ms: int) -> LoadedRoom:
+        self._require_open()
+        state = self._rooms.get(room)
+        if state is None:
+            state = self._rooms[room] = _Room(RoomRecord(room=room, created_ms=now_ms))
+        entries = [state.entries[p] for p in sorted(state.entries)]
+        return LoadedRoom(record=_copy_record(state.record), entries=entries)
+
+    async def append(self, room: str, changes: Sequence[Change]) -> None:
+        self._require_open()
+        if not changes:
+            return
+        state = self._rooms.get(room)
+        if state is None:
+            raise StoreError(f"append to unknown room {room!r}")
+        _check_batch(room, state.record.head, changes)
+        batch = list(changes)
+        state.oplog.extend(batch)
+        for change in batch:
+            state.entries[change.path] = change
+        state.record = replace(state.record, head=_seq_of(batch[-1]))
+        self.commits += 1
+
+    async def changes_since(self, room: str, since: int, *, limit: int) -> list[Change]:
+        self._require_open()
+        state = self._rooms.get(room)
+        if state is None or limit <= 0:
+            return []
+        start = bisect_right(state.oplog, since, key=_seq_of)
+        return state.oplog[start : start + limit]
+
+    async def base_snapshot(self, room: str) -> list[Change]:
+        self._require_open()
+        state = self._rooms.get(room)
+        if state is None:
+            return []
+        return [state.base[p] for p in sorted(state.base)]
+
+    async def compact(self, room: str, through_seq: int) -> int:
+        self._require_open()
+        state = self._rooms.get(room)
+        if state is None:
+            raise StoreError(f"compact of unknown room {room!r}")
+        through = min(through_seq, state.record.head)
+        if through <= state.record.compacted_through:
+            return 0
+        cut = bisect_right(state.oplog, through, key=_seq_of)
+        folded, state.oplog = state.oplog[:cut], state.oplog[cut:]
+        merge_into(state.base, folded)
+        # The base is the live state as of ``through``: tombstones there have done their job.
+        for path in [p for p, c in state.base.items() if c.value is None]:
+            del state.base[path]
+        for path in [
+            p for p, c in state.entries.items() if c.value is None and _seq_of(c) <= through
+        ]:
+            del state.entries[path]
+        state.record = replace(state.record, compacted_through=through)
+        return len(folded)

@@ -1,0 +1,192 @@
+"""SqliteStore specifics beyond the contract: schema, pragmas, commit visibility, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from roomsync.core.entries import Change
+from roomsync.storage import sqlite as sqlite_module
+from roomsync.storage.base import RoomRecord, StoreError
+from roomsync.storage.sqlite import MIGRATIONS, SqliteStore
+
+
+def _change(seq: int, path: str = "/p", value: bytes | None = b"v") -> Change:
+    return Change(path, 1000 + seq, 0, "a", value, seq)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "rooms.db", busy_timeout_ms=100)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def _raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+async def test_schema_migrations_and_pragmas(store: SqliteStore) -> None:
+    assert store.migrations_applied == [m.version for m in MIGRATIONS] == [1, 2]
+    conn = _raw(store.path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        expected = {"schema_migrations", "rooms", "entries", "oplog", "base_entries", "health"}
+        assert tables >= expected
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+        assert versions == [1, 2]
+        columns = {
+            table: [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            for table in ("rooms", "entries", "oplog", "base_entries")
+        }
+        assert columns["rooms"] == [
+            "room",
+            "created_ms",
+            "locked",
+            "closed",
+            "head",
+            "compacted_through",
+            "policy",
+        ]
+        assert columns["entries"] == columns["base_entries"] == [
+            "room", "path", "ts", "counter", "actor", "value", "seq"
+        ]  # fmt: skip
+        assert columns["oplog"] == ["room", "seq", "path", "ts", "counter", "actor", "value"]
+    finally:
+        conn.close()
+
+
+async def test_append_is_committed_when_it_returns(store: SqliteStore) -> None:
+    await store.load_room("r", now_ms=1)
+    await store.append("r", [_change(1, "/a"), _change(2, "/b", None)])
+    conn = _raw(store.path)  # another connection sees the rows: they are committed
+    try:
+        assert conn.execute("SELECT head FROM rooms WHERE room='r'").fetchone() == (2,)
+        oplog = conn.execute("SELECT seq, path, value FROM oplog ORDER BY seq").fetchall()
+        assert oplog == [(1, "/a", b"v"), (2, "/b", None)]
+        entries = conn.execute("SELECT path, seq, value FROM entries ORDER BY path").fetchall()
+        assert entries == [("/a", 1, b"v"), ("/b", 2, None)]
+    finally:
+        conn.close()
+    assert (store.commits, store.appends) == (1, 1)
+
+
+async def test_failed_transaction_fails_every_caller(store: SqliteStore) -> None:
+    for room in ("a", "b", "c"):
+        await store.load_room(room, now_ms=1)
+    blocker = _raw(store.path)
+    blocker.execute("BEGIN IMMEDIATE")  # holds the write lock past busy_timeout
+    try:
+        results = await asyncio.gather(
+            *(store.append(room, [_change(1)]) for room in ("a", "b", "c")),
+            return_exceptions=True,
+        )
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert all(isinstance(r, StoreError) for r in results)
+    for error in results:
+        assert isinstance(error, StoreError)
+        assert "locked" in str(error) and str(store.path) in str(error)
+        assert isinstance(error.__cause__, sqlite3.OperationalError)
+    # Nothing was written, and the store recovers once the lock is gone.
+    assert await store.changes_since("a", 0, limit=10) == []
+    await asyncio.gather(*(store.append(room, [_change(1)]) for room in ("a", "b", "c")))
+    for room in ("a", "b", "c"):
+        assert await store.changes_since(room, 0, limit=10) == [_change(1)]
+
+
+async def test_cancelled_caller_does_not_wedge_the_writer(store: SqliteStore) -> None:
+    await store.load_room("r", now_ms=1)
+    task = asyncio.ensure_future(store.append("r", [_change(1)]))
+    await asyncio.sleep(0)  # the batch is queued
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.append("r", [_change(2)])  # the cancelled batch still committed first
+    assert [c.seq for c in await store.changes_since("r", 0, limit=10)] == [1, 2]
+
+
+async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "rooms.db"
+    store = SqliteStore(path, synchronous="full")
+    await store.open()
+    await store.load_room("r", now_ms=1)
+    await store.append("r", [_change(1, "/a"), _change(2, "/b")])
+    await store.compact("r", 1)
+    await store.close()
+    again = SqliteStore(path)
+    await again.open()
+    try:
+        assert again.migrations_applied == []
+        loaded = await again.load_room("r", now_ms=2)
+        assert (loaded.record.head, loaded.record.compacted_through) == (2, 1)
+        assert loaded.entries == [_change(1, "/a"), _change(2, "/b")]
+        assert await again.base_snapshot("r") == [_change(1, "/a")]
+    finally:
+        await again.close()
+
+
+async def test_check_reports_a_broken_database(store: SqliteStore) -> None:
+    await store.check()
+    conn = _raw(store.path)
+    try:
+        conn.execute("DROP TABLE health")
+    finally:
+        conn.close()
+    with pytest.raises(StoreError, match="health"):
+        await store.check()
+
+
+async def test_failed_open_leaves_no_threads(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    before = threading.active_count()
+    store = SqliteStore(tmp_path / "file" / "rooms.db")
+    with pytest.raises(StoreError):
+        await store.open()
+    assert threading.active_count() == before
+    with pytest.raises(StoreError, match="not open"):
+        await store.get_room("r")
+
+
+def test_rejects_unknown_synchronous_mode(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SqliteStore(tmp_path / "x.db", synchronous="NORMAL; DROP TABLE rooms")
+
+
+async def test_not_json_policy_is_refused(store: SqliteStore) -> None:
+    with pytest.raises(StoreError, match="policy"):
+        await store.put_room(RoomRecord("p", created_ms=1, policy={"bad": object()}))
+
+
+async def test_group_transactions_are_bounded(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_GROUP_ROWS", 10)
+    rooms = [f"r{i}" for i in range(12)]
+    for room in rooms:
+        await store.load_room(room, now_ms=1)
+    await asyncio.gather(
+        *(store.append(room, [_change(s, f"/{s}") for s in (1, 2, 3, 4)]) for room in rooms)
+    )
+    assert store.appends == 12
+    assert store.commits >= 12 * 4 // 10
+    for room in rooms:
+        assert [c.seq for c in await store.changes_since(room, 0, limit=10)] == [1, 2, 3, 4]
+
+
+async def test_caller_may_reuse_its_list(store: SqliteStore) -> None:
+    await store.load_room("r", now_ms=1)
+    batch = [_change(1, "/a")]
+    pending = asyncio.ensure_future(store.append("r", batch))
+    await asyncio.sleep(0)
+    batch[0] = _change(1, "/mutated")
+    await pending
+    assert [c.path for c in await store.changes_since("r", 0, limit=10)] == ["/a"]
