@@ -1,0 +1,126 @@
+"""Signed /v1/blobs URLs: the MAC covers method, hash, expiry and size; time is an argument."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from roomsync.blobs import BlobError, UrlSigner, sha256_hex
+
+SECRET = b"0123456789abcdef-signing-secret"
+HASH = sha256_hex(b"signed blob")
+NOW = 1_700_000_000_000
+
+
+def _reason(exc: pytest.ExceptionInfo[BlobError]) -> str:
+    return exc.value.reason
+
+
+def test_round_trip() -> None:
+    signer = UrlSigner(SECRET)
+    sig = signer.sign("PUT", HASH, NOW + 1000, 42)
+    signer.check("PUT", HASH, NOW + 1000, 42, sig, now_ms=NOW)
+    signer.check("put", HASH, NOW + 1000, 42, sig, now_ms=NOW + 999)  # method is case-blind
+
+
+def test_signature_is_url_safe_and_stable() -> None:
+    sig = UrlSigner(SECRET).sign("GET", HASH, NOW, 1)
+    assert sig == UrlSigner(SECRET).sign("GET", HASH, NOW, 1)
+    assert len(sig) == 43 and all(c.isalnum() or c in "-_" for c in sig)
+
+
+def test_expired_at_and_after_exp() -> None:
+    signer = UrlSigner(SECRET)
+    sig = signer.sign("GET", HASH, NOW, 7)
+    for now in (NOW, NOW + 1):
+        with pytest.raises(BlobError) as exc:
+            signer.check("GET", HASH, NOW, 7, sig, now_ms=now)
+        assert _reason(exc) == "expired-url"
+
+
+@pytest.mark.parametrize(
+    ("method", "hash", "exp", "size"),
+    [
+        ("PUT", HASH, NOW + 1000, 42),  # a GET URL replayed as a PUT
+        ("GET", sha256_hex(b"another blob"), NOW + 1000, 42),
+        ("GET", HASH, NOW + 2000, 42),  # expiry pushed out
+        ("GET", HASH, NOW + 1000, 43),  # bigger size
+    ],
+)
+def test_any_change_breaks_the_signature(method: str, hash: str, exp: int, size: int) -> None:
+    signer = UrlSigner(SECRET)
+    sig = signer.sign("GET", HASH, NOW + 1000, 42)
+    with pytest.raises(BlobError) as exc:
+        signer.check(method, hash, exp, size, sig, now_ms=NOW)
+    assert _reason(exc) == "bad-signature"
+
+
+def test_bad_signature_wins_over_expiry() -> None:
+    signer = UrlSigner(SECRET)
+    with pytest.raises(BlobError) as exc:
+        signer.check("GET", HASH, NOW - 1, 1, "forged", now_ms=NOW)
+    assert _reason(exc) == "bad-signature"
+
+
+@pytest.mark.parametrize("sig", ["", "x" * 43, "é" * 43, "short"])
+def test_garbage_signatures(sig: str) -> None:
+    with pytest.raises(BlobError) as exc:
+        UrlSigner(SECRET).check("GET", HASH, NOW + 1, 1, sig, now_ms=NOW)
+    assert _reason(exc) == "bad-signature"
+
+
+def test_other_secret_refused() -> None:
+    sig = UrlSigner(SECRET).sign("GET", HASH, NOW + 1, 1)
+    with pytest.raises(BlobError) as exc:
+        UrlSigner(b"another-secret-of-16+bytes").check("GET", HASH, NOW + 1, 1, sig, now_ms=NOW)
+    assert _reason(exc) == "bad-signature"
+
+
+def test_short_secret_rejected() -> None:
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        UrlSigner(b"short")
+
+
+def test_bad_hash_rejected() -> None:
+    with pytest.raises(BlobError) as exc:
+        UrlSigner(SECRET).sign("GET", "sha256:nothex", NOW, 1)
+    assert _reason(exc) == "bad-hash"
+
+
+def test_grant_url_format_and_check_query() -> None:
+    signer = UrlSigner(SECRET)
+    grant = signer.grant("put", "https://sync.example.test/", HASH, 42, now_ms=NOW, ttl_s=30)
+    assert grant.method == "PUT"
+    assert grant.expires_ms == NOW + 30_000
+    assert grant.headers == {}
+    parts = urlsplit(grant.url)
+    assert (parts.scheme, parts.netloc, parts.path) == (
+        "https",
+        "sync.example.test",
+        f"/v1/blobs/{HASH}",
+    )
+    query = dict(parse_qsl(parts.query))
+    assert query["exp"] == str(NOW + 30_000) and query["size"] == "42"
+    assert signer.check_query("PUT", HASH, query, now_ms=NOW) == 42
+    with pytest.raises(BlobError) as exc:
+        signer.check_query("GET", HASH, query, now_ms=NOW)
+    assert _reason(exc) == "bad-signature"
+    with pytest.raises(BlobError) as exc:
+        signer.check_query("PUT", HASH, query, now_ms=NOW + 30_000)
+    assert _reason(exc) == "expired-url"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {"exp": "1", "size": "2"},
+        {"exp": "soon", "size": "2", "sig": "x"},
+        {"exp": "1", "size": "-2", "sig": "x"},
+    ],
+)
+def test_check_query_needs_all_parameters(query: dict[str, str]) -> None:
+    with pytest.raises(BlobError) as exc:
+        UrlSigner(SECRET).check_query("GET", HASH, query, now_ms=NOW)
+    assert _reason(exc) == "bad-url"
