@@ -1,0 +1,495 @@
+"""The Merkle Search Tree over the live entries of a room: the canonical hash (SPEC §1).
+
+The construction is fixed by SPEC §1 so that every client computes the same root::
+
+    leaf(e)  = SHA-256(postcard Leaf{path, ts, counter, actor, value})
+    level(k) = number of leading zero 4-bit digits of SHA-256(utf8 path k)
+    build(S) = Node{left, entries}: the entries of S at its highest level L split S into
+               G0, e1, G1, ..., em, Gm; left = hash(build(G0)), entry i = (path, leaf,
+               hash(build(Gi))), None for an empty group
+    root     = hex(SHA-256(postcard(build(all live)))), or 64 zeros when empty
+
+Two things live here:
+
+* :func:`build_root`, the literal reference construction (used by tests, by
+  ``roomsync replay`` and as the oracle of the property tests);
+* :class:`MerkleSearchTree`, the same tree maintained incrementally as changes are
+  applied. ``put`` only edits structure and marks the touched path dirty; hashes are
+  recomputed lazily, only for dirty nodes, when :attr:`MerkleSearchTree.root_hash` is
+  read. So a burst of writes costs one re-hash of the nodes they touched.
+
+Because ``build`` is a function of the live set alone, a node's key range is bounded by
+the two nearest entries of a higher level, whatever the history. The incremental
+operations (insert = split the covering subtree at the new key, delete = merge the two
+subtrees beside the removed key) keep exactly that shape.
+
+Invariant: after any sequence of put/remove, ``root_hex == build_root(live entries)``
+and every node served by ``node(h)`` decodes and hashes to ``h`` (property-tested in
+``tests/properties/test_mst_laws.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_left, bisect_right
+from collections import deque
+from collections.abc import Iterable
+from itertools import pairwise
+
+from .entries import Change
+from .postcard import NodeEntryTuple, encode_leaf, encode_node
+
+EMPTY_ROOT_HEX = "00" * 32
+"""``root`` of an empty room: 64 zeros (SPEC §1)."""
+
+DEFAULT_RETAIN_ROOTS = 4
+"""How many previously computed roots keep their nodes servable by default."""
+
+_sha256 = hashlib.sha256
+
+
+def leaf_hash(change: Change) -> bytes:
+    """``SHA-256(postcard Leaf)`` of a live change (ValueError for a tombstone)."""
+    return _sha256(encode_leaf(change)).digest()
+
+
+def level(path: str) -> int:
+    """The MST level of ``path``: leading zero hex digits of ``SHA-256(utf8 path)``."""
+    digest = int.from_bytes(_sha256(path.encode("utf-8")).digest(), "big")
+    return (256 - digest.bit_length()) // 4
+
+
+def _utf8_key(change: Change) -> bytes:
+    return change.path.encode("utf-8")
+
+
+def build_root(entries: Iterable[Change]) -> str:
+    """The canonical root (hex) of the live entries among ``entries``: SPEC §1 verbatim.
+
+    Tombstones are ignored; paths are sorted by their UTF-8 bytes. ``entries`` is a state
+    (one entry per path): a path that is live twice raises :class:`ValueError`. This is
+    the slow, obviously correct construction; :class:`MerkleSearchTree` must agree with it.
+    """
+    live = sorted((c for c in entries if c.value is not None), key=_utf8_key)
+    for before, after in pairwise(live):
+        if before.path == after.path:
+            raise ValueError(f"duplicate live path {after.path!r}")
+    if not live:
+        return EMPTY_ROOT_HEX
+    levels = [level(c.path) for c in live]
+
+    def build(lo: int, hi: int) -> bytes | None:
+        if lo == hi:
+            return None
+        top = max(levels[lo:hi])
+        splits = [i for i in range(lo, hi) if levels[i] == top]
+        left = build(lo, splits[0])
+        node_entries: list[NodeEntryTuple] = []
+        for n, i in enumerate(splits):
+            end = splits[n + 1] if n + 1 < len(splits) else hi
+            node_entries.append((live[i].path, leaf_hash(live[i]), build(i + 1, end)))
+        return _sha256(encode_node(left, node_entries)).digest()
+
+    root = build(0, len(live))
+    assert root is not None
+    return root.hex()
+
+
+class _Node:
+    """One MST node: the entries of one level between two higher-level entries.
+
+    ``children[i]`` holds the keys between ``keys[i-1]`` and ``keys[i]`` (``children[0]``
+    is ``left``, ``children[i+1]`` the ``right`` of entry ``i``). ``leaves[i]`` is None until
+    hashed; ``hash`` is None while the node (or anything below it) is dirty.
+    """
+
+    __slots__ = ("changes", "children", "hash", "keys", "leaves", "level")
+
+    def __init__(
+        self,
+        level: int,
+        keys: list[str],
+        changes: list[Change],
+        leaves: list[bytes | None],
+        children: list[_Node | None],
+    ) -> None:
+        self.level = level
+        self.keys = keys
+        self.changes = changes
+        self.leaves = leaves
+        self.children = children
+        self.hash: bytes | None = None
+
+
+class MerkleSearchTree:
+    """The MST of a room's live entries, kept up to date one change at a time.
+
+    Call :meth:`put` with every change the room accepts (tombstones remove their path);
+    read :attr:`root_hash` / :attr:`root_hex` when the canonical hash is needed (welcome,
+    ``mst-root``); answer ``mst-get`` with :meth:`node` (or :func:`serve_nodes`).
+
+    What :meth:`node` guarantees: a root is *computed* when :attr:`root_hash`,
+    :attr:`root_hex` or :meth:`range_hash` is read after writes. :meth:`node` returns, by
+    hash, every node of the latest computed root and of the ``retain_roots`` roots
+    computed before it (default 4), even after later writes changed the tree. Nodes of
+    states whose root was never computed are never materialised (nobody can know their
+    hashes). So a peer reconciling against the root it was sent can finish its walk while
+    writes continue, as long as fewer than ``retain_roots`` newer roots were computed
+    meanwhile. Past that, unknown hashes are answered as missing and the peer starts over
+    (``ReconcileResult.complete`` is False). Retained roots cost memory only for the nodes
+    they do not share with the current tree, and nothing while no root is read.
+    """
+
+    __slots__ = ("_entries", "_live", "_pending", "_retired", "_root")
+
+    def __init__(
+        self, entries: Iterable[Change] = (), *, retain_roots: int = DEFAULT_RETAIN_ROOTS
+    ) -> None:
+        """Bulk-build from ``entries`` (applied in order as by :meth:`put`)."""
+        if retain_roots < 0:
+            raise ValueError("retain_roots must be >= 0")
+        state: dict[str, Change] = {}
+        for change in entries:
+            if change.value is None:
+                state.pop(change.path, None)
+            else:
+                state[change.path] = change
+        self._entries = state
+        # Serialized nodes by hash: ``_live`` for the clean nodes of the current tree,
+        # ``_pending`` for nodes of the last computed root dirtied since, ``_retired`` for
+        # nodes of older computed roots (newest last).
+        self._live: dict[bytes, bytes] = {}
+        self._pending: dict[bytes, bytes] = {}
+        self._retired: deque[dict[bytes, bytes]] = deque(maxlen=retain_roots)
+        # Python orders str by code point, which is the order of their UTF-8 bytes.
+        keys = sorted(state)
+        self._root = _bulk(keys, [state[k] for k in keys], [level(k) for k in keys])
+
+    # -- reading ---------------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        """Number of live entries."""
+        return len(self._entries)
+
+    def get(self, path: str) -> Change | None:
+        """The live change stored at ``path``, or None."""
+        return self._entries.get(path)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._entries
+
+    def paths(self) -> list[str]:
+        """All live paths, sorted."""
+        return sorted(self._entries)
+
+    @property
+    def root_hash(self) -> bytes | None:
+        """Hash of the root node (None when empty); re-hashes only dirty nodes."""
+        return self._flush()
+
+    @property
+    def root_hex(self) -> str:
+        """The canonical hash of SPEC §1: hex root, or 64 zeros when empty."""
+        root = self.root_hash
+        return EMPTY_ROOT_HEX if root is None else root.hex()
+
+    def node(self, h: bytes) -> bytes | None:
+        """Postcard ``Node`` bytes of the node hashing to ``h`` (see the class docstring)."""
+        data = self._live.get(h)
+        if data is None:
+            data = self._pending.get(h)
+        if data is None:
+            for generation in reversed(self._retired):
+                data = generation.get(h)
+                if data is not None:
+                    break
+        return data
+
+    def leaf(self, path: str) -> bytes | None:
+        """The leaf hash of ``path`` in the current tree, or None when not live."""
+        if path not in self._entries:
+            return None
+        t = self._root
+        while t is not None:
+            keys = t.keys
+            i = bisect_left(keys, path)
+            if i < len(keys) and keys[i] == path:
+                leaf = t.leaves[i]
+                if leaf is None:
+                    leaf = t.leaves[i] = leaf_hash(t.changes[i])
+                return leaf
+            t = t.children[i]
+        raise AssertionError(f"{path!r} is live but not in the tree")  # pragma: no cover
+
+    def paths_between(self, lo: str | None, hi: str | None) -> list[str]:
+        """Live paths strictly between ``lo`` and ``hi`` (None: unbounded), sorted."""
+        out: list[str] = []
+        if lo is not None and hi is not None and lo >= hi:
+            return out
+        _collect(self._root, lo, hi, out)
+        return out
+
+    def range_hash(self, lo: str | None, hi: str | None) -> bytes | None:
+        """``hash(build(live paths strictly between lo and hi))``, None when that is empty.
+
+        Costs O(depth) when the bounds are entries of a higher level in this tree (the
+        usual case when comparing with a similar tree); otherwise only the nodes cut by
+        the bounds are re-encoded. Used by reconcile to skip equal subtrees.
+        """
+        if lo is not None and hi is not None and lo >= hi:
+            return None
+        self._flush()
+        return _range_hash(self._root, lo, hi, None, None)
+
+    # -- writing ---------------------------------------------------------------------
+
+    def put(self, change: Change) -> None:
+        """Mirror an applied change: live inserts or replaces its path, a tombstone removes it.
+
+        No LWW here: call it with the changes :func:`~roomsync.core.merge.merge_into` kept.
+        """
+        path = change.path
+        if change.value is None:
+            self.remove(path)
+            return
+        old = self._entries.get(path)
+        self._entries[path] = change
+        if (
+            old is not None
+            and old.ts == change.ts
+            and old.counter == change.counter
+            and old.actor == change.actor
+            and old.value == change.value
+        ):
+            return  # same leaf (maybe another seq): nothing to re-hash
+        self._root = self._insert(self._root, path, change, level(path), old is not None)
+
+    def remove(self, path: str) -> None:
+        """Remove ``path`` if it is live (no-op otherwise)."""
+        if self._entries.pop(path, None) is None:
+            return
+        self._root = self._remove(self._root, path, level(path))
+
+    # -- internals -------------------------------------------------------------------
+
+    def _flush(self) -> bytes | None:
+        root = self._root
+        if root is None:
+            self._publish()
+            return None
+        if root.hash is None:
+            self._rehash(root)
+            self._publish()
+        return root.hash
+
+    def _touch(self, t: _Node) -> None:
+        """Mark ``t`` dirty before mutating it, keeping its old bytes for retained roots."""
+        h = t.hash
+        if h is not None:
+            t.hash = None
+            data = self._live.pop(h, None)
+            if data is not None:
+                self._pending[h] = data
+
+    def _publish(self) -> None:
+        """A root was just computed: nodes dirtied since the previous one become old."""
+        if self._pending:
+            if self._retired.maxlen:
+                self._retired.append(self._pending)
+            self._pending = {}
+
+    def _rehash(self, t: _Node) -> bytes:
+        left = t.children[0]
+        left_hash = None if left is None else (left.hash or self._rehash(left))
+        keys, leaves, children, changes = t.keys, t.leaves, t.children, t.changes
+        node_entries: list[NodeEntryTuple] = []
+        for i, key in enumerate(keys):
+            leaf = leaves[i]
+            if leaf is None:
+                leaf = leaves[i] = _sha256(encode_leaf(changes[i])).digest()
+            right = children[i + 1]
+            node_entries.append(
+                (key, leaf, None if right is None else (right.hash or self._rehash(right)))
+            )
+        data = encode_node(left_hash, node_entries)
+        h = _sha256(data).digest()
+        t.hash = h
+        self._live[h] = data
+        return h
+
+    def _insert(self, t: _Node | None, key: str, change: Change, lvl: int, present: bool) -> _Node:
+        if t is None:
+            return _Node(lvl, [key], [change], [None], [None, None])
+        if t.level < lvl:
+            left, right = self._split(t, key)
+            return _Node(lvl, [key], [change], [None], [left, right])
+        self._touch(t)
+        keys = t.keys
+        i = bisect_left(keys, key)
+        if t.level == lvl:
+            if present:
+                t.changes[i] = change
+                t.leaves[i] = None
+                return t
+            left, right = self._split(t.children[i], key)
+            keys.insert(i, key)
+            t.changes.insert(i, change)
+            t.leaves.insert(i, None)
+            t.children[i : i + 1] = [left, right]
+            return t
+        t.children[i] = self._insert(t.children[i], key, change, lvl, present)
+        return t
+
+    def _split(self, t: _Node | None, key: str) -> tuple[_Node | None, _Node | None]:
+        """Split ``t`` (which does not hold ``key``) into the parts below and above it."""
+        if t is None:
+            return None, None
+        self._touch(t)
+        keys = t.keys
+        i = bisect_left(keys, key)
+        below, above = self._split(t.children[i], key)
+        if i == 0:
+            t.children[0] = above
+            return below, t
+        if i == len(keys):
+            t.children[i] = below
+            return t, above
+        left = _Node(t.level, keys[:i], t.changes[:i], t.leaves[:i], [*t.children[:i], below])
+        del keys[:i], t.changes[:i], t.leaves[:i]
+        t.children[: i + 1] = [above]
+        return left, t
+
+    def _remove(self, t: _Node | None, key: str, lvl: int) -> _Node | None:
+        assert t is not None, "a live path is always in the tree"
+        self._touch(t)
+        i = bisect_left(t.keys, key)
+        if t.level > lvl:
+            t.children[i] = self._remove(t.children[i], key, lvl)
+            return t
+        merged = self._merge(t.children[i], t.children[i + 1])
+        del t.keys[i], t.changes[i], t.leaves[i]
+        t.children[i : i + 2] = [merged]
+        return t if t.keys else merged
+
+    def _merge(self, a: _Node | None, b: _Node | None) -> _Node | None:
+        """Join two adjacent subtrees (every key of ``a`` below every key of ``b``)."""
+        if a is None:
+            return b
+        if b is None:
+            return a
+        if a.level > b.level:
+            self._touch(a)
+            a.children[-1] = self._merge(a.children[-1], b)
+            return a
+        if a.level < b.level:
+            self._touch(b)
+            b.children[0] = self._merge(a, b.children[0])
+            return b
+        self._touch(a)
+        self._touch(b)
+        middle = self._merge(a.children[-1], b.children[0])
+        a.keys += b.keys
+        a.changes += b.changes
+        a.leaves += b.leaves
+        a.children[-1:] = [middle, *b.children[1:]]
+        return a
+
+
+def _bulk(keys: list[str], changes: list[Change], levels: list[int]) -> _Node | None:
+    """Build the tree shape of sorted ``keys`` (hashes are left for :meth:`_rehash`)."""
+
+    def build(lo: int, hi: int) -> _Node | None:
+        if lo == hi:
+            return None
+        top = max(levels[lo:hi])
+        if top == 0:
+            n = hi - lo
+            return _Node(0, keys[lo:hi], changes[lo:hi], [None] * n, [None] * (n + 1))
+        splits = [i for i in range(lo, hi) if levels[i] == top]
+        children: list[_Node | None] = [build(lo, splits[0])]
+        for n, i in enumerate(splits):
+            children.append(build(i + 1, splits[n + 1] if n + 1 < len(splits) else hi))
+        return _Node(
+            top,
+            [keys[i] for i in splits],
+            [changes[i] for i in splits],
+            [None] * len(splits),
+            children,
+        )
+
+    return build(0, len(keys))
+
+
+def _collect(t: _Node | None, lo: str | None, hi: str | None, out: list[str]) -> None:
+    if t is None:
+        return
+    keys = t.keys
+    i = 0 if lo is None else bisect_right(keys, lo)
+    j = len(keys) if hi is None else bisect_left(keys, hi)
+    _collect(t.children[i], lo, hi, out)
+    for k in range(i, j):
+        out.append(keys[k])
+        _collect(t.children[k + 1], lo, hi, out)
+
+
+def _range_hash(
+    t: _Node | None, lo: str | None, hi: str | None, tlo: str | None, thi: str | None
+) -> bytes | None:
+    """``hash(build(content(t) ∩ (lo, hi)))`` where ``content(t)`` lies in ``(tlo, thi)``.
+
+    Requires every node of ``t`` to be hashed (clean).
+    """
+    while t is not None:
+        if (lo is None or (tlo is not None and tlo >= lo)) and (
+            hi is None or (thi is not None and thi <= hi)
+        ):
+            return t.hash  # the whole subtree lies in the range
+        keys = t.keys
+        i = 0 if lo is None else bisect_right(keys, lo)
+        j = len(keys) if hi is None else bisect_left(keys, hi)
+        if i >= j:
+            # No entry of t in the range: it lies inside one child.
+            if i > 0:
+                tlo = keys[i - 1]
+            if i < len(keys):
+                thi = keys[i]
+            t = t.children[i]
+            continue
+        children = t.children
+        left = _range_hash(children[i], lo, hi, keys[i - 1] if i > 0 else tlo, keys[i])
+        node_entries: list[NodeEntryTuple] = []
+        for k in range(i, j):
+            child = children[k + 1]
+            if k == j - 1:
+                right = _range_hash(child, lo, hi, keys[k], keys[j] if j < len(keys) else thi)
+            else:
+                right = None if child is None else child.hash
+            leaf = t.leaves[k]
+            assert leaf is not None
+            node_entries.append((keys[k], leaf, right))
+        return _sha256(encode_node(left, node_entries)).digest()
+    return None
+
+
+def serve_nodes(
+    tree: MerkleSearchTree, hashes: list[bytes], *, limit: int = 256
+) -> list[tuple[bytes, bytes]]:
+    """Answer ``mst-get``: ``(hash, node bytes)`` for the known ``hashes``, in request order.
+
+    Unknown hashes (never part of a retained root) are skipped, duplicates answered once,
+    and at most ``limit`` nodes are returned; the requester treats what is missing as
+    "the tree moved on" and starts over from a fresh ``mst-root``.
+    """
+    out: list[tuple[bytes, bytes]] = []
+    seen: set[bytes] = set()
+    for h in hashes:
+        if len(out) >= limit:
+            break
+        if h in seen:
+            continue
+        seen.add(h)
+        data = tree.node(h)
+        if data is not None:
+            out.append((h, data))
+    return out

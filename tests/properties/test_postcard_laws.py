@@ -1,0 +1,94 @@
+"""Laws of the postcard codec (SPEC §2): round-trip, strictness, "parses or raises CodecError"."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from roomsync.core.entries import Change
+from roomsync.core.errors import CodecError
+from roomsync.core.postcard import (
+    U32_MAX,
+    U64_MAX,
+    decode_node,
+    decode_pack,
+    encode_node,
+    encode_pack,
+)
+
+changes = st.builds(
+    Change,
+    path=st.text(max_size=24),
+    ts=st.integers(0, U64_MAX),
+    counter=st.integers(0, U32_MAX),
+    actor=st.text(max_size=12),
+    value=st.none() | st.binary(max_size=48),
+    seq=st.none() | st.integers(0, U64_MAX),
+)
+packs = st.lists(changes, max_size=8)
+hashes = st.binary(min_size=32, max_size=32)
+node_entries = st.lists(st.tuples(st.text(max_size=16), hashes, st.none() | hashes), max_size=6)
+
+
+@given(packs)
+def test_pack_round_trip(pack: list[Change]) -> None:
+    data = encode_pack(pack)
+    assert decode_pack(data) == pack
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=64))
+def test_decode_pack_parses_or_raises_codec_error(data: bytes) -> None:
+    try:
+        decoded = decode_pack(data)
+    except CodecError as err:
+        assert err.message.startswith("bad postcard: ")
+    else:
+        # The decoder is strict, so whatever it accepts is the canonical encoding.
+        assert encode_pack(decoded) == data
+
+
+@given(packs, st.data())
+def test_every_strict_prefix_of_a_pack_is_refused(pack: list[Change], data: st.DataObject) -> None:
+    encoded = encode_pack(pack)
+    cut = data.draw(st.integers(0, len(encoded) - 1))
+    try:
+        decode_pack(encoded[:cut])
+    except CodecError:
+        pass
+    else:
+        raise AssertionError("a truncated pack was accepted")
+
+
+@given(packs.filter(bool), st.data())
+def test_corrupted_packs_parse_or_raise_codec_error(
+    pack: list[Change], data: st.DataObject
+) -> None:
+    encoded = bytearray(encode_pack(pack))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(encoded) - 1))
+        encoded[i] = data.draw(st.integers(0, 255))
+    try:
+        decoded = decode_pack(bytes(encoded))
+    except CodecError:
+        return
+    assert encode_pack(decoded) == bytes(encoded)
+
+
+@given(st.none() | hashes, node_entries)
+def test_node_round_trip(
+    left: bytes | None, entries: list[tuple[str, bytes, bytes | None]]
+) -> None:
+    data = encode_node(left, entries)
+    assert decode_node(data) == (left, entries)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=120))
+def test_decode_node_parses_or_raises_codec_error(data: bytes) -> None:
+    try:
+        left, entries = decode_node(data)
+    except CodecError as err:
+        assert err.message.startswith("bad postcard: ")
+    else:
+        assert encode_node(left, entries) == data
