@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from roomsync.testing.moto_server import create_bucket, moto_server
 from roomsync.testing.server import ServerHandle, running_server
 
 
@@ -22,3 +24,18 @@ async def srv(tmp_path: Path) -> AsyncIterator[ServerHandle]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's standalone S3 server on 127.0.0.1, one per test session."""
+    with moto_server() as endpoint_url:
+        yield endpoint_url
+
+
+@pytest.fixture
+def bucket(moto_endpoint: str) -> str:
+    """A fresh, uniquely named bucket on the session's moto server."""
+    name = f"roomsync-{uuid.uuid4().hex[:16]}"
+    create_bucket(moto_endpoint, name)
+    return name

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from roomsync.blobs.s3 import MIN_PART_SIZE, S3BlobStore
-from roomsync.testing.moto_server import MOTO_CREDENTIALS, create_bucket, moto_server
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    with moto_server() as endpoint_url:
-        yield endpoint_url
-
-
-@pytest.fixture
-def bucket(moto_endpoint: str) -> str:
-    name = f"roomsync-{uuid.uuid4().hex[:16]}"
-    create_bucket(moto_endpoint, name)
-    return name
+from roomsync.testing.moto_server import MOTO_CREDENTIALS
 
 
 def make_s3_store(

@@ -33,15 +33,15 @@ def _raw(path: Path) -> sqlite3.Connection:
 
 
 async def test_schema_migrations_and_pragmas(store: SqliteStore) -> None:
-    assert store.migrations_applied == [m.version for m in MIGRATIONS] == [1, 2]
+    assert store.migrations_applied == [m.version for m in MIGRATIONS] == [1, 2, 3]
     conn = _raw(store.path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        expected = {"schema_migrations", "rooms", "entries", "oplog", "base_entries", "health"}
+        expected = {"schema_migrations", "rooms", "entries", "oplog", "base_entries", "health", "blob_refs"}
         assert tables >= expected
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
-        assert versions == [1, 2]
+        assert versions == [1, 2, 3]
         columns = {
             table: [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
             for table in ("rooms", "entries", "oplog", "base_entries")

@@ -322,6 +322,10 @@ class FilesystemBlobStore:
 
     # -- URL grants ------------------------------------------------------------------------
 
+    def set_public_base_url(self, url: str) -> None:
+        """Where clients reach this node's ``/v1/blobs`` routes (known once it listens)."""
+        self._public_base_url = url.rstrip("/")
+
     def can_grant_urls(self) -> bool:
         return self._signer is not None and bool(self._public_base_url)
 

@@ -21,14 +21,17 @@ from aiohttp import web
 
 from ..auth.keyfile import resolve_signing_keys
 from ..auth.tokens import Claims, TokenService
+from ..blobs.base import BlobError
+from ..blobs.filesystem import FilesystemBlobStore
+from ..blobs.signing import UrlSigner
 from ..config import Settings
-from ..core import messages as m
 from ..core.codes import CloseCode
-from ..core.errors import Overload, UnknownType
+from ..core.errors import Overload
 from ..storage.base import Store
 from ..storage.memory import MemoryStore
 from ..storage.sqlite import SqliteStore
 from . import http
+from .blobs import BlobService, build_blob_store, url_secret
 from .logs import event
 from .metrics import Metrics
 from .rooms import RoomHost, RoomRegistry
@@ -36,7 +39,6 @@ from .transport import PING_FRAME
 from .ws import websocket_handler
 
 if TYPE_CHECKING:
-    from .peer import Peer
     from .ws import _Connection
 
 log = logging.getLogger("roomsync.server")
@@ -75,7 +77,11 @@ class RoomsyncServer:
         self.now_ms = now_ms
         self.metrics = Metrics()
         self.store = store if store is not None else build_store(settings)
-        self.tokens = TokenService(signing_keys(settings))
+        keys = signing_keys(settings)
+        self.tokens = TokenService(keys)
+        signer = UrlSigner(url_secret(keys[self.tokens.active_kid]))
+        self.blobs = BlobService(build_blob_store(settings, signer), settings, self.metrics,
+                                 signer)
         self.rooms = RoomRegistry(
             self.store, self.metrics, policy=settings.policy,
             idle_unload_ms=settings.server.room_idle_unload_ms, now_ms=now_ms,
@@ -101,11 +107,20 @@ class RoomsyncServer:
 
         app.router.add_get("/ws/{room_id}", ws_route)
         http.add_routes(app, self)
+        self.blobs.add_routes(app, self.now_ms)
         return app
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         s = self.settings.server
         await self.store.open()
+        try:
+            await self.blobs.store.open()
+            self._blobs_open = True
+        except BlobError as exc:
+            # Serve sync anyway; /readyz reports the blob backend until it recovers.
+            self.metrics.blob_ops.labels("open", "error").inc()
+            event(log, "blob.backend_unavailable", level=logging.ERROR, reason=exc.reason,
+                  error=str(exc))
         ctx = self.ssl_context()
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                      shutdown_timeout=1.0)
@@ -116,6 +131,10 @@ class RoomsyncServer:
         server = site._server
         if server is not None and getattr(server, "sockets", None):
             self.port = server.sockets[0].getsockname()[1]
+        blob_store = self.blobs.store
+        if isinstance(blob_store, FilesystemBlobStore) and not self.settings.blobs.public_url:
+            scheme = "https" if ctx is not None else "http"
+            blob_store.set_public_base_url(f"{scheme}://{host or s.host}:{self.port}")
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
         event(log, "server.started", host=host or s.host, port=self.port, node=self.node_name,
               tls=ctx is not None, storage=self.settings.storage.backend)
@@ -150,6 +169,8 @@ class RoomsyncServer:
             await self._runner.cleanup()
             self._runner = None
         await self.store.close()
+        if self._blobs_open:
+            await self.blobs.store.close()
         event(log, "server.stopped")
 
     # -- connections ------------------------------------------------------------------------
@@ -178,12 +199,18 @@ class RoomsyncServer:
         return None
 
     _queued_bytes = 0
+    _blobs_open = False
 
     async def _reap_loop(self) -> None:
         interval = self.settings.server.heartbeat_ms / 1000
         while True:
             await asyncio.sleep(interval)
             self.reap()
+            if self.blobs.grants:
+                try:
+                    await self.blobs.sweep(self.now_ms(), await self.store.blob_refs())
+                except Exception as exc:  # a failing sweep must not stop the heartbeat
+                    event(log, "blob.sweep_failed", level=logging.WARNING, error=str(exc))
 
     def reap(self) -> None:
         """Ping every peer; close those silent for three heartbeat intervals."""
@@ -212,10 +239,6 @@ class RoomsyncServer:
     def presence_snapshot(self, host: RoomHost) -> list[dict[str, Any]]:
         return host.presence.snapshot()
 
-    def dispatch_extension(self, conn: _Connection, host: RoomHost, peer: Peer,
-                           msg: m.Message) -> None:
-        raise UnknownType(f"{msg.type} is not served by this node yet")
-
     # -- checks ------------------------------------------------------------------------------
 
     async def readiness(self) -> dict[str, Any]:
@@ -228,6 +251,16 @@ class RoomsyncServer:
             ok = False
             checks["store"] = {"ok": False, "backend": self.settings.storage.backend,
                                "error": str(exc)}
+        try:
+            if not self._blobs_open:  # it failed at start: try again, it may have recovered
+                await self.blobs.store.open()
+                self._blobs_open = True
+            await self.blobs.store.check()
+            checks["blobs"] = {"ok": True, "backend": self.blobs.store.name}
+        except Exception as exc:  # reported, not raised: readyz says what is wrong
+            ok = False
+            checks["blobs"] = {"ok": False, "backend": self.blobs.store.name,
+                               "error": str(exc), "reason": getattr(exc, "reason", None)}
         checks["bus"] = {"ok": True, "backend": "memory"}
         if self.draining:
             ok = False

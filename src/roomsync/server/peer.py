@@ -28,8 +28,16 @@ class Peer:
     """Everything the room needs to deliver to one peer and to close it."""
 
     __slots__ = (
-        "closing", "host", "last_seen_ms", "on_close", "out", "pending_acks", "session",
-        "stream_budget", "expiry_handle", "__weakref__",
+        "__weakref__",
+        "closing",
+        "expiry_handle",
+        "host",
+        "last_seen_ms",
+        "on_close",
+        "out",
+        "pending_acks",
+        "session",
+        "stream_budget",
     )
 
     def __init__(

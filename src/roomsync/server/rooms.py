@@ -381,6 +381,16 @@ class RoomHost:
         added.sort(key=lambda c: c.seq or 0)
         self.send_changes(peer, added, final_head=self.state.head)
 
+    def broadcast_message(self, obj: dict[str, Any]) -> None:
+        """One frame to every peer that can read the room (e.g. ``blob-available``)."""
+        frame = text_frame(obj)
+        n = 0
+        for peer in list(self.peers):
+            caps = peer.session.caps
+            if not peer.closing and ("read" in caps or "blob" in caps) and peer.send_frame(frame):
+                n += 1
+        self.metrics.msg_out(str(obj["type"]), n)
+
     def mst_root(self) -> dict[str, Any]:
         return {"type": "mst-root", "root": self.state.root, "count": self.state.live_count()}
 

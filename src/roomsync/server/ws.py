@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .rooms import RoomHost
 
 log = logging.getLogger("roomsync.ws")
+_BLOB_TYPES = frozenset({"blob-upload", "request-upload", "blob-uploaded", "blob-request"})
 _decode = msgspec.json.Decoder().decode
 _json_encode = msgspec.json.Encoder().encode
 
@@ -255,6 +256,9 @@ class _Connection:
         try:
             if isinstance(msg, m.Hello):
                 await self._on_hello(msg, now)
+            elif msg.type in _BLOB_TYPES:
+                assert self.host is not None and self.peer is not None
+                await self.server.blobs.handle(self.host, self.peer, msg, now)
             else:
                 self._dispatch(msg)
         except RoomsyncError as exc:
@@ -371,8 +375,6 @@ class _Connection:
             self.send({"type": "pong"})
         elif isinstance(msg, m.Pong):
             pass
-        else:
-            self.server.dispatch_extension(self, host, peer, msg)
         self._prefixes_before = self.session.prefixes
 
     _prefixes_before: tuple[str, ...] = ("/",)

@@ -69,7 +69,7 @@ class Store(Protocol):
         """Rooms ordered by id, starting after ``cursor``."""
 
     async def delete_room(self, room: str) -> bool:
-        """Remove a room, its state and op log. True when it existed."""
+        """Remove a room, its state, op log and blob references. True when it existed."""
 
     async def load_room(self, room: str, *, now_ms: int) -> LoadedRoom:
         """The room's record and state; creates the record (head 0) if the room is new."""
@@ -89,3 +89,14 @@ class Store(Protocol):
 
     async def compact(self, room: str, through_seq: int) -> int:
         """Fold op-log rows ``<= through_seq`` into the base; return rows removed."""
+
+    # -- blob references (SPEC §4: blobs are room-scoped; unreferenced ones are collected) --
+
+    async def add_blob_ref(self, room: str, hash: str, size: int, *, now_ms: int) -> None:
+        """Record that ``hash`` was announced in ``room`` (idempotent)."""
+
+    async def has_blob_ref(self, room: str, hash: str) -> bool:
+        """True when ``hash`` was announced in ``room``."""
+
+    async def blob_refs(self) -> set[str]:
+        """Every hash referenced by any room (the live set for blob garbage collection)."""

@@ -60,6 +60,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._rooms: dict[str, _Room] = {}
+        self._blob_refs: dict[str, dict[str, int]] = {}
         self._open = False
         self.commits = 0
 
@@ -100,7 +101,20 @@ class MemoryStore:
 
     async def delete_room(self, room: str) -> bool:
         self._require_open()
+        self._blob_refs.pop(room, None)
         return self._rooms.pop(room, None) is not None
+
+    async def add_blob_ref(self, room: str, hash: str, size: int, *, now_ms: int) -> None:
+        self._require_open()
+        self._blob_refs.setdefault(room, {})[hash] = size
+
+    async def has_blob_ref(self, room: str, hash: str) -> bool:
+        self._require_open()
+        return hash in self._blob_refs.get(room, {})
+
+    async def blob_refs(self) -> set[str]:
+        self._require_open()
+        return {h for refs in self._blob_refs.values() for h in refs}
 
     async def load_room(self, room: str, *, now_ms: int) -> LoadedRoom:
         self._require_open()

@@ -122,6 +122,20 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         "health probe row for check()",
         ("CREATE TABLE health (id INTEGER PRIMARY KEY, probes INTEGER NOT NULL)",),
     ),
+    Migration(
+        3,
+        "blob references per room (room-scoped access, garbage collection)",
+        (
+            """CREATE TABLE blob_refs (
+                room TEXT NOT NULL,
+                hash TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                created_ms INTEGER NOT NULL,
+                PRIMARY KEY (room, hash)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX blob_refs_hash ON blob_refs (hash)",
+        ),
+    ),
 )
 
 _CREATE_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -493,11 +507,35 @@ class SqliteStore:
 
     async def delete_room(self, room: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
-            for table in ("oplog", "entries", "base_entries"):
+            for table in ("oplog", "entries", "base_entries", "blob_refs"):
                 conn.execute(f"DELETE FROM {table} WHERE room = ?", (room,))
             return conn.execute("DELETE FROM rooms WHERE room = ?", (room,)).rowcount > 0
 
         return await self._write(delete)
+
+    async def add_blob_ref(self, room: str, hash: str, size: int, *, now_ms: int) -> None:
+        def add(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO blob_refs (room, hash, size, created_ms) VALUES (?,?,?,?)",
+                (room, hash, size, now_ms),
+            )
+
+        await self._write(add)
+
+    async def has_blob_ref(self, room: str, hash: str) -> bool:
+        def has(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM blob_refs WHERE room = ? AND hash = ?", (room, hash)
+            ).fetchone()
+            return row is not None
+
+        return await self._read(has)
+
+    async def blob_refs(self) -> set[str]:
+        def refs(conn: sqlite3.Connection) -> set[str]:
+            return {row[0] for row in conn.execute("SELECT DISTINCT hash FROM blob_refs")}
+
+        return await self._read(refs)
 
     async def load_room(self, room: str, *, now_ms: int) -> LoadedRoom:
         loaded = await self._read(lambda conn: self._r_load(conn, room))

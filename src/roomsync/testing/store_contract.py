@@ -422,3 +422,17 @@ class StoreContract:
                 assert all(not c.deleted for c in base)
                 log = await _all_changes(store, room, record.compacted_through)
                 assert replay(base, log) == state
+
+    async def test_blob_refs_are_room_scoped_and_go_with_the_room(self, store: Store) -> None:
+        h1, h2 = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+        await store.load_room("r1", now_ms=1)
+        await store.load_room("r2", now_ms=1)
+        await store.add_blob_ref("r1", h1, 10, now_ms=5)
+        await store.add_blob_ref("r1", h1, 10, now_ms=6)  # idempotent
+        await store.add_blob_ref("r2", h2, 20, now_ms=5)
+        assert await store.has_blob_ref("r1", h1)
+        assert not await store.has_blob_ref("r2", h1)
+        assert await store.blob_refs() == {h1, h2}
+        assert await store.delete_room("r1")
+        assert not await store.has_blob_ref("r1", h1)
+        assert await store.blob_refs() == {h2}

@@ -1,0 +1,248 @@
+"""Blob flows over real sockets, on the filesystem backend and on S3 (moto) (SPEC §4)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from roomsync.testing.moto_server import MOTO_CREDENTIALS, put_raw_object
+from roomsync.testing.server import ServerHandle, running_server
+from roomsync.testing.wsclient import hello, recv_type
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def inline(data: bytes, **extra: Any) -> dict[str, Any]:
+    return {"type": "blob-upload", "hash": digest(data), "size": len(data),
+            "data": base64.b64encode(data).decode(), **extra}
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+async def bsrv(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ServerHandle]:
+    overrides: dict[str, Any] = {"policy__blob_max_bytes": 1 << 20}
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("moto_endpoint")
+        bucket = request.getfixturevalue("bucket")
+        overrides.update(blobs__backend="s3", blobs__s3_bucket=bucket,
+                         blobs__s3_endpoint_url=endpoint,
+                         blobs__s3_access_key_id=MOTO_CREDENTIALS["access_key_id"],
+                         blobs__s3_secret_access_key=MOTO_CREDENTIALS["secret_access_key"])
+    async with running_server(tmp_path, **overrides) as handle:
+        yield handle
+
+
+async def test_inline_upload_announce_and_fetch(bsrv: ServerHandle,
+                                                http: aiohttp.ClientSession) -> None:
+    up, _ = await hello(http, bsrv.ws_url("b"), caps=["read", "write", "blob"])
+    watcher, _ = await hello(http, bsrv.ws_url("b"), caps=["read", "blob"])
+    data = b"hello blob" * 100
+    await up.send_json(inline(data))
+    assert await recv_type(up, "blob-uploaded") == {"type": "blob-uploaded", "hash": digest(data)}
+    avail = await recv_type(watcher, "blob-available")
+    assert avail == {"type": "blob-available", "hash": digest(data), "size": len(data)}
+    await watcher.send_json({"type": "blob-request", "hash": digest(data)})
+    blob = await recv_type(watcher, "blob")
+    assert base64.b64decode(blob["data"]) == data and blob["size"] == len(data)
+    metrics = await (await http.get(bsrv.url + "/metrics")).text()
+    assert 'roomsync_blob_ops_total{op="upload",outcome="uploaded"} 1.0' in metrics
+    assert 'roomsync_blob_ops_total{op="request",outcome="requested"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (lambda m: {**m, "hash": digest(b"other")}, "hash-mismatch"),
+        (lambda m: {**m, "size": m["size"] + 1}, "size-mismatch"),
+        (lambda m: {**m, "data": "%%%"}, "bad-base64"),
+    ],
+)
+async def test_inline_mismatch_is_rejected_and_nothing_stored(
+    bsrv: ServerHandle, http: aiohttp.ClientSession, tamper: Any, reason: str
+) -> None:
+    ws, _ = await hello(http, bsrv.ws_url("b"))
+    msg = tamper(inline(b"payload"))
+    await ws.send_json(msg)
+    rejected = await recv_type(ws, "upload-rejected")
+    assert rejected["hash"] == msg["hash"] and rejected["reason"].startswith(reason)
+    assert await bsrv.server.blobs.store.stat(msg["hash"]) is None
+    assert not await bsrv.server.store.has_blob_ref("b", msg["hash"])
+
+
+async def test_inline_too_large(bsrv: ServerHandle, http: aiohttp.ClientSession) -> None:
+    ws, _ = await hello(http, bsrv.ws_url("b"))
+    await ws.send_json({"type": "blob-upload", "hash": digest(b"x"), "size": 2 << 20,
+                        "data": ""})
+    rejected = await recv_type(ws, "upload-rejected")
+    assert rejected["reason"].startswith("too-large")
+
+
+async def test_direct_upload_then_direct_download(bsrv: ServerHandle,
+                                                  http: aiohttp.ClientSession) -> None:
+    ws, _ = await hello(http, bsrv.ws_url("d"))
+    other, _ = await hello(http, bsrv.ws_url("d"))
+    data = bytes(range(256)) * 400
+    await ws.send_json({"type": "request-upload", "hash": digest(data), "size": len(data)})
+    grant = await recv_type(ws, "upload-url")
+    assert grant["hash"] == digest(data) and grant["expires"] > time.time() * 1000
+    resp = await http.put(grant["url"], data=data, headers=grant.get("headers") or {})
+    assert resp.status in (200, 201), await resp.text()
+    await ws.send_json({"type": "blob-uploaded", "hash": digest(data)})
+    assert (await recv_type(ws, "blob-uploaded"))["hash"] == digest(data)
+    assert (await recv_type(other, "blob-available"))["size"] == len(data)
+    await other.send_json({"type": "blob-request", "hash": digest(data)})
+    blob = await recv_type(other, "blob")
+    assert "url" in blob and blob["size"] == len(data)
+    got = await http.get(blob["url"])
+    assert got.status == 200 and await got.read() == data
+
+
+async def test_direct_upload_of_wrong_bytes_fails_verification(
+    bsrv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
+    ws, _ = await hello(http, bsrv.ws_url("t"))
+    data = b"the real bytes" * 50
+    await ws.send_json({"type": "request-upload", "hash": digest(data), "size": len(data)})
+    grant = await recv_type(ws, "upload-url")
+    resp = await http.put(grant["url"], data=data, headers=grant.get("headers") or {})
+    assert resp.status in (200, 201)
+    # Tamper with the stored object behind the server's back, then confirm.
+    store = bsrv.server.blobs.store
+    evil = b"X" * len(data)
+    if store.name == "filesystem":
+        store.path_for(digest(data)).write_bytes(evil)  # type: ignore[attr-defined]
+    else:
+        put_raw_object(bsrv.server.settings.blobs.s3_endpoint_url,
+                       bsrv.server.settings.blobs.s3_bucket,
+                       store.key_for(digest(data)), evil)  # type: ignore[attr-defined]
+    await ws.send_json({"type": "blob-uploaded", "hash": digest(data)})
+    rejected = await recv_type(ws, "upload-rejected")
+    assert rejected["reason"] == "verify-failed"
+    assert await store.stat(digest(data)) is None
+    metrics = await (await http.get(bsrv.url + "/metrics")).text()
+    assert 'roomsync_blob_ops_total{op="confirm",outcome="verify-failed"} 1.0' in metrics
+
+
+async def test_confirm_without_upload_is_rejected(bsrv: ServerHandle,
+                                                  http: aiohttp.ClientSession) -> None:
+    ws, _ = await hello(http, bsrv.ws_url("t"))
+    await ws.send_json({"type": "blob-uploaded", "hash": digest(b"never sent")})
+    rejected = await recv_type(ws, "upload-rejected")
+    assert rejected["reason"].startswith("missing")
+
+
+async def test_upload_denied_without_cap_then_inline_fallback(
+    bsrv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
+    ws, _ = await hello(http, bsrv.ws_url("f"), caps=["read", "blob"])
+    data = b"fallback"
+    await ws.send_json({"type": "request-upload", "hash": digest(data), "size": len(data)})
+    denied = await recv_type(ws, "upload-denied")
+    assert denied["reason"].startswith("capability-missing")
+    await ws.send_json(inline(data))
+    assert (await recv_type(ws, "blob-uploaded"))["hash"] == digest(data)
+
+
+async def test_upload_denied_when_too_large(bsrv: ServerHandle,
+                                            http: aiohttp.ClientSession) -> None:
+    ws, _ = await hello(http, bsrv.ws_url("f"))
+    await ws.send_json({"type": "request-upload", "hash": digest(b"x"), "size": 5 << 20})
+    assert (await recv_type(ws, "upload-denied"))["reason"].startswith("too-large")
+
+
+async def test_blobs_are_room_scoped(bsrv: ServerHandle, http: aiohttp.ClientSession) -> None:
+    a, _ = await hello(http, bsrv.ws_url("room-a"))
+    b, _ = await hello(http, bsrv.ws_url("room-b"))
+    data = b"secret of room a"
+    await a.send_json(inline(data))
+    await recv_type(a, "blob-uploaded")
+    await b.send_json({"type": "blob-request", "hash": digest(data)})
+    err = await recv_type(b, "error")
+    assert err["code"] == "not-found" and "room-b" in err["message"]
+    await b.send_json({"type": "ping"})
+    assert (await recv_type(b, "pong")) == {"type": "pong"}
+
+
+async def test_garbage_collection_after_room_deletion(bsrv: ServerHandle,
+                                                      http: aiohttp.ClientSession) -> None:
+    keep, _ = await hello(http, bsrv.ws_url("keep"))
+    gone, _ = await hello(http, bsrv.ws_url("gone"))
+    await keep.send_json(inline(b"kept"))
+    await recv_type(keep, "blob-uploaded")
+    await gone.send_json(inline(b"dropped"))
+    await recv_type(gone, "blob-uploaded")
+    await gone.close()
+    server = bsrv.server
+    assert await server.store.delete_room("gone")
+    deleted = await server.blobs.collect_garbage(await server.store.blob_refs())
+    assert deleted == [digest(b"dropped")]
+    assert await server.blobs.store.stat(digest(b"kept")) == 4
+
+
+async def test_unconfirmed_direct_upload_is_swept_after_expiry(
+    bsrv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
+    ws, _ = await hello(http, bsrv.ws_url("s"))
+    data = b"abandoned"
+    await ws.send_json({"type": "request-upload", "hash": digest(data), "size": len(data)})
+    grant = await recv_type(ws, "upload-url")
+    await http.put(grant["url"], data=data, headers=grant.get("headers") or {})
+    blobs = bsrv.server.blobs
+    assert await blobs.store.stat(digest(data)) == len(data)
+    assert await blobs.sweep(grant["expires"] - 1, set()) == []
+    assert await blobs.sweep(grant["expires"] + 1, set()) == [digest(data)]
+    assert await blobs.store.stat(digest(data)) is None
+
+
+async def test_filesystem_urls_refuse_tampering_and_expiry(tmp_path: Path,
+                                                           http: aiohttp.ClientSession) -> None:
+    async with running_server(tmp_path) as srv:
+        data = b"signed"
+        signer = srv.server.blobs.signer
+        assert signer is not None
+        now = int(time.time() * 1000)
+        good = signer.grant("PUT", srv.url, digest(data), len(data), now_ms=now, ttl_s=60)
+        expired = signer.grant("PUT", srv.url, digest(data), len(data), now_ms=now - 120_000,
+                               ttl_s=60)
+        resp = await http.put(expired.url, data=data)
+        assert resp.status == 403 and (await resp.json())["reason"] == "expired-url"
+        resp = await http.put(good.url.replace("sig=", "sig=A"), data=data)
+        assert resp.status == 403 and (await resp.json())["reason"] == "bad-signature"
+        get_url = good.url  # a PUT grant cannot be used to GET
+        assert (await http.get(get_url)).status == 403
+        resp = await http.put(good.url, data=b"wrong!")
+        assert resp.status == 400
+        assert await srv.server.blobs.store.stat(digest(data)) is None
+        resp = await http.put(good.url, data=data)
+        assert resp.status == 201
+
+
+async def test_memory_backend_denies_direct_upload(tmp_path: Path,
+                                                   http: aiohttp.ClientSession) -> None:
+    async with running_server(tmp_path, blobs__backend="memory") as srv:
+        ws, _ = await hello(http, srv.ws_url("m"))
+        await ws.send_json({"type": "request-upload", "hash": digest(b"x"), "size": 1})
+        assert (await recv_type(ws, "upload-denied"))["reason"].startswith("backend-cannot-grant")
+
+
+async def test_readyz_reports_a_missing_bucket(tmp_path: Path, moto_endpoint: str,
+                                               http: aiohttp.ClientSession) -> None:
+    async with running_server(
+        tmp_path, blobs__backend="s3", blobs__s3_bucket="roomsync-no-such-bucket",
+        blobs__s3_endpoint_url=moto_endpoint,
+        blobs__s3_access_key_id=MOTO_CREDENTIALS["access_key_id"],
+        blobs__s3_secret_access_key=MOTO_CREDENTIALS["secret_access_key"],
+    ) as srv:
+        resp = await http.get(srv.url + "/readyz")
+        body = await resp.json()
+        assert resp.status == 503
+        assert body["checks"]["blobs"]["ok"] is False
+        assert body["checks"]["blobs"]["reason"] == "missing-bucket"
