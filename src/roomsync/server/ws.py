@@ -242,6 +242,7 @@ class _Connection:
         metrics = self.server.metrics
         type_ = obj.get("type") if isinstance(obj, dict) else None
         metrics.msg_in(type_ if isinstance(type_, str) and len(type_) < 32 else "invalid")
+        prefixes_before = self.session.prefixes  # `subscribe` replaces them in receive()
         try:
             msg = self.session.receive(obj, nbytes, now)
         except RoomsyncError as exc:
@@ -260,7 +261,7 @@ class _Connection:
                 assert self.host is not None and self.peer is not None
                 await self.server.blobs.handle(self.host, self.peer, msg, now)
             else:
-                self._dispatch(msg)
+                self._dispatch(msg, prefixes_before)
         except RoomsyncError as exc:
             self.fail(exc, ref=msg.type)
 
@@ -352,7 +353,7 @@ class _Connection:
 
     # -- messages after welcome ------------------------------------------------------------
 
-    def _dispatch(self, msg: m.Message) -> None:
+    def _dispatch(self, msg: m.Message, prefixes_before: tuple[str, ...]) -> None:
         host = self.host
         peer = self.peer
         assert host is not None and peer is not None
@@ -364,7 +365,7 @@ class _Connection:
             else:
                 host.answer_since(peer, msg.since or 0)
         elif isinstance(msg, m.Subscribe):
-            host.resubscribed(peer, self._prefixes_before)
+            host.resubscribed(peer, prefixes_before)
         elif isinstance(msg, m.MstRoot):
             self.send(host.mst_root())
         elif isinstance(msg, m.MstGet):
@@ -375,9 +376,6 @@ class _Connection:
             self.send({"type": "pong"})
         elif isinstance(msg, m.Pong):
             pass
-        self._prefixes_before = self.session.prefixes
-
-    _prefixes_before: tuple[str, ...] = ("/",)
 
     async def _cleanup(self) -> None:
         peer = self.peer

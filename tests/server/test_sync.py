@@ -1,0 +1,252 @@
+"""The sync engine over real sockets: packs, acks, broadcast, request, subscribe, catch-up,
+retention, stream budget, MST reconcile, room lifecycle (SPEC §1, §2)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+
+import aiohttp
+
+from roomsync.core.codec import pack_data, unpack_data
+from roomsync.core.entries import Change
+from roomsync.core.mst import MerkleSearchTree, build_root
+from roomsync.core.reconcile import FetchNodes, reconcile
+from roomsync.testing.server import ServerHandle, running_server, wait_until
+from roomsync.testing.wsclient import closed, hello, recv, recv_type
+
+
+def ch(path: str, ts: int, value: bytes | None = b"v", actor: str = "a") -> Change:
+    return Change(path, ts, 0, actor, value)
+
+
+async def send_pack(ws: aiohttp.ClientWebSocketResponse, changes: list[Change]) -> dict:
+    await ws.send_json({"type": "pack", "data": pack_data(changes)})
+    return await recv_type(ws, "ack")
+
+
+async def collect(ws: aiohttp.ClientWebSocketResponse, until_done: bool = True) -> tuple[list[Change], int]:
+    """Changes of pack frames up to the one with done=true; returns (changes, head)."""
+    out: list[Change] = []
+    while True:
+        msg = await recv_type(ws, "pack")
+        out.extend(unpack_data(msg["data"]))
+        if msg.get("done") or not until_done:
+            return out, msg["head"]
+
+
+async def test_broadcast_to_others_not_sender(srv: ServerHandle, http: aiohttp.ClientSession) -> None:
+    a, _ = await hello(http, srv.ws_url("r"))
+    b, _ = await hello(http, srv.ws_url("r"))
+    ack = await send_pack(a, [ch("/x", 1), ch("/y", 2, None)])
+    assert ack["seqs"] == [1, 2]
+    got, head = await collect(b, until_done=False)
+    assert [(c.path, c.seq, c.deleted) for c in got] == [("/x", 1, False), ("/y", 2, True)]
+    assert head == 2
+    await a.send_json({"type": "ping"})
+    assert await recv(a) == {"type": "pong"}  # no echo of its own pack arrived before
+
+
+async def test_echo_to_sender_policy(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    async with running_server(tmp_path, policy__echo_to_sender=True) as srv:
+        a, _ = await hello(http, srv.ws_url("r"))
+        await a.send_json({"type": "pack", "data": pack_data([ch("/x", 1)])})
+        msg = await recv(a)
+        assert msg["type"] == "pack" and unpack_data(msg["data"])[0].seq == 1
+        assert (await recv(a))["type"] == "ack"
+
+
+async def test_lww_loser_is_acked_not_broadcast(srv: ServerHandle, http: aiohttp.ClientSession) -> None:
+    a, _ = await hello(http, srv.ws_url("r"))
+    b, _ = await hello(http, srv.ws_url("r"))
+    assert (await send_pack(a, [ch("/x", 10)]))["seqs"] == [1]
+    await collect(b, until_done=False)
+    assert (await send_pack(a, [ch("/x", 5, b"older")]))["seqs"] == [1]
+    assert (await send_pack(a, [ch("/z", 11)]))["seqs"] == [2]
+    got, _ = await collect(b, until_done=False)
+    assert [c.path for c in got] == ["/z"]
+
+
+async def test_per_change_refusals_in_ack(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    async with running_server(tmp_path, policy__max_value_bytes=8) as srv:
+        a, _ = await hello(http, srv.ws_url("r"))
+        ack = await send_pack(a, [ch("bad", 1), ch("/big", 1, b"x" * 9), ch("/ok", 1)])
+        assert ack["seqs"] == [None, None, 1]
+        assert [(r["index"], r["code"]) for r in ack["refused"]] == [
+            (0, "invalid-path"), (1, "too-large")]
+
+
+async def test_catchup_chunks_and_cursor_resume(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    async with running_server(tmp_path, policy__catchup_chunk=3) as srv:
+        a, _ = await hello(http, srv.ws_url("r"))
+        await send_pack(a, [ch(f"/k{i}", i + 1) for i in range(7)])
+        b = await http.ws_connect(srv.ws_url("r"))
+        await b.send_json({"type": "hello", "v": 1})
+        welcome = await recv(b)
+        assert welcome["head"] == 7
+        heads = []
+        got: list[Change] = []
+        while True:
+            msg = await recv_type(b, "pack")
+            got.extend(unpack_data(msg["data"]))
+            heads.append(msg["head"])
+            if msg.get("done"):
+                break
+        assert heads == [3, 6, 7]
+        assert [c.seq for c in got] == list(range(1, 8))
+        await send_pack(a, [ch("/k0", 100), ch("/new", 101)])
+        c, _ = await hello(http, srv.ws_url("r"), cursor=7)  # hello() consumed the catch-up
+        d = await http.ws_connect(srv.ws_url("r"))
+        await d.send_json({"type": "hello", "v": 1, "cursor": 7})
+        await recv(d)
+        missed, head = await collect(d)
+        assert [(x.path, x.seq) for x in missed] == [("/k0", 8), ("/new", 9)] and head == 9
+
+
+async def test_cursor_older_than_retention_is_4001(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    async with running_server(tmp_path, policy__retention_changes=10) as srv:
+        a, _ = await hello(http, srv.ws_url("r"))
+        for batch in range(12):
+            await send_pack(a, [ch(f"/p{batch}-{i}", batch * 100 + i + 1) for i in range(100)])
+        host = srv.server.rooms.hosts["r"]
+        await wait_until(lambda: host.state.compacted_through > 0)
+        b = await http.ws_connect(srv.ws_url("r"))
+        await b.send_json({"type": "hello", "v": 1, "cursor": 5})
+        seen, code = await closed(b)
+        assert code == 4001
+        assert seen[-1]["code"] == "resync-required" and "retention" in seen[-1]["message"]
+        await a.send_json({"type": "request", "since": 1})
+        seen, code = await closed(a)
+        assert code == 4001
+
+
+async def test_cursor_ahead_of_head_is_4001(srv: ServerHandle, http: aiohttp.ClientSession) -> None:
+    b = await http.ws_connect(srv.ws_url("fresh"))
+    await b.send_json({"type": "hello", "v": 1, "cursor": 50})
+    seen, code = await closed(b)
+    assert code == 4001 and "ahead" in seen[-1]["message"]
+
+
+async def test_request_since_and_paths(srv: ServerHandle, http: aiohttp.ClientSession) -> None:
+    a, _ = await hello(http, srv.ws_url("r"))
+    await send_pack(a, [ch("/a", 1), ch("/b", 2), ch("/c", 3, None)])
+    await a.send_json({"type": "request", "since": 1})
+    got, head = await collect(a)
+    assert [(c.path, c.seq) for c in got] == [("/b", 2), ("/c", 3)] and head == 3
+    await a.send_json({"type": "request", "paths": ["/c", "/a", "/missing"]})
+    got, _ = await collect(a)
+    assert [(c.path, c.deleted) for c in got] == [("/a", False), ("/c", True)]
+
+
+async def test_subscription_filters_and_resubscribe_sends_new_scope(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
+    w, _ = await hello(http, srv.ws_url("r"))
+    await send_pack(w, [ch("/todos/1", 1), ch("/notes/1", 2)])
+    s = await http.ws_connect(srv.ws_url("r"))
+    await s.send_json({"type": "hello", "v": 1, "subscribe": ["/todos"]})
+    await recv(s)
+    got, _ = await collect(s)
+    assert [c.path for c in got] == ["/todos/1"]
+    await send_pack(w, [ch("/notes/2", 3), ch("/todos/2", 4), ch("/todosX", 5)])
+    got, _ = await collect(s, until_done=False)
+    assert [c.path for c in got] == ["/todos/2"]
+    await s.send_json({"type": "subscribe", "paths": ["/todos", "/notes"]})
+    got, _ = await collect(s)
+    assert sorted(c.path for c in got) == ["/notes/1", "/notes/2"]
+
+
+async def test_catchup_false_skips_state(srv: ServerHandle, http: aiohttp.ClientSession) -> None:
+    a, _ = await hello(http, srv.ws_url("r"))
+    await send_pack(a, [ch("/a", 1)])
+    b, welcome = await hello(http, srv.ws_url("r"), catchup=False)
+    assert welcome["head"] == 1
+    await b.send_json({"type": "ping"})
+    assert await recv(b) == {"type": "pong"}
+
+
+async def test_mst_reconcile_over_the_wire(srv: ServerHandle, http: aiohttp.ClientSession) -> None:
+    a, _ = await hello(http, srv.ws_url("r"))
+    server_side = [ch(f"/doc/{i}", i + 1, f"v{i}".encode()) for i in range(300)]
+    await send_pack(a, server_side)
+    local = {c.path: c for c in server_side}
+    local["/doc/7"] = ch("/doc/7", 1000, b"local edit")
+    del local["/doc/8"]
+    local["/doc/local-only"] = ch("/doc/local-only", 5)
+    tree = MerkleSearchTree(local.values())
+    b, welcome = await hello(http, srv.ws_url("r"), catchup=False)
+    await b.send_json({"type": "mst-root"})
+    root = await recv_type(b, "mst-root")
+    assert root["root"] == welcome["root"] and root["count"] == 300
+    flow = reconcile(tree, bytes.fromhex(root["root"]))
+    step = next(flow)
+    rounds = 0
+    try:
+        while True:
+            assert isinstance(step, FetchNodes)
+            rounds += 1
+            await b.send_json({"type": "mst-get", "hashes": [h.hex() for h in step.hashes]})
+            nodes = await recv_type(b, "mst-nodes")
+            step = flow.send({bytes.fromhex(n["hash"]): base64.b64decode(n["data"])
+                              for n in nodes["nodes"]})
+    except StopIteration as stop:
+        result = stop.value
+    assert result.complete and rounds <= 6
+    assert set(result.differing) == {"/doc/7", "/doc/8", "/doc/local-only"}
+    await b.send_json({"type": "request", "paths": list(result.differing)})
+    got, _ = await collect(b)
+    assert {c.path for c in got} == {"/doc/7", "/doc/8"}
+    ack = await send_pack(b, [local[p] for p in result.differing if p in local])
+    assert all(s is not None for s in ack["seqs"])
+    for c in got:
+        if c.key > local.get(c.path, ch(c.path, 0)).key:
+            local[c.path] = c
+    await b.send_json({"type": "mst-root"})
+    final = await recv_type(b, "mst-root")
+    assert final["root"] == build_root(local.values())
+
+
+async def test_slow_consumer_hits_stream_budget_4001(tmp_path: Path,
+                                                     http: aiohttp.ClientSession) -> None:
+    async with running_server(tmp_path, policy__stream_budget_bytes=256 * 1024,
+                              policy__rate_bytes_per_s=1e9, policy__rate_burst_bytes=10**9,
+                              server__max_frame_bytes=4 << 20) as srv:
+        writer, _ = await hello(http, srv.ws_url("r"))
+        lazy, _ = await hello(http, srv.ws_url("r"))  # it never reads from here on
+        value = b"x" * 200_000
+        budget_closed = False
+        for i in range(200):
+            await send_pack(writer, [ch(f"/blob{i}", i + 1, value)])
+            if any(c.close_code == 4001 for c in srv.server.connections):
+                budget_closed = True
+                break
+        assert budget_closed, "the slow consumer was never closed"
+        seen, code = await closed(lazy, timeout=30)
+        assert code == 4001
+        assert seen[-1]["code"] == "resync-required" and "stream budget" in seen[-1]["message"]
+        metrics = await (await http.get(srv.url + "/metrics")).text()
+        assert 'roomsync_resync_required_total{reason="stream-budget"} 1.0' in metrics
+        # The writer and the room are unaffected.
+        assert (await send_pack(writer, [ch("/after", 10_000)]))["seqs"][0] is not None
+
+
+async def test_rooms_unload_when_idle_and_reload_from_store(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with running_server(tmp_path, server__room_idle_unload_ms=50) as srv:
+        a, _ = await hello(http, srv.ws_url("r"))
+        await send_pack(a, [ch("/a", 1)])
+        await a.close()
+        await wait_until(lambda: "r" not in srv.server.rooms.hosts)
+        b, welcome = await hello(http, srv.ws_url("r"))  # consumes catch-up
+        assert welcome["head"] == 1
+        assert welcome["root"] == build_root([ch("/a", 1)])
+
+
+async def test_cold_room_join_storm_loads_once(srv: ServerHandle,
+                                               http: aiohttp.ClientSession) -> None:
+    results = await asyncio.gather(*(hello(http, srv.ws_url("storm")) for _ in range(50)))
+    assert {w["room"] for _, w in results} == {"storm"}
+    metrics = await (await http.get(srv.url + "/metrics")).text()
+    assert "roomsync_room_loads_total 1.0" in metrics
