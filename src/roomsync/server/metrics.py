@@ -97,10 +97,6 @@ class Metrics:
         self.presence_expired = counter(
             "roomsync_presence_expired_total", "Presence entries expired by TTL."
         )
-        self.control = counter(
-            "roomsync_control_requests_total", "Control-plane requests by family and result.",
-            ("family", "result"),
-        )
         # Pre-bound children for the hot paths.
         self._in: dict[str, Counter] = {}
         self._out: dict[str, Counter] = {}

@@ -1,0 +1,38 @@
+"""Docs are part of the contract (STYLE lesson 10): every metric, message type and close
+code is documented, and the README quick start is exactly what CI runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from roomsync.core.codec import CLIENT_TYPES, SERVER_TYPES
+from roomsync.core.codes import CloseCode
+from roomsync.server.metrics import METRIC_NAMES, Metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_metric_is_documented() -> None:
+    Metrics()
+    ops = (ROOT / "docs" / "operations.md").read_text()
+    missing = [name for name in METRIC_NAMES if f"`{name}`" not in ops]
+    assert not missing
+
+
+def test_every_message_type_and_close_code_is_documented() -> None:
+    protocol = (ROOT / "docs" / "protocol.md").read_text()
+    for type_ in sorted(CLIENT_TYPES | SERVER_TYPES):
+        assert f"`{type_}" in protocol, type_
+    for code in CloseCode:
+        assert f"| {int(code)} |" in protocol, code
+
+
+def test_readme_quick_start_is_two_commands_and_ci_runs_the_second() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```sh\n(.*?)\n```", section, re.S)
+    assert len(commands) == 2
+    assert "roomsync serve" in commands[0] and "pip install" in commands[0]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert commands[1].strip() in ci
