@@ -1,0 +1,1 @@
+"""Benchmarks for roomsync (not part of the installed package)."""
