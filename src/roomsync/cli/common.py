@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..config import ConfigError, Settings, load_settings
 
@@ -26,6 +26,6 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
         die(str(exc), code=2)
 
 
-def die(message: str, *, code: int = 1) -> Any:
+def die(message: str, *, code: int = 1) -> NoReturn:
     print(f"roomsync: {message}", file=sys.stderr)
     raise SystemExit(code)

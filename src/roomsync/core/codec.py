@@ -74,7 +74,7 @@ class _Fields:
     def _bad(self, name: str, expected: str) -> MalformedEnvelope:
         return MalformedEnvelope(f"{self.type}.{name}: expected {expected}")
 
-    def str(self, name: str, *, optional: bool = False, max_len: int = 1 << 20) -> Any:
+    def string(self, name: str, *, optional: bool = False, max_len: int = 1 << 20) -> Any:
         value = self.obj.get(name)
         if value is None and optional:
             return None
@@ -82,7 +82,7 @@ class _Fields:
             raise self._bad(name, "a string" if max_len >= 1 << 20 else f"a string <= {max_len}")
         return value
 
-    def int(self, name: str, *, optional: bool = False, minimum: int = 0) -> Any:
+    def integer(self, name: str, *, optional: bool = False, minimum: int = 0) -> Any:
         value = self.obj.get(name)
         if value is None and optional:
             return None
@@ -90,7 +90,7 @@ class _Fields:
             raise self._bad(name, f"an integer >= {minimum}")
         return value
 
-    def bool(self, name: str, *, optional: bool = False) -> Any:
+    def flag(self, name: str, *, optional: bool = False) -> Any:
         value = self.obj.get(name)
         if value is None and optional:
             return None
@@ -98,7 +98,7 @@ class _Fields:
             raise self._bad(name, "a boolean")
         return value
 
-    def str_list(self, name: str, *, optional: bool = False, max_items: int = 10_000) -> Any:
+    def strings(self, name: str, *, optional: bool = False, max_items: int = 10_000) -> Any:
         value = self.obj.get(name)
         if value is None and optional:
             return None
@@ -110,10 +110,10 @@ class _Fields:
             raise self._bad(name, f"a list of at most {max_items} strings")
         return tuple(value)
 
-    def any(self, name: str) -> Any:
+    def raw(self, name: str) -> Any:
         return self.obj.get(name)
 
-    def dict(self, name: str, *, optional: bool = False) -> Any:
+    def mapping(self, name: str, *, optional: bool = False) -> Any:
         value = self.obj.get(name)
         if value is None and optional:
             return None
@@ -121,7 +121,7 @@ class _Fields:
             raise self._bad(name, "an object")
         return value
 
-    def list(self, name: str, *, optional: bool = False) -> Any:
+    def array(self, name: str, *, optional: bool = False) -> Any:
         value = self.obj.get(name)
         if value is None and optional:
             return None
@@ -131,28 +131,28 @@ class _Fields:
 
 
 def _hello(f: _Fields) -> m.Message:
-    v = f.int("v", minimum=0)
+    v = f.integer("v", minimum=0)
     return m.Hello(
         v=v,
-        token=f.str("token", optional=True, max_len=16_384),
-        actor=f.str("actor", optional=True, max_len=256),
-        caps=f.str_list("caps", optional=True, max_items=64),
-        subscribe=f.str_list("subscribe", optional=True, max_items=256) or ("/",),
-        cursor=f.int("cursor", optional=True),
-        catchup=f.bool("catchup", optional=True),
+        token=f.string("token", optional=True, max_len=16_384),
+        actor=f.string("actor", optional=True, max_len=256),
+        caps=f.strings("caps", optional=True, max_items=64),
+        subscribe=f.strings("subscribe", optional=True, max_items=256) or ("/",),
+        cursor=f.integer("cursor", optional=True),
+        catchup=f.flag("catchup", optional=True),
     )
 
 
 def _request(f: _Fields) -> m.Message:
-    since = f.int("since", optional=True)
-    paths = f.str_list("paths", optional=True)
+    since = f.integer("since", optional=True)
+    paths = f.strings("paths", optional=True)
     if (since is None) == (paths is None):
         raise MalformedEnvelope("request: give exactly one of `since` or `paths`")
     return m.Request(since=since, paths=paths)
 
 
 def _hex_list(f: _Fields, name: str) -> tuple[str, ...]:
-    values: tuple[str, ...] = f.str_list(name, max_items=4096)
+    values: tuple[str, ...] = f.strings(name, max_items=4096)
     for value in values:
         if len(value) != 64:
             raise MalformedEnvelope(f"{f.type}.{name}: expected 64-hex-digit hashes")
@@ -164,7 +164,7 @@ def _hex_list(f: _Fields, name: str) -> tuple[str, ...]:
 
 
 def _nodes(f: _Fields) -> m.Message:
-    nodes = f.list("nodes")
+    nodes = f.array("nodes")
     out: list[dict[str, str]] = []
     for node in nodes:
         if (
@@ -179,58 +179,58 @@ def _nodes(f: _Fields) -> m.Message:
 
 _CLIENT_PARSERS: dict[str, Callable[[_Fields], m.Message]] = {
     "hello": _hello,
-    "pack": lambda f: m.PackMsg(data=f.str("data")),
+    "pack": lambda f: m.PackMsg(data=f.string("data")),
     "request": _request,
-    "subscribe": lambda f: m.Subscribe(paths=f.str_list("paths", max_items=256)),
+    "subscribe": lambda f: m.Subscribe(paths=f.strings("paths", max_items=256)),
     "mst-root": lambda f: m.MstRoot(
-        root=f.str("root", optional=True, max_len=64), count=f.int("count", optional=True)
+        root=f.string("root", optional=True, max_len=64), count=f.integer("count", optional=True)
     ),
     "mst-get": lambda f: m.MstGet(hashes=_hex_list(f, "hashes")),
-    "presence": lambda f: m.Presence(state=f.any("state")),
+    "presence": lambda f: m.Presence(state=f.raw("state")),
     "blob-upload": lambda f: m.BlobUpload(
-        hash=f.str("hash", max_len=80), size=f.int("size"), data=f.str("data", max_len=1 << 40)
+        hash=f.string("hash", max_len=80), size=f.integer("size"), data=f.string("data", max_len=1 << 40)
     ),
-    "request-upload": lambda f: m.RequestUpload(hash=f.str("hash", max_len=80), size=f.int("size")),
-    "blob-uploaded": lambda f: m.BlobUploaded(hash=f.str("hash", max_len=80)),
-    "blob-request": lambda f: m.BlobRequest(hash=f.str("hash", max_len=80)),
+    "request-upload": lambda f: m.RequestUpload(hash=f.string("hash", max_len=80), size=f.integer("size")),
+    "blob-uploaded": lambda f: m.BlobUploaded(hash=f.string("hash", max_len=80)),
+    "blob-request": lambda f: m.BlobRequest(hash=f.string("hash", max_len=80)),
     "ping": lambda f: m.Ping(),
     "pong": lambda f: m.Pong(),
 }
 
 _SERVER_PARSERS: dict[str, Callable[[_Fields], m.Message]] = {
     "welcome": lambda f: m.Welcome(
-        v=f.int("v"), session=f.str("session"), peer=f.str("peer"), room=f.str("room"),
-        caps=list(f.str_list("caps")), head=f.int("head"), root=f.str("root"),
-        heartbeat_ms=f.int("heartbeat_ms"), limits=f.dict("limits"),
-        presence=f.list("presence"), node=f.str("node", optional=True),
-        actor=f.str("actor", optional=True),
+        v=f.integer("v"), session=f.string("session"), peer=f.string("peer"), room=f.string("room"),
+        caps=list(f.strings("caps")), head=f.integer("head"), root=f.string("root"),
+        heartbeat_ms=f.integer("heartbeat_ms"), limits=f.mapping("limits"),
+        presence=f.array("presence"), node=f.string("node", optional=True),
+        actor=f.string("actor", optional=True),
     ),
     "pack": lambda f: m.PackMsg(
-        data=f.str("data"), head=f.int("head", optional=True), done=f.bool("done", optional=True)
+        data=f.string("data"), head=f.integer("head", optional=True), done=f.flag("done", optional=True)
     ),
-    "ack": lambda f: m.Ack(seqs=f.list("seqs"), refused=f.list("refused", optional=True)),
-    "mst-root": lambda f: m.MstRoot(root=f.str("root"), count=f.int("count")),
+    "ack": lambda f: m.Ack(seqs=f.array("seqs"), refused=f.array("refused", optional=True)),
+    "mst-root": lambda f: m.MstRoot(root=f.string("root"), count=f.integer("count")),
     "mst-nodes": _nodes,
-    "presence": lambda f: m.Presence(peers=f.list("peers")),
-    "presence-leave": lambda f: m.PresenceLeave(peer=f.str("peer")),
+    "presence": lambda f: m.Presence(peers=f.array("peers")),
+    "presence-leave": lambda f: m.PresenceLeave(peer=f.string("peer")),
     "upload-url": lambda f: m.UploadUrl(
-        hash=f.str("hash"), url=f.str("url"), expires=f.int("expires"),
-        headers=f.dict("headers", optional=True), method=f.str("method", optional=True),
+        hash=f.string("hash"), url=f.string("url"), expires=f.integer("expires"),
+        headers=f.mapping("headers", optional=True), method=f.string("method", optional=True),
     ),
-    "upload-denied": lambda f: m.UploadDenied(hash=f.str("hash"), reason=f.str("reason")),
-    "blob-uploaded": lambda f: m.BlobUploaded(hash=f.str("hash")),
-    "upload-rejected": lambda f: m.UploadRejected(hash=f.str("hash"), reason=f.str("reason")),
-    "blob-available": lambda f: m.BlobAvailable(hash=f.str("hash"), size=f.int("size")),
+    "upload-denied": lambda f: m.UploadDenied(hash=f.string("hash"), reason=f.string("reason")),
+    "blob-uploaded": lambda f: m.BlobUploaded(hash=f.string("hash")),
+    "upload-rejected": lambda f: m.UploadRejected(hash=f.string("hash"), reason=f.string("reason")),
+    "blob-available": lambda f: m.BlobAvailable(hash=f.string("hash"), size=f.integer("size")),
     "blob": lambda f: m.Blob(
-        hash=f.str("hash"), data=f.str("data", optional=True), url=f.str("url", optional=True),
-        expires=f.int("expires", optional=True), size=f.int("size", optional=True),
+        hash=f.string("hash"), data=f.string("data", optional=True), url=f.string("url", optional=True),
+        expires=f.integer("expires", optional=True), size=f.integer("size", optional=True),
     ),
-    "tick": lambda f: m.Tick(n=f.int("n"), at=f.int("at")),
+    "tick": lambda f: m.Tick(n=f.integer("n"), at=f.integer("at")),
     "ping": lambda f: m.Ping(),
     "pong": lambda f: m.Pong(),
     "error": lambda f: m.Error(
-        code=f.str("code"), message=f.str("message"),
-        retry_after_ms=f.int("retry_after_ms", optional=True),
+        code=f.string("code"), message=f.string("message"),
+        retry_after_ms=f.integer("retry_after_ms", optional=True),
         extra={k: v for k, v in f.obj.items() if k not in ("type", "code", "message")},
     ),
 }

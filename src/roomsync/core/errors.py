@@ -55,7 +55,7 @@ class RoomsyncError(Exception):
 
 class ProtocolError(RoomsyncError):
     code = ErrorCode.MALFORMED_ENVELOPE
-    close = CloseCode.PROTOCOL_ERROR
+    close: CloseCode | None = CloseCode.PROTOCOL_ERROR
 
 
 class ExpectedHello(ProtocolError):
@@ -68,7 +68,7 @@ class MalformedEnvelope(ProtocolError):
 
 class UnknownType(ProtocolError):
     code = ErrorCode.UNKNOWN_TYPE
-    close = None
+    close: CloseCode | None = None
 
 
 class UnsupportedVersion(ProtocolError):
@@ -79,65 +79,65 @@ class CodecError(RoomsyncError):
     """A pack (or MST node) could not be decoded. ``message`` is ``bad postcard: <why>``."""
 
     code = ErrorCode.MALFORMED_PACK
-    close = None
+    close: CloseCode | None = None
 
 
 class InvalidPath(RoomsyncError):
     code = ErrorCode.INVALID_PATH
-    close = None
+    close: CloseCode | None = None
 
 
 class InvalidRoom(RoomsyncError):
     code = ErrorCode.INVALID_ROOM
-    close = CloseCode.PROTOCOL_ERROR
+    close: CloseCode | None = CloseCode.PROTOCOL_ERROR
 
 
 class AuthError(RoomsyncError):
     """Token problems. ``message`` always starts with ``auth: ``."""
 
     code = ErrorCode.AUTH
-    close = CloseCode.FORBIDDEN
+    close: CloseCode | None = CloseCode.FORBIDDEN
 
     def __init__(self, why: str, *, close: CloseCode | None | bool = True) -> None:
         super().__init__(why if why.startswith("auth: ") else f"auth: {why}", close=close)
 
 
 class TokenExpired(AuthError):
-    close = CloseCode.TOKEN_EXPIRED
+    close: CloseCode | None = CloseCode.TOKEN_EXPIRED
 
 
 class Forbidden(RoomsyncError):
     code = ErrorCode.FORBIDDEN
-    close = CloseCode.FORBIDDEN
+    close: CloseCode | None = CloseCode.FORBIDDEN
 
 
 class TooLarge(RoomsyncError):
     code = ErrorCode.TOO_LARGE
-    close = None
+    close: CloseCode | None = None
 
 
 class FrameTooBig(TooLarge):
-    close = CloseCode.TOO_BIG
+    close: CloseCode | None = CloseCode.TOO_BIG
 
 
 class RateLimited(RoomsyncError):
     code = ErrorCode.RATE_LIMITED
-    close = CloseCode.RATE_LIMITED
+    close: CloseCode | None = CloseCode.RATE_LIMITED
 
 
 class ResyncRequired(RoomsyncError):
     code = ErrorCode.RESYNC_REQUIRED
-    close = CloseCode.RESYNC_REQUIRED
+    close: CloseCode | None = CloseCode.RESYNC_REQUIRED
 
 
 class RoomClosed(RoomsyncError):
     code = ErrorCode.ROOM_CLOSED
-    close = CloseCode.ROOM_CLOSED
+    close: CloseCode | None = CloseCode.ROOM_CLOSED
 
 
 class Overload(RoomsyncError):
     code = ErrorCode.OVERLOAD
-    close = CloseCode.INTERNAL
+    close: CloseCode | None = CloseCode.INTERNAL
 
     def __init__(self, message: str, *, retry_after_ms: int) -> None:
         super().__init__(message)

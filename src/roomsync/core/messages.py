@@ -17,7 +17,8 @@ class Message:
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        names: tuple[str, ...] = getattr(type(self), "__slots__", ())
+        for name in names:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value

@@ -128,9 +128,9 @@ class RoomsyncServer:
         site = web.TCPSite(self._runner, host or s.host, port if port is not None else s.port,
                            ssl_context=ctx, backlog=1024)
         await site.start()
-        server = site._server
-        if server is not None and getattr(server, "sockets", None):
-            self.port = server.sockets[0].getsockname()[1]
+        addresses = self._runner.addresses
+        if addresses:
+            self.port = int(addresses[0][1])
         blob_store = self.blobs.store
         if isinstance(blob_store, FilesystemBlobStore) and not self.settings.blobs.public_url:
             scheme = "https" if ctx is not None else "http"

@@ -219,15 +219,15 @@ class _Connection:
             elif kind is WSMsgType.PONG:
                 pass
             elif kind is WSMsgType.ERROR:
-                exc = ws.exception()
-                code = getattr(exc, "code", None)
+                ws_error = ws.exception()
+                code = getattr(ws_error, "code", None)
                 if code == WSCloseCode.MESSAGE_TOO_BIG:
                     # aiohttp already sent the too-large error (see RoomsyncWebSocket) and 1009.
                     self.close_code = int(CloseCode.TOO_BIG)
                     metrics.errors.labels("too-large").inc()
                     metrics.closes.labels("1009").inc()
                 else:
-                    self.fail(MalformedEnvelope(f"websocket error: {exc}"))
+                    self.fail(MalformedEnvelope(f"websocket error: {ws_error}"))
                 return
             else:  # CLOSE, CLOSING, CLOSED
                 if self.close_code is None:

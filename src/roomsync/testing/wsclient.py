@@ -13,7 +13,8 @@ TIMEOUT = 10.0
 async def connect(
     http: aiohttp.ClientSession, url: str, **kw: Any
 ) -> aiohttp.ClientWebSocketResponse:
-    return await http.ws_connect(url, autoping=True, **kw)
+    ws: aiohttp.ClientWebSocketResponse = await http.ws_connect(url, autoping=True, **kw)
+    return ws
 
 
 async def recv(ws: aiohttp.ClientWebSocketResponse, timeout: float = TIMEOUT) -> dict[str, Any]:
