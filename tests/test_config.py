@@ -86,7 +86,7 @@ def test_defaults() -> None:
     p = s.policy
     assert p.anonymous_caps == []
     assert (p.rate_messages_per_s, p.rate_bytes_per_s) == (200.0, 2097152.0)
-    assert (p.broadcast_window_ms, p.echo_to_sender, p.catchup_chunk) == (2, False, 1000)
+    assert (p.broadcast_window_ms, p.echo_to_sender, p.catchup_chunk) == (0, False, 1000)
     assert (p.presence_leave_grace_ms, p.max_peers) == (0, 1000)
 
 

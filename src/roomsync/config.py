@@ -380,9 +380,10 @@ class Policy(_Section):
         Meta(
             ge=0,
             le=1000,
-            description="Coalescing window for broadcasts and presence batches; 0 sends at once.",
+            description="Extra wait that coalesces broadcasts (presence: at least 10 ms); "
+            "0 sends at the end of the event-loop turn.",
         ),
-    ] = 2
+    ] = 0
     echo_to_sender: Annotated[
         bool,
         Meta(

@@ -3,14 +3,19 @@
 Data flow for a client ``pack`` (SPEC §2)::
 
     ws handler -> RoomHost.submit_pack -> RoomState.apply (seqs assigned, MST updated)
-               -> persist queue -> Store.append (one transaction per batch)
-               -> broadcast frames (one encode per subscription group) -> acks to authors
+               -> broadcast queue -> one frame per subscription group, at the end of the
+                                     event-loop turn (or after broadcast_window_ms)
+               -> persist queue   -> Store.append (one transaction per batch) -> acks
 
-Every pack that arrives while a batch is being committed joins the next batch, so under
-load one commit and one broadcast frame carry many changes (group commit + coalescing).
-``broadcast_window_ms`` adds a wait before each batch to coalesce more at low rates.
-Broadcast frames of a batch are written before the acks of that batch, so a client whose
-cursor follows its acks never skips a change it has not received.
+Broadcast does not wait for the commit: peers see a change as soon as it is applied, and
+every pack that arrived in the same loop turn shares one frame. The *ack* waits for the
+commit, so an acknowledged change is durable; all packs that arrive while a commit runs
+go into the next one (group commit). A change is always broadcast before it is acked, so
+a client whose cursor follows its acks never skips a change it has not received.
+
+If the process dies between broadcast and commit, peers hold changes the store lacks;
+their cursor is then ahead of the room head, the server answers 4001 and the SDK's MST
+reconcile pushes those changes back. No acknowledged change is ever lost.
 """
 
 from __future__ import annotations
@@ -67,6 +72,9 @@ class RoomHost:
     unload_handle: asyncio.TimerHandle | None = None
     _queue: list[_Submitted] = field(default_factory=list)
     _persist_task: asyncio.Task[None] | None = None
+    _outgoing: list[tuple[Peer | None, Change]] = field(default_factory=list)
+    _outgoing_t0: float = 0.0
+    _broadcast_handle: asyncio.Handle | None = None
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     presence: PresenceTable = field(init=False)
     _presence_flush: asyncio.TimerHandle | None = None
@@ -234,16 +242,32 @@ class RoomHost:
         return result.seqs
 
     def _enqueue(self, item: _Submitted) -> None:
+        loop = asyncio.get_running_loop()
+        if item.accepted:
+            if not self._outgoing:
+                self._outgoing_t0 = item.t0
+            self._outgoing.extend((item.peer, c) for c in item.accepted)
+            if self._broadcast_handle is None:
+                window = self.policy.broadcast_window_ms
+                self._broadcast_handle = (
+                    loop.call_later(window / 1000, self._flush_broadcast) if window > 0
+                    else loop.call_soon(self._flush_broadcast)
+                )
         self._queue.append(item)
         if self._persist_task is None:
             self._idle.clear()
-            self._persist_task = asyncio.get_running_loop().create_task(self._persist_loop())
+            self._persist_task = loop.create_task(self._persist_loop())
+
+    def _flush_broadcast(self) -> None:
+        self._broadcast_handle = None
+        pairs, self._outgoing = self._outgoing, []
+        if pairs:
+            self._broadcast(pairs, self.state.head)
+            self.metrics.broadcast.observe(time.perf_counter() - self._outgoing_t0)
 
     async def _persist_loop(self) -> None:
         try:
             while self._queue:
-                if self.policy.broadcast_window_ms > 0:
-                    await asyncio.sleep(self.policy.broadcast_window_ms / 1000)
                 batch, self._queue = self._queue, []
                 accepted = [c for item in batch for c in item.accepted]
                 if accepted:
@@ -277,14 +301,10 @@ class RoomHost:
         self.close_all(CloseCode.INTERNAL, "internal", "store write failed; reconnect later")
 
     def _deliver(self, batch: list[_Submitted]) -> None:
-        """Broadcast the batch's accepted changes, then ack each pack (see module doc)."""
-        pairs = [(item.peer, c) for item in batch for c in item.accepted]
-        if pairs:
-            self._broadcast(pairs, self.state.head)
-            now = time.perf_counter()
-            for item in batch:
-                if item.accepted:
-                    self.metrics.broadcast.observe(now - item.t0)
+        """Ack each pack of a committed batch (its changes were broadcast already)."""
+        if self._broadcast_handle is not None:  # never ack before broadcasting
+            self._broadcast_handle.cancel()
+            self._flush_broadcast()
         for item in batch:
             peer = item.peer
             if peer is None:
