@@ -231,6 +231,17 @@ class StorageSettings(_Section):
             )
         ),
     ] = "NORMAL"
+    sqlite_cache_kib: Annotated[
+        int,
+        Meta(
+            ge=256,
+            le=1048576,
+            description=(
+                "SQLite page cache per connection (a writer and a reader), in KiB. It bounds "
+                "how much of the database stays in memory, whatever the number of rooms."
+            ),
+        ),
+    ] = 8192
     postgres_dsn: Annotated[
         str,
         Meta(

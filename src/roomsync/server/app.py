@@ -33,6 +33,7 @@ from ..storage.sqlite import SqliteStore
 from . import http
 from .blobs import BlobService, build_blob_store, url_secret
 from .logs import event
+from .memory import release_free_memory
 from .metrics import Metrics
 from .rooms import RoomHost, RoomRegistry
 from .transport import PING_FRAME
@@ -54,7 +55,8 @@ def build_store(settings: Settings) -> Store:
         return MemoryStore()
     if backend == "sqlite":
         path = Path(settings.server.data_dir) / "roomsync.db"
-        return SqliteStore(path, synchronous=settings.storage.sqlite_synchronous)
+        return SqliteStore(path, synchronous=settings.storage.sqlite_synchronous,
+                           cache_kib=settings.storage.sqlite_cache_kib)
     raise ValueError(f"storage.backend {backend!r} is not available in this build")
 
 
@@ -203,9 +205,14 @@ class RoomsyncServer:
 
     async def _reap_loop(self) -> None:
         interval = self.settings.server.heartbeat_ms / 1000
+        unloads_seen = 0.0
         while True:
             await asyncio.sleep(interval)
             self.reap()
+            unloads = self.metrics.room_unloads._value.get()
+            if unloads != unloads_seen:  # rooms were freed since the last beat
+                unloads_seen = unloads
+                release_free_memory()
             if self.blobs.grants:
                 try:
                     await self.blobs.sweep(self.now_ms(), await self.store.blob_refs())
