@@ -46,6 +46,10 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("late", "full_kb_in", "full state: KB received", ",.0f", "low"),
     ("late", "diff_ms", "after 1% divergence: ms", ".1f", "low"),
     ("late", "diff_kb", "after 1% divergence: KB in+out", ",.1f", "low"),
+    ("late", "diff_pct", "after 1% divergence: % of full state", ".2f", "low"),
+    ("late", "mst_ms", "MST reconcile (no cursor): ms", ".1f", "low"),
+    ("late", "mst_kb", "MST reconcile: KB in+out", ",.1f", "low"),
+    ("late", "mst_rounds", "MST reconcile: round trips", ".0f", "low"),
     ("late", "ok", "joiner state correct", "s", ""),
     ("late", "method", "method", "s", ""),
 ]
@@ -61,8 +65,12 @@ def derive(scenario: str, m: dict[str, Any]) -> dict[str, Any]:
     if scenario == "late" and "full_bytes_in" in m:
         m["full_kb_in"] = m["full_bytes_in"] / 1024
         m["diff_kb"] = (m["diff_bytes_in"] + m["diff_bytes_out"]) / 1024
-        m["ok"] = "yes" if m.get("full_ok") and m.get("diff_ok") else \
-            f"full {m.get('full_ok')}, diff {m.get('diff_ok')}"
+        m["diff_pct"] = 100 * (m["diff_bytes_in"] + m["diff_bytes_out"]) / m["full_bytes_in"]
+        if "mst_bytes" in m:
+            m["mst_kb"] = m["mst_bytes"] / 1024
+        oks = [m.get("full_ok"), m.get("diff_ok"), m.get("mst_ok", True)]
+        m["ok"] = "yes" if all(oks) else \
+            f"full {m.get('full_ok')}, diff {m.get('diff_ok')}, mst {m.get('mst_ok')}"
     return m
 
 

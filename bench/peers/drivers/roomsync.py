@@ -15,8 +15,10 @@ mode (anonymous read/write); set ROOMSYNC_BENCH_TOKEN to send a token anyway.
 
 Status: the server is being written; everything here follows the SPEC and has been
 exercised only against it on paper. :func:`roomsync_late_joiner` is the hook for scenario
-(d): full state = catch-up packs after a cursor-less hello; the divergence case uses
-catch-up from the joiner's cursor until MST reconcile is wired (see its TODO).
+(d): full state = catch-up packs after a cursor-less hello; after the divergence the
+joiner comes back with ``catchup: false`` and reconciles through the Merkle Search Tree
+(``mst-root``, ``mst-get``/``mst-nodes`` rounds, ``request{paths}``), the way the SDK
+resyncs.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from typing import Any
 import aiohttp
 
 from roomsync.core.entries import Change
+from roomsync.core.mst import MerkleSearchTree
 from roomsync.core.postcard import decode_pack, encode_pack
+from roomsync.core.reconcile import FetchNodes, ReconcileResult, reconcile
 
 from .base import Client, DeliveryCallback, Driver, Message, chunks, value
 
@@ -73,6 +77,9 @@ class RoomsyncClient(Client):
         self.head_seen = 0
         self.changes_received = 0
         self.t_last_pack = 0.0
+        self.catchup = True
+        self.replies: dict[str, dict[str, Any]] = {}  # last mst-root / mst-nodes answer
+        self.done_packs = 0
 
     def hello(self) -> str:
         msg: dict[str, Any] = {"type": "hello", "v": 1, "actor": self.ident, "subscribe": ["/"]}
@@ -80,6 +87,8 @@ class RoomsyncClient(Client):
             msg["token"] = TOKEN
         if self.cursor:
             msg["cursor"] = self.cursor
+        if not self.catchup:
+            msg["catchup"] = False
         return json.dumps(msg, separators=(",", ":"))
 
     async def connect(self, timeout: float = 30.0) -> None:
@@ -106,6 +115,10 @@ class RoomsyncClient(Client):
             if self.keep:
                 self.frames.append(raw)
             self.changes_received += _leading_varint(raw)
+            if msg.get("done"):
+                self.done_packs += 1
+        elif kind in ("mst-root", "mst-nodes"):
+            self.replies[kind] = msg
         elif kind == "ack":
             seqs = msg.get("seqs") or []
             self.acked += len(seqs)
@@ -129,6 +142,43 @@ class RoomsyncClient(Client):
 
     async def wait_acks(self, n: int, timeout: float) -> None:
         await self.wait_until(lambda: self.acked >= n, timeout, f"{n} acks")
+
+    async def ask(self, msg: dict[str, Any], answer: str, timeout: float) -> dict[str, Any]:
+        self.replies.pop(answer, None)
+        await self.send(json.dumps(msg, separators=(",", ":")))
+        await self.wait_until(lambda: answer in self.replies, timeout, answer)
+        return self.replies.pop(answer)
+
+    async def mst_reconcile(self, timeout: float) -> ReconcileResult:
+        """Resync ``state`` with the server through the MST, as the SDK does after 4001.
+
+        Walks the differing subtrees, requests the differing paths, applies what comes
+        back, then pushes only the local entries that still win (none in this scenario).
+        """
+        tree = MerkleSearchTree(c for c in self.state.values() if c.value is not None)
+        root = await self.ask({"type": "mst-root"}, "mst-root", timeout)
+        flow = reconcile(tree, bytes.fromhex(root["root"]))
+        try:
+            step = next(flow)
+            while True:
+                assert isinstance(step, FetchNodes)
+                nodes = await self.ask({"type": "mst-get", "hashes": [h.hex() for h in step.hashes]},
+                                       "mst-nodes", timeout)
+                step = flow.send({bytes.fromhex(n["hash"]): base64.b64decode(n["data"])
+                                  for n in nodes["nodes"]})
+        except StopIteration as stop:
+            result: ReconcileResult = stop.value
+        if result.differing:
+            done = self.done_packs
+            await self.send(json.dumps({"type": "request", "paths": list(result.differing)},
+                                       separators=(",", ":")))
+            await self.wait_until(lambda: self.done_packs > done, timeout, "request answer")
+            self.apply_frames()
+            newer = [c for p in result.push if (c := self.state.get(p)) is not None
+                     and c.actor == self.ident]
+            if newer:
+                await self.send(pack_message(newer))
+        return result
 
 
 class RoomsyncDriver(Driver):
@@ -193,7 +243,7 @@ async def roomsync_late_joiner(
     driver: RoomsyncDriver, session: aiohttp.ClientSession, base: str, *, room: str,
     entries: int, divergence: float, value_size: int, batch: int, timeout: float,
 ) -> dict[str, Any]:
-    """Scenario (d) for roomsync: the hook the lead finishes with MST reconcile.
+    """Scenario (d) for roomsync: full-state catch-up, then MST reconcile after divergence.
 
     1. A populator writes ``entries`` changes in packs of ``batch`` and waits for all acks.
     2. Full state: a joiner says hello without cursor; timed from before the WebSocket
@@ -203,11 +253,8 @@ async def roomsync_late_joiner(
        WebSocket payload bytes (JSON + base64) both ways.
     3. Divergence: the joiner leaves, the populator overwrites ``divergence`` of the
        entries, the joiner comes back.
-       TODO(lead): replace step 3's catch-up-from-cursor with MST reconcile (hello with
-       caps incl. "reconcile", compare ``mst-root``, walk ``mst-get``/``mst-nodes`` from the
-       differing root, then ``request{paths}``), time and count bytes the same way, and set
-       ``out["method"]`` accordingly. Until then the figure is cursor catch-up, which is
-       what a reconnecting roomsync client does when its cursor is within retention.
+       It reconnects with ``catchup: false`` and runs :meth:`RoomsyncClient.mst_reconcile`;
+       bytes are counted the same way (JSON + base64 payload both ways).
     """
     pop = driver.client(session, base, room, ident="populator")
     await pop.connect(timeout)
@@ -244,12 +291,13 @@ async def roomsync_late_joiner(
         await pop.send(msg)
     await pop.wait_acks(entries + n_div, timeout)
 
+    # 3a. What a reconnecting client does: resume from its cursor (like a Yjs state vector).
     joiner = driver.client(session, base, room, ident="joiner", keep=True, cursor=cursor)
-    joiner.state, joiner.head_seen = state, cursor  # it comes back with what it had
+    joiner.state, joiner.head_seen = dict(state), cursor  # it comes back with what it had
     t0 = time.perf_counter()
     await joiner.connect(timeout)
-    missing = joiner.head - cursor  # op-log catch-up: every change after the cursor
-    await joiner.wait_until(lambda: joiner.changes_received >= missing, timeout,
+    missing = joiner.head - cursor
+    await joiner.wait_until(lambda: joiner.done_packs > 0, timeout,
                             f"catch-up of {missing} changes")
     t_rx = joiner.t_last_pack or time.perf_counter()
     joiner.apply_frames()
@@ -259,12 +307,31 @@ async def roomsync_late_joiner(
     out["diff_ms_applied"] = (t1 - t0) * 1e3
     out["diff_bytes_in"] = joiner.bytes_in
     out["diff_bytes_out"] = joiner.bytes_out
-    out["diff_ok"] = len(joiner.state) == entries and all(
-        (c := joiner.state.get(f"/k/{s}")) is not None
-        and c.value == value(s, value_size, 1).encode()
-        for s in changed
-    )
-    out["method"] = "catch-up from cursor (MST reconcile: TODO lead)"
+    out["diff_ok"] = _has_generation(joiner.state, changed, entries, value_size)
+    out["method"] = "catch-up from cursor"
+    await joiner.close()
+
+    # 3b. What it does when its cursor is unusable (4001): MST reconcile, no catch-up.
+    joiner = driver.client(session, base, room, ident="joiner", keep=True)
+    joiner.state, joiner.head_seen = dict(state), cursor
+    joiner.catchup = False
+    t0 = time.perf_counter()
+    await joiner.connect(timeout)
+    result = await joiner.mst_reconcile(timeout)
+    t1 = time.perf_counter()
+    out["mst_ms"] = (t1 - t0) * 1e3
+    out["mst_bytes"] = joiner.bytes_in + joiner.bytes_out
+    out["mst_rounds"] = result.rounds
+    out["mst_nodes"] = result.nodes_fetched
+    out["mst_ok"] = _has_generation(joiner.state, changed, entries, value_size)
     await joiner.close()
     await pop.close()
     return out
+
+
+def _has_generation(state: dict[str, Change], changed: Sequence[int], entries: int,
+                    value_size: int) -> bool:
+    return len(state) == entries and all(
+        (c := state.get(f"/k/{s}")) is not None and c.value == value(s, value_size, 1).encode()
+        for s in changed
+    )
