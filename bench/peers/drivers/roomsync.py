@@ -162,8 +162,9 @@ class RoomsyncClient(Client):
             step = next(flow)
             while True:
                 assert isinstance(step, FetchNodes)
-                nodes = await self.ask({"type": "mst-get", "hashes": [h.hex() for h in step.hashes]},
-                                       "mst-nodes", timeout)
+                hashes = [h.hex() for h in step.hashes]
+                nodes = await self.ask({"type": "mst-get", "hashes": hashes}, "mst-nodes",
+                                       timeout)
                 step = flow.send({bytes.fromhex(n["hash"]): base64.b64decode(n["data"])
                                   for n in nodes["nodes"]})
         except StopIteration as stop:
