@@ -54,8 +54,11 @@ def _new_id(prefix: str) -> str:
 
 async def websocket_handler(server: RoomsyncServer, request: web.Request) -> web.StreamResponse:
     settings = server.settings.server
+    # decode_text=False: text frames arrive as bytes that msgspec parses directly (UTF-8 is
+    # validated there), sparing a str copy of every frame.
     ws = RoomsyncWebSocket(
-        autoping=False, max_msg_size=settings.max_frame_bytes, timeout=5.0, compress=False
+        autoping=False, max_msg_size=settings.max_frame_bytes, timeout=5.0, compress=False,
+        decode_text=False,
     )
     ws.too_big_error = _json_encode({
         "type": "error", "code": "too-large",
@@ -195,11 +198,13 @@ class _Connection:
                 self.peer.last_seen_ms = now
             kind = msg.type
             if kind is WSMsgType.TEXT:
-                text: str = msg.data
+                payload: bytes = msg.data
+                size = len(payload)
+                del msg  # large frames (inline blobs): keep as few copies alive as we can
                 if self.host is not None and self.peer is not None:
                     self.host.touch(self.peer, now)  # an application heartbeat (SPEC §5)
                 try:
-                    obj = _decode(text)
+                    obj = _decode(payload)
                 except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                     metrics.msg_in("invalid")
                     if self.session.phase is Phase.AWAIT_HELLO:
@@ -207,7 +212,8 @@ class _Connection:
                     else:
                         self.fail(MalformedEnvelope(f"frame is not valid JSON: {exc}"))
                     continue
-                await self._on_frame(obj, len(text), now)
+                del payload
+                await self._on_frame(obj, size, now)
             elif kind is WSMsgType.BINARY:
                 metrics.msg_in("binary")
                 if self.session.phase is Phase.AWAIT_HELLO:
