@@ -111,6 +111,12 @@ class RoomHost:
         if not peer.can_read() or not catchup:
             return
         state = self.state
+        changes = state.changes_since(cursor or 0, peer.session.prefixes)
+        self.send_changes(peer, changes, final_head=state.head)
+
+    def check_cursor(self, cursor: int | None) -> None:
+        """Raise ResyncRequired (4001) when a hello's cursor cannot be caught up from."""
+        state = self.state
         if cursor:
             if cursor > state.head:
                 raise ResyncRequired(
@@ -122,8 +128,12 @@ class RoomHost:
                     f"cursor {cursor} is older than retention "
                     f"(compacted through {state.compacted_through}); do a full resync"
                 )
-        changes = state.changes_since(cursor or 0, peer.session.prefixes)
-        self.send_changes(peer, changes, final_head=state.head)
+
+    def refuse_pack(self, peer: Peer, code: str, message: str) -> None:
+        """Refuse a whole pack with an ack that keeps its place among the pending acks."""
+        peer.pending_acks += 1
+        self._enqueue(_Submitted(peer, [], [{"index": -1, "code": code, "message": message}],
+                                 [], time.perf_counter()))
 
     def leave(self, peer: Peer) -> None:
         self.peers.discard(peer)
@@ -262,7 +272,7 @@ class RoomHost:
         self._broadcast_handle = None
         pairs, self._outgoing = self._outgoing, []
         if pairs:
-            self._broadcast(pairs, self.state.head)
+            self._broadcast(pairs, max(c.seq or 0 for _, c in pairs))
             self.metrics.broadcast.observe(time.perf_counter() - self._outgoing_t0)
 
     async def _persist_loop(self) -> None:
@@ -367,6 +377,10 @@ class RoomHost:
             return
         self.state.forget_tombstones(through)
         event(log, "room.compacted", room=self.room, through=through)
+
+    def is_idle(self) -> bool:
+        """True when nothing is waiting to be persisted or acknowledged."""
+        return self._idle.is_set()
 
     async def flush(self) -> None:
         """Wait until every queued change is persisted and delivered."""
@@ -485,6 +499,9 @@ class RoomRegistry:
                 fut.set_result(host)
             else:
                 host = await asyncio.shield(fut)
+        if self.hosts.get(room) is not host:
+            # It was unloaded between its load and our turn: load it again.
+            return await self.acquire(room)
         host.refs += 1
         if host.unload_handle is not None:
             host.unload_handle.cancel()
@@ -517,7 +534,8 @@ class RoomRegistry:
     async def _unload(self, host: RoomHost) -> None:
         host.unload_handle = None
         await host.flush()
-        if host.refs > 0 or self.hosts.get(host.room) is not host:
+        if (host.refs > 0 or self.hosts.get(host.room) is not host
+                or not host.is_idle() or host.room in self._loading):
             return
         del self.hosts[host.room]
         host.stop_timers()

@@ -254,10 +254,10 @@ class _Connection:
         except RoomsyncError as exc:
             if exc.code is ErrorCode.RATE_LIMITED:
                 metrics.rate_limited.inc()
-                if exc.close is None and type_ == "pack":
-                    # Never a silently dropped write: the pack is refused explicitly.
-                    self.send({"type": "ack", "seqs": [], "refused": [
-                        {"index": -1, "code": "rate-limited", "message": exc.message}]})
+                if exc.close is None and type_ == "pack" and self.host and self.peer:
+                    # Never a silently dropped write: the pack is refused explicitly, its
+                    # ack in order with the acks of the packs before it.
+                    self.host.refuse_pack(self.peer, "rate-limited", exc.message)
             self.fail(exc, ref=type_ if isinstance(type_, str) else None)
             return
         try:
@@ -302,6 +302,8 @@ class _Connection:
             metrics.handshakes.labels("refused").inc()
             raise Overload(f"room {room!r} is full ({host.policy.max_peers} peers)",
                            retry_after_ms=server.retry_hint_ms())
+        if "read" in granted or "*" in granted:
+            host.check_cursor(hello.cursor if hello.catchup is not False else None)
         caps = negotiate(hello.caps, granted, SUPPORTED_DATA_CAPS)
         self.session.open(caps=caps, actor=actor, prefixes=prefixes, exp_ms=exp_ms)
         peer = Peer(self.session, self.out, stream_budget=host.policy.stream_budget_bytes,

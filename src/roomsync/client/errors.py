@@ -1,0 +1,78 @@
+"""Errors the SDK raises (they join the tree of :mod:`roomsync.core.errors`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..core.codes import CLOSE_ACTIONS, CloseCode, ErrorCode
+from ..core.errors import RoomsyncError
+
+#: Close code used when the connection ended without a close frame (RFC 6455 §7.1.5).
+ABNORMAL_CLOSURE = 1006
+
+
+def _close_code(code: int) -> CloseCode | None:
+    try:
+        return CloseCode(code)
+    except ValueError:
+        return None
+
+
+def _error_code(error: Mapping[str, Any] | None) -> ErrorCode:
+    try:
+        return ErrorCode(str((error or {}).get("code")))
+    except ValueError:
+        return ErrorCode.INTERNAL
+
+
+class ConnectionClosed(RoomsyncError):
+    """The client stopped for good and will not reconnect.
+
+    Raised by :meth:`RoomClient.flush`, :meth:`RoomClient.changes` iterators and the other
+    awaitables of a stopped client, and passed to ``on_close`` callbacks. The server
+    decided it (4003 forbidden, 4004 room closed, 1002 protocol error, 4002 without a
+    ``token_provider``), or reconnecting was turned off, or the app called ``close()``
+    (``close_code`` 1000, ``error`` None).
+
+    ``close_code`` is the WebSocket close code (1006 when the connection dropped without
+    one); ``error`` the server's last ``error`` envelope before the close, if any.
+    """
+
+    def __init__(
+        self, close_code: int, error: Mapping[str, Any] | None = None, message: str | None = None
+    ) -> None:
+        self.close_code = close_code
+        self.error: dict[str, Any] | None = dict(error) if error is not None else None
+        if message is None:
+            detail = (
+                f": {self.error.get('code')}: {self.error.get('message')}" if self.error else ""
+            )
+            message = f"connection closed with code {close_code}{detail}"
+        self.code = _error_code(error)
+        super().__init__(message, close=_close_code(close_code))
+
+    @property
+    def error_code(self) -> str | None:
+        """The ``code`` of the server's ``error`` envelope, if one came before the close."""
+        code = (self.error or {}).get("code")
+        return code if isinstance(code, str) else None
+
+    @property
+    def next_action(self) -> str:
+        if self.close is not None:
+            return CLOSE_ACTIONS[self.close]
+        return "check the network and connect again"
+
+
+class RequestRefused(RoomsyncError):
+    """The server answered a request (``subscribe``, ``mst-root``, ``request``...) with an
+    ``error``; the session goes on. ``error`` is that envelope, ``code`` its error code
+    (``forbidden`` when a capability is missing)."""
+
+    close: CloseCode | None = None
+
+    def __init__(self, error: Mapping[str, Any]) -> None:
+        self.error = dict(error)
+        self.code = _error_code(error)
+        super().__init__(f"{self.error.get('code')}: {self.error.get('message')}", close=None)

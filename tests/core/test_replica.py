@@ -1,0 +1,602 @@
+"""Unit tests of roomsync.core.replica: the client's sans-I/O replica (no sockets)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from roomsync.core.entries import Change
+from roomsync.core.errors import InvalidPath
+from roomsync.core.mst import EMPTY_ROOT_HEX, build_root
+from roomsync.core.postcard import encode_pack
+from roomsync.core.replica import (
+    AnswerKind,
+    RefusedChange,
+    Replica,
+    SyncMode,
+    encoded_size,
+)
+from roomsync.core.room import ApplyLimits, RoomState
+
+
+def remote(path: str, ts: int, seq: int, value: bytes | None = b"r", actor: str = "srv") -> Change:
+    return Change(path, ts, 0, actor, value, seq)
+
+
+def synced(actor: str = "me", *, head: int = 0, prefixes: tuple[str, ...] = ("/",)) -> Replica:
+    """A replica that finished an (empty) first catch-up at ``head``."""
+    r = Replica(actor, subscribe=prefixes)
+    plan = r.start_session(can_reconcile=True)
+    assert plan.mode is SyncMode.FULL
+    r.on_welcome(head)
+    r.receive([], head=head, done=True)
+    assert r.synced
+    return r
+
+
+# -- local writes and the offline queue ---------------------------------------------------
+
+
+def test_write_applies_locally_and_queues() -> None:
+    r = Replica("me")
+    c = r.write("/a", b"1", now_ms=1000)
+    assert (c.path, c.ts, c.counter, c.actor, c.value, c.seq) == ("/a", 1000, 0, "me", b"1", None)
+    assert r.get("/a") is c
+    assert r.unsent == [c]
+    assert not r.idle
+    assert r.is_pending("/a")
+    assert r.root_hex == build_root([c])
+
+
+def test_write_validates_path_and_value() -> None:
+    r = Replica("me")
+    with pytest.raises(InvalidPath):
+        r.write("no-slash", b"x", now_ms=1)
+    with pytest.raises(InvalidPath):
+        r.write("/a//b", b"x", now_ms=1)
+    with pytest.raises(TypeError):
+        r.write("/a", "text", now_ms=1)  # type: ignore[arg-type]
+    assert r.idle and not r.entries
+
+
+def test_actor_is_validated() -> None:
+    with pytest.raises(ValueError):
+        Replica("")
+    with pytest.raises(ValueError):
+        Replica("x" * 257)
+    with pytest.raises(ValueError):
+        Replica("me", max_inflight=0)
+
+
+def test_clock_is_monotonic_and_follows_remote_clocks() -> None:
+    r = synced()
+    first = r.write("/a", b"1", now_ms=1000)
+    second = r.write("/b", b"2", now_ms=900)  # wall clock went back
+    assert second.key > first.key
+    r.receive([remote("/c", ts=5000, seq=1)], head=1, done=False)
+    third = r.write("/c", b"3", now_ms=1000)
+    assert third.key > (5000, 0, "srv")
+    assert r.get("/c") is third
+
+
+def test_offline_queue_keeps_the_latest_write_per_path_in_order_of_last_write() -> None:
+    r = Replica("me")
+    a1 = r.write("/a", b"1", now_ms=1)
+    b = r.write("/b", b"2", now_ms=2)
+    a2 = r.write("/a", b"3", now_ms=3)
+    d = r.write("/d", None, now_ms=4)
+    assert r.unsent == [b, a2, d]
+    assert a1 not in r.unsent
+    assert r.get("/d") is None and r.entries["/d"] is d
+
+
+def test_take_outgoing_respects_limits_and_one_pack_in_flight() -> None:
+    r = Replica("me")
+    writes = [r.write(f"/k{i}", b"x" * 10, now_ms=i + 1) for i in range(5)]
+    assert r.take_outgoing(max_changes=2, max_bytes=1 << 20) == writes[:2]
+    assert r.inflight == [writes[:2]]
+    assert r.take_outgoing(max_changes=2, max_bytes=1 << 20) is None  # one in flight
+    r.on_ack([1, 2])
+    size = encoded_size(writes[2])
+    pack = r.take_outgoing(max_changes=100, max_bytes=10 + 2 * size)
+    assert pack == writes[2:4]
+    r.on_ack([3, 4])
+    assert r.take_outgoing(max_changes=100, max_bytes=1) == [writes[4]]  # first always taken
+    r.on_ack([5])
+    assert r.idle
+    assert r.take_outgoing(max_changes=1, max_bytes=1) is None
+
+
+def test_encoded_size_matches_postcard() -> None:
+    rng = random.Random(7)
+    for i in range(200):
+        value = None if i % 5 == 0 else bytes(rng.randrange(256) for _ in range(rng.randrange(300)))
+        c = Change(
+            "/" + "é" * rng.randrange(1, 70),
+            rng.randrange(1 << 50),
+            rng.randrange(1 << 32),
+            "actor-" + "x" * rng.randrange(150),
+            value,
+            None if i % 2 else rng.randrange(1 << 40),
+        )
+        assert encoded_size(c) == len(encode_pack([c])) - 1
+
+
+# -- acks and refusals ----------------------------------------------------------------------
+
+
+def test_ack_settles_and_advances_the_cursor() -> None:
+    r = synced()
+    r.write("/a", b"1", now_ms=1)
+    r.write("/b", b"2", now_ms=2)
+    assert r.take_outgoing(10, 1 << 20) is not None
+    settled = r.on_ack([7, 8])
+    assert settled.refused == () and settled.reverted == () and not settled.retry
+    assert r.idle
+    assert r.cursor == 8
+    assert not r.is_pending("/a")
+    assert r.on_ack([9]).refused == ()  # stray ack: nothing in flight, nothing happens
+    assert r.cursor == 8
+
+
+def test_refused_write_rolls_back_to_the_confirmed_entry() -> None:
+    r = synced()
+    old = remote("/a", ts=10, seq=1, value=b"old")
+    r.receive([old], head=1, done=False)
+    mine = r.write("/a", b"new", now_ms=20)
+    fresh = r.write("/fresh", b"x", now_ms=21)
+    r.take_outgoing(10, 1 << 20)
+    settled = r.on_ack(
+        [None, None],
+        [
+            {"index": 0, "code": "too-large", "message": "value too big"},
+            {"index": 1, "code": "forbidden", "message": "no"},
+        ],
+    )
+    assert settled.refused == (
+        RefusedChange(mine, "too-large", "value too big"),
+        RefusedChange(fresh, "forbidden", "no"),
+    )
+    assert r.get("/a") is old
+    assert r.get("/fresh") is None and "/fresh" not in r.entries
+    assert settled.reverted[0] is old
+    assert settled.reverted[1].path == "/fresh" and settled.reverted[1].value is None
+    assert r.idle
+    assert r.root_hex == build_root([old])
+
+
+def test_refusal_rolls_back_to_a_remote_entry_received_meanwhile() -> None:
+    r = synced()
+    mine = r.write("/a", b"mine", now_ms=100)
+    r.take_outgoing(10, 1 << 20)
+    # A remote write older than ours arrives: ours stays visible, but it becomes the base.
+    theirs = remote("/a", ts=50, seq=3, value=b"theirs")
+    assert r.receive([theirs], head=3, done=False).changed == []
+    assert r.get("/a") is mine
+    settled = r.on_ack([None], [{"index": 0, "code": "too-large", "message": "m"}])
+    assert r.get("/a") is theirs
+    assert settled.reverted == (theirs,)
+
+
+def test_refusal_does_not_touch_a_newer_entry() -> None:
+    r = synced()
+    first = r.write("/a", b"1", now_ms=1)
+    r.take_outgoing(10, 1 << 20)
+    second = r.write("/a", b"2", now_ms=2)
+    settled = r.on_ack([None], [{"index": 0, "code": "too-large", "message": "m"}])
+    assert settled.refused[0].change is first
+    assert settled.reverted == ()
+    assert r.get("/a") is second
+    assert r.is_pending("/a")
+
+
+def test_ack_without_seq_or_reason_is_a_refusal() -> None:
+    r = synced()
+    c = r.write("/a", b"1", now_ms=1)
+    r.take_outgoing(10, 1 << 20)
+    settled = r.on_ack([])
+    assert settled.refused == (RefusedChange(c, "internal", "the ack carried no seq"),)
+
+
+def test_rate_limited_pack_is_requeued_in_front() -> None:
+    r = synced()
+    a = r.write("/a", b"1", now_ms=1)
+    r.take_outgoing(10, 1 << 20)
+    b = r.write("/b", b"2", now_ms=2)
+    settled = r.on_ack([], [{"index": -1, "code": "rate-limited", "message": "slow down"}])
+    assert settled.retry and settled.refused == ()
+    assert r.unsent == [a, b]
+    assert r.get("/a") is a
+
+
+def test_whole_pack_refusals() -> None:
+    r = synced()
+    a = r.write("/a", b"1", now_ms=1)
+    r.take_outgoing(10, 1 << 20)
+    settled = r.on_ack([], [{"index": -1, "code": "forbidden", "message": "no write"}])
+    assert settled.refused == (RefusedChange(a, "forbidden", "no write"),)
+    b = r.write("/b", b"2", now_ms=2)
+    r.take_outgoing(10, 1 << 20)
+    settled = r.on_pack_refused("too-large", "pack too big")
+    assert settled.refused == (RefusedChange(b, "too-large", "pack too big"),)
+    assert r.on_pack_refused("x", "y").refused == ()
+    assert r.idle and not r.entries
+
+
+def test_refuse_oversize_and_unsent() -> None:
+    r = synced()
+    small = r.write("/small", b"x", now_ms=1)
+    big = r.write("/big", b"x" * 1000, now_ms=2)
+    settled = r.refuse_oversize(500)
+    assert [x.change for x in settled.refused] == [big]
+    assert settled.refused[0].code == "too-large"
+    assert r.unsent == [small] and r.get("/big") is None
+    settled = r.refuse_unsent("forbidden", "no write cap")
+    assert [x.change for x in settled.refused] == [small]
+    assert r.idle and r.root_hex == EMPTY_ROOT_HEX
+
+
+def test_requeue_inflight_puts_the_same_changes_back_in_front() -> None:
+    r = synced()
+    a = r.write("/a", b"1", now_ms=1)
+    b = r.write("/b", b"1", now_ms=2)
+    r.take_outgoing(10, 1 << 20)
+    c = r.write("/c", b"1", now_ms=3)
+    b2 = r.write("/b", b"2", now_ms=4)  # supersedes the in-flight /b
+    r.requeue_inflight()
+    assert r.inflight == []
+    assert r.unsent == [a, c, b2]
+    assert r.unsent[0] is a
+    r.take_outgoing(10, 1 << 20)
+    r.on_ack([1, 2, 3])
+    assert r.idle and not r.is_pending("/b")
+    assert r.get("/b") is b2 and b not in r.entries.values()
+
+
+def test_requeue_with_several_packs_in_flight_keeps_the_newest_write() -> None:
+    r = Replica("me", max_inflight=3)
+    a1 = r.write("/a", b"1", now_ms=1)
+    r.take_outgoing(10, 1 << 20)
+    a2 = r.write("/a", b"2", now_ms=2)
+    r.take_outgoing(10, 1 << 20)
+    assert r.inflight == [[a1], [a2]]
+    r.requeue_inflight()
+    assert r.unsent == [a2]
+    r.take_outgoing(10, 1 << 20)
+    r.on_ack([1])
+    assert r.idle and not r.is_pending("/a")
+
+
+# -- receiving ----------------------------------------------------------------------------
+
+
+def test_receive_is_lww() -> None:
+    r = synced()
+    newer = remote("/a", ts=20, seq=2)
+    older = remote("/a", ts=10, seq=1, value=b"older")
+    assert r.receive([newer], head=2, done=False).changed == [newer]
+    assert r.receive([older], head=2, done=False).changed == []
+    assert r.get("/a") is newer
+    tomb = remote("/a", ts=30, seq=3, value=None)
+    assert r.receive([tomb], head=3, done=False).changed == [tomb]
+    assert r.get("/a") is None and r.root_hex == EMPTY_ROOT_HEX
+    # The same write again changes nothing.
+    assert r.receive([tomb], head=3, done=False).changed == []
+
+
+def test_receive_any_order_converges() -> None:
+    rng = random.Random(3)
+    changes = [
+        remote(
+            f"/p{rng.randrange(5)}",
+            ts=rng.randrange(1, 50),
+            seq=i + 1,
+            value=None if rng.random() < 0.3 else bytes([i % 256]),
+            actor=f"a{i % 3}",
+        )
+        for i in range(60)
+    ]
+    roots = set()
+    for _ in range(5):
+        r = synced()
+        order = changes[:]
+        rng.shuffle(order)
+        for c in order:
+            r.receive([c], head=None, done=False)
+        roots.add(r.root_hex)
+    assert len(roots) == 1
+
+
+# -- the cursor rule ------------------------------------------------------------------------
+
+
+def test_catchup_chunks_move_the_cursor_to_their_head() -> None:
+    r = synced(head=10)
+    r.requeue_inflight()
+    plan = r.start_session(can_reconcile=True)
+    assert (plan.mode, plan.cursor, plan.catchup) == (SyncMode.RESUME, 10, True)
+    r.on_welcome(30)
+    r.receive([remote("/a", 1, 12), remote("/b", 1, 15)], head=15, done=False)
+    assert r.cursor == 15 and not r.synced
+    finished = r.receive([remote("/c", 1, 20)], head=30, done=True).finished
+    assert finished is not None and finished.kind is AnswerKind.CATCHUP
+    assert r.cursor == 30 and r.synced
+
+
+def test_broadcast_moves_the_cursor_to_its_highest_seq_not_its_head() -> None:
+    r = synced(head=5)
+    # The head may count changes of a batch not broadcast yet: only seqs received count.
+    r.receive([remote("/a", 1, 6), remote("/b", 1, 7)], head=9, done=False)
+    assert r.cursor == 7
+    r.receive([], head=12, done=False)
+    assert r.cursor == 7
+
+
+def test_paths_answers_never_move_the_cursor() -> None:
+    r = synced(head=5)
+    answer = r.expect_paths(["/x"])
+    # A pack without done while an answer is outstanding may be either: no cursor move.
+    r.receive([remote("/x", 1, 50)], head=50, done=False)
+    assert r.cursor == 5
+    received = r.receive([], head=60, done=True)
+    assert received.finished is answer
+    assert r.cursor == 5
+    # Afterwards broadcasts move it again.
+    r.receive([remote("/y", 1, 61)], head=61, done=False)
+    assert r.cursor == 61
+
+
+def test_acks_move_the_cursor_even_while_an_answer_is_outstanding() -> None:
+    r = synced(head=5)
+    r.expect_paths(["/x"])
+    r.write("/w", b"1", now_ms=1)
+    r.take_outgoing(10, 1 << 20)
+    r.on_ack([9])
+    assert r.cursor == 9
+
+
+def test_cursor_never_moves_backwards() -> None:
+    r = synced(head=20)
+    r.receive([remote("/a", 1, 3)], head=3, done=False)
+    r.write("/w", b"1", now_ms=1)
+    r.take_outgoing(10, 1 << 20)
+    r.on_ack([4])  # superseded write: acked with an old seq
+    assert r.cursor == 20
+
+
+# -- full catch-up and authority -------------------------------------------------------------
+
+
+def test_first_session_is_a_full_catchup_without_cursor() -> None:
+    r = Replica("me")
+    offline = r.write("/offline", b"1", now_ms=1)
+    plan = r.start_session(can_reconcile=True)
+    assert plan == type(plan)(SyncMode.FULL, None, True, ("/",))
+    r.on_welcome(2)
+    r.receive([remote("/a", 1, 1), remote("/b", 1, 2)], head=2, done=True)
+    assert r.synced and r.cursor == 2
+    assert r.get("/offline") is offline  # unacknowledged writes survive
+
+
+def test_full_catchup_drops_confirmed_entries_the_server_no_longer_has() -> None:
+    r = synced(head=3)
+    kept = remote("/kept", 1, 1)
+    gone = remote("/gone", 1, 2)
+    r.receive([kept, gone], head=3, done=False)
+    r.write("/mine", b"1", now_ms=5)
+    r.resync_required()
+    r.requeue_inflight()
+    plan = r.start_session(can_reconcile=False)
+    assert (plan.mode, plan.cursor, plan.catchup) == (SyncMode.FULL, None, True)
+    assert r.cursor == 0
+    r.on_welcome(40)
+    received = r.receive([remote("/kept", 1, 1)], head=40, done=True)
+    assert r.get("/kept") == kept
+    assert r.get("/gone") is None and "/gone" not in r.entries
+    assert [(c.path, c.value) for c in received.changed] == [("/gone", None)]
+    assert r.get("/mine") is not None
+    assert r.cursor == 40 and not r.needs_resync
+
+
+def test_full_catchup_replaces_newer_confirmed_entries_after_a_restore() -> None:
+    r = synced(head=3)
+    r.receive([remote("/a", 100, 3, b"before restore")], head=3, done=False)
+    r.resync_required()
+    r.start_session(can_reconcile=False)
+    r.on_welcome(1)
+    restored = remote("/a", 10, 1, b"restored")
+    r.receive([restored], head=1, done=True)
+    assert r.get("/a") == restored
+
+
+def test_interrupted_full_catchup_resumes_from_its_cursor_and_stays_authoritative() -> None:
+    r = synced(head=2)
+    r.receive([remote("/old", 1, 1), remote("/stale", 1, 2)], head=2, done=False)
+    r.resync_required()
+    r.start_session(can_reconcile=False)
+    r.on_welcome(100)
+    r.receive([remote("/old", 1, 1)], head=50, done=False)  # first chunk, then the link drops
+    assert r.cursor == 50
+    plan = r.start_session(can_reconcile=False)
+    assert (plan.mode, plan.cursor) == (SyncMode.FULL, 50)
+    r.on_welcome(100)
+    r.receive([remote("/new", 1, 90)], head=100, done=True)
+    assert sorted(r.entries) == ["/new", "/old"]
+    assert r.cursor == 100
+    assert r.start_session(can_reconcile=True).mode is SyncMode.RESUME
+
+
+# -- MST resync --------------------------------------------------------------------------
+
+
+def test_reconcile_resync_freezes_the_cursor_until_finished() -> None:
+    r = synced(head=10)
+    r.resync_required()
+    plan = r.start_session(can_reconcile=True)
+    assert (plan.mode, plan.cursor, plan.catchup) == (SyncMode.RECONCILE, None, False)
+    r.on_welcome(500)
+    r.receive([remote("/b", 1, 501)], head=501, done=False)  # a broadcast
+    assert r.cursor == 0 and not r.synced
+    answer = r.expect_paths(["/a"])
+    assert r.receive([remote("/a", 1, 7)], head=501, done=True).finished is answer
+    assert r.cursor == 0
+    r.finish_resync()
+    assert r.synced and r.cursor == 501 and not r.needs_resync
+
+
+def test_interrupted_reconcile_resync_resyncs_again() -> None:
+    r = synced(head=10)
+    r.resync_required()
+    assert r.start_session(can_reconcile=True).mode is SyncMode.RECONCILE
+    assert r.start_session(can_reconcile=True).mode is SyncMode.RECONCILE
+    assert r.start_session(can_reconcile=False).mode is SyncMode.FULL
+
+
+def test_reconcile_resync_only_for_whole_room_subscriptions() -> None:
+    r = synced(head=1, prefixes=("/a",))
+    r.resync_required()
+    plan = r.start_session(can_reconcile=True)
+    assert (plan.mode, plan.subscribe) == (SyncMode.FULL, ("/a",))
+
+
+def test_paths_answer_is_authoritative_for_confirmed_entries_only() -> None:
+    r = synced(head=5)
+    r.receive([remote("/gone", 1, 1), remote("/changed", 50, 2, b"mine")], head=5, done=False)
+    mine = r.write("/pending", b"local", now_ms=10)
+    answer = r.expect_paths(["/gone", "/changed", "/pending", "/new"])
+    server_changed = remote("/changed", 20, 4, b"server")
+    new = remote("/new", 1, 3)
+    r.receive([new, server_changed, remote("/pending", 1, 5, b"older")], head=9, done=True)
+    assert r.get("/gone") is None
+    assert r.get("/changed") == server_changed
+    assert r.get("/new") == new
+    assert r.get("/pending") is mine
+    assert answer.seen["/new"] == new
+
+
+def test_write_only_session_needs_no_catchup() -> None:
+    r = Replica("me")
+    r.start_session(can_reconcile=False)
+    r.on_welcome(42, can_read=False)
+    assert r.synced and r.cursor == 0
+
+
+# -- subscriptions -------------------------------------------------------------------------
+
+
+def test_subscribe_answer_is_authoritative_for_the_added_prefixes() -> None:
+    r = synced(head=1, prefixes=("/a",))
+    r.receive([remote("/a/1", 1, 1), remote("/b/stale", 1, 1)], head=1, done=False)
+    assert r.expect_subscribe() is None
+    r.set_prefixes(["/a", "/b/"])
+    assert r.prefixes == ("/a", "/b")
+    answer = r.expect_subscribe()
+    assert answer is not None and answer.kind is AnswerKind.SUBSCRIBE
+    assert r.expect_subscribe() is None  # one at a time
+    assert answer.covers("/b/x") and not answer.covers("/a/1")
+    r.receive([remote("/b/1", 1, 2)], head=2, done=True)
+    assert r.synced_prefixes == ("/a", "/b")
+    assert r.get("/b/1") is not None and r.get("/b/stale") is None
+    assert r.get("/a/1") is not None
+    assert r.answer_failed(AnswerKind.SUBSCRIBE) is None
+
+
+def test_resume_uses_the_synced_prefixes() -> None:
+    r = synced(head=3, prefixes=("/a",))
+    r.set_prefixes(["/a", "/b"])
+    plan = r.start_session(can_reconcile=True)
+    assert (plan.mode, plan.subscribe) == (SyncMode.RESUME, ("/a",))
+    r.receive([], head=3, done=True)
+    assert r.expect_subscribe() is not None
+
+
+def test_failed_answer_is_forgotten() -> None:
+    r = synced(head=3)
+    a = r.expect_paths(["/x"])
+    assert r.answer_failed(AnswerKind.PATHS) is a
+    r.receive([remote("/y", 1, 4)], head=4, done=False)
+    assert r.cursor == 4
+
+
+def test_items_and_prefix_validation() -> None:
+    r = synced()
+    r.write("/a/1", b"1", now_ms=1)
+    r.write("/a/2", b"2", now_ms=2)
+    r.write("/ab", b"3", now_ms=3)
+    r.write("/a/2", None, now_ms=4)
+    assert [c.path for c in r.items("/a")] == ["/a/1"]
+    assert [c.path for c in r.items("/")] == ["/a/1", "/ab"]
+    with pytest.raises(TypeError):
+        Replica("me", subscribe="/a")
+
+
+# -- against the server's own core ------------------------------------------------------------
+
+
+class _Room:
+    """The server side of a few replicas: RoomState + in-order queues (no sockets)."""
+
+    def __init__(self) -> None:
+        self.state = RoomState("r")
+        self.inbox: dict[str, list[tuple[str, object]]] = {}
+
+    def submit(self, sender: str, pack: list[Change]) -> None:
+        result = self.state.apply(pack, now_ms=10**12, limits=ApplyLimits())
+        for peer, box in self.inbox.items():
+            sent = [c for c in result.accepted if peer != sender]
+            if sent:
+                box.append(("pack", (sent, self.state.head)))
+        self.inbox[sender].append(("ack", result.seqs))
+
+
+def test_replicas_converge_with_the_server_core() -> None:
+    rng = random.Random(11)
+    room = _Room()
+    replicas = {name: Replica(name) for name in ("a", "b", "c")}
+    for name, r in replicas.items():
+        room.inbox[name] = []
+        r.start_session(can_reconcile=True)
+        r.on_welcome(0)
+        r.receive([], head=0, done=True)
+    now = 1000
+    for _ in range(300):
+        name = rng.choice("abc")
+        r = replicas[name]
+        now += rng.randrange(3)
+        action = rng.random()
+        if action < 0.5:
+            path = f"/k{rng.randrange(8)}"
+            r.write(path, None if rng.random() < 0.25 else bytes([rng.randrange(256)]), now)
+        elif action < 0.75:
+            pack = r.take_outgoing(5, 1 << 20)
+            if pack is not None:
+                room.submit(name, pack)
+        else:
+            box = room.inbox[name]
+            if box:
+                kind, payload = box.pop(0)
+                if kind == "ack":
+                    assert isinstance(payload, list)
+                    r.on_ack(payload)
+                else:
+                    changes, head = payload  # type: ignore[misc]
+                    r.receive(changes, head=head, done=False)
+    # Drain everything.
+    for _ in range(100):
+        for name, r in replicas.items():
+            pack = r.take_outgoing(100, 1 << 20)
+            if pack is not None:
+                room.submit(name, pack)
+            while room.inbox[name]:
+                kind, payload = room.inbox[name].pop(0)
+                if kind == "ack":
+                    assert isinstance(payload, list)
+                    r.on_ack(payload)
+                else:
+                    changes, head = payload  # type: ignore[misc]
+                    r.receive(changes, head=head, done=False)
+    assert all(r.idle for r in replicas.values())
+    roots = {r.root_hex for r in replicas.values()}
+    assert roots == {room.state.root}
+    assert {r.cursor for r in replicas.values()} == {room.state.head}
