@@ -250,3 +250,26 @@ async def test_cold_room_join_storm_loads_once(srv: ServerHandle,
     assert {w["room"] for _, w in results} == {"storm"}
     metrics = await (await http.get(srv.url + "/metrics")).text()
     assert "roomsync_room_loads_total 1.0" in metrics
+
+
+async def test_large_catchup_to_a_slow_reader_streams_without_tripping_the_budget(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with running_server(tmp_path, policy__stream_budget_bytes=256 * 1024,
+                              policy__catchup_chunk=200, server__max_frame_bytes=4 << 20,
+                              policy__rate_bytes_per_s=1e9, policy__rate_burst_bytes=10**9,
+                              policy__rate_messages_per_s=1e5) as srv:
+        w, _ = await hello(http, srv.ws_url("big"))
+        value = b"v" * 2000
+        for batch in range(20):  # 4,000 entries, about 8 MB of base64 catch-up
+            await send_pack(w, [ch(f"/e/{batch}/{i}", batch * 1000 + i + 1, value)
+                                for i in range(200)])
+        slow = await http.ws_connect(srv.ws_url("big"), max_msg_size=0)
+        await slow.send_json({"type": "hello", "v": 1})
+        await recv(slow)  # welcome
+        await send_pack(w, [ch("/during", 99_999)])  # a broadcast while it catches up
+        await asyncio.sleep(1.0)  # the reader is slow: the server must wait, not give up
+        got, head = await collect(slow)
+        assert len(got) == 4000 and head == 4000
+        later, _ = await collect(slow, until_done=False)
+        assert [c.path for c in later] == ["/during"]  # held, then delivered after done

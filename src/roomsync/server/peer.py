@@ -31,13 +31,17 @@ class Peer:
         "__weakref__",
         "closing",
         "expiry_handle",
+        "held",
+        "held_bytes",
         "host",
+        "jobs",
         "last_seen_ms",
         "on_close",
         "out",
         "pending_acks",
         "session",
         "stream_budget",
+        "streamer",
     )
 
     def __init__(
@@ -58,6 +62,12 @@ class Peer:
         self.last_seen_ms = now_ms
         self.pending_acks = 0
         self.expiry_handle: asyncio.TimerHandle | None = None
+        # While a catch-up/request answer is streaming (see rooms.RoomHost.stream_changes),
+        # broadcast frames wait here so the peer sees them after the answer, in order.
+        self.streamer: asyncio.Task[None] | None = None
+        self.jobs: list[tuple[list[Any], int]] = []
+        self.held: list[bytes] = []
+        self.held_bytes = 0
 
     @property
     def id(self) -> str:
@@ -70,12 +80,22 @@ class Peer:
         return self.send_frame(text_frame(obj))
 
     def send_frame(self, frame: bytes) -> bool:
-        """Queue a frame; close with 4001 when the stream budget is passed (SPEC §2)."""
+        """Queue a frame; close with 4001 when the stream budget is passed (SPEC §2).
+
+        While an answer is streaming to this peer, the frame is held (and counted against
+        the budget) and written when the answer is done.
+        """
         if self.closing:
             return False
-        if not self.out.write(frame):
+        if self.streamer is not None:
+            self.held.append(frame)
+            self.held_bytes += len(frame)
+            queued = self.held_bytes + self.out.queued_bytes()
+        elif not self.out.write(frame):
             return False
-        if self.out.queued_bytes() > self.stream_budget:
+        else:
+            queued = self.out.queued_bytes()
+        if queued > self.stream_budget:
             self.close(
                 CloseCode.RESYNC_REQUIRED,
                 {
@@ -87,6 +107,13 @@ class Peer:
             )
             return False
         return True
+
+    def release_held(self) -> None:
+        """Write the broadcasts held during a streamed answer, in order."""
+        held, self.held, self.held_bytes = self.held, [], 0
+        for frame in held:
+            if not self.send_frame(frame):
+                return
 
     def fail(self, error: RoomsyncError, ref: str | None = None) -> None:
         """Send ``error`` for ``error`` and close with its code when it has one."""

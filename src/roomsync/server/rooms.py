@@ -45,6 +45,10 @@ log = logging.getLogger("roomsync.rooms")
 
 #: Presence is coalesced over at least this window even when broadcast_window_ms is 0.
 PRESENCE_MIN_WINDOW_MS = 10
+#: A streamed answer (catch-up, request) pauses while this much is queued for the peer.
+CATCHUP_HIGH_WATER = 1 << 20
+#: A peer that reads nothing for this long during a streamed answer is told to resync.
+CATCHUP_STALL_S = 30.0
 
 
 @dataclass(slots=True)
@@ -193,22 +197,65 @@ class RoomHost:
         self._presence_flush = self._presence_tick = None
 
     def send_changes(self, peer: Peer, changes: list[Change], *, final_head: int) -> None:
-        """Chunked ``pack`` frames in seq order; the last one says ``done`` and the head."""
+        """Stream ``changes`` to ``peer`` as chunked ``pack`` frames, last one ``done``.
+
+        Chunks are encoded one at a time and written only while the peer's socket keeps up
+        (backpressure), so a large catch-up neither builds up in memory nor trips the
+        stream budget; broadcasts for the peer are held meanwhile (:meth:`Peer.send_frame`).
+        Answers queue behind each other in request order.
+        """
+        peer.jobs.append((changes, final_head))
+        if peer.streamer is None:
+            peer.streamer = asyncio.get_running_loop().create_task(self._stream(peer))
+
+    async def _stream(self, peer: Peer) -> None:
         chunk = max(1, self.policy.catchup_chunk)
-        if not changes:
-            peer.send({"type": "pack", "data": pack_data([]), "head": final_head, "done": True})
-            self.metrics.msg_out("pack")
-            return
-        for i in range(0, len(changes), chunk):
-            part = changes[i : i + chunk]
-            last = i + chunk >= len(changes)
-            head = final_head if last else (part[-1].seq or 0)
-            msg: dict[str, Any] = {"type": "pack", "data": pack_data(part), "head": head}
-            if last:
-                msg["done"] = True
-            if not peer.send(msg):
-                return
-            self.metrics.msg_out("pack")
+        high_water = min(CATCHUP_HIGH_WATER, max(64 * 1024, peer.stream_budget // 2))
+        try:
+            while peer.jobs and not peer.closing:
+                changes, final_head = peer.jobs.pop(0)
+                for i in range(0, max(len(changes), 1), chunk):
+                    part = changes[i : i + chunk]
+                    last = i + chunk >= len(changes)
+                    msg: dict[str, Any] = {
+                        "type": "pack", "data": pack_data(part),
+                        "head": final_head if last else (part[-1].seq or 0),
+                    }
+                    if last:
+                        msg["done"] = True
+                    if not peer.out.write(text_frame(msg)):
+                        return
+                    self.metrics.msg_out("pack")
+                    if not await self._drained(peer, high_water):
+                        return
+        finally:
+            peer.streamer = None
+            if not peer.closing:
+                peer.release_held()
+
+    async def _drained(self, peer: Peer, high_water: int) -> bool:
+        """Wait until the peer's socket buffer is under ``high_water``; False on a stall."""
+        delay = 0.001
+        last_queued = peer.out.queued_bytes()
+        stalled_since = time.monotonic()
+        while last_queued > high_water:
+            await asyncio.sleep(delay)
+            if peer.closing:
+                return False
+            queued = peer.out.queued_bytes()
+            if queued < last_queued:
+                stalled_since = time.monotonic()
+                delay = 0.001
+            else:
+                delay = min(delay * 2, 0.05)
+                if time.monotonic() - stalled_since > CATCHUP_STALL_S:
+                    peer.close(CloseCode.RESYNC_REQUIRED, {
+                        "type": "error", "code": "resync-required",
+                        "message": f"the peer read nothing for {CATCHUP_STALL_S:.0f} s "
+                        "during a catch-up: reconnect and resync"}, reason="stream-budget")
+                    return False
+            last_queued = queued
+        return True
 
     # -- writes ------------------------------------------------------------------------
 
