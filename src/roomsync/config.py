@@ -242,6 +242,17 @@ class StorageSettings(_Section):
             ),
         ),
     ] = 8192
+    commit_window_ms: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=1000,
+            description=(
+                "How long a room waits for more changes before committing a batch. Larger "
+                "batches cost less CPU per change; acks wait for the commit, broadcasts do not."
+            ),
+        ),
+    ] = 2
     postgres_dsn: Annotated[
         str,
         Meta(

@@ -87,6 +87,7 @@ class RoomsyncServer:
         self.rooms = RoomRegistry(
             self.store, self.metrics, policy=settings.policy,
             idle_unload_ms=settings.server.room_idle_unload_ms, now_ms=now_ms,
+            commit_window_ms=settings.storage.commit_window_ms,
         )
         self.node_name = settings.server.node_name()
         self.connections: set[_Connection] = set()

@@ -70,6 +70,7 @@ class RoomHost:
     store: Store
     metrics: Metrics
     now_ms: Callable[[], int]
+    commit_window_ms: int = 0
     peers: set[Peer] = field(default_factory=set)
     refs: int = 0
     closed: bool = False
@@ -325,6 +326,8 @@ class RoomHost:
     async def _persist_loop(self) -> None:
         try:
             while self._queue:
+                if self.commit_window_ms > 0:
+                    await asyncio.sleep(self.commit_window_ms / 1000)  # group more changes
                 batch, self._queue = self._queue, []
                 accepted = [c for item in batch for c in item.accepted]
                 if accepted:
@@ -518,7 +521,9 @@ class RoomRegistry:
         policy: Policy,
         idle_unload_ms: int,
         now_ms: Callable[[], int],
+        commit_window_ms: int = 0,
     ) -> None:
+        self.commit_window_ms = commit_window_ms
         self.store = store
         self.metrics = metrics
         self.policy = policy
@@ -561,7 +566,8 @@ class RoomRegistry:
         state = RoomState(room, loaded.entries, head=rec.head,
                           compacted_through=rec.compacted_through)
         policy = self.policy.patched(rec.policy) if rec.policy else self.policy
-        host = RoomHost(rec, state, policy, self.store, self.metrics, self.now_ms)
+        host = RoomHost(rec, state, policy, self.store, self.metrics, self.now_ms,
+                        commit_window_ms=self.commit_window_ms)
         self.hosts[room] = host
         self.metrics.rooms.set(len(self.hosts))
         self.metrics.room_loads.inc()
