@@ -8,7 +8,8 @@
         room.set_json("/todos/1", {"title": "milk", "done": False})
         await room.flush()
 
-See ``docs/sdk.md`` for reconnect, resync, offline and cursor semantics.
+See ``docs/sdk.md`` for reconnect, resync, offline and cursor semantics, presence and
+blobs.
 """
 
 from __future__ import annotations
@@ -17,16 +18,33 @@ from ..core.entries import Change
 from ..core.reconcile import ReconcileResult
 from ..core.replica import RefusedChange
 from .backoff import Backoff
-from .errors import ConnectionClosed, RequestRefused
-from .room import ChangeStream, RoomClient, connect, ws_url
+from .blobs import BlobInfo
+from .errors import (
+    BlobError,
+    BlobFetchFailed,
+    BlobNotFound,
+    BlobRejected,
+    ConnectionClosed,
+    RequestRefused,
+)
+from .presence import PresenceEvent, PresenceInfo
+from .room import ChangeStream, PresenceStream, RoomClient, connect, ws_url
 from .stats import ConnectionStats, RetryWait
 
 __all__ = [
     "Backoff",
+    "BlobError",
+    "BlobFetchFailed",
+    "BlobInfo",
+    "BlobNotFound",
+    "BlobRejected",
     "Change",
     "ChangeStream",
     "ConnectionClosed",
     "ConnectionStats",
+    "PresenceEvent",
+    "PresenceInfo",
+    "PresenceStream",
     "ReconcileResult",
     "RefusedChange",
     "RequestRefused",

@@ -76,3 +76,40 @@ class RequestRefused(RoomsyncError):
         self.error = dict(error)
         self.code = _error_code(error)
         super().__init__(f"{self.error.get('code')}: {self.error.get('message')}", close=None)
+
+
+class BlobError(RoomsyncError):
+    """A blob operation failed; the session goes on. ``hash`` is the blob's
+    ``sha256:<hex>``, ``reason`` why (the server's reason when it gave one)."""
+
+    close: CloseCode | None = None
+
+    def __init__(self, hash: str, reason: str, message: str | None = None) -> None:
+        self.hash = hash
+        self.reason = reason
+        super().__init__(message or f"blob {hash}: {reason}", close=None)
+
+
+class BlobRejected(BlobError):
+    """:meth:`RoomClient.put_blob` failed: the server answered ``upload-rejected`` (hash or
+    size mismatch, ``verify-failed``, a storage failure), or refused the blob as too large
+    (``too-large: ...``), or it cannot be sent inline (bigger than a frame) and no direct
+    upload was possible. Nothing was stored."""
+
+    def __init__(self, hash: str, reason: str) -> None:
+        super().__init__(hash, reason, f"blob {hash} rejected: {reason}")
+        if reason.startswith("too-large"):
+            self.code = ErrorCode.TOO_LARGE
+
+
+class BlobNotFound(BlobError):
+    """:meth:`RoomClient.get_blob` of a hash the room does not have
+    (``error{code:"not-found", ref:"blob-request"}``)."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class BlobFetchFailed(BlobError):
+    """:meth:`RoomClient.get_blob` got bytes it cannot trust or none at all: the download
+    URL failed (``reason`` ``http-<status>: ...`` or ``network: ...``), or the bytes do not
+    match the requested hash or announced size (``hash-mismatch``, ``size-mismatch``)."""

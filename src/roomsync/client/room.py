@@ -28,13 +28,26 @@ close                      what the client does
 =========================  ======================================================
 
 Server messages are dispatched by type to methods named ``_on_<type>`` (``-`` becomes
-``_``); types without a method are ignored, so adding presence or blob support is one
-method per message type.
+``_``); types without a method are ignored.
+
+Presence (SPEC §5): the last state given to :meth:`RoomClient.set_presence` is sent once
+per event-loop turn and again after every ``welcome``; while one is set, the heartbeat
+makes sure the server hears from the client at least every ``min(heartbeat_ms,
+presence_ttl_ms / 3)``. :meth:`RoomClient.clear_presence` sends ``presence{state: null}``,
+which receivers treat as "no presence". The others' presence
+(:class:`~.presence.PresenceView`) is emptied when a link drops and refilled from the
+next welcome's snapshot.
+
+Blobs (SPEC §4): :meth:`RoomClient.put_blob` and :meth:`RoomClient.get_blob` run the
+blob flows; their answers are matched to the calls by hash, and an ``error`` (which has
+no hash) to the oldest call of the message type in its ``ref``: the server answers the
+frames of one connection in order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import random
@@ -45,7 +58,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -68,7 +81,25 @@ from ..core.reconcile import reconcile as reconcile_flow
 from ..core.replica import Answer, AnswerKind, RefusedChange, Replica, Settled, SyncMode
 from ..core.types import validate_room_id
 from .backoff import Backoff
-from .errors import ABNORMAL_CLOSURE, ConnectionClosed, RequestRefused
+from .blobs import (
+    BlobInfo,
+    blob_hash,
+    check_blob_hash,
+    http_get,
+    http_put,
+    inline_fits,
+    verify_blob,
+)
+from .errors import (
+    ABNORMAL_CLOSURE,
+    BlobError,
+    BlobFetchFailed,
+    BlobNotFound,
+    BlobRejected,
+    ConnectionClosed,
+    RequestRefused,
+)
+from .presence import PresenceEvent, PresenceInfo, PresenceView
 from .stats import ConnectionStats, RetryWait
 
 log = logging.getLogger("roomsync.client")
@@ -77,6 +108,8 @@ TokenProvider = Callable[[], Awaitable[str]]
 ChangeCallback = Callable[[Change], object]
 RefusedCallback = Callable[[RefusedChange], object]
 CloseCallback = Callable[[ConnectionClosed], object]
+PresenceCallback = Callable[[PresenceEvent], object]
+BlobCallback = Callable[[BlobInfo], object]
 
 #: Close codes after which the client stops (SPEC §2: the client must change something).
 TERMINAL_CLOSE_CODES = frozenset({1002, 4003, 4004})
@@ -88,6 +121,16 @@ _PATHS_PER_REQUEST = 1000
 _PATH_BYTES_PER_REQUEST = 256 * 1024
 _MAX_RECONCILE_PASSES = 8
 _RATE_LIMIT_PAUSE_S = (0.25, 5.0)  # first and largest pause after a rate-limited pack
+_MIN_KEEPALIVE_S = 0.05  # the presence keepalive never pings more often than this
+#: Which frames (by type) a blob answer (by type) can answer.
+_BLOB_ANSWERS: dict[str, tuple[str, ...]] = {
+    "upload-url": ("request-upload",),
+    "upload-denied": ("request-upload",),
+    "blob-uploaded": ("blob-upload", "blob-uploaded"),
+    "upload-rejected": ("blob-upload", "blob-uploaded"),
+    "blob": ("blob-request",),
+}
+_BLOB_REQUESTS = frozenset(t for sent in _BLOB_ANSWERS.values() for t in sent)
 
 
 def ws_url(url: str, room: str) -> str:
@@ -131,6 +174,15 @@ class _Pulse:
 
 
 @dataclass(eq=False)
+class _BlobCall:
+    """A blob frame sent on a link, waiting for its answer."""
+
+    sent: str  # the type of the frame sent
+    hash: str
+    future: asyncio.Future[m.Message]
+
+
+@dataclass(eq=False)
 class _Link:
     """One WebSocket connection: its socket, what it is waiting for, its tasks."""
 
@@ -146,6 +198,11 @@ class _Link:
     roots: deque[asyncio.Future[m.MstRoot]] = field(default_factory=deque)
     nodes: deque[asyncio.Future[m.MstNodes]] = field(default_factory=deque)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    blob_calls: list[_BlobCall] = field(default_factory=list)
+    #: Set when the keepalive interval may have shrunk (a presence state was set).
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The server holds a (non-null) presence state of ours for this session.
+    presence_sent: bool = False
     last_sent: float = 0.0
     last_recv: float = 0.0
     catchup_changes: int = 0
@@ -155,7 +212,12 @@ class _Link:
     rate_limited: int = 0
 
     def futures(self) -> list[asyncio.Future[Any]]:
-        return [*self.answers.values(), *self.roots, *self.nodes]
+        return [
+            *self.answers.values(),
+            *self.roots,
+            *self.nodes,
+            *(call.future for call in self.blob_calls),
+        ]
 
     def abort(self) -> None:
         """Drop the connection without a closing handshake, as a network failure would."""
@@ -174,25 +236,24 @@ class _End:
     error: ConnectionClosed | None
 
 
-class ChangeStream:
-    """``async for change in client.changes()``: buffers from its creation, so nothing is missed.
+_T = TypeVar("_T")
 
-    Ends after :meth:`RoomClient.close`; raises :class:`ConnectionClosed` when the server
-    stopped the client. ``await stream.aclose()`` stops buffering.
-    """
 
-    def __init__(self, client: RoomClient) -> None:
-        self._client = client
-        self._queue: asyncio.Queue[Change | _End] = asyncio.Queue()
+class _EventStream(Generic[_T]):
+    """An async iterator over one kind of client event, buffered from its creation."""
+
+    def __init__(self, client: RoomClient, queues: list[asyncio.Queue[Any]]) -> None:
+        self._queues = queues
+        self._queue: asyncio.Queue[_T | _End] = asyncio.Queue()
         self._open = True
-        client._streams.append(self._queue)
+        queues.append(self._queue)
         if client._terminal is not None:
             self._queue.put_nowait(_End(None if client._closed_by_app else client._terminal))
 
-    def __aiter__(self) -> ChangeStream:
+    def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> Change:
+    async def __anext__(self) -> _T:
         if not self._open:
             raise StopAsyncIteration
         item = await self._queue.get()
@@ -206,11 +267,31 @@ class ChangeStream:
     def _detach(self) -> None:
         if self._open:
             self._open = False
-            if self._queue in self._client._streams:
-                self._client._streams.remove(self._queue)
+            if self._queue in self._queues:
+                self._queues.remove(self._queue)
 
     async def aclose(self) -> None:
         self._detach()
+
+
+class ChangeStream(_EventStream[Change]):
+    """``async for change in client.changes()``: buffers from its creation, so nothing is missed.
+
+    Ends after :meth:`RoomClient.close`; raises :class:`ConnectionClosed` when the server
+    stopped the client. ``await stream.aclose()`` stops buffering.
+    """
+
+    def __init__(self, client: RoomClient) -> None:
+        super().__init__(client, client._streams)
+
+
+class PresenceStream(_EventStream[PresenceEvent]):
+    """``async for event in client.presence_events()``: the :class:`PresenceEvent` s that
+    ``on_presence`` callbacks get, buffered from its creation. Ends like :class:`ChangeStream`.
+    """
+
+    def __init__(self, client: RoomClient) -> None:
+        super().__init__(client, client._presence_streams)
 
 
 def _copy(exc: ConnectionClosed) -> ConnectionClosed:
@@ -277,10 +358,17 @@ class RoomClient:
         self._last_caps: tuple[str, ...] = ()
         self._flush_scheduled = False
         self._subscribe_failure: RequestRefused | None = None
-        self._streams: list[asyncio.Queue[Change | _End]] = []
+        self._streams: list[asyncio.Queue[Any]] = []
         self._change_callbacks: list[ChangeCallback] = []
         self._refused_callbacks: list[RefusedCallback] = []
         self._close_callbacks: list[CloseCallback] = []
+        self._presence = PresenceView()
+        self._presence_state: Any = None  # our state (a private copy); None: no presence
+        self._presence_dirty = False
+        self._presence_scheduled = False
+        self._presence_streams: list[asyncio.Queue[Any]] = []
+        self._presence_callbacks: list[PresenceCallback] = []
+        self._blob_callbacks: list[BlobCallback] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -601,6 +689,287 @@ class RoomClient:
         link.answers[answer].add_done_callback(_ignore_result)
         self._send(link, m.Subscribe(paths=answer.scope_in).to_wire())
 
+    # -- presence (SPEC §5) ----------------------------------------------------------------------
+
+    @property
+    def presence(self) -> dict[str, PresenceInfo]:
+        """The other peers' presence, ``peer id -> PresenceInfo(peer, actor, state)``.
+
+        The welcome's snapshot plus every update since; empty while disconnected. Our own
+        peer is never in it. A copy: changing it changes nothing.
+        """
+        return dict(self._presence.peers)
+
+    @property
+    def local_presence(self) -> Any:
+        """Our presence state as last given to :meth:`set_presence` (None: no presence)."""
+        return self._presence_state
+
+    def set_presence(self, state: Any) -> None:
+        """Publish ``state`` (anything JSON-able) as this client's presence.
+
+        Sent after this event-loop turn (several calls in one turn send only the last
+        state), re-sent after every reconnect, and kept alive by the heartbeat until
+        :meth:`clear_presence`. ``set_presence(None)`` is :meth:`clear_presence`. Raises
+        TypeError/ValueError for a state that is not JSON, ValueError for one larger than
+        the welcome's ``limits.presence_max_bytes``, and :class:`RequestRefused`
+        (``forbidden``) when the session was not granted the ``presence`` capability.
+        """
+        if self._terminal is not None:
+            raise _copy(self._terminal)
+        if state is None:
+            self.clear_presence()
+            return
+        text = json.dumps(state, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        info = self.session_info
+        if info is not None:
+            limit = _limit(info.limits, "presence_max_bytes", 0)
+            size = len(text.encode("utf-8"))
+            if limit and size > limit:
+                raise ValueError(
+                    f"presence state of {size} bytes exceeds presence_max_bytes {limit}"
+                )
+            if "presence" not in self._last_caps:
+                raise RequestRefused(
+                    {
+                        "code": str(ErrorCode.FORBIDDEN),
+                        "message": "this session has no 'presence' capability",
+                    }
+                )
+        self._presence_state = json.loads(text)
+        self._mark_presence()
+
+    def clear_presence(self) -> None:
+        """Stop publishing a presence state: the others see this peer leave.
+
+        The protocol has no client leave message: the client sends ``presence{state:
+        null}``, which every SDK treats as "no presence", stops the presence heartbeat
+        and does not re-send anything after reconnecting.
+        """
+        self._presence_state = None
+        self._mark_presence()
+
+    def on_presence(self, callback: PresenceCallback) -> Callable[[], None]:
+        """Call ``callback(event)`` with each :class:`PresenceEvent` (changed peers, left peers).
+
+        After a disconnect every known peer is reported as left; the next welcome's
+        snapshot reports them again as changed. Returns a function that removes it.
+        """
+        self._presence_callbacks.append(callback)
+        return lambda: _discard(self._presence_callbacks, callback)
+
+    def presence_events(self) -> PresenceStream:
+        """``async for event in client.presence_events()``: the events of :meth:`on_presence`."""
+        return PresenceStream(self)
+
+    def _mark_presence(self) -> None:
+        self._presence_dirty = True
+        if not self._presence_scheduled:
+            self._presence_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_presence)
+
+    def _flush_presence(self) -> None:
+        """Send our presence state (or its clearing) on the current link, once per turn."""
+        self._presence_scheduled = False
+        link = self._link
+        if link is None or link.welcome is None or link.closing or not self._presence_dirty:
+            return  # the next welcome sends it
+        self._presence_dirty = False
+        state = self._presence_state
+        if state is None and not link.presence_sent:
+            return
+        if "presence" not in link.welcome.caps:
+            log.warning("presence not sent: this session has no 'presence' capability")
+            return
+        self._send(link, {"type": "presence", "state": state})
+        link.presence_sent = state is not None
+        link.wake.set()
+
+    def _presence_changed(self, event: PresenceEvent) -> None:
+        if not event:
+            return
+        for callback in list(self._presence_callbacks):
+            _call(callback, event)
+        for queue in self._presence_streams:
+            queue.put_nowait(event)
+
+    def _keepalive_s(self, link: _Link, heartbeat_s: float) -> float:
+        """How long the link may stay silent: shorter than the presence TTL while we have one."""
+        welcome = link.welcome
+        if not link.presence_sent or welcome is None:
+            return heartbeat_s
+        ttl_ms = _limit(welcome.limits, "presence_ttl_ms", 0)
+        if not ttl_ms:
+            return heartbeat_s
+        return max(_MIN_KEEPALIVE_S, min(heartbeat_s, ttl_ms / 3000))
+
+    # -- blobs (SPEC §4) -------------------------------------------------------------------------
+
+    async def put_blob(
+        self, data: bytes | bytearray | memoryview, *, timeout: float | None = None
+    ) -> str:
+        """Store ``data`` as a blob of the room; returns its hash ``sha256:<hex>``.
+
+        With cap ``blob-direct``: ``request-upload``, PUT to the granted URL, then
+        ``blob-uploaded`` and the server's verification. Without it, when the server
+        answers ``upload-denied``, or when the PUT fails: an inline ``blob-upload``
+        (when it fits a ``limits.max_frame_bytes`` frame). Returns once the server stored
+        and verified the blob (``blob-available`` goes to the room); raises
+        :class:`BlobRejected` when it refused it (``too-large``, ``verify-failed``...),
+        TimeoutError after ``timeout`` seconds. Retried from the start on a new connection
+        when the current one drops.
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        blob = bytes(data)
+        hash = blob_hash(blob)
+        await asyncio.wait_for(self._put_blob(hash, blob), timeout)
+        return hash
+
+    async def get_blob(self, hash: str, *, timeout: float | None = None) -> bytes:
+        """The bytes of blob ``hash`` (``sha256:<hex>``), checked against the hash.
+
+        ``blob-request``, answered with the data inline or (with cap ``blob-direct``) a
+        download URL the client GETs. Raises :class:`BlobNotFound` when the room has no
+        such blob, :class:`BlobFetchFailed` when the download fails or the bytes do not
+        match, ValueError for a malformed hash, TimeoutError after ``timeout`` seconds.
+        """
+        hash = check_blob_hash(hash)
+        return await asyncio.wait_for(self._get_blob(hash), timeout)
+
+    def on_blob_available(self, callback: BlobCallback) -> Callable[[], None]:
+        """Call ``callback(BlobInfo(hash, size))`` for every ``blob-available`` of the room
+        (our own uploads included). Returns a function that removes the callback."""
+        self._blob_callbacks.append(callback)
+        return lambda: _discard(self._blob_callbacks, callback)
+
+    async def _put_blob(self, hash: str, data: bytes) -> None:
+        while True:
+            link = await self._welcomed_link()
+            try:
+                await self._put_on(link, hash, data)
+                return
+            except _LinkDown:
+                continue
+
+    async def _put_on(self, link: _Link, hash: str, data: bytes) -> None:
+        welcome = link.welcome
+        assert welcome is not None and self._http is not None
+        if "blob" not in welcome.caps:
+            raise BlobRejected(hash, "forbidden: this session has no 'blob' capability")
+        why_inline = "cap blob-direct was not negotiated"
+        if "blob-direct" in welcome.caps:
+            grant = await self._blob_call(
+                link, "request-upload", hash, {"hash": hash, "size": len(data)}
+            )
+            if isinstance(grant, m.UploadUrl):
+                failure = await http_put(
+                    self._http,
+                    grant.url,
+                    grant.method or "PUT",
+                    grant.headers or {},
+                    data,
+                    self._ssl_for(grant.url),
+                )
+                if failure is None:
+                    _uploaded(
+                        hash, await self._blob_call(link, "blob-uploaded", hash, {"hash": hash})
+                    )
+                    return
+                why_inline = f"the direct upload failed ({failure})"
+                log.warning("blob %s: %s; uploading inline", hash, why_inline)
+            else:
+                assert isinstance(grant, m.UploadDenied)
+                if grant.reason.startswith("too-large"):
+                    raise BlobRejected(hash, grant.reason)
+                why_inline = f"upload-denied: {grant.reason}"
+        limit = _limit(welcome.limits, "blob_max_bytes", 0)
+        if limit and len(data) > limit:
+            raise BlobRejected(hash, f"too-large: {len(data)} > blob_max_bytes {limit}")
+        max_frame = _limit(welcome.limits, "max_frame_bytes", 1 << 20)
+        if not inline_fits(len(data), max_frame):
+            raise BlobRejected(
+                hash,
+                f"too-large for an inline upload: {len(data)} bytes do not fit a "
+                f"{max_frame}-byte frame, and {why_inline}",
+            )
+        frame = {"hash": hash, "size": len(data), "data": base64.b64encode(data).decode("ascii")}
+        _uploaded(hash, await self._blob_call(link, "blob-upload", hash, frame))
+
+    async def _get_blob(self, hash: str) -> bytes:
+        while True:
+            link = await self._welcomed_link()
+            assert link.welcome is not None and self._http is not None
+            if "blob" not in link.welcome.caps:
+                raise BlobFetchFailed(hash, "forbidden: this session has no 'blob' capability")
+            try:
+                answer = await self._blob_call(link, "blob-request", hash, {"hash": hash})
+            except _LinkDown:
+                continue
+            break
+        assert isinstance(answer, m.Blob)
+        if answer.data is not None:
+            try:
+                data = b64decode(answer.data, "blob")
+            except CodecError:
+                raise BlobFetchFailed(hash, "bad-base64: the inline data is not base64") from None
+        elif answer.url is not None:
+            data = await http_get(
+                self._http, hash, answer.url, answer.size, self._ssl_for(answer.url)
+            )
+        else:
+            raise BlobFetchFailed(hash, "the blob answer has neither data nor url")
+        return verify_blob(hash, data, answer.size)
+
+    async def _blob_call(
+        self, link: _Link, sent: str, hash: str, fields: dict[str, Any]
+    ) -> m.Message:
+        """Send a blob frame of type ``sent``; its answer (see ``_BLOB_ANSWERS``)."""
+        future: asyncio.Future[m.Message] = asyncio.get_running_loop().create_future()
+        self._send(link, {"type": sent, **fields})
+        link.blob_calls.append(_BlobCall(sent, hash, future))
+        return await future
+
+    def _blob_answer(self, link: _Link, msg: m.Message, hash: str) -> None:
+        sent = _BLOB_ANSWERS[msg.type]
+        for call in link.blob_calls:
+            if call.sent in sent and call.hash == hash:
+                link.blob_calls.remove(call)
+                _resolve(call.future, msg)
+                return
+        log.debug("unexpected %s for blob %s", msg.type, hash)
+
+    def _blob_refused(self, link: _Link, ref: str, error: m.Error) -> None:
+        call = next((c for c in link.blob_calls if c.sent == ref), None)
+        if call is None:
+            return
+        link.blob_calls.remove(call)
+        reason = f"{error.code}: {error.message}"
+        exc: BlobError
+        if ref != "blob-request":
+            exc = BlobRejected(call.hash, reason)
+        elif error.code == str(ErrorCode.NOT_FOUND):
+            exc = BlobNotFound(call.hash, reason)
+        else:
+            exc = BlobFetchFailed(call.hash, reason)
+        _reject(call.future, exc)
+
+    async def _welcomed_link(self) -> _Link:
+        def welcomed() -> bool:
+            link = self._link
+            return link is not None and link.welcome is not None and not link.closing
+
+        await self._wait_for(welcomed)
+        link = self._link
+        assert link is not None
+        return link
+
+    def _ssl_for(self, url: str) -> ssl_module.SSLContext | bool:
+        """The app's SSL context for URLs of the roomsync server itself, defaults elsewhere."""
+        if self._ssl is not None and urlsplit(url).netloc == urlsplit(self.url).netloc:
+            return self._ssl
+        return True
+
     # -- the connection loop ---------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -666,7 +1035,7 @@ class RoomClient:
         self._terminal = error
         self._closed_by_app = by_app
         self.connected.clear()
-        for queue in list(self._streams):
+        for queue in [*self._streams, *self._presence_streams]:
             queue.put_nowait(_End(None if by_app else error))
         for callback in list(self._close_callbacks):
             _call(callback, error)
@@ -752,6 +1121,7 @@ class RoomClient:
         link.answers.clear()
         link.roots.clear()
         link.nodes.clear()
+        link.blob_calls.clear()
         if not link.ws.closed:
             try:
                 await asyncio.wait_for(link.ws.close(), _CLOSE_TIMEOUT_S)
@@ -760,6 +1130,7 @@ class RoomClient:
         self._replica.requeue_inflight()
         if self._link is link:
             self._link = None
+            self._presence_changed(self._presence.clear())
         self.connected.clear()
         self._pulse.fire()
 
@@ -779,11 +1150,19 @@ class RoomClient:
             link.abort()
 
     async def _heartbeat(self, link: _Link, interval_ms: int) -> None:
-        """``ping`` when idle for ``heartbeat_ms``; drop a link silent for three of them."""
+        """``ping`` when idle for ``heartbeat_ms``; drop a link silent for three of them.
+
+        While the server holds a presence state of ours, idle means ``presence_ttl_ms / 3``
+        when that is shorter: every frame refreshes the presence (SPEC §5).
+        """
         interval = max(interval_ms, 100) / 1000
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval / 2)
+            try:
+                await asyncio.wait_for(link.wake.wait(), self._keepalive_s(link, interval) / 2)
+            except TimeoutError:
+                pass
+            link.wake.clear()
             if link.closing:
                 return
             now = loop.time()
@@ -793,7 +1172,7 @@ class RoomClient:
                 )
                 link.abort()
                 return
-            if now - link.last_sent >= interval and not link.outbox:
+            if now - link.last_sent >= self._keepalive_s(link, interval) and not link.outbox:
                 self._send(link, m.Ping().to_wire())
 
     async def _resync(self, link: _Link) -> None:
@@ -886,6 +1265,9 @@ class RoomClient:
             link.tasks.append(loop.create_task(self._resync(link)))
         elif self._replica.synced:
             self._synced(link)
+        self._presence_changed(self._presence.reset(msg.peer, msg.presence))
+        self._presence_dirty = self._presence_state is not None
+        self._flush_presence()
         self.connected.set()
         self._schedule_flush()
 
@@ -934,6 +1316,32 @@ class RoomClient:
         if link.nodes:
             _resolve(link.nodes.popleft(), msg)
 
+    def _on_presence(self, link: _Link, msg: m.Presence) -> None:
+        self._presence_changed(self._presence.update(msg.peers or ()))
+
+    def _on_presence_leave(self, link: _Link, msg: m.PresenceLeave) -> None:
+        self._presence_changed(self._presence.leave(msg.peer))
+
+    def _on_upload_url(self, link: _Link, msg: m.UploadUrl) -> None:
+        self._blob_answer(link, msg, msg.hash)
+
+    def _on_upload_denied(self, link: _Link, msg: m.UploadDenied) -> None:
+        self._blob_answer(link, msg, msg.hash)
+
+    def _on_blob_uploaded(self, link: _Link, msg: m.BlobUploaded) -> None:
+        self._blob_answer(link, msg, msg.hash)
+
+    def _on_upload_rejected(self, link: _Link, msg: m.UploadRejected) -> None:
+        self._blob_answer(link, msg, msg.hash)
+
+    def _on_blob(self, link: _Link, msg: m.Blob) -> None:
+        self._blob_answer(link, msg, msg.hash)
+
+    def _on_blob_available(self, link: _Link, msg: m.BlobAvailable) -> None:
+        info = BlobInfo(msg.hash, msg.size)
+        for callback in list(self._blob_callbacks):
+            _call(callback, info)
+
     def _on_ping(self, link: _Link, msg: m.Ping) -> None:
         if not link.closing:
             self._send(link, m.Pong().to_wire())
@@ -961,6 +1369,10 @@ class RoomClient:
             _reject(link.roots.popleft(), refused)
         elif ref == "mst-get" and link.nodes:
             _reject(link.nodes.popleft(), refused)
+        elif ref in _BLOB_REQUESTS:
+            self._blob_refused(link, ref, msg)
+        elif ref == "presence":
+            log.warning("presence refused by the server: %s: %s", msg.code, msg.message)
 
     def _fail_answer(self, link: _Link, kind: AnswerKind, error: RequestRefused) -> None:
         answer = self._replica.answer_failed(kind)
@@ -1081,6 +1493,14 @@ def _resolve(future: asyncio.Future[Any], value: object) -> None:
 def _reject(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
+
+
+def _uploaded(hash: str, answer: m.Message) -> None:
+    """The end of an upload: ``blob-uploaded`` returns, ``upload-rejected`` raises."""
+    if isinstance(answer, m.UploadRejected):
+        raise BlobRejected(hash, answer.reason)
+    if not isinstance(answer, m.BlobUploaded):
+        raise BlobRejected(hash, f"unexpected answer {answer.type!r} to the upload")
 
 
 def _ignore_result(future: asyncio.Future[None]) -> None:

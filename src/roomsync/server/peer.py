@@ -88,9 +88,11 @@ class Peer:
         if self.closing:
             return False
         if self.streamer is not None:
+            # The streamed answer itself is paced by backpressure; the budget bounds what
+            # piles up behind it.
             self.held.append(frame)
             self.held_bytes += len(frame)
-            queued = self.held_bytes + self.out.queued_bytes()
+            queued = self.held_bytes
         elif not self.out.write(frame):
             return False
         else:
