@@ -92,3 +92,34 @@ def test_decode_node_parses_or_raises_codec_error(data: bytes) -> None:
         assert err.message.startswith("bad postcard: ")
     else:
         assert encode_node(left, entries) == data
+
+
+def _flip(data: bytes, index: int, byte: int) -> bytes:
+    if not data:
+        return data
+    i = index % len(data)
+    return data[:i] + bytes((byte,)) + data[i + 1 :]
+
+
+@settings(max_examples=300)
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.builds(_flip, packs.map(encode_pack), st.integers(0, 10_000), st.integers(0, 255)),
+))
+def test_fast_and_strict_decoders_agree(data: bytes) -> None:
+    """decode_pack's fast path accepts exactly what the strict Reader accepts, alike."""
+    from roomsync.core import postcard as pc
+
+    try:
+        fast: list[Change] | None = pc._decode_pack_fast(data)  # noqa: SLF001
+    except (pc._OffFastPath, IndexError, UnicodeDecodeError):  # noqa: SLF001
+        fast = None
+    reader = pc.Reader(data)
+    try:
+        n = reader.sequence_length("changes", 6)
+        strict: list[Change] | None = [pc.read_change(reader) for _ in range(n)]
+        reader.finish()
+    except CodecError:
+        strict = None
+    if fast is not None:
+        assert fast == strict

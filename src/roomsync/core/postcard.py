@@ -220,12 +220,111 @@ def read_change(r: Reader) -> Change:
 _MIN_CHANGE_BYTES = 6
 
 
+class _OffFastPath(Exception):
+    """The fast decoder met something unusual: the strict reader decides (and explains)."""
+
+
+def _fast_varint(data: bytes, pos: int, max_bytes: int, max_value: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    for i in range(max_bytes):
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            if (byte == 0 and i > 0) or result > max_value:
+                raise _OffFastPath
+            return result, pos
+        shift += 7
+    raise _OffFastPath
+
+
+def _decode_pack_fast(data: bytes) -> list[Change]:
+    """The hot path of :func:`decode_pack`: same format, same checks, no messages.
+
+    Any irregularity raises ``_OffFastPath`` (or IndexError/UnicodeDecodeError) and the
+    caller re-reads with the strict :class:`Reader`, which produces the documented error.
+    """
+    size = len(data)
+    n, pos = _fast_varint(data, 0, 10, U64_MAX)
+    if n * _MIN_CHANGE_BYTES > size - pos:
+        raise _OffFastPath
+    out: list[Change] = []
+    append = out.append
+    for _ in range(n):
+        b = data[pos]
+        if b < 0x80:
+            ln = b
+            pos += 1
+        else:
+            ln, pos = _fast_varint(data, pos, 10, U64_MAX)
+        end = pos + ln
+        if end > size:
+            raise _OffFastPath
+        path = data[pos:end].decode("utf-8")
+        pos = end
+        ts, pos = _fast_varint(data, pos, 10, U64_MAX)
+        b = data[pos]
+        if b < 0x80:
+            counter = b
+            pos += 1
+        else:
+            counter, pos = _fast_varint(data, pos, 5, U32_MAX)
+        b = data[pos]
+        if b < 0x80:
+            ln = b
+            pos += 1
+        else:
+            ln, pos = _fast_varint(data, pos, 10, U64_MAX)
+        end = pos + ln
+        if end > size:
+            raise _OffFastPath
+        actor = data[pos:end].decode("utf-8")
+        pos = end
+        tag = data[pos]
+        pos += 1
+        value: bytes | None
+        if tag == _OP_SET:
+            b = data[pos]
+            if b < 0x80:
+                ln = b
+                pos += 1
+            else:
+                ln, pos = _fast_varint(data, pos, 10, U64_MAX)
+            end = pos + ln
+            if end > size:
+                raise _OffFastPath
+            value = data[pos:end]
+            pos = end
+        elif tag == _OP_DELETE:
+            value = None
+        else:
+            raise _OffFastPath
+        opt = data[pos]
+        pos += 1
+        if opt == 0:
+            seq = None
+        elif opt == 1:
+            seq, pos = _fast_varint(data, pos, 10, U64_MAX)
+        else:
+            raise _OffFastPath
+        append(Change(path, ts, counter, actor, value, seq))
+    if pos != size:
+        raise _OffFastPath
+    return out
+
+
 def decode_pack(data: bytes) -> list[Change]:
     """Decode ``Pack`` bytes; raise :class:`CodecError` on any deviation from the format.
 
     Field values are not validated here (paths, sizes): that is the room's job, so that a
     well-formed pack with one bad path is refused per change, not as a whole.
     """
+    data = bytes(data)
+    try:
+        return _decode_pack_fast(data)
+    except (_OffFastPath, IndexError, UnicodeDecodeError):
+        pass
     r = Reader(data)
     n = r.sequence_length("changes", _MIN_CHANGE_BYTES)
     changes = [read_change(r) for _ in range(n)]
