@@ -81,10 +81,18 @@ async def open_client(srv: ServerHandle, **kwargs: Any) -> RoomClient:
 def test_public_api_is_curated() -> None:
     assert sorted(roomsync.client.__all__) == [
         "Backoff",
+        "BlobError",
+        "BlobFetchFailed",
+        "BlobInfo",
+        "BlobNotFound",
+        "BlobRejected",
         "Change",
         "ChangeStream",
         "ConnectionClosed",
         "ConnectionStats",
+        "PresenceEvent",
+        "PresenceInfo",
+        "PresenceStream",
         "ReconcileResult",
         "RefusedChange",
         "RequestRefused",

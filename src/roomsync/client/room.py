@@ -772,7 +772,11 @@ class RoomClient:
         """Send our presence state (or its clearing) on the current link, once per turn."""
         self._presence_scheduled = False
         link = self._link
-        if link is None or link.welcome is None or link.closing or not self._presence_dirty:
+        if link is not None and self._presence_dirty:
+            self._send_presence(link)
+
+    def _send_presence(self, link: _Link) -> None:
+        if link.welcome is None or link.closing:
             return  # the next welcome sends it
         self._presence_dirty = False
         state = self._presence_state
@@ -1266,8 +1270,8 @@ class RoomClient:
         elif self._replica.synced:
             self._synced(link)
         self._presence_changed(self._presence.reset(msg.peer, msg.presence))
-        self._presence_dirty = self._presence_state is not None
-        self._flush_presence()
+        if self._presence_state is not None:
+            self._send_presence(link)  # restore it: this is a new session (SPEC §5)
         self.connected.set()
         self._schedule_flush()
 

@@ -65,7 +65,7 @@ class Peer:
         # While a catch-up/request answer is streaming (see rooms.RoomHost.stream_changes),
         # broadcast frames wait here so the peer sees them after the answer, in order.
         self.streamer: asyncio.Task[None] | None = None
-        self.jobs: list[tuple[list[Any], int]] = []
+        self.jobs: list[Any] = []  # rooms.FrameSnapshot answers waiting to stream
         self.held: list[bytes] = []
         self.held_bytes = 0
 

@@ -45,10 +45,48 @@ log = logging.getLogger("roomsync.rooms")
 
 #: Presence is coalesced over at least this window even when broadcast_window_ms is 0.
 PRESENCE_MIN_WINDOW_MS = 10
+#: Full-state snapshots kept per room at one head (one per distinct subscription).
+MAX_SNAPSHOTS = 8
 #: A streamed answer (catch-up, request) pauses while this much is queued for the peer.
 CATCHUP_HIGH_WATER = 1 << 20
 #: A peer that reads nothing for this long during a streamed answer is told to resync.
 CATCHUP_STALL_S = 30.0
+
+
+class FrameSnapshot:
+    """The ``pack`` frames of one answer, encoded on first use and shared by its readers.
+
+    Frames hold ``catchup_chunk`` changes each, in seq order; every frame's ``head`` is its
+    highest seq and the last one says ``done`` with ``final_head``. Peers that join a room
+    together (a join storm) stream the same frames, encoded once.
+    """
+
+    __slots__ = ("_changes", "_chunk", "_frames", "final_head", "readers")
+
+    def __init__(self, changes: list[Change], final_head: int, chunk: int) -> None:
+        self._changes = changes
+        self._chunk = chunk
+        self._frames: list[bytes] = []
+        self.final_head = final_head
+        self.readers = 0
+
+    def __len__(self) -> int:
+        return max(1, -(-len(self._changes) // self._chunk))
+
+    def frame(self, i: int) -> bytes:
+        frames = self._frames
+        while len(frames) <= i:
+            j = len(frames)
+            part = self._changes[j * self._chunk : (j + 1) * self._chunk]
+            last = j == len(self) - 1
+            msg: dict[str, Any] = {
+                "type": "pack", "data": pack_data(part),
+                "head": self.final_head if last else (part[-1].seq or 0),
+            }
+            if last:
+                msg["done"] = True
+            frames.append(text_frame(msg))
+        return frames[i]
 
 
 @dataclass(slots=True)
@@ -80,6 +118,7 @@ class RoomHost:
     _outgoing: list[tuple[Peer | None, Change]] = field(default_factory=list)
     _outgoing_t0: float = 0.0
     _broadcast_handle: asyncio.Handle | None = None
+    _snapshots: dict[tuple[int, tuple[str, ...]], FrameSnapshot] = field(default_factory=dict)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     presence: PresenceTable = field(init=False)
     _presence_flush: asyncio.TimerHandle | None = None
@@ -116,8 +155,22 @@ class RoomHost:
         if not peer.can_read() or not catchup:
             return
         state = self.state
-        changes = state.changes_since(cursor or 0, peer.session.prefixes)
-        self.send_changes(peer, changes, final_head=state.head)
+        if cursor:
+            changes = state.changes_since(cursor, peer.session.prefixes)
+            self.send_changes(peer, changes, final_head=state.head)
+            return
+        # A full catch-up: peers that join together share one lazily encoded snapshot.
+        key = (state.head, peer.session.prefixes)
+        snap = self._snapshots.get(key)
+        if snap is None:
+            if len(self._snapshots) >= MAX_SNAPSHOTS or any(k[0] != state.head
+                                                            for k in self._snapshots):
+                self._snapshots = {k: v for k, v in self._snapshots.items()
+                                   if k[0] == state.head and v.readers}
+            snap = self._snapshots[key] = FrameSnapshot(
+                state.changes_since(0, peer.session.prefixes), state.head,
+                max(1, self.policy.catchup_chunk))
+        self._stream_job(peer, snap)
 
     def check_cursor(self, cursor: int | None) -> None:
         """Raise ResyncRequired (4001) when a hello's cursor cannot be caught up from."""
@@ -205,31 +258,33 @@ class RoomHost:
         stream budget; broadcasts for the peer are held meanwhile (:meth:`Peer.send_frame`).
         Answers queue behind each other in request order.
         """
-        peer.jobs.append((changes, final_head))
+        self._stream_job(peer, FrameSnapshot(changes, final_head,
+                                             max(1, self.policy.catchup_chunk)))
+
+    def _stream_job(self, peer: Peer, snap: FrameSnapshot) -> None:
+        snap.readers += 1
+        peer.jobs.append(snap)
         if peer.streamer is None:
             peer.streamer = asyncio.get_running_loop().create_task(self._stream(peer))
 
     async def _stream(self, peer: Peer) -> None:
-        chunk = max(1, self.policy.catchup_chunk)
         high_water = min(CATCHUP_HIGH_WATER, max(64 * 1024, peer.stream_budget // 2))
         try:
             while peer.jobs and not peer.closing:
-                changes, final_head = peer.jobs.pop(0)
-                for i in range(0, max(len(changes), 1), chunk):
-                    part = changes[i : i + chunk]
-                    last = i + chunk >= len(changes)
-                    msg: dict[str, Any] = {
-                        "type": "pack", "data": pack_data(part),
-                        "head": final_head if last else (part[-1].seq or 0),
-                    }
-                    if last:
-                        msg["done"] = True
-                    if not peer.out.write(text_frame(msg)):
-                        return
-                    self.metrics.msg_out("pack")
-                    if not await self._drained(peer, high_water):
-                        return
+                snap: FrameSnapshot = peer.jobs.pop(0)
+                try:
+                    for i in range(len(snap)):
+                        if not peer.out.write(snap.frame(i)):
+                            return
+                        self.metrics.msg_out("pack")
+                        if not await self._drained(peer, high_water):
+                            return
+                finally:
+                    snap.readers -= 1
         finally:
+            for job in peer.jobs:
+                job.readers -= 1
+            peer.jobs.clear()
             peer.streamer = None
             if not peer.closing:
                 peer.release_held()
