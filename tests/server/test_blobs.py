@@ -167,6 +167,7 @@ async def test_blobs_are_room_scoped(bsrv: ServerHandle, http: aiohttp.ClientSes
     await b.send_json({"type": "blob-request", "hash": digest(data)})
     err = await recv_type(b, "error")
     assert err["code"] == "not-found" and "room-b" in err["message"]
+    assert err["ref"] == "blob-request" and err["hash"] == digest(data)
     await b.send_json({"type": "ping"})
     assert (await recv_type(b, "pong")) == {"type": "pong"}
 

@@ -109,3 +109,16 @@ async def test_presence_needs_cap(tmp_path: Path, http: aiohttp.ClientSession) -
         err = await recv_type(ws, "error")
         assert err["code"] == "forbidden" and "presence" in err["message"]
         await ws.close()
+
+
+async def test_null_state_leaves_presence_but_not_the_room(srv: ServerHandle,
+                                                           http: aiohttp.ClientSession) -> None:
+    a, wa = await hello(http, srv.ws_url("n"))
+    b, _ = await hello(http, srv.ws_url("n"))
+    await a.send_json({"type": "presence", "state": {"x": 1}})
+    await recv_type(b, "presence")
+    await a.send_json({"type": "presence", "state": None})
+    assert (await recv_type(b, "presence-leave"))["peer"] == wa["peer"]
+    assert srv.server.rooms.hosts["n"].presence.snapshot() == []
+    await a.send_json({"type": "ping"})
+    assert (await recv_type(a, "pong")) == {"type": "pong"}

@@ -66,6 +66,13 @@ class PresenceTable:
         if entry is not None and entry.leaving_at_ms is None:
             entry.seen_ms = now_ms
 
+    def clear(self, peer: str) -> bool:
+        """``presence{state: null}``: the peer leaves presence now (it stays connected)."""
+        if peer in self.entries:
+            self._leave(peer)
+            return True
+        return False
+
     def disconnect(self, peer: str, now_ms: int) -> None:
         """``peer`` went away: leave now, or after the grace period."""
         entry = self.entries.get(peer)

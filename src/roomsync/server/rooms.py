@@ -202,7 +202,11 @@ class RoomHost:
     # -- presence (SPEC §5) ------------------------------------------------------------------
 
     def set_presence(self, peer: Peer, state: object, size: int) -> None:
-        self.presence.update(peer.id, peer.session.actor, state, size, self.now_ms())
+        """``presence{state}``; a null state means "no presence" and sends presence-leave."""
+        if state is None:
+            self.presence.clear(peer.id)
+        else:
+            self.presence.update(peer.id, peer.session.actor, state, size, self.now_ms())
         self.metrics.presence_updates.inc()
         self._schedule_presence()
 
@@ -229,10 +233,10 @@ class RoomHost:
         """One ``presence`` batch and the ``presence-leave`` messages of this window."""
         self._presence_flush = None
         changed, left = self.presence.take_dirty()
-        frames: list[bytes] = []
+        # Leaves first: after a quick reconnect, the old peer goes before the new one shows.
+        frames = [text_frame({"type": "presence-leave", "peer": p}) for p in left]
         if changed:
             frames.append(text_frame({"type": "presence", "peers": changed}))
-        frames.extend(text_frame({"type": "presence-leave", "peer": p}) for p in left)
         if frames:
             for peer in list(self.peers):
                 if "presence" in peer.session.caps and not peer.closing:

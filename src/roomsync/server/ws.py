@@ -134,10 +134,13 @@ class _Connection:
     def _peer_closed(self, peer: Peer, code: CloseCode, error: dict[str, Any] | None) -> None:
         self.close(int(code), error)
 
-    def fail(self, exc: RoomsyncError, ref: str | None = None) -> None:
+    def fail(self, exc: RoomsyncError, ref: str | None = None,
+             hash: str | None = None) -> None:
         fields: dict[str, Any] = {"type": "error", **exc.to_error_fields()}
         if ref is not None:
             fields["ref"] = ref
+        if hash is not None:
+            fields["hash"] = hash  # errors about a blob name it, so clients can match them
         if exc.close is None:
             self.server.metrics.errors.labels(str(exc.code)).inc()
             self.send(fields)
@@ -269,7 +272,8 @@ class _Connection:
             else:
                 self._dispatch(msg, prefixes_before)
         except RoomsyncError as exc:
-            self.fail(exc, ref=msg.type)
+            blob_hash = getattr(msg, "hash", None)
+            self.fail(exc, ref=msg.type, hash=blob_hash if isinstance(blob_hash, str) else None)
 
     # -- handshake -------------------------------------------------------------------------
 
