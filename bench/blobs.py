@@ -44,14 +44,21 @@ async def until(ws: aiohttp.ClientWebSocketResponse, *types: str) -> dict[str, A
 
 async def upload_inline(ws: aiohttp.ClientWebSocketResponse, data: bytes) -> None:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    await ws.send_json({"type": "blob-upload", "hash": digest, "size": len(data),
-                        "data": base64.b64encode(data).decode()})
+    await ws.send_json(
+        {
+            "type": "blob-upload",
+            "hash": digest,
+            "size": len(data),
+            "data": base64.b64encode(data).decode(),
+        }
+    )
     reply = await until(ws, "blob-uploaded", "upload-rejected", "error")
     assert reply["type"] == "blob-uploaded", reply
 
 
-async def upload_direct(ws: aiohttp.ClientWebSocketResponse, http: aiohttp.ClientSession,
-                        data: bytes) -> None:
+async def upload_direct(
+    ws: aiohttp.ClientWebSocketResponse, http: aiohttp.ClientSession, data: bytes
+) -> None:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     await ws.send_json({"type": "request-upload", "hash": digest, "size": len(data)})
     grant = await until(ws, "upload-url", "upload-denied")
@@ -65,9 +72,12 @@ async def upload_direct(ws: aiohttp.ClientWebSocketResponse, http: aiohttp.Clien
 
 async def main(args: argparse.Namespace) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="roomsync-bench-blobs-"))
-    env = {"ROOMSYNC_SERVER_MAX_FRAME_BYTES": str(80 * 1024 * 1024),
-           "ROOMSYNC_POLICY_RATE_BYTES_PER_S": str(10**10),
-           "ROOMSYNC_POLICY_RATE_BURST_BYTES": str(10**10), "ROOMSYNC_LOG_LEVEL": "warning"}
+    env = {
+        "ROOMSYNC_SERVER_MAX_FRAME_BYTES": str(80 * 1024 * 1024),
+        "ROOMSYNC_POLICY_RATE_BYTES_PER_S": str(10**10),
+        "ROOMSYNC_POLICY_RATE_BURST_BYTES": str(10**10),
+        "ROOMSYNC_LOG_LEVEL": "warning",
+    }
     rows: list[tuple[str, int, float]] = []
     with server_process(data_dir, extra_env=env) as proc:
         pid = proc.proc.pid
@@ -97,14 +107,18 @@ async def main(args: argparse.Namespace) -> None:
             await ws.close()
         proc.terminate()
     print(f"command: {' '.join([sys.executable, '-m', 'bench.blobs', *sys.argv[1:]])}")
-    print(f"machine: {os.cpu_count()} cores; server on core 0, client on core 1; "
-          "filesystem backend with fsync")
+    print(
+        f"machine: {os.cpu_count()} cores; server on core 0, client on core 1; "
+        "filesystem backend with fsync"
+    )
     for path, size, rate in rows:
         print(f"{path:6} upload {size // MB:>3} MB blobs: {rate:8.1f} MB/s")
-    print(f"server RSS baseline {baseline / 1024:.1f} MiB; peak growth during direct uploads "
-          f"+{(peaks['direct'] - baseline) / 1024:.1f} MiB (streamed), during inline uploads "
-          f"+{(peaks['inline'] - baseline) / 1024:.1f} MiB (a 50 MB inline frame is held as "
-          "base64 text, then as bytes)")
+    print(
+        f"server RSS baseline {baseline / 1024:.1f} MiB; peak growth during direct uploads "
+        f"+{(peaks['direct'] - baseline) / 1024:.1f} MiB (streamed), during inline uploads "
+        f"+{(peaks['inline'] - baseline) / 1024:.1f} MiB (a 50 MB inline frame is held as "
+        "base64 text, then as bytes)"
+    )
 
 
 if __name__ == "__main__":

@@ -59,10 +59,13 @@ async def fill(url: str, rooms: int, changes: int, concurrency: int) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="roomsync-bench-"))
-    env = {"ROOMSYNC_SERVER_ROOM_IDLE_UNLOAD_MS": str(args.unload_ms),
-           "ROOMSYNC_LOG_LEVEL": "warning", "ROOMSYNC_POLICY_RATE_MESSAGES_PER_S": "100000",
-           "ROOMSYNC_SERVER_HEARTBEAT_MS": "1000",
-           "ROOMSYNC_STORAGE_SQLITE_CACHE_KIB": str(args.sqlite_cache_kib)}
+    env = {
+        "ROOMSYNC_SERVER_ROOM_IDLE_UNLOAD_MS": str(args.unload_ms),
+        "ROOMSYNC_LOG_LEVEL": "warning",
+        "ROOMSYNC_POLICY_RATE_MESSAGES_PER_S": "100000",
+        "ROOMSYNC_SERVER_HEARTBEAT_MS": "1000",
+        "ROOMSYNC_STORAGE_SQLITE_CACHE_KIB": str(args.sqlite_cache_kib),
+    }
     with server_process(data_dir, extra_env=env) as proc:
         pid = proc.proc.pid
         try:
@@ -93,13 +96,17 @@ async def main(args: argparse.Namespace) -> None:
     growth = peak - base
     print(f"command: {' '.join([sys.executable, '-m', 'bench.rooms_memory', *sys.argv[1:]])}")
     print(f"machine: {os.cpu_count()} cores")
-    print(f"rooms={args.rooms} changes/room={args.changes} fill={fill_s:.1f}s "
-          f"({args.rooms / fill_s:.0f} rooms/s)")
+    print(
+        f"rooms={args.rooms} changes/room={args.changes} fill={fill_s:.1f}s "
+        f"({args.rooms / fill_s:.0f} rooms/s)"
+    )
     print(f"rooms loaded right after the fill: {loaded:.0f}; unloaded later: {unloads:.0f}")
-    print(f"RSS baseline {base / 1024:.1f} MiB, after fill {peak / 1024:.1f} MiB "
-          f"(+{growth / 1024:.1f} MiB, {growth / max(loaded, 1):.2f} KiB per loaded room), "
-          f"after idle unload {after / 1024:.1f} MiB (+{(after - base) / 1024:.1f} MiB, "
-          f"{100 * (after - base) / max(growth, 1):.0f}% of the peak growth kept)")
+    print(
+        f"RSS baseline {base / 1024:.1f} MiB, after fill {peak / 1024:.1f} MiB "
+        f"(+{growth / 1024:.1f} MiB, {growth / max(loaded, 1):.2f} KiB per loaded room), "
+        f"after idle unload {after / 1024:.1f} MiB (+{(after - base) / 1024:.1f} MiB, "
+        f"{100 * (after - base) / max(growth, 1):.0f}% of the peak growth kept)"
+    )
 
 
 if __name__ == "__main__":

@@ -21,27 +21,49 @@ def env_without_roomsync() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("ROOMSYNC_")}
 
 
-def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "roomsync.cli.main", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60,
-                          env=env or env_without_roomsync())
+def cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "roomsync.cli.main", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env or env_without_roomsync(),
+    )
 
 
 async def test_serve_with_no_config_then_mint_a_token_for_it(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "roomsync.cli.main", "serve", "--port", str(port)],
-        cwd=tmp_path, env=env_without_roomsync(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path,
+        env=env_without_roomsync(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_port(port, None)
         data_dir = tmp_path / "roomsync-data"
         key_file = data_dir / "signing-keys.json"
         assert (data_dir / "roomsync.db").exists()
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-        minted = cli("token", "mint", "--data-dir", str(data_dir), "--room", "doc-1",
-                     "--caps", "read,write,presence", "--ttl", "15m", "--actor", "ann")
+        minted = cli(
+            "token",
+            "mint",
+            "--data-dir",
+            str(data_dir),
+            "--room",
+            "doc-1",
+            "--caps",
+            "read,write,presence",
+            "--ttl",
+            "15m",
+            "--actor",
+            "ann",
+        )
         assert minted.returncode == 0, minted.stderr
         token = minted.stdout.strip()
         assert token.count(".") == 2 and "\n" not in token
@@ -66,9 +88,22 @@ async def test_serve_with_no_config_then_mint_a_token_for_it(tmp_path: Path) -> 
 async def test_serve_dev_prints_a_working_token_and_admits_anonymous(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "roomsync.cli.main", "serve", "--dev", "--port", str(port),
-         "--data-dir", str(tmp_path / "d")],
-        env=env_without_roomsync(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "roomsync.cli.main",
+            "serve",
+            "--dev",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "d"),
+        ],
+        env=env_without_roomsync(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_port(port, None)
         async with aiohttp.ClientSession() as http:
@@ -88,8 +123,18 @@ async def test_serve_dev_prints_a_working_token_and_admits_anonymous(tmp_path: P
 
 def test_token_mint_with_env_keys_and_control_caps(tmp_path: Path) -> None:
     env = {**env_without_roomsync(), "ROOMSYNC_AUTH_KEYS": "k1:" + "s" * 40}
-    out = cli("token", "mint", "--room", "*", "--caps", "room:*,archive:*", "--ttl", "1h",
-              env=env, cwd=tmp_path)
+    out = cli(
+        "token",
+        "mint",
+        "--room",
+        "*",
+        "--caps",
+        "room:*,archive:*",
+        "--ttl",
+        "1h",
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     report = json.loads(cli("token", "inspect", out.stdout.strip(), env=env, cwd=tmp_path).stdout)
     assert report["header"]["kid"] == "k1"
@@ -108,10 +153,13 @@ def test_token_inspect_reports_foreign_signatures(tmp_path: Path) -> None:
     assert report["signature_ok"] is False
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("--caps", "read,fly"), "fly"),
-    (("--caps", "read", "--ttl", "soon"), "bad ttl"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--caps", "read,fly"), "fly"),
+        (("--caps", "read", "--ttl", "soon"), "bad ttl"),
+    ],
+)
 def test_token_mint_usage_errors(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     out = cli("token", "mint", "--data-dir", str(tmp_path), "--room", "r", *args)
     assert out.returncode == 2 and message in out.stderr
@@ -120,7 +168,8 @@ def test_token_mint_usage_errors(tmp_path: Path, args: tuple[str, ...], message:
 def test_config_show_redacts_secrets_and_reports_bad_keys(tmp_path: Path) -> None:
     (tmp_path / "roomsync.toml").write_text(
         '[server]\nport = 9001\n[auth]\nkeys = { main = "' + "z" * 40 + '" }\n'
-        '[policy]\nrate_messages_per_s = 50.0\n')
+        "[policy]\nrate_messages_per_s = 50.0\n"
+    )
     env = {**env_without_roomsync(), "ROOMSYNC_POLICY_ECHO_TO_SENDER": "true"}
     out = cli("config", "show", cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr

@@ -15,16 +15,22 @@ from roomsync.storage.sqlite import SqliteStore
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "roomsync.cli.main", *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "roomsync.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def make_room(tmp_path: Path) -> list[Change]:
     store = SqliteStore(tmp_path / "roomsync.db")
     await store.open()
     await store.load_room("r", now_ms=0)
-    changes = [Change(f"/k{i % 7}", i + 1, 0, "a", None if i % 5 == 4 else b"%d" % i, i + 1)
-               for i in range(40)]
+    changes = [
+        Change(f"/k{i % 7}", i + 1, 0, "a", None if i % 5 == 4 else b"%d" % i, i + 1)
+        for i in range(40)
+    ]
     await store.append("r", changes)
     await store.compact("r", 15)
     await store.close()
@@ -43,14 +49,27 @@ def test_replay_matches_live_root(tmp_path: Path) -> None:
     report = json.loads(run("replay", "--data-dir", str(tmp_path), "--room", "r", "--json").stdout)
     assert report["compacted_through"] == 15 and report["head"] == 40
     assert report["replayed_root"] == report["live_root"] == build_root(state.values())
-    assert [cp["seq"] for cp in report["checkpoints"]] == [17, 19, 21, 23, 25, 27, 29, 31, 33, 35,
-                                                           37, 39]
+    assert [cp["seq"] for cp in report["checkpoints"]] == [
+        17,
+        19,
+        21,
+        23,
+        25,
+        27,
+        29,
+        31,
+        33,
+        35,
+        37,
+        39,
+    ]
 
 
 def test_replay_to_seq_is_partial(tmp_path: Path) -> None:
     changes = asyncio.run(make_room(tmp_path))
-    report = json.loads(run("replay", "--data-dir", str(tmp_path), "--room", "r", "--json",
-                            "--to-seq", "30").stdout)
+    report = json.loads(
+        run("replay", "--data-dir", str(tmp_path), "--room", "r", "--json", "--to-seq", "30").stdout
+    )
     state: dict[str, Change] = {}
     for c in changes[:30]:
         state[c.path] = c
@@ -64,8 +83,11 @@ def test_replay_detects_a_diverged_live_state(tmp_path: Path) -> None:
     async def corrupt() -> None:
         store = SqliteStore(tmp_path / "roomsync.db")
         await store.open()
-        await store._write(lambda conn: conn.execute(
-            "UPDATE entries SET value = x'00' WHERE room = 'r' AND value IS NOT NULL"))
+        await store._write(
+            lambda conn: conn.execute(
+                "UPDATE entries SET value = x'00' WHERE room = 'r' AND value IS NOT NULL"
+            )
+        )
         await store.close()
 
     asyncio.run(corrupt())

@@ -23,10 +23,21 @@ from roomsync.core.errors import CodecError, MalformedEnvelope, RoomsyncError, U
 def test_hello_defaults_and_fields() -> None:
     msg = parse_client({"type": "hello", "v": 1})
     assert msg == m.Hello(v=1)
-    msg = parse_client({"type": "hello", "v": 1, "token": "t", "actor": "a", "caps": ["read"],
-                        "subscribe": ["/a"], "cursor": 5, "catchup": False})
-    assert msg == m.Hello(v=1, token="t", actor="a", caps=("read",), subscribe=("/a",),
-                          cursor=5, catchup=False)
+    msg = parse_client(
+        {
+            "type": "hello",
+            "v": 1,
+            "token": "t",
+            "actor": "a",
+            "caps": ["read"],
+            "subscribe": ["/a"],
+            "cursor": 5,
+            "catchup": False,
+        }
+    )
+    assert msg == m.Hello(
+        v=1, token="t", actor="a", caps=("read",), subscribe=("/a",), cursor=5, catchup=False
+    )
     assert msg.to_wire()["caps"] == ["read"]
 
 
@@ -60,11 +71,11 @@ def test_unknown_type_does_not_close_but_malformed_does() -> None:
 def test_pack_data_round_trip_and_errors() -> None:
     changes = [Change("/a", 5, 1, "x", b"\x00\x01"), Change("/b", 6, 0, "y", None)]
     assert unpack_data(pack_data(changes)) == changes
-    with pytest.raises(CodecError, match="^bad base64"):
+    with pytest.raises(CodecError, match=r"^bad base64"):
         unpack_data("not base64!")
-    with pytest.raises(CodecError, match="^bad base64"):
+    with pytest.raises(CodecError, match=r"^bad base64"):
         b64decode(7)
-    with pytest.raises(CodecError, match="^bad postcard: "):
+    with pytest.raises(CodecError, match=r"^bad postcard: "):
         unpack_data("AQ==")
 
 
@@ -75,30 +86,60 @@ def test_decode_json() -> None:
 
 
 def test_server_messages_parse_for_the_sdk() -> None:
-    welcome = m.Welcome(v=1, session="s", peer="p", room="r", caps=["read"], head=3,
-                        root="0" * 64, heartbeat_ms=1000, limits={}, presence=[])
+    welcome = m.Welcome(
+        v=1,
+        session="s",
+        peer="p",
+        room="r",
+        caps=["read"],
+        head=3,
+        root="0" * 64,
+        heartbeat_ms=1000,
+        limits={},
+        presence=[],
+    )
     assert parse_server(welcome.to_wire()) == welcome
-    err = parse_server({"type": "error", "code": "overload", "message": "m",
-                        "retry_after_ms": 700})
+    err = parse_server({"type": "error", "code": "overload", "message": "m", "retry_after_ms": 700})
     assert isinstance(err, m.Error) and err.retry_after_ms == 700
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
 @settings(max_examples=300)
-@given(st.one_of(
-    json_values,
-    st.fixed_dictionaries({"type": st.sampled_from(sorted(CLIENT_TYPES))},
-                          optional={k: json_values for k in (
-                              "v", "token", "caps", "subscribe", "cursor", "data", "since",
-                              "paths", "hashes", "hash", "size", "state", "root", "count")}),
-))
+@given(
+    st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(sorted(CLIENT_TYPES))},
+            optional={
+                k: json_values
+                for k in (
+                    "v",
+                    "token",
+                    "caps",
+                    "subscribe",
+                    "cursor",
+                    "data",
+                    "since",
+                    "paths",
+                    "hashes",
+                    "hash",
+                    "size",
+                    "state",
+                    "root",
+                    "count",
+                )
+            },
+        ),
+    )
+)
 def test_random_json_never_crashes_the_parser(obj: object) -> None:
     try:
         msg = parse_client(obj)

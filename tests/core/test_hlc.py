@@ -26,8 +26,7 @@ def test_counter_exhaustion_borrows_a_millisecond() -> None:
     assert c.tick(100) == (101, 0)
 
 
-@given(st.lists(st.tuples(st.booleans(), st.integers(0, 10**6), st.integers(0, 100)),
-                max_size=50))
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 10**6), st.integers(0, 100)), max_size=50))
 def test_ticks_strictly_increase(ops: list[tuple[bool, int, int]]) -> None:
     c = HybridClock()
     last = (-1, -1)

@@ -7,8 +7,12 @@ from roomsync.core.presence import PresenceTable
 
 
 def table(**kw: int) -> PresenceTable:
-    return PresenceTable(ttl_ms=kw.get("ttl", 1000), max_bytes=kw.get("max_bytes", 100),
-                         max_members=kw.get("members", 3), leave_grace_ms=kw.get("grace", 0))
+    return PresenceTable(
+        ttl_ms=kw.get("ttl", 1000),
+        max_bytes=kw.get("max_bytes", 100),
+        max_members=kw.get("members", 3),
+        leave_grace_ms=kw.get("grace", 0),
+    )
 
 
 def test_batches_only_latest_state_per_peer() -> None:
@@ -17,8 +21,10 @@ def test_batches_only_latest_state_per_peer() -> None:
     t.update("p1", "a", {"x": 2}, 10, 1)
     t.update("p2", "b", "hi", 4, 1)
     changed, left = t.take_dirty()
-    assert changed == [{"peer": "p1", "actor": "a", "state": {"x": 2}},
-                       {"peer": "p2", "actor": "b", "state": "hi"}]
+    assert changed == [
+        {"peer": "p1", "actor": "a", "state": {"x": 2}},
+        {"peer": "p2", "actor": "b", "state": "hi"},
+    ]
     assert left == [] and not t.has_pending()
 
 

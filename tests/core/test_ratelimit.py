@@ -13,8 +13,14 @@ def test_bucket_refills_at_rate_up_to_burst() -> None:
 
 
 def limiter(grace: int = 500) -> RateLimiter:
-    return RateLimiter(messages_per_s=10, burst_messages=2, bytes_per_s=1000, burst_bytes=100,
-                       grace_ms=grace, now_ms=0)
+    return RateLimiter(
+        messages_per_s=10,
+        burst_messages=2,
+        bytes_per_s=1000,
+        burst_bytes=100,
+        grace_ms=grace,
+        now_ms=0,
+    )
 
 
 def test_refuse_then_close_after_grace_of_flooding() -> None:

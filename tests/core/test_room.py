@@ -11,8 +11,9 @@ LIMITS = ApplyLimits(max_value_bytes=10, max_clock_skew_ms=1000)
 
 def test_accept_assigns_gap_free_seqs() -> None:
     room = RoomState("r")
-    res = room.apply([Change("/a", 1, 0, "x", b"1"), Change("/b", 1, 0, "x", b"2")],
-                     now_ms=0, limits=LIMITS)
+    res = room.apply(
+        [Change("/a", 1, 0, "x", b"1"), Change("/b", 1, 0, "x", b"2")], now_ms=0, limits=LIMITS
+    )
     assert res.seqs == [1, 2] and room.head == 2
     assert [c.seq for c in res.accepted] == [1, 2]
     assert room.root == build_root(room.entries.values())
@@ -21,8 +22,9 @@ def test_accept_assigns_gap_free_seqs() -> None:
 def test_losing_change_is_acked_with_the_winning_seq_and_not_broadcast() -> None:
     room = RoomState("r")
     room.apply([Change("/a", 5, 0, "x", b"new")], now_ms=0, limits=LIMITS)
-    res = room.apply([Change("/a", 4, 0, "y", b"old"), Change("/a", 5, 0, "x", b"new")],
-                     now_ms=0, limits=LIMITS)
+    res = room.apply(
+        [Change("/a", 4, 0, "y", b"old"), Change("/a", 5, 0, "x", b"new")], now_ms=0, limits=LIMITS
+    )
     assert res.seqs == [1, 1]
     assert res.accepted == [] and res.refused == []
     assert room.head == 1
@@ -30,16 +32,24 @@ def test_losing_change_is_acked_with_the_winning_seq_and_not_broadcast() -> None
 
 def test_refusals_are_per_change() -> None:
     room = RoomState("r")
-    res = room.apply([
-        Change("no-slash", 1, 0, "x", b"1"),
-        Change("/big", 1, 0, "x", b"x" * 11),
-        Change("/future", 10_000, 0, "x", b"1"),
-        Change("/ok", 1, 0, "x", b"1"),
-        Change("/anon", 1, 0, "", b"1"),
-    ], now_ms=0, limits=LIMITS)
+    res = room.apply(
+        [
+            Change("no-slash", 1, 0, "x", b"1"),
+            Change("/big", 1, 0, "x", b"x" * 11),
+            Change("/future", 10_000, 0, "x", b"1"),
+            Change("/ok", 1, 0, "x", b"1"),
+            Change("/anon", 1, 0, "", b"1"),
+        ],
+        now_ms=0,
+        limits=LIMITS,
+    )
     assert res.seqs == [None, None, None, 1, None]
     assert [(r["index"], r["code"]) for r in res.refused] == [
-        (0, "invalid-path"), (1, "too-large"), (2, "clock-skew"), (4, "malformed-pack")]
+        (0, "invalid-path"),
+        (1, "too-large"),
+        (2, "clock-skew"),
+        (4, "malformed-pack"),
+    ]
     assert list(room.entries) == ["/ok"]
 
 
@@ -60,7 +70,10 @@ def test_changes_since_is_latest_per_path_in_seq_order_and_filtered() -> None:
     for i, path in enumerate(["/a/1", "/b/1", "/a/1", "/a/2"]):
         room.apply([Change(path, i + 1, 0, "x", b"v")], now_ms=0, limits=LIMITS)
     assert [(c.path, c.seq) for c in room.changes_since(0)] == [
-        ("/b/1", 2), ("/a/1", 3), ("/a/2", 4)]
+        ("/b/1", 2),
+        ("/a/1", 3),
+        ("/a/2", 4),
+    ]
     assert [c.path for c in room.changes_since(2, ("/a",))] == ["/a/1", "/a/2"]
     assert [c.path for c in room.get_paths(["/a/2", "/zz", "/a/2"])] == ["/a/2"]
 

@@ -11,8 +11,14 @@ from roomsync.core.session import ALLOWED, Phase, Session
 
 
 def make(rate: float = 1000, burst: int = 1000, grace: int = 1000) -> Session:
-    limiter = RateLimiter(messages_per_s=rate, burst_messages=burst, bytes_per_s=1e9,
-                          burst_bytes=10**9, grace_ms=grace, now_ms=0)
+    limiter = RateLimiter(
+        messages_per_s=rate,
+        burst_messages=burst,
+        bytes_per_s=1e9,
+        burst_bytes=10**9,
+        grace_ms=grace,
+        now_ms=0,
+    )
     return Session(session="s", peer="p", room="r", limiter=limiter)
 
 
@@ -47,8 +53,19 @@ def test_subscribe_replaces_prefixes() -> None:
 
 def test_every_open_type_has_a_cap_rule() -> None:
     assert set(ALLOWED[Phase.OPEN]) == {
-        "pack", "request", "subscribe", "mst-root", "mst-get", "presence", "blob-upload",
-        "request-upload", "blob-uploaded", "blob-request", "ping", "pong"}
+        "pack",
+        "request",
+        "subscribe",
+        "mst-root",
+        "mst-get",
+        "presence",
+        "blob-upload",
+        "request-upload",
+        "blob-uploaded",
+        "blob-request",
+        "ping",
+        "pong",
+    }
     assert ALLOWED[Phase.CLOSED] == {}
 
 

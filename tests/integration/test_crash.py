@@ -23,8 +23,10 @@ async def write_until_killed(url: str, acked: dict[str, int], kill: asyncio.Even
         i = 0
         try:
             while True:
-                batch = [Change(f"/w/{i + j}", i + j + 1, 0, "writer", b"%d" % (i + j))
-                         for j in range(20)]
+                batch = [
+                    Change(f"/w/{i + j}", i + j + 1, 0, "writer", b"%d" % (i + j))
+                    for j in range(20)
+                ]
                 await ws.send_json({"type": "pack", "data": pack_data(batch)})
                 ack = await recv_type(ws, "ack", timeout=5)
                 for change, seq in zip(batch, ack["seqs"], strict=True):
@@ -67,8 +69,21 @@ async def test_acked_changes_survive_kill_9(tmp_path: Path) -> None:
             assert welcome["head"] >= max(acked.values())
         proc.terminate()
     out = subprocess.run(
-        [sys.executable, "-m", "roomsync.cli.main", "replay", "--data-dir", str(tmp_path),
-         "--room", "crash", "--json"], capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "roomsync.cli.main",
+            "replay",
+            "--data-dir",
+            str(tmp_path),
+            "--room",
+            "crash",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["match"] is True and report["head"] >= len(acked)

@@ -18,8 +18,9 @@ from roomsync.testing.server import running_server, wait_until
 
 async def test_many_rooms_unload_and_free_their_objects(tmp_path: Path) -> None:
     rooms = 1000
-    async with running_server(tmp_path, server__room_idle_unload_ms=100,
-                              policy__rate_messages_per_s=10_000) as srv:
+    async with running_server(
+        tmp_path, server__room_idle_unload_ms=100, policy__rate_messages_per_s=10_000
+    ) as srv:
         sem = asyncio.Semaphore(50)
         async with aiohttp.ClientSession() as http:
 

@@ -102,17 +102,19 @@ def _flip(data: bytes, index: int, byte: int) -> bytes:
 
 
 @settings(max_examples=300)
-@given(st.one_of(
-    st.binary(max_size=300),
-    st.builds(_flip, packs.map(encode_pack), st.integers(0, 10_000), st.integers(0, 255)),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.builds(_flip, packs.map(encode_pack), st.integers(0, 10_000), st.integers(0, 255)),
+    )
+)
 def test_fast_and_strict_decoders_agree(data: bytes) -> None:
     """decode_pack's fast path accepts exactly what the strict Reader accepts, alike."""
     from roomsync.core import postcard as pc
 
     try:
-        fast: list[Change] | None = pc._decode_pack_fast(data)  # noqa: SLF001
-    except (pc._OffFastPath, IndexError, UnicodeDecodeError):  # noqa: SLF001
+        fast: list[Change] | None = pc._decode_pack_fast(data)
+    except (pc._OffFastPath, IndexError, UnicodeDecodeError):
         fast = None
     reader = pc.Reader(data)
     try:

@@ -22,8 +22,13 @@ def digest(data: bytes) -> str:
 
 
 def inline(data: bytes, **extra: Any) -> dict[str, Any]:
-    return {"type": "blob-upload", "hash": digest(data), "size": len(data),
-            "data": base64.b64encode(data).decode(), **extra}
+    return {
+        "type": "blob-upload",
+        "hash": digest(data),
+        "size": len(data),
+        "data": base64.b64encode(data).decode(),
+        **extra,
+    }
 
 
 @pytest.fixture(params=["filesystem", "s3"])
@@ -32,16 +37,20 @@ async def bsrv(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     if request.param == "s3":
         endpoint = request.getfixturevalue("moto_endpoint")
         bucket = request.getfixturevalue("bucket")
-        overrides.update(blobs__backend="s3", blobs__s3_bucket=bucket,
-                         blobs__s3_endpoint_url=endpoint,
-                         blobs__s3_access_key_id=MOTO_CREDENTIALS["access_key_id"],
-                         blobs__s3_secret_access_key=MOTO_CREDENTIALS["secret_access_key"])
+        overrides.update(
+            blobs__backend="s3",
+            blobs__s3_bucket=bucket,
+            blobs__s3_endpoint_url=endpoint,
+            blobs__s3_access_key_id=MOTO_CREDENTIALS["access_key_id"],
+            blobs__s3_secret_access_key=MOTO_CREDENTIALS["secret_access_key"],
+        )
     async with running_server(tmp_path, **overrides) as handle:
         yield handle
 
 
-async def test_inline_upload_announce_and_fetch(bsrv: ServerHandle,
-                                                http: aiohttp.ClientSession) -> None:
+async def test_inline_upload_announce_and_fetch(
+    bsrv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
     up, _ = await hello(http, bsrv.ws_url("b"), caps=["read", "write", "blob"])
     watcher, _ = await hello(http, bsrv.ws_url("b"), caps=["read", "blob"])
     data = b"hello blob" * 100
@@ -79,14 +88,14 @@ async def test_inline_mismatch_is_rejected_and_nothing_stored(
 
 async def test_inline_too_large(bsrv: ServerHandle, http: aiohttp.ClientSession) -> None:
     ws, _ = await hello(http, bsrv.ws_url("b"))
-    await ws.send_json({"type": "blob-upload", "hash": digest(b"x"), "size": 2 << 20,
-                        "data": ""})
+    await ws.send_json({"type": "blob-upload", "hash": digest(b"x"), "size": 2 << 20, "data": ""})
     rejected = await recv_type(ws, "upload-rejected")
     assert rejected["reason"].startswith("too-large")
 
 
-async def test_direct_upload_then_direct_download(bsrv: ServerHandle,
-                                                  http: aiohttp.ClientSession) -> None:
+async def test_direct_upload_then_direct_download(
+    bsrv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
     ws, _ = await hello(http, bsrv.ws_url("d"))
     other, _ = await hello(http, bsrv.ws_url("d"))
     data = bytes(range(256)) * 400
@@ -120,9 +129,12 @@ async def test_direct_upload_of_wrong_bytes_fails_verification(
     if store.name == "filesystem":
         store.path_for(digest(data)).write_bytes(evil)  # type: ignore[attr-defined]
     else:
-        put_raw_object(bsrv.server.settings.blobs.s3_endpoint_url,
-                       bsrv.server.settings.blobs.s3_bucket,
-                       store.key_for(digest(data)), evil)  # type: ignore[attr-defined]
+        put_raw_object(
+            bsrv.server.settings.blobs.s3_endpoint_url,
+            bsrv.server.settings.blobs.s3_bucket,
+            store.key_for(digest(data)),
+            evil,
+        )  # type: ignore[attr-defined]
     await ws.send_json({"type": "blob-uploaded", "hash": digest(data)})
     rejected = await recv_type(ws, "upload-rejected")
     assert rejected["reason"] == "verify-failed"
@@ -131,8 +143,9 @@ async def test_direct_upload_of_wrong_bytes_fails_verification(
     assert 'roomsync_blob_ops_total{op="confirm",outcome="verify-failed"} 1.0' in metrics
 
 
-async def test_confirm_without_upload_is_rejected(bsrv: ServerHandle,
-                                                  http: aiohttp.ClientSession) -> None:
+async def test_confirm_without_upload_is_rejected(
+    bsrv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
     ws, _ = await hello(http, bsrv.ws_url("t"))
     await ws.send_json({"type": "blob-uploaded", "hash": digest(b"never sent")})
     rejected = await recv_type(ws, "upload-rejected")
@@ -151,8 +164,9 @@ async def test_upload_denied_without_cap_then_inline_fallback(
     assert (await recv_type(ws, "blob-uploaded"))["hash"] == digest(data)
 
 
-async def test_upload_denied_when_too_large(bsrv: ServerHandle,
-                                            http: aiohttp.ClientSession) -> None:
+async def test_upload_denied_when_too_large(
+    bsrv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
     ws, _ = await hello(http, bsrv.ws_url("f"))
     await ws.send_json({"type": "request-upload", "hash": digest(b"x"), "size": 5 << 20})
     assert (await recv_type(ws, "upload-denied"))["reason"].startswith("too-large")
@@ -172,8 +186,9 @@ async def test_blobs_are_room_scoped(bsrv: ServerHandle, http: aiohttp.ClientSes
     assert (await recv_type(b, "pong")) == {"type": "pong"}
 
 
-async def test_garbage_collection_after_room_deletion(bsrv: ServerHandle,
-                                                      http: aiohttp.ClientSession) -> None:
+async def test_garbage_collection_after_room_deletion(
+    bsrv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
     keep, _ = await hello(http, bsrv.ws_url("keep"))
     gone, _ = await hello(http, bsrv.ws_url("gone"))
     await keep.send_json(inline(b"kept"))
@@ -203,16 +218,18 @@ async def test_unconfirmed_direct_upload_is_swept_after_expiry(
     assert await blobs.store.stat(digest(data)) is None
 
 
-async def test_filesystem_urls_refuse_tampering_and_expiry(tmp_path: Path,
-                                                           http: aiohttp.ClientSession) -> None:
+async def test_filesystem_urls_refuse_tampering_and_expiry(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     async with running_server(tmp_path) as srv:
         data = b"signed"
         signer = srv.server.blobs.signer
         assert signer is not None
         now = int(time.time() * 1000)
         good = signer.grant("PUT", srv.url, digest(data), len(data), now_ms=now, ttl_s=60)
-        expired = signer.grant("PUT", srv.url, digest(data), len(data), now_ms=now - 120_000,
-                               ttl_s=60)
+        expired = signer.grant(
+            "PUT", srv.url, digest(data), len(data), now_ms=now - 120_000, ttl_s=60
+        )
         resp = await http.put(expired.url, data=data)
         assert resp.status == 403 and (await resp.json())["reason"] == "expired-url"
         resp = await http.put(good.url.replace("sig=", "sig=A"), data=data)
@@ -226,18 +243,22 @@ async def test_filesystem_urls_refuse_tampering_and_expiry(tmp_path: Path,
         assert resp.status == 201
 
 
-async def test_memory_backend_denies_direct_upload(tmp_path: Path,
-                                                   http: aiohttp.ClientSession) -> None:
+async def test_memory_backend_denies_direct_upload(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     async with running_server(tmp_path, blobs__backend="memory") as srv:
         ws, _ = await hello(http, srv.ws_url("m"))
         await ws.send_json({"type": "request-upload", "hash": digest(b"x"), "size": 1})
         assert (await recv_type(ws, "upload-denied"))["reason"].startswith("backend-cannot-grant")
 
 
-async def test_readyz_reports_a_missing_bucket(tmp_path: Path, moto_endpoint: str,
-                                               http: aiohttp.ClientSession) -> None:
+async def test_readyz_reports_a_missing_bucket(
+    tmp_path: Path, moto_endpoint: str, http: aiohttp.ClientSession
+) -> None:
     async with running_server(
-        tmp_path, blobs__backend="s3", blobs__s3_bucket="roomsync-no-such-bucket",
+        tmp_path,
+        blobs__backend="s3",
+        blobs__s3_bucket="roomsync-no-such-bucket",
         blobs__s3_endpoint_url=moto_endpoint,
         blobs__s3_access_key_id=MOTO_CREDENTIALS["access_key_id"],
         blobs__s3_secret_access_key=MOTO_CREDENTIALS["secret_access_key"],

@@ -19,8 +19,18 @@ from roomsync.testing.wsclient import closed, connect, hello, recv
 
 async def test_welcome_fields(srv: ServerHandle, http: aiohttp.ClientSession) -> None:
     ws, welcome = await hello(http, srv.ws_url("room-1"), actor="alice")
-    for field in ("v", "session", "peer", "room", "caps", "head", "root", "heartbeat_ms",
-                  "limits", "presence"):
+    for field in (
+        "v",
+        "session",
+        "peer",
+        "room",
+        "caps",
+        "head",
+        "root",
+        "heartbeat_ms",
+        "limits",
+        "presence",
+    ):
         assert field in welcome
     assert welcome["room"] == "room-1"
     assert welcome["v"] == 1
@@ -32,12 +42,14 @@ async def test_welcome_fields(srv: ServerHandle, http: aiohttp.ClientSession) ->
     await ws.close()
 
 
-async def test_caps_are_requested_and_granted_and_supported(tmp_path: Path,
-                                                             http: aiohttp.ClientSession) -> None:
+async def test_caps_are_requested_and_granted_and_supported(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     async with running_server(tmp_path, dev=False) as srv:
         token = srv.mint("room-1", ["read", "write", "presence"])
-        ws, welcome = await hello(http, srv.ws_url("room-1"), token=token,
-                                  caps=["write", "blob", "reconcile", "teleport"])
+        ws, welcome = await hello(
+            http, srv.ws_url("room-1"), token=token, caps=["write", "blob", "reconcile", "teleport"]
+        )
         assert welcome["caps"] == ["write"]
         await ws.close()
         ws, welcome = await hello(http, srv.ws_url("room-1"), token=token)
@@ -45,8 +57,9 @@ async def test_caps_are_requested_and_granted_and_supported(tmp_path: Path,
         await ws.close()
 
 
-async def test_token_actor_wins_over_hello_actor(tmp_path: Path,
-                                                 http: aiohttp.ClientSession) -> None:
+async def test_token_actor_wins_over_hello_actor(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     async with running_server(tmp_path, dev=False) as srv:
         token = srv.mint("r", ["read"], actor="carol")
         ws, welcome = await hello(http, srv.ws_url("r"), token=token, actor="mallory")
@@ -57,21 +70,39 @@ async def test_token_actor_wins_over_hello_actor(tmp_path: Path,
 @pytest.mark.parametrize(
     ("make_token", "message", "code"),
     [
-        (lambda s: s.mint("room-1", ["read"], ttl_s=1, now_s=int(time.time()) - 100),
-         "auth: token expired", 4002),
-        (lambda s: jwt.encode({"room": "room-1", "caps": ["read"]}, "wrong-secret-wrong-secret-0123456789",
-                              algorithm="HS256", headers={"kid": "test-k1"}),
-         "auth: bad signature", 4003),
-        (lambda s: jwt.encode({"room": "room-1", "caps": ["read"]}, "x" * 32, algorithm="HS256",
-                              headers={"kid": "nope"}),
-         "auth: unknown kid 'nope'", 4003),
+        (
+            lambda s: s.mint("room-1", ["read"], ttl_s=1, now_s=int(time.time()) - 100),
+            "auth: token expired",
+            4002,
+        ),
+        (
+            lambda s: jwt.encode(
+                {"room": "room-1", "caps": ["read"]},
+                "wrong-secret-wrong-secret-0123456789",
+                algorithm="HS256",
+                headers={"kid": "test-k1"},
+            ),
+            "auth: bad signature",
+            4003,
+        ),
+        (
+            lambda s: jwt.encode(
+                {"room": "room-1", "caps": ["read"]},
+                "x" * 32,
+                algorithm="HS256",
+                headers={"kid": "nope"},
+            ),
+            "auth: unknown kid 'nope'",
+            4003,
+        ),
         (lambda s: s.mint("other-room", ["read"]), "auth: token not valid for room 'room-1'", 4003),
         (lambda s: "not-a-token", "auth: malformed token", 4003),
     ],
     ids=["expired", "bad-signature", "unknown-kid", "wrong-room", "malformed"],
 )
-async def test_auth_failures(tmp_path: Path, http: aiohttp.ClientSession, make_token: object,
-                             message: str, code: int) -> None:
+async def test_auth_failures(
+    tmp_path: Path, http: aiohttp.ClientSession, make_token: object, message: str, code: int
+) -> None:
     async with running_server(tmp_path, dev=False) as srv:
         ws = await connect(http, srv.ws_url("room-1"))
         await ws.send_json({"type": "hello", "v": 1, "token": make_token(srv)})  # type: ignore[operator]
@@ -79,8 +110,8 @@ async def test_auth_failures(tmp_path: Path, http: aiohttp.ClientSession, make_t
         assert close_code == code
         assert seen[0]["type"] == "error" and seen[0]["code"] == "auth"
         assert seen[0]["message"].startswith(message)
-        metrics = (await (await http.get(srv.url + "/metrics")).text())
-        assert 'roomsync_auth_total{outcome=' in metrics
+        metrics = await (await http.get(srv.url + "/metrics")).text()
+        assert "roomsync_auth_total{outcome=" in metrics
 
 
 async def test_anonymous_refused_by_default(tmp_path: Path, http: aiohttp.ClientSession) -> None:
@@ -112,8 +143,9 @@ async def test_locked_room_needs_token(srv: ServerHandle, http: aiohttp.ClientSe
     await ws.close()
 
 
-async def test_expiry_mid_session_closes_4002_at_exp(tmp_path: Path,
-                                                     http: aiohttp.ClientSession) -> None:
+async def test_expiry_mid_session_closes_4002_at_exp(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     async with running_server(tmp_path, dev=False) as srv:
         now = time.time()
         exp = int(now) + 2
@@ -134,8 +166,9 @@ async def test_missing_hello_is_1002(srv: ServerHandle, http: aiohttp.ClientSess
     assert seen[0]["code"] == "expected-hello"
 
 
-async def test_non_json_first_frame_is_expected_hello(srv: ServerHandle,
-                                                      http: aiohttp.ClientSession) -> None:
+async def test_non_json_first_frame_is_expected_hello(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
     ws = await connect(http, srv.ws_url("room-1"))
     await ws.send_str("hello?")
     seen, code = await closed(ws)
@@ -172,9 +205,10 @@ async def test_unknown_type_survives_and_malformed_envelope_closes(
     assert code == 1002
 
 
-async def test_malformed_pack_keeps_session_and_state(srv: ServerHandle,
-                                                      http: aiohttp.ClientSession) -> None:
-    ws, welcome = await hello(http, srv.ws_url("room-1"))
+async def test_malformed_pack_keeps_session_and_state(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
+    ws, _welcome = await hello(http, srv.ws_url("room-1"))
     await ws.send_json({"type": "pack", "data": "***"})
     err = await recv(ws)
     assert (err["code"], err["message"]) == ("malformed-pack", "bad base64 in data")
@@ -196,10 +230,15 @@ async def test_oversized_frame_is_1009(tmp_path: Path, http: aiohttp.ClientSessi
         assert seen[-1]["code"] == "too-large"
 
 
-async def test_rate_limit_refuses_then_closes_4008(tmp_path: Path,
-                                                   http: aiohttp.ClientSession) -> None:
-    async with running_server(tmp_path, policy__rate_messages_per_s=5,
-                              policy__rate_burst_messages=5, policy__rate_grace_ms=200) as srv:
+async def test_rate_limit_refuses_then_closes_4008(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with running_server(
+        tmp_path,
+        policy__rate_messages_per_s=5,
+        policy__rate_burst_messages=5,
+        policy__rate_grace_ms=200,
+    ) as srv:
         ws, _ = await hello(http, srv.ws_url("room-1"))
         errors: list[dict[str, object]] = []
         code = None
@@ -215,8 +254,11 @@ async def test_rate_limit_refuses_then_closes_4008(tmp_path: Path,
                 continue
             if msg.type is aiohttp.WSMsgType.TEXT and msg.json()["type"] == "error":
                 errors.append(msg.json())
-            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                              aiohttp.WSMsgType.CLOSING):
+            elif msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.CLOSING,
+            ):
                 code = ws.close_code
         if code is None:
             _, code = await closed(ws)
@@ -227,10 +269,15 @@ async def test_rate_limit_refuses_then_closes_4008(tmp_path: Path,
         assert 'roomsync_closes_total{code="4008"} 1.0' in metrics
 
 
-async def test_rate_limited_pack_is_refused_explicitly(tmp_path: Path,
-                                                       http: aiohttp.ClientSession) -> None:
-    async with running_server(tmp_path, policy__rate_messages_per_s=1,
-                              policy__rate_burst_messages=2, policy__rate_grace_ms=60_000) as srv:
+async def test_rate_limited_pack_is_refused_explicitly(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with running_server(
+        tmp_path,
+        policy__rate_messages_per_s=1,
+        policy__rate_burst_messages=2,
+        policy__rate_grace_ms=60_000,
+    ) as srv:
         ws, _ = await hello(http, srv.ws_url("room-1"))  # hello took one token
         data = pack_data([Change("/a", 1, 0, "a", b"1")])
         await ws.send_json({"type": "pack", "data": data})
@@ -243,8 +290,7 @@ async def test_rate_limited_pack_is_refused_explicitly(tmp_path: Path,
         await ws.close()
 
 
-async def test_connection_cap_is_overload_1011(tmp_path: Path,
-                                               http: aiohttp.ClientSession) -> None:
+async def test_connection_cap_is_overload_1011(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     async with running_server(tmp_path, server__max_connections=2) as srv:
         held = [await connect(http, srv.ws_url("r")) for _ in range(2)]
         for ws in held:

@@ -12,10 +12,11 @@ from roomsync.testing.server import ServerHandle, running_server
 from roomsync.testing.wsclient import hello, recv, recv_type
 
 
-async def test_presence_broadcast_snapshot_and_leave(srv: ServerHandle,
-                                                     http: aiohttp.ClientSession) -> None:
+async def test_presence_broadcast_snapshot_and_leave(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
     a, wa = await hello(http, srv.ws_url("p"), actor="alice")
-    b, wb = await hello(http, srv.ws_url("p"), actor="bob")
+    b, _ = await hello(http, srv.ws_url("p"), actor="bob")
     await a.send_json({"type": "presence", "state": {"cursor": [1, 2]}})
     msg = await recv_type(b, "presence")
     assert msg["peers"] == [{"peer": wa["peer"], "actor": "alice", "state": {"cursor": [1, 2]}}]
@@ -33,8 +34,9 @@ async def test_presence_broadcast_snapshot_and_leave(srv: ServerHandle,
     await c.close()
 
 
-async def test_updates_in_one_window_are_one_message(tmp_path: Path,
-                                                     http: aiohttp.ClientSession) -> None:
+async def test_updates_in_one_window_are_one_message(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     async with running_server(tmp_path, policy__broadcast_window_ms=50) as srv:
         watcher, _ = await hello(http, srv.ws_url("w"))
         movers = [(await hello(http, srv.ws_url("w")))[0] for _ in range(5)]
@@ -54,8 +56,9 @@ async def test_updates_in_one_window_are_one_message(tmp_path: Path,
         assert [m for m in with_more if m["type"] == "presence"] == []
 
 
-async def test_presence_expires_without_heartbeat(tmp_path: Path,
-                                                  http: aiohttp.ClientSession) -> None:
+async def test_presence_expires_without_heartbeat(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     async with running_server(tmp_path, policy__presence_ttl_ms=300) as srv:
         a, wa = await hello(http, srv.ws_url("t"))
         b, _ = await hello(http, srv.ws_url("t"))
@@ -71,8 +74,7 @@ async def test_presence_expires_without_heartbeat(tmp_path: Path,
         await b.close()
 
 
-async def test_heartbeat_keeps_presence_alive(tmp_path: Path,
-                                              http: aiohttp.ClientSession) -> None:
+async def test_heartbeat_keeps_presence_alive(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     async with running_server(tmp_path, policy__presence_ttl_ms=300) as srv:
         a, wa = await hello(http, srv.ws_url("t"))
         b, _ = await hello(http, srv.ws_url("t"))
@@ -87,8 +89,9 @@ async def test_heartbeat_keeps_presence_alive(tmp_path: Path,
 
 
 async def test_presence_limits(tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    async with running_server(tmp_path, policy__presence_max_bytes=64,
-                              policy__presence_max_members=1) as srv:
+    async with running_server(
+        tmp_path, policy__presence_max_bytes=64, policy__presence_max_members=1
+    ) as srv:
         a, _ = await hello(http, srv.ws_url("l"))
         await a.send_json({"type": "presence", "state": "x" * 100})
         err = await recv_type(a, "error")
@@ -111,8 +114,9 @@ async def test_presence_needs_cap(tmp_path: Path, http: aiohttp.ClientSession) -
         await ws.close()
 
 
-async def test_null_state_leaves_presence_but_not_the_room(srv: ServerHandle,
-                                                           http: aiohttp.ClientSession) -> None:
+async def test_null_state_leaves_presence_but_not_the_room(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
     a, wa = await hello(http, srv.ws_url("n"))
     b, _ = await hello(http, srv.ws_url("n"))
     await a.send_json({"type": "presence", "state": {"x": 1}})

@@ -20,7 +20,8 @@ async def test_sigterm_closes_peers_1012_and_exits_cleanly(tmp_path: Path) -> No
         async with aiohttp.ClientSession() as http:
             peers = [(await hello(http, proc.ws_url("r")))[0] for _ in range(3)]
             await peers[0].send_json(
-                {"type": "pack", "data": pack_data([Change("/k", 1, 0, "a", b"v")])})
+                {"type": "pack", "data": pack_data([Change("/k", 1, 0, "a", b"v")])}
+            )
             assert (await recv(peers[0]))["seqs"] == [1]
             proc.proc.send_signal(signal.SIGTERM)
             for ws in peers:

@@ -26,7 +26,9 @@ async def send_pack(ws: aiohttp.ClientWebSocketResponse, changes: list[Change]) 
     return await recv_type(ws, "ack")
 
 
-async def collect(ws: aiohttp.ClientWebSocketResponse, until_done: bool = True) -> tuple[list[Change], int]:
+async def collect(
+    ws: aiohttp.ClientWebSocketResponse, until_done: bool = True
+) -> tuple[list[Change], int]:
     """Changes of pack frames up to the one with done=true; returns (changes, head)."""
     out: list[Change] = []
     while True:
@@ -36,7 +38,9 @@ async def collect(ws: aiohttp.ClientWebSocketResponse, until_done: bool = True) 
             return out, msg["head"]
 
 
-async def test_broadcast_to_others_not_sender(srv: ServerHandle, http: aiohttp.ClientSession) -> None:
+async def test_broadcast_to_others_not_sender(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
     a, _ = await hello(http, srv.ws_url("r"))
     b, _ = await hello(http, srv.ws_url("r"))
     ack = await send_pack(a, [ch("/x", 1), ch("/y", 2, None)])
@@ -57,7 +61,9 @@ async def test_echo_to_sender_policy(tmp_path: Path, http: aiohttp.ClientSession
         assert (await recv(a))["type"] == "ack"
 
 
-async def test_lww_loser_is_acked_not_broadcast(srv: ServerHandle, http: aiohttp.ClientSession) -> None:
+async def test_lww_loser_is_acked_not_broadcast(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
     a, _ = await hello(http, srv.ws_url("r"))
     b, _ = await hello(http, srv.ws_url("r"))
     assert (await send_pack(a, [ch("/x", 10)]))["seqs"] == [1]
@@ -74,10 +80,14 @@ async def test_per_change_refusals_in_ack(tmp_path: Path, http: aiohttp.ClientSe
         ack = await send_pack(a, [ch("bad", 1), ch("/big", 1, b"x" * 9), ch("/ok", 1)])
         assert ack["seqs"] == [None, None, 1]
         assert [(r["index"], r["code"]) for r in ack["refused"]] == [
-            (0, "invalid-path"), (1, "too-large")]
+            (0, "invalid-path"),
+            (1, "too-large"),
+        ]
 
 
-async def test_catchup_chunks_and_cursor_resume(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+async def test_catchup_chunks_and_cursor_resume(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     async with running_server(tmp_path, policy__catchup_chunk=3) as srv:
         a, _ = await hello(http, srv.ws_url("r"))
         await send_pack(a, [ch(f"/k{i}", i + 1) for i in range(7)])
@@ -96,7 +106,6 @@ async def test_catchup_chunks_and_cursor_resume(tmp_path: Path, http: aiohttp.Cl
         assert heads == [3, 6, 7]
         assert [c.seq for c in got] == list(range(1, 8))
         await send_pack(a, [ch("/k0", 100), ch("/new", 101)])
-        c, _ = await hello(http, srv.ws_url("r"), cursor=7)  # hello() consumed the catch-up
         d = await http.ws_connect(srv.ws_url("r"))
         await d.send_json({"type": "hello", "v": 1, "cursor": 7})
         await recv(d)
@@ -104,7 +113,9 @@ async def test_catchup_chunks_and_cursor_resume(tmp_path: Path, http: aiohttp.Cl
         assert [(x.path, x.seq) for x in missed] == [("/k0", 8), ("/new", 9)] and head == 9
 
 
-async def test_cursor_older_than_retention_is_4001(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+async def test_cursor_older_than_retention_is_4001(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     async with running_server(tmp_path, policy__retention_changes=10) as srv:
         a, _ = await hello(http, srv.ws_url("r"))
         for batch in range(12):
@@ -188,8 +199,9 @@ async def test_mst_reconcile_over_the_wire(srv: ServerHandle, http: aiohttp.Clie
             rounds += 1
             await b.send_json({"type": "mst-get", "hashes": [h.hex() for h in step.hashes]})
             nodes = await recv_type(b, "mst-nodes")
-            step = flow.send({bytes.fromhex(n["hash"]): base64.b64decode(n["data"])
-                              for n in nodes["nodes"]})
+            step = flow.send(
+                {bytes.fromhex(n["hash"]): base64.b64decode(n["data"]) for n in nodes["nodes"]}
+            )
     except StopIteration as stop:
         result = stop.value
     assert result.complete and rounds <= 6
@@ -207,11 +219,16 @@ async def test_mst_reconcile_over_the_wire(srv: ServerHandle, http: aiohttp.Clie
     assert final["root"] == build_root(local.values())
 
 
-async def test_slow_consumer_hits_stream_budget_4001(tmp_path: Path,
-                                                     http: aiohttp.ClientSession) -> None:
-    async with running_server(tmp_path, policy__stream_budget_bytes=256 * 1024,
-                              policy__rate_bytes_per_s=1e9, policy__rate_burst_bytes=10**9,
-                              server__max_frame_bytes=4 << 20) as srv:
+async def test_slow_consumer_hits_stream_budget_4001(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with running_server(
+        tmp_path,
+        policy__stream_budget_bytes=256 * 1024,
+        policy__rate_bytes_per_s=1e9,
+        policy__rate_burst_bytes=10**9,
+        server__max_frame_bytes=4 << 20,
+    ) as srv:
         writer, _ = await hello(http, srv.ws_url("r"))
         lazy, _ = await hello(http, srv.ws_url("r"))  # it never reads from here on
         value = b"x" * 200_000
@@ -239,13 +256,14 @@ async def test_rooms_unload_when_idle_and_reload_from_store(
         await send_pack(a, [ch("/a", 1)])
         await a.close()
         await wait_until(lambda: "r" not in srv.server.rooms.hosts)
-        b, welcome = await hello(http, srv.ws_url("r"))  # consumes catch-up
+        _b, welcome = await hello(http, srv.ws_url("r"))  # consumes catch-up
         assert welcome["head"] == 1
         assert welcome["root"] == build_root([ch("/a", 1)])
 
 
-async def test_cold_room_join_storm_loads_once(srv: ServerHandle,
-                                               http: aiohttp.ClientSession) -> None:
+async def test_cold_room_join_storm_loads_once(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
     results = await asyncio.gather(*(hello(http, srv.ws_url("storm")) for _ in range(50)))
     assert {w["room"] for _, w in results} == {"storm"}
     metrics = await (await http.get(srv.url + "/metrics")).text()
@@ -255,15 +273,21 @@ async def test_cold_room_join_storm_loads_once(srv: ServerHandle,
 async def test_large_catchup_to_a_slow_reader_streams_without_tripping_the_budget(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    async with running_server(tmp_path, policy__stream_budget_bytes=256 * 1024,
-                              policy__catchup_chunk=200, server__max_frame_bytes=4 << 20,
-                              policy__rate_bytes_per_s=1e9, policy__rate_burst_bytes=10**9,
-                              policy__rate_messages_per_s=1e5) as srv:
+    async with running_server(
+        tmp_path,
+        policy__stream_budget_bytes=256 * 1024,
+        policy__catchup_chunk=200,
+        server__max_frame_bytes=4 << 20,
+        policy__rate_bytes_per_s=1e9,
+        policy__rate_burst_bytes=10**9,
+        policy__rate_messages_per_s=1e5,
+    ) as srv:
         w, _ = await hello(http, srv.ws_url("big"))
         value = b"v" * 2000
         for batch in range(20):  # 4,000 entries, about 8 MB of base64 catch-up
-            await send_pack(w, [ch(f"/e/{batch}/{i}", batch * 1000 + i + 1, value)
-                                for i in range(200)])
+            await send_pack(
+                w, [ch(f"/e/{batch}/{i}", batch * 1000 + i + 1, value) for i in range(200)]
+            )
         slow = await http.ws_connect(srv.ws_url("big"), max_msg_size=0)
         await slow.send_json({"type": "hello", "v": 1})
         await recv(slow)  # welcome

@@ -21,8 +21,9 @@ async def test_wss_with_trusted_self_signed_cert(tmp_path: Path) -> None:
     cert.private_key_pem.write_to_path(str(key_file))
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
-    async with running_server(tmp_path, server__tls_cert=str(cert_file),
-                              server__tls_key=str(key_file)) as srv:
+    async with running_server(
+        tmp_path, server__tls_cert=str(cert_file), server__tls_key=str(key_file)
+    ) as srv:
         assert srv.ws_url("r").startswith("wss://")
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ctx)) as http:
             ws, welcome = await hello(http, srv.ws_url("r"))

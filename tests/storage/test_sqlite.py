@@ -38,7 +38,15 @@ async def test_schema_migrations_and_pragmas(store: SqliteStore) -> None:
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        expected = {"schema_migrations", "rooms", "entries", "oplog", "base_entries", "health", "blob_refs"}
+        expected = {
+            "schema_migrations",
+            "rooms",
+            "entries",
+            "oplog",
+            "base_entries",
+            "health",
+            "blob_refs",
+        }
         assert tables >= expected
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
         assert versions == [1, 2, 3]

@@ -11,8 +11,12 @@ from ..config import ConfigError, Settings, load_settings
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, default=None,
-                   help="TOML config file (default: ./roomsync.toml if present)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML config file (default: ./roomsync.toml if present)",
+    )
     p.add_argument("--data-dir", default=None, help="data directory (server.data_dir)")
 
 
@@ -20,8 +24,9 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
     """Load settings with the command's flags applied; exit 2 with the message on error."""
     values = {"server.data_dir": getattr(args, "data_dir", None), **overrides}
     try:
-        return load_settings(args.config, overrides={k: v for k, v in values.items()
-                                                     if v is not None})
+        return load_settings(
+            args.config, overrides={k: v for k, v in values.items() if v is not None}
+        )
     except ConfigError as exc:
         die(str(exc), code=2)
 

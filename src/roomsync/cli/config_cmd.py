@@ -21,6 +21,8 @@ def register(sub: Any) -> None:
 
 def run_show(args: argparse.Namespace) -> int:
     data = redacted(settings_from(args))
-    print(json.dumps(data, indent=2) if args.json else to_toml(data), end="" if not args.json
-          else "\n")
+    print(
+        json.dumps(data, indent=2) if args.json else to_toml(data),
+        end="" if not args.json else "\n",
+    )
     return 0

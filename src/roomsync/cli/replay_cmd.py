@@ -24,8 +24,12 @@ def register(sub: Any) -> None:
     add_config_flags(p)
     p.add_argument("--room", required=True)
     p.add_argument("--to-seq", type=int, default=None, help="stop after this seq")
-    p.add_argument("--every", type=int, default=0,
-                   help="print a checkpoint hash every N seqs (default: about 10 checkpoints)")
+    p.add_argument(
+        "--every",
+        type=int,
+        default=0,
+        help="print a checkpoint hash every N seqs (default: about 10 checkpoints)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     p.set_defaults(run=run)
 
@@ -35,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_replay(settings, args))
 
 
-async def replay_room(store: Any, room: str, *, to_seq: int | None = None,
-                      every: int = 0) -> dict[str, Any]:
+async def replay_room(
+    store: Any, room: str, *, to_seq: int | None = None, every: int = 0
+) -> dict[str, Any]:
     """Replay ``room`` from ``store``; returns the report ``roomsync replay`` prints."""
     record = await store.get_room(room)
     if record is None:
@@ -69,8 +74,12 @@ async def replay_room(store: Any, room: str, *, to_seq: int | None = None,
     loaded = await store.load_room(room, now_ms=0)
     live_root = build_root(loaded.entries)
     report: dict[str, Any] = {
-        "room": room, "compacted_through": record.compacted_through, "head": head,
-        "replayed_to": cursor, "checkpoints": checkpoints, "replayed_root": replayed_root,
+        "room": room,
+        "compacted_through": record.compacted_through,
+        "head": head,
+        "replayed_to": cursor,
+        "checkpoints": checkpoints,
+        "replayed_root": replayed_root,
         "live_root": live_root,
         "live_count": sum(1 for c in loaded.entries if c.value is not None),
     }
@@ -90,8 +99,10 @@ async def _replay(settings: Any, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"room {report['room']}: base through seq {report['compacted_through']}, "
-              f"head {report['head']}")
+        print(
+            f"room {report['room']}: base through seq {report['compacted_through']}, "
+            f"head {report['head']}"
+        )
         for cp in report["checkpoints"]:
             print(f"  seq {cp['seq']:>10}  {cp['root']}")
         print(f"replayed to seq {report['replayed_to']}: {report['replayed_root']}")

@@ -28,27 +28,37 @@ def register(sub: Any) -> None:
     add_config_flags(p)
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8787)")
-    p.add_argument("--dev", action="store_true",
-                   help="development mode: anonymous read/write on unlocked rooms, prints a token")
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: anonymous read/write on unlocked rooms, prints a token",
+    )
     p.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve wss://")
     p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
-    p.add_argument("--storage", default=None, choices=("sqlite", "memory"),
-                   help="store backend (default sqlite in the data dir)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        choices=("sqlite", "memory"),
+        help="store backend (default sqlite in the data dir)",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {
-        "server.host": args.host, "server.port": args.port,
-        "server.tls_cert": args.tls_cert, "server.tls_key": args.tls_key,
+        "server.host": args.host,
+        "server.port": args.port,
+        "server.tls_cert": args.tls_cert,
+        "server.tls_key": args.tls_key,
         "storage.backend": args.storage,
     }
     if args.dev:
         overrides["server.dev"] = True
     settings = settings_from(args, **overrides)
     if settings.server.dev and not settings.policy.anonymous_caps:
-        settings = settings_from(args, **overrides,
-                                 **{"policy.anonymous_caps": ",".join(DEV_ANONYMOUS_CAPS)})
+        settings = settings_from(
+            args, **overrides, **{"policy.anonymous_caps": ",".join(DEV_ANONYMOUS_CAPS)}
+        )
     setup_logging(settings.log.level, settings.log.format)
     try:
         import uvloop
@@ -78,14 +88,19 @@ async def _serve(settings: Any) -> int:
     scheme = "wss" if s.tls_cert else "ws"
     http_scheme = "https" if s.tls_cert else "http"
     base = f"{s.host}:{server.port}"
-    print(f"roomsync listening on {http_scheme}://{base} (WebSocket {scheme}://{base}/ws/ROOM)",
-          file=sys.stderr, flush=True)
-    print(f"data dir: {s.data_dir}  storage: {settings.storage.backend}", file=sys.stderr,
-          flush=True)
+    print(
+        f"roomsync listening on {http_scheme}://{base} (WebSocket {scheme}://{base}/ws/ROOM)",
+        file=sys.stderr,
+        flush=True,
+    )
+    print(
+        f"data dir: {s.data_dir}  storage: {settings.storage.backend}", file=sys.stderr, flush=True
+    )
     if s.dev:
         tokens = TokenService(signing_keys(settings))
-        token = tokens.mint(room="*", caps=DATA_CAPS, ttl_s=24 * 3600, now_s=int(time.time()),
-                            actor="dev")
+        token = tokens.mint(
+            room="*", caps=DATA_CAPS, ttl_s=24 * 3600, now_s=int(time.time()), actor="dev"
+        )
         print("dev mode: anonymous peers may read/write unlocked rooms", file=sys.stderr)
         print(f"dev token (all rooms, 24h): {token}", file=sys.stderr, flush=True)
     stop = asyncio.Event()

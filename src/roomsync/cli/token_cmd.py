@@ -32,9 +32,12 @@ def register(sub: Any) -> None:
     mint = tsub.add_parser("mint", help="print a signed token on stdout")
     add_config_flags(mint)
     mint.add_argument("--room", required=True, help="room id, 'prefix*' or '*'")
-    mint.add_argument("--caps", required=True,
-                      help="comma-separated caps: read,write,presence,blob,blob-direct,"
-                           "reconcile or control caps like 'room:*'")
+    mint.add_argument(
+        "--caps",
+        required=True,
+        help="comma-separated caps: read,write,presence,blob,blob-direct,"
+        "reconcile or control caps like 'room:*'",
+    )
     mint.add_argument("--ttl", type=parse_ttl, default=3600, help="lifetime (3600, 15m, 1h)")
     mint.add_argument("--actor", default=None, help="the token's sub (actor id)")
     mint.set_defaults(run=run_mint)
@@ -54,8 +57,9 @@ def run_mint(args: argparse.Namespace) -> int:
         caps = parse_caps(args.caps)
     except ValueError as exc:
         die(str(exc), code=2)
-    token = _service(args).mint(room=args.room, caps=caps, ttl_s=args.ttl,
-                                now_s=int(time.time()), actor=args.actor)
+    token = _service(args).mint(
+        room=args.room, caps=caps, ttl_s=args.ttl, now_s=int(time.time()), actor=args.actor
+    )
     print(token)
     return 0
 

@@ -36,7 +36,7 @@ class RoomsyncError(Exception):
     code: ErrorCode = ErrorCode.INTERNAL
     close: CloseCode | None = CloseCode.INTERNAL
 
-    def __init__(self, message: str, *, close: CloseCode | None | bool = True) -> None:
+    def __init__(self, message: str, *, close: CloseCode | bool | None = True) -> None:
         super().__init__(message)
         self.message = message
         if close is not True:
@@ -98,7 +98,7 @@ class AuthError(RoomsyncError):
     code = ErrorCode.AUTH
     close: CloseCode | None = CloseCode.FORBIDDEN
 
-    def __init__(self, why: str, *, close: CloseCode | None | bool = True) -> None:
+    def __init__(self, why: str, *, close: CloseCode | bool | None = True) -> None:
         super().__init__(why if why.startswith("auth: ") else f"auth: {why}", close=close)
 
 

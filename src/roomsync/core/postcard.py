@@ -6,7 +6,8 @@ discriminant, ``Option`` is ``0x00`` or ``0x01`` + value, fixed arrays are raw b
 The types::
 
     struct Pack      { changes: Vec<Change> }
-    struct Change    { path: String, ts: u64, counter: u32, actor: String, op: Op, seq: Option<u64> }
+    struct Change    { path: String, ts: u64, counter: u32, actor: String, op: Op,
+                       seq: Option<u64> }
     enum   Op        { Set(Vec<u8>) = 0, Delete = 1 }
     struct Leaf      { path: String, ts: u64, counter: u32, actor: String, value: Vec<u8> }
     struct Node      { left: Option<[u8;32]>, entries: Vec<NodeEntry> }

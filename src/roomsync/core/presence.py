@@ -29,11 +29,19 @@ class PresenceEntry:
 
 
 class PresenceTable:
-    __slots__ = ("_dirty", "_left", "entries", "leave_grace_ms", "max_bytes", "max_members",
-                 "ttl_ms")
+    __slots__ = (
+        "_dirty",
+        "_left",
+        "entries",
+        "leave_grace_ms",
+        "max_bytes",
+        "max_members",
+        "ttl_ms",
+    )
 
-    def __init__(self, *, ttl_ms: int, max_bytes: int, max_members: int,
-                 leave_grace_ms: int = 0) -> None:
+    def __init__(
+        self, *, ttl_ms: int, max_bytes: int, max_members: int, leave_grace_ms: int = 0
+    ) -> None:
         self.ttl_ms = ttl_ms
         self.max_bytes = max_bytes
         self.max_members = max_members
@@ -45,14 +53,17 @@ class PresenceTable:
     def update(self, peer: str, actor: str, state: Any, size: int, now_ms: int) -> None:
         """Set ``peer``'s state (``size`` = its encoded JSON bytes). TooLarge when over limits."""
         if size > self.max_bytes:
-            raise TooLarge(f"presence state of {size} bytes exceeds presence_max_bytes "
-                           f"{self.max_bytes}")
+            raise TooLarge(
+                f"presence state of {size} bytes exceeds presence_max_bytes {self.max_bytes}"
+            )
         entry = self.entries.get(peer)
         if entry is None:
             live = sum(1 for e in self.entries.values() if e.leaving_at_ms is None)
             if live >= self.max_members:
-                raise TooLarge(f"room has {live} presence members, the limit "
-                               f"presence_max_members is {self.max_members}")
+                raise TooLarge(
+                    f"room has {live} presence members, the limit "
+                    f"presence_max_members is {self.max_members}"
+                )
             self.entries[peer] = PresenceEntry(peer, actor, state, now_ms)
         else:
             entry.state = state
@@ -91,7 +102,8 @@ class PresenceTable:
     def expire(self, now_ms: int) -> list[str]:
         """Remove entries past their TTL or leave grace; return the peers removed."""
         gone = [
-            e.peer for e in self.entries.values()
+            e.peer
+            for e in self.entries.values()
             if (e.leaving_at_ms is not None and now_ms >= e.leaving_at_ms)
             or now_ms - e.seen_ms > self.ttl_ms
         ]

@@ -70,7 +70,11 @@ class RoomState:
     __slots__ = ("compacted_through", "entries", "head", "room", "tree")
 
     def __init__(
-        self, room: str, entries: Iterable[Change] = (), *, head: int = 0,
+        self,
+        room: str,
+        entries: Iterable[Change] = (),
+        *,
+        head: int = 0,
         compacted_through: int = 0,
     ) -> None:
         self.room = room
@@ -116,7 +120,8 @@ class RoomState:
         """
         everything = prefixes == ("/",)
         out = [
-            c for c in self.entries.values()
+            c
+            for c in self.entries.values()
             if (c.seq or 0) > since and (everything or any_prefix_matches(prefixes, c.path))
         ]
         out.sort(key=lambda c: c.seq or 0)
@@ -132,7 +137,9 @@ class RoomState:
 
     def forget_tombstones(self, through_seq: int) -> int:
         """Drop tombstones with seq <= ``through_seq`` (after the store compacted them)."""
-        dead = [p for p, c in self.entries.items() if c.value is None and (c.seq or 0) <= through_seq]
+        dead = [
+            p for p, c in self.entries.items() if c.value is None and (c.seq or 0) <= through_seq
+        ]
         for path in dead:
             del self.entries[path]
         self.compacted_through = max(self.compacted_through, through_seq)

@@ -57,7 +57,15 @@ class Session:
     """Protocol state of one connected peer. Pure: the shell passes ``now_ms``."""
 
     __slots__ = (
-        "actor", "caps", "exp_ms", "limiter", "peer", "phase", "prefixes", "room", "session",
+        "actor",
+        "caps",
+        "exp_ms",
+        "limiter",
+        "peer",
+        "phase",
+        "prefixes",
+        "room",
+        "session",
     )
 
     def __init__(self, *, session: str, peer: str, room: str, limiter: RateLimiter) -> None:

@@ -55,8 +55,11 @@ def build_store(settings: Settings) -> Store:
         return MemoryStore()
     if backend == "sqlite":
         path = Path(settings.server.data_dir) / "roomsync.db"
-        return SqliteStore(path, synchronous=settings.storage.sqlite_synchronous,
-                           cache_kib=settings.storage.sqlite_cache_kib)
+        return SqliteStore(
+            path,
+            synchronous=settings.storage.sqlite_synchronous,
+            cache_kib=settings.storage.sqlite_cache_kib,
+        )
     raise ValueError(f"storage.backend {backend!r} is not available in this build")
 
 
@@ -82,11 +85,13 @@ class RoomsyncServer:
         keys = signing_keys(settings)
         self.tokens = TokenService(keys)
         signer = UrlSigner(url_secret(keys[self.tokens.active_kid]))
-        self.blobs = BlobService(build_blob_store(settings, signer), settings, self.metrics,
-                                 signer)
+        self.blobs = BlobService(build_blob_store(settings, signer), settings, self.metrics, signer)
         self.rooms = RoomRegistry(
-            self.store, self.metrics, policy=settings.policy,
-            idle_unload_ms=settings.server.room_idle_unload_ms, now_ms=now_ms,
+            self.store,
+            self.metrics,
+            policy=settings.policy,
+            idle_unload_ms=settings.server.room_idle_unload_ms,
+            now_ms=now_ms,
             commit_window_ms=settings.storage.commit_window_ms,
         )
         self.node_name = settings.server.node_name()
@@ -122,14 +127,25 @@ class RoomsyncServer:
         except BlobError as exc:
             # Serve sync anyway; /readyz reports the blob backend until it recovers.
             self.metrics.blob_ops.labels("open", "error").inc()
-            event(log, "blob.backend_unavailable", level=logging.ERROR, reason=exc.reason,
-                  error=str(exc))
+            event(
+                log,
+                "blob.backend_unavailable",
+                level=logging.ERROR,
+                reason=exc.reason,
+                error=str(exc),
+            )
         ctx = self.ssl_context()
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host or s.host, port if port is not None else s.port,
-                           ssl_context=ctx, backlog=1024)
+        site = web.TCPSite(
+            self._runner,
+            host or s.host,
+            port if port is not None else s.port,
+            ssl_context=ctx,
+            backlog=1024,
+        )
         await site.start()
         addresses = self._runner.addresses
         if addresses:
@@ -139,8 +155,15 @@ class RoomsyncServer:
             scheme = "https" if ctx is not None else "http"
             blob_store.set_public_base_url(f"{scheme}://{host or s.host}:{self.port}")
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
-        event(log, "server.started", host=host or s.host, port=self.port, node=self.node_name,
-              tls=ctx is not None, storage=self.settings.storage.backend)
+        event(
+            log,
+            "server.started",
+            host=host or s.host,
+            port=self.port,
+            node=self.node_name,
+            tls=ctx is not None,
+            storage=self.settings.storage.backend,
+        )
 
     def ssl_context(self) -> ssl.SSLContext | None:
         s = self.settings.server
@@ -157,9 +180,14 @@ class RoomsyncServer:
         self.draining = True
         event(log, "server.draining", connections=len(self.connections))
         for conn in list(self.connections):
-            conn.close(int(CloseCode.RESTARTING), {
-                "type": "error", "code": "draining",
-                "message": "server is shutting down: reconnect, possibly to another node"})
+            conn.close(
+                int(CloseCode.RESTARTING),
+                {
+                    "type": "error",
+                    "code": "draining",
+                    "message": "server is shutting down: reconnect, possibly to another node",
+                },
+            )
         await self.rooms.flush_all()
         grace = self.settings.server.shutdown_grace_ms / 1000
         deadline = time.monotonic() + grace
@@ -195,10 +223,12 @@ class RoomsyncServer:
         if len(self.connections) > s.max_connections:
             return Overload(
                 f"server at its connection limit ({s.max_connections}): retry later",
-                retry_after_ms=self.retry_hint_ms())
+                retry_after_ms=self.retry_hint_ms(),
+            )
         if self._queued_bytes > s.max_queued_bytes:
-            return Overload("server outbound queues are full: retry later",
-                            retry_after_ms=self.retry_hint_ms())
+            return Overload(
+                "server outbound queues are full: retry later", retry_after_ms=self.retry_hint_ms()
+            )
         return None
 
     _queued_bytes = 0
@@ -229,9 +259,14 @@ class RoomsyncServer:
             if conn.close_code is not None:
                 continue
             if now - conn.last_seen_ms > limit:
-                conn.close(int(CloseCode.INTERNAL), {
-                    "type": "error", "code": "timeout",
-                    "message": f"no frame from the peer for {limit} ms: closing"})
+                conn.close(
+                    int(CloseCode.INTERNAL),
+                    {
+                        "type": "error",
+                        "code": "timeout",
+                        "message": f"no frame from the peer for {limit} ms: closing",
+                    },
+                )
                 continue
             conn.out.write(PING_FRAME)
             queued += conn.out.queued_bytes()
@@ -242,7 +277,8 @@ class RoomsyncServer:
 
     def is_revoked(self, claims: Claims) -> bool:
         return (claims.sub is not None and claims.sub in self.revoked_subs) or (
-            claims.jti is not None and claims.jti in self.revoked_jtis)
+            claims.jti is not None and claims.jti in self.revoked_jtis
+        )
 
     def presence_snapshot(self, host: RoomHost) -> list[dict[str, Any]]:
         return host.presence.snapshot()
@@ -257,8 +293,11 @@ class RoomsyncServer:
             checks["store"] = {"ok": True, "backend": self.settings.storage.backend}
         except Exception as exc:  # any failure makes us unready; the reason is reported
             ok = False
-            checks["store"] = {"ok": False, "backend": self.settings.storage.backend,
-                               "error": str(exc)}
+            checks["store"] = {
+                "ok": False,
+                "backend": self.settings.storage.backend,
+                "error": str(exc),
+            }
         try:
             if not self._blobs_open:  # it failed at start: try again, it may have recovered
                 await self.blobs.store.open()
@@ -267,8 +306,12 @@ class RoomsyncServer:
             checks["blobs"] = {"ok": True, "backend": self.blobs.store.name}
         except Exception as exc:  # reported, not raised: readyz says what is wrong
             ok = False
-            checks["blobs"] = {"ok": False, "backend": self.blobs.store.name,
-                               "error": str(exc), "reason": getattr(exc, "reason", None)}
+            checks["blobs"] = {
+                "ok": False,
+                "backend": self.blobs.store.name,
+                "error": str(exc),
+                "reason": getattr(exc, "reason", None),
+            }
         checks["bus"] = {"ok": True, "backend": "memory"}
         if self.draining:
             ok = False

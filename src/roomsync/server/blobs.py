@@ -66,12 +66,15 @@ def build_blob_store(settings: Settings, signer: UrlSigner) -> BlobStore:
         from ..blobs.s3 import S3BlobStore
 
         return S3BlobStore(
-            b.s3_bucket, endpoint_url=b.s3_endpoint_url or None, region=b.s3_region or None,
+            b.s3_bucket,
+            endpoint_url=b.s3_endpoint_url or None,
+            region=b.s3_region or None,
             access_key_id=b.s3_access_key_id or None,
             secret_access_key=b.s3_secret_access_key or None,
         )
     return FilesystemBlobStore(
-        Path(settings.blob_dir()), signer=signer,
+        Path(settings.blob_dir()),
+        signer=signer,
         public_base_url=b.public_url or None,
     )
 
@@ -86,8 +89,9 @@ class _Grant:
 class BlobService:
     """The blob side of one node: message handlers, URL routes, sweeping and GC."""
 
-    def __init__(self, store: BlobStore, settings: Settings, metrics: Metrics,
-                 signer: UrlSigner | None) -> None:
+    def __init__(
+        self, store: BlobStore, settings: Settings, metrics: Metrics, signer: UrlSigner | None
+    ) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
@@ -117,15 +121,17 @@ class BlobService:
         hash = validate_blob_hash(msg.hash)
         limit = host.policy.blob_max_bytes
         if msg.size > limit:
-            return self._reject(peer, hash, f"too-large: {msg.size} > blob_max_bytes {limit}",
-                                "upload")
+            return self._reject(
+                peer, hash, f"too-large: {msg.size} > blob_max_bytes {limit}", "upload"
+            )
         try:
             data = base64.b64decode(msg.data, validate=True)
         except (binascii.Error, ValueError):
             return self._reject(peer, hash, "bad-base64", "upload")
         if len(data) != msg.size:
-            return self._reject(peer, hash, f"size-mismatch: got {len(data)} bytes, "
-                                f"declared {msg.size}", "upload")
+            return self._reject(
+                peer, hash, f"size-mismatch: got {len(data)} bytes, declared {msg.size}", "upload"
+            )
         if "sha256:" + hashlib.sha256(data).hexdigest() != hash:
             return self._reject(peer, hash, "hash-mismatch", "upload")
         try:
@@ -135,8 +141,9 @@ class BlobService:
         await self._announce(host, peer, hash, msg.size)
         self.count("upload", "uploaded")
 
-    def _request_upload(self, host: RoomHost, peer: Peer, msg: m.RequestUpload,
-                        now_ms: int) -> None:
+    def _request_upload(
+        self, host: RoomHost, peer: Peer, msg: m.RequestUpload, now_ms: int
+    ) -> None:
         hash = validate_blob_hash(msg.hash)
         reason = None
         if "blob-direct" not in peer.session.caps:
@@ -148,20 +155,29 @@ class BlobService:
         grant = None
         if reason is None:
             try:
-                grant = self.store.upload_url(hash, msg.size, now_ms=now_ms,
-                                              ttl_s=self.settings.blobs.url_ttl_s)
+                grant = self.store.upload_url(
+                    hash, msg.size, now_ms=now_ms, ttl_s=self.settings.blobs.url_ttl_s
+                )
             except BlobError as exc:
                 reason = f"{exc.reason}: {exc}"
         if grant is None:
             self.count("grant", "denied")
-            peer.send({"type": "upload-denied", "hash": hash,
-                       "reason": reason or "backend-cannot-grant"})
+            peer.send(
+                {"type": "upload-denied", "hash": hash, "reason": reason or "backend-cannot-grant"}
+            )
             return
         self.grants[hash] = _Grant(host.room, msg.size, grant.expires_ms)
         self.count("grant", "granted")
-        peer.send({"type": "upload-url", "hash": hash, "url": grant.url,
-                   "expires": grant.expires_ms, "headers": grant.headers,
-                   "method": grant.method})
+        peer.send(
+            {
+                "type": "upload-url",
+                "hash": hash,
+                "url": grant.url,
+                "expires": grant.expires_ms,
+                "headers": grant.headers,
+                "method": grant.method,
+            }
+        )
 
     async def _confirm(self, host: RoomHost, peer: Peer, hash: str) -> None:
         hash = validate_blob_hash(hash)
@@ -171,12 +187,12 @@ class BlobService:
         except BlobError as exc:
             return self._backend_failed(peer, hash, exc, "confirm")
         if size is None:
-            return self._reject(peer, hash, "missing: nothing was stored under this hash",
-                                "confirm")
+            return self._reject(
+                peer, hash, "missing: nothing was stored under this hash", "confirm"
+            )
         if grant is not None and grant.size != size:
             await self.store.delete(hash)
-            return self._reject(peer, hash, "verify-failed: size differs from the grant",
-                                "confirm")
+            return self._reject(peer, hash, "verify-failed: size differs from the grant", "confirm")
         if size > host.policy.blob_max_bytes:
             await self.store.delete(hash)
             return self._reject(peer, hash, "too-large", "confirm")
@@ -206,14 +222,22 @@ class BlobService:
             raise BlobNotFound(f"blob {hash} is not available in room {host.room!r}")
         try:
             if "blob-direct" in peer.session.caps and self.store.can_grant_urls():
-                grant = self.store.download_url(hash, now_ms=now_ms,
-                                                ttl_s=self.settings.blobs.url_ttl_s)
+                grant = self.store.download_url(
+                    hash, now_ms=now_ms, ttl_s=self.settings.blobs.url_ttl_s
+                )
                 if grant is not None:
                     size = await self.store.stat(hash)
                     if size is None:
                         raise BlobMissing(f"blob {hash} is referenced but not stored")
-                    peer.send({"type": "blob", "hash": hash, "url": grant.url,
-                               "expires": grant.expires_ms, "size": size})
+                    peer.send(
+                        {
+                            "type": "blob",
+                            "hash": hash,
+                            "url": grant.url,
+                            "expires": grant.expires_ms,
+                            "size": size,
+                        }
+                    )
                     self.count("request", "requested")
                     return
             size = await self.store.stat(hash)
@@ -223,26 +247,48 @@ class BlobService:
                 self.count("request", "too-large")
                 raise MalformedEnvelope(
                     f"blob {hash} has {size} bytes, more than inline fetch allows "
-                    f"({MAX_INLINE_FETCH_BYTES}); negotiate cap blob-direct", close=None)
+                    f"({MAX_INLINE_FETCH_BYTES}); negotiate cap blob-direct",
+                    close=None,
+                )
             data = await self.store.read(hash)
         except BlobMissing:
             self.count("request", "missing")
-            raise BlobNotFound(f"blob {hash} is referenced in room {host.room!r} but missing "
-                               f"from the {self.store.name} backend") from None
+            raise BlobNotFound(
+                f"blob {hash} is referenced in room {host.room!r} but missing "
+                f"from the {self.store.name} backend"
+            ) from None
         except BlobBackendError as exc:
             self.count("request", "error")
             raise BlobNotFound(f"blob backend failed: {exc.reason}: {exc}") from None
-        peer.send({"type": "blob", "hash": hash, "data": base64.b64encode(data).decode(),
-                   "size": len(data)})
+        peer.send(
+            {
+                "type": "blob",
+                "hash": hash,
+                "data": base64.b64encode(data).decode(),
+                "size": len(data),
+            }
+        )
         self.count("request", "requested")
 
     def _backend_failed(self, peer: Peer, hash: str, exc: BlobError, op: str) -> None:
         self.count(op, "error")
-        event(log, "blob.backend_error", level=logging.ERROR, peer=peer.id, hash=hash,
-              reason=exc.reason, error=str(exc))
+        event(
+            log,
+            "blob.backend_error",
+            level=logging.ERROR,
+            peer=peer.id,
+            hash=hash,
+            reason=exc.reason,
+            error=str(exc),
+        )
         peer.send({"type": "upload-rejected", "hash": hash, "reason": f"{exc.reason}: {exc}"})
-        peer.send({"type": "error", "code": "internal",
-                   "message": f"blob storage failed ({exc.reason}); nothing was stored"})
+        peer.send(
+            {
+                "type": "error",
+                "code": "internal",
+                "message": f"blob storage failed ({exc.reason}); nothing was stored",
+            }
+        )
 
     # -- housekeeping ----------------------------------------------------------------------
 
@@ -275,8 +321,11 @@ class BlobService:
                 return size
             if request.content_length is not None and request.content_length != size:
                 self.count("put", "rejected")
-                return _json_error(400, "size-mismatch",
-                                   f"Content-Length {request.content_length} != granted {size}")
+                return _json_error(
+                    400,
+                    "size-mismatch",
+                    f"Content-Length {request.content_length} != granted {size}",
+                )
             try:
                 await self.store.put_stream(hash, size, request.content.iter_chunked(1 << 16))
             except BlobVerifyFailed as exc:
@@ -293,8 +342,9 @@ class BlobService:
             size = self._check_url("GET", hash, request, now_ms())
             if isinstance(size, web.Response):
                 return size
-            resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
-                                               "Content-Length": str(size)})
+            resp = web.StreamResponse(
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+            )
             try:
                 stream = self.store.read_stream(hash)
                 first = await anext(stream, b"")
@@ -315,8 +365,9 @@ class BlobService:
         app.router.add_put("/v1/blobs/{hash}", put_blob)
         app.router.add_get("/v1/blobs/{hash}", get_blob)
 
-    def _check_url(self, method: str, hash: str, request: web.Request,
-                   now: int) -> int | web.Response:
+    def _check_url(
+        self, method: str, hash: str, request: web.Request, now: int
+    ) -> int | web.Response:
         if self.signer is None:
             return _json_error(404, "no-url-grants", "this node does not serve blob URLs")
         try:
@@ -331,4 +382,3 @@ class BlobService:
 
 def _json_error(status: int, reason: str, message: str) -> web.Response:
     return web.json_response({"ok": False, "reason": reason, "message": message}, status=status)
-

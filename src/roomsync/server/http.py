@@ -14,12 +14,17 @@ if TYPE_CHECKING:
 
 def add_routes(app: web.Application, server: RoomsyncServer) -> None:
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({
-            "ok": True, "version": __version__, "node": server.node_name,
-            "uptime_ms": server.now_ms() - server.started_ms,
-            "connections": len(server.connections), "rooms": len(server.rooms.hosts),
-            "draining": server.draining,
-        })
+        return web.json_response(
+            {
+                "ok": True,
+                "version": __version__,
+                "node": server.node_name,
+                "uptime_ms": server.now_ms() - server.started_ms,
+                "connections": len(server.connections),
+                "rooms": len(server.rooms.hosts),
+                "draining": server.draining,
+            }
+        )
 
     async def readyz(request: web.Request) -> web.Response:
         report = await server.readiness()

@@ -10,7 +10,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
 )
 
 #: name -> help, for the docs test
@@ -38,13 +49,15 @@ class Metrics:
         self.rooms = gauge("roomsync_rooms_loaded", "Rooms loaded in memory.")
         self.peers = gauge("roomsync_peers", "Welcomed peers across all rooms.")
         self.messages = counter(
-            "roomsync_messages_total", "WebSocket messages by direction and type.",
+            "roomsync_messages_total",
+            "WebSocket messages by direction and type.",
             ("direction", "type"),
         )
         self.closes = counter("roomsync_closes_total", "Sessions closed, by close code.", ("code",))
         self.errors = counter("roomsync_errors_total", "error envelopes sent, by code.", ("code",))
         self.auth = counter(
-            "roomsync_auth_total", "Handshake auth outcomes (ok, anonymous, or the failure).",
+            "roomsync_auth_total",
+            "Handshake auth outcomes (ok, anonymous, or the failure).",
             ("outcome",),
         )
         self.handshakes = counter(
@@ -88,7 +101,8 @@ class Metrics:
         self.room_loads = counter("roomsync_room_loads_total", "Rooms loaded from the store.")
         self.room_unloads = counter("roomsync_room_unloads_total", "Rooms unloaded when idle.")
         self.blob_ops = counter(
-            "roomsync_blob_ops_total", "Blob operations by operation and outcome.",
+            "roomsync_blob_ops_total",
+            "Blob operations by operation and outcome.",
             ("op", "outcome"),
         )
         self.presence_updates = counter(

@@ -101,7 +101,8 @@ class Peer:
             self.close(
                 CloseCode.RESYNC_REQUIRED,
                 {
-                    "type": "error", "code": "resync-required",
+                    "type": "error",
+                    "code": "resync-required",
                     "message": "outbound queue passed the stream budget "
                     f"({self.stream_budget} bytes): reconnect and resync",
                 },

@@ -80,7 +80,8 @@ class FrameSnapshot:
             part = self._changes[j * self._chunk : (j + 1) * self._chunk]
             last = j == len(self) - 1
             msg: dict[str, Any] = {
-                "type": "pack", "data": pack_data(part),
+                "type": "pack",
+                "data": pack_data(part),
                 "head": self.final_head if last else (part[-1].seq or 0),
             }
             if last:
@@ -115,6 +116,7 @@ class RoomHost:
     unload_handle: asyncio.TimerHandle | None = None
     _queue: list[_Submitted] = field(default_factory=list)
     _persist_task: asyncio.Task[None] | None = None
+    _compact_task: asyncio.Task[None] | None = None
     _outgoing: list[tuple[Peer | None, Change]] = field(default_factory=list)
     _outgoing_t0: float = 0.0
     _broadcast_handle: asyncio.Handle | None = None
@@ -128,8 +130,10 @@ class RoomHost:
         self._idle.set()
         p = self.policy
         self.presence = PresenceTable(
-            ttl_ms=p.presence_ttl_ms, max_bytes=p.presence_max_bytes,
-            max_members=p.presence_max_members, leave_grace_ms=p.presence_leave_grace_ms,
+            ttl_ms=p.presence_ttl_ms,
+            max_bytes=p.presence_max_bytes,
+            max_members=p.presence_max_members,
+            leave_grace_ms=p.presence_leave_grace_ms,
         )
 
     @property
@@ -163,13 +167,17 @@ class RoomHost:
         key = (state.head, peer.session.prefixes)
         snap = self._snapshots.get(key)
         if snap is None:
-            if len(self._snapshots) >= MAX_SNAPSHOTS or any(k[0] != state.head
-                                                            for k in self._snapshots):
-                self._snapshots = {k: v for k, v in self._snapshots.items()
-                                   if k[0] == state.head and v.readers}
+            if len(self._snapshots) >= MAX_SNAPSHOTS or any(
+                k[0] != state.head for k in self._snapshots
+            ):
+                self._snapshots = {
+                    k: v for k, v in self._snapshots.items() if k[0] == state.head and v.readers
+                }
             snap = self._snapshots[key] = FrameSnapshot(
-                state.changes_since(0, peer.session.prefixes), state.head,
-                max(1, self.policy.catchup_chunk))
+                state.changes_since(0, peer.session.prefixes),
+                state.head,
+                max(1, self.policy.catchup_chunk),
+            )
         self._stream_job(peer, snap)
 
     def check_cursor(self, cursor: int | None) -> None:
@@ -190,8 +198,11 @@ class RoomHost:
     def refuse_pack(self, peer: Peer, code: str, message: str) -> None:
         """Refuse a whole pack with an ack that keeps its place among the pending acks."""
         peer.pending_acks += 1
-        self._enqueue(_Submitted(peer, [], [{"index": -1, "code": code, "message": message}],
-                                 [], time.perf_counter()))
+        self._enqueue(
+            _Submitted(
+                peer, [], [{"index": -1, "code": code, "message": message}], [], time.perf_counter()
+            )
+        )
 
     def leave(self, peer: Peer) -> None:
         self.peers.discard(peer)
@@ -262,8 +273,9 @@ class RoomHost:
         stream budget; broadcasts for the peer are held meanwhile (:meth:`Peer.send_frame`).
         Answers queue behind each other in request order.
         """
-        self._stream_job(peer, FrameSnapshot(changes, final_head,
-                                             max(1, self.policy.catchup_chunk)))
+        self._stream_job(
+            peer, FrameSnapshot(changes, final_head, max(1, self.policy.catchup_chunk))
+        )
 
     def _stream_job(self, peer: Peer, snap: FrameSnapshot) -> None:
         snap.readers += 1
@@ -309,10 +321,16 @@ class RoomHost:
             else:
                 delay = min(delay * 2, 0.05)
                 if time.monotonic() - stalled_since > CATCHUP_STALL_S:
-                    peer.close(CloseCode.RESYNC_REQUIRED, {
-                        "type": "error", "code": "resync-required",
-                        "message": f"the peer read nothing for {CATCHUP_STALL_S:.0f} s "
-                        "during a catch-up: reconnect and resync"}, reason="stream-budget")
+                    peer.close(
+                        CloseCode.RESYNC_REQUIRED,
+                        {
+                            "type": "error",
+                            "code": "resync-required",
+                            "message": f"the peer read nothing for {CATCHUP_STALL_S:.0f} s "
+                            "during a catch-up: reconnect and resync",
+                        },
+                        reason="stream-budget",
+                    )
                     return False
             last_queued = queued
         return True
@@ -354,8 +372,9 @@ class RoomHost:
     def apply_local(self, changes: list[Change]) -> list[int | None]:
         """Apply server-side changes (control plane): persisted and broadcast like a pack."""
         result = self.state.apply(changes, now_ms=self.now_ms(), limits=self.limits())
-        self._enqueue(_Submitted(None, result.seqs, result.refused, result.accepted,
-                                 time.perf_counter()))
+        self._enqueue(
+            _Submitted(None, result.seqs, result.refused, result.accepted, time.perf_counter())
+        )
         return result.seqs
 
     def _enqueue(self, item: _Submitted) -> None:
@@ -367,7 +386,8 @@ class RoomHost:
             if self._broadcast_handle is None:
                 window = self.policy.broadcast_window_ms
                 self._broadcast_handle = (
-                    loop.call_later(window / 1000, self._flush_broadcast) if window > 0
+                    loop.call_later(window / 1000, self._flush_broadcast)
+                    if window > 0
                     else loop.call_soon(self._flush_broadcast)
                 )
         self._queue.append(item)
@@ -411,11 +431,16 @@ class RoomHost:
         self.closed = True
         for item in batch + self._queue:
             if item.peer is not None:
-                item.peer.send({
-                    "type": "ack", "seqs": [None] * len(item.result_seqs),
-                    "refused": [{"index": i, "code": "internal", "message": "store write failed"}
-                                for i in range(len(item.result_seqs))],
-                })
+                item.peer.send(
+                    {
+                        "type": "ack",
+                        "seqs": [None] * len(item.result_seqs),
+                        "refused": [
+                            {"index": i, "code": "internal", "message": "store write failed"}
+                            for i in range(len(item.result_seqs))
+                        ],
+                    }
+                )
         self._queue = []
         self.close_all(CloseCode.INTERNAL, "internal", "store write failed; reconnect later")
 
@@ -453,14 +478,18 @@ class RoomHost:
                 prefixes = key[0]
                 everything = prefixes == ("/",)
                 changes = [
-                    c for author, c in pairs
+                    c
+                    for author, c in pairs
                     if (excluded is None or author is not excluded)
                     and (everything or any_prefix_matches(prefixes, c.path))
                 ]
                 entry = cache[key] = (
-                    (text_frame({"type": "pack", "data": pack_data(changes), "head": head}),
-                     len(changes))
-                    if changes else None
+                    (
+                        text_frame({"type": "pack", "data": pack_data(changes), "head": head}),
+                        len(changes),
+                    )
+                    if changes
+                    else None
                 )
             if entry is not None and peer.send_frame(entry[0]):
                 deliveries += entry[1]
@@ -473,17 +502,23 @@ class RoomHost:
     def _maybe_compact(self) -> None:
         retention = self.policy.retention_changes
         state = self.state
+        if self._compact_task is not None:
+            return  # one compaction at a time
         if state.head - state.compacted_through > retention + max(1000, retention // 10):
             through = state.head - retention
-            asyncio.get_running_loop().create_task(self._compact(through))
+            self._compact_task = asyncio.get_running_loop().create_task(self._compact(through))
 
     async def _compact(self, through: int) -> None:
         try:
             await self.store.compact(self.room, through)
         except (StoreError, OSError) as exc:
             self.metrics.store_errors.inc()
-            event(log, "store.compact_failed", level=logging.WARNING, room=self.room, error=str(exc))
+            event(
+                log, "store.compact_failed", level=logging.WARNING, room=self.room, error=str(exc)
+            )
             return
+        finally:
+            self._compact_task = None
         self.state.forget_tombstones(through)
         event(log, "room.compacted", room=self.room, through=through)
 
@@ -504,8 +539,9 @@ class RoomHost:
                 f"request since {since} is older than retention "
                 f"(compacted through {state.compacted_through}); do a full resync"
             )
-        self.send_changes(peer, state.changes_since(since, peer.session.prefixes),
-                          final_head=state.head)
+        self.send_changes(
+            peer, state.changes_since(since, peer.session.prefixes), final_head=state.head
+        )
 
     def answer_paths(self, peer: Peer, paths: Iterable[str]) -> None:
         changes = self.state.get_paths(paths)
@@ -518,7 +554,8 @@ class RoomHost:
         if not peer.can_read():
             return
         added = [
-            c for c in self.state.entries.values()
+            c
+            for c in self.state.entries.values()
             if any_prefix_matches(new, c.path) and not any_prefix_matches(old, c.path)
         ]
         added.sort(key=lambda c: c.seq or 0)
@@ -590,6 +627,7 @@ class RoomRegistry:
         self.now_ms = now_ms
         self.hosts: dict[str, RoomHost] = {}
         self._loading: dict[str, asyncio.Future[RoomHost]] = {}
+        self._unloading: set[asyncio.Task[None]] = set()
 
     async def acquire(self, room: str) -> RoomHost:
         """The loaded room, loading it if needed; the caller must :meth:`release` it."""
@@ -622,11 +660,19 @@ class RoomRegistry:
     async def _load(self, room: str) -> RoomHost:
         loaded = await self.store.load_room(room, now_ms=self.now_ms())
         rec = loaded.record
-        state = RoomState(room, loaded.entries, head=rec.head,
-                          compacted_through=rec.compacted_through)
+        state = RoomState(
+            room, loaded.entries, head=rec.head, compacted_through=rec.compacted_through
+        )
         policy = self.policy.patched(rec.policy) if rec.policy else self.policy
-        host = RoomHost(rec, state, policy, self.store, self.metrics, self.now_ms,
-                        commit_window_ms=self.commit_window_ms)
+        host = RoomHost(
+            rec,
+            state,
+            policy,
+            self.store,
+            self.metrics,
+            self.now_ms,
+            commit_window_ms=self.commit_window_ms,
+        )
         self.hosts[room] = host
         self.metrics.rooms.set(len(self.hosts))
         self.metrics.room_loads.inc()
@@ -637,17 +683,26 @@ class RoomRegistry:
         if host.refs <= 0 and self.hosts.get(host.room) is host:
             loop = asyncio.get_running_loop()
             if self.idle_unload_ms <= 0 or host.closed:
-                loop.create_task(self._unload(host))
+                self._start_unload(host)
             else:
                 host.unload_handle = loop.call_later(
-                    self.idle_unload_ms / 1000, lambda: loop.create_task(self._unload(host))
+                    self.idle_unload_ms / 1000, self._start_unload, host
                 )
+
+    def _start_unload(self, host: RoomHost) -> None:
+        task = asyncio.get_running_loop().create_task(self._unload(host))
+        self._unloading.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._unloading.discard)
 
     async def _unload(self, host: RoomHost) -> None:
         host.unload_handle = None
         await host.flush()
-        if (host.refs > 0 or self.hosts.get(host.room) is not host
-                or not host.is_idle() or host.room in self._loading):
+        if (
+            host.refs > 0
+            or self.hosts.get(host.room) is not host
+            or not host.is_idle()
+            or host.room in self._loading
+        ):
             return
         del self.hosts[host.room]
         host.stop_timers()

@@ -71,8 +71,9 @@ class RoomsyncWebSocket(web.WebSocketResponse):
 
     too_big_error: bytes | None = None
 
-    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"",
-                    drain: bool = True) -> bool:
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG and self.too_big_error is not None:
             error, self.too_big_error = self.too_big_error, None
             transport = self._req.transport if self._req is not None else None

@@ -57,13 +57,21 @@ async def websocket_handler(server: RoomsyncServer, request: web.Request) -> web
     # decode_text=False: text frames arrive as bytes that msgspec parses directly (UTF-8 is
     # validated there), sparing a str copy of every frame.
     ws = RoomsyncWebSocket(
-        autoping=False, max_msg_size=settings.max_frame_bytes, timeout=5.0, compress=False,
+        autoping=False,
+        max_msg_size=settings.max_frame_bytes,
+        timeout=5.0,
+        compress=False,
         decode_text=False,
     )
-    ws.too_big_error = _json_encode({
-        "type": "error", "code": "too-large",
-        "message": f"frame larger than max_frame_bytes {settings.max_frame_bytes}: split the pack",
-    })
+    ws.too_big_error = _json_encode(
+        {
+            "type": "error",
+            "code": "too-large",
+            "message": (
+                f"frame larger than max_frame_bytes {settings.max_frame_bytes}: split the pack"
+            ),
+        }
+    )
     await ws.prepare(request)
     conn = _Connection(server, ws, request)
     server.connection_opened(conn)
@@ -120,9 +128,16 @@ class _Connection:
         m_.closes.labels(str(code)).inc()
         if error and error.get("code") == "resync-required":
             m_.resyncs.labels(str(error.get("reason", "retention"))).inc()
-        event(log, "session.close", room=self.session.room, peer=self.session.peer,
-              session=self.session.session, code=code,
-              error=(error or {}).get("code"), message=(error or {}).get("message"))
+        event(
+            log,
+            "session.close",
+            room=self.session.room,
+            peer=self.session.peer,
+            session=self.session.session,
+            code=code,
+            error=(error or {}).get("code"),
+            message=(error or {}).get("message"),
+        )
         self._closing_task = asyncio.get_running_loop().create_task(self._close(code))
 
     async def _close(self, code: int) -> None:
@@ -134,8 +149,7 @@ class _Connection:
     def _peer_closed(self, peer: Peer, code: CloseCode, error: dict[str, Any] | None) -> None:
         self.close(int(code), error)
 
-    def fail(self, exc: RoomsyncError, ref: str | None = None,
-             hash: str | None = None) -> None:
+    def fail(self, exc: RoomsyncError, ref: str | None = None, hash: str | None = None) -> None:
         fields: dict[str, Any] = {"type": "error", **exc.to_error_fields()}
         if ref is not None:
             fields["ref"] = ref
@@ -160,9 +174,14 @@ class _Connection:
         server = self.server
         try:
             if server.draining:
-                self.close(int(CloseCode.RESTARTING), {
-                    "type": "error", "code": str(ErrorCode.DRAINING),
-                    "message": "node is draining: reconnect, possibly to another node"})
+                self.close(
+                    int(CloseCode.RESTARTING),
+                    {
+                        "type": "error",
+                        "code": str(ErrorCode.DRAINING),
+                        "message": "node is draining: reconnect, possibly to another node",
+                    },
+                )
             else:
                 overload = server.admission_refusal()
                 if overload is not None:
@@ -173,11 +192,19 @@ class _Connection:
         except RoomsyncError as exc:
             self.fail(exc)
         except Exception:
-            event(log, "session.internal_error", level=logging.ERROR, room=self.session.room,
-                  peer=self.session.peer, session=self.session.session)
+            event(
+                log,
+                "session.internal_error",
+                level=logging.ERROR,
+                room=self.session.room,
+                peer=self.session.peer,
+                session=self.session.session,
+            )
             log.exception("unexpected error in session %s", self.session.session)
-            self.close(int(CloseCode.INTERNAL), {
-                "type": "error", "code": "internal", "message": "internal server error"})
+            self.close(
+                int(CloseCode.INTERNAL),
+                {"type": "error", "code": "internal", "message": "internal server error"},
+            )
         finally:
             await self._cleanup()
 
@@ -242,9 +269,14 @@ class _Connection:
                 if self.close_code is None:
                     self.close_code = ws.close_code or int(CloseCode.NORMAL)
                     metrics.closes.labels(str(self.close_code)).inc()
-                    event(log, "session.closed_by_peer", room=self.session.room,
-                          peer=self.session.peer, session=self.session.session,
-                          code=self.close_code)
+                    event(
+                        log,
+                        "session.closed_by_peer",
+                        room=self.session.room,
+                        peer=self.session.peer,
+                        session=self.session.session,
+                        code=self.close_code,
+                    )
                 return
 
     async def _on_frame(self, obj: Any, nbytes: int, now: int) -> None:
@@ -284,7 +316,8 @@ class _Connection:
             metrics.handshakes.labels("refused").inc()
             raise UnsupportedVersion(
                 f"protocol version {hello.v} is not supported; this server speaks "
-                f"v{PROTOCOL_VERSION}")
+                f"v{PROTOCOL_VERSION}"
+            )
         prefixes = hello_prefixes(hello)
         room = self.session.room
         try:
@@ -304,14 +337,21 @@ class _Connection:
         metrics.auth.labels(outcome).inc()
         if len(host.peers) >= host.policy.max_peers:
             metrics.handshakes.labels("refused").inc()
-            raise Overload(f"room {room!r} is full ({host.policy.max_peers} peers)",
-                           retry_after_ms=server.retry_hint_ms())
+            raise Overload(
+                f"room {room!r} is full ({host.policy.max_peers} peers)",
+                retry_after_ms=server.retry_hint_ms(),
+            )
         if "read" in granted or "*" in granted:
             host.check_cursor(hello.cursor if hello.catchup is not False else None)
         caps = negotiate(hello.caps, granted, SUPPORTED_DATA_CAPS)
         self.session.open(caps=caps, actor=actor, prefixes=prefixes, exp_ms=exp_ms)
-        peer = Peer(self.session, self.out, stream_budget=host.policy.stream_budget_bytes,
-                    on_close=self._peer_closed, now_ms=now)
+        peer = Peer(
+            self.session,
+            self.out,
+            stream_budget=host.policy.stream_budget_bytes,
+            on_close=self._peer_closed,
+            now_ms=now,
+        )
         self.peer = peer
         if exp_ms is not None:
             loop = asyncio.get_running_loop()
@@ -334,8 +374,17 @@ class _Connection:
         self.send(welcome)
         metrics.handshakes.labels("welcome").inc()
         metrics.peers.inc()
-        event(log, "session.welcome", room=room, peer=peer.id, session=self.session.session,
-              actor=actor, caps=list(caps), cursor=hello.cursor, head=host.state.head)
+        event(
+            log,
+            "session.welcome",
+            room=room,
+            peer=peer.id,
+            session=self.session.session,
+            actor=actor,
+            caps=list(caps),
+            cursor=hello.cursor,
+            head=host.state.head,
+        )
         host.join(peer, hello.cursor, catchup=hello.catchup is not False)
 
     def _authenticate(
@@ -360,8 +409,10 @@ class _Connection:
         return anonymous, hello.actor or self.session.peer, None, "anonymous"
 
     def _expired(self) -> None:
-        self.close(int(CloseCode.TOKEN_EXPIRED), {
-            "type": "error", "code": "auth", "message": "auth: token expired"})
+        self.close(
+            int(CloseCode.TOKEN_EXPIRED),
+            {"type": "error", "code": "auth", "message": "auth: token expired"},
+        )
 
     # -- messages after welcome ------------------------------------------------------------
 
@@ -411,9 +462,19 @@ class _Connection:
 
 def _auth_outcome(exc: AuthError) -> str:
     text = exc.message.removeprefix("auth: ")
-    for key in ("token expired", "bad signature", "unknown kid", "not valid for room",
-                "malformed", "locked", "anonymous", "revoked", "missing claim",
-                "unsupported algorithm", "not yet valid"):
+    for key in (
+        "token expired",
+        "bad signature",
+        "unknown kid",
+        "not valid for room",
+        "malformed",
+        "locked",
+        "anonymous",
+        "revoked",
+        "missing claim",
+        "unsupported algorithm",
+        "not yet valid",
+    ):
         if key in text:
             return key.replace(" ", "-")
     return "other"
