@@ -319,7 +319,7 @@ class RoomHost:
                 stalled_since = time.monotonic()
                 delay = 0.001
             else:
-                delay = min(delay * 2, 0.05)
+                delay = min(delay * 2, 0.005)
                 if time.monotonic() - stalled_since > CATCHUP_STALL_S:
                     peer.close(
                         CloseCode.RESYNC_REQUIRED,

@@ -9,6 +9,7 @@ never with a traceback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -63,15 +64,7 @@ async def websocket_handler(server: RoomsyncServer, request: web.Request) -> web
         compress=False,
         decode_text=False,
     )
-    ws.too_big_error = _json_encode(
-        {
-            "type": "error",
-            "code": "too-large",
-            "message": (
-                f"frame larger than max_frame_bytes {settings.max_frame_bytes}: split the pack"
-            ),
-        }
-    )
+    ws.too_big_error = _too_big_error(settings.max_frame_bytes)
     await ws.prepare(request)
     conn = _Connection(server, ws, request)
     server.connection_opened(conn)
@@ -82,8 +75,22 @@ async def websocket_handler(server: RoomsyncServer, request: web.Request) -> web
     return ws
 
 
+@functools.lru_cache(maxsize=4)
+def _too_big_error(max_frame_bytes: int) -> bytes:
+    """The ``too-large`` error frame payload, shared by every connection."""
+    return _json_encode({
+        "type": "error", "code": "too-large",
+        "message": f"frame larger than max_frame_bytes {max_frame_bytes}: split the pack",
+    })
+
+
 class _Connection:
     """One WebSocket connection from accept to close."""
+
+    __slots__ = (
+        "_closing_task", "close_code", "host", "last_seen_ms", "out", "peer", "request",
+        "server", "session", "ws",
+    )
 
     def __init__(self, server: RoomsyncServer, ws: RoomsyncWebSocket, request: web.Request):
         self.server = server
