@@ -36,3 +36,21 @@ def test_readme_quick_start_is_two_commands_and_ci_runs_the_second() -> None:
     assert "roomsync serve" in commands[0] and "pip install" in commands[0]
     ci = (ROOT / ".ci" / "run").read_text()
     assert commands[1].strip() in ci
+
+
+async def test_readme_first_client_session_runs(tmp_path: Path) -> None:
+    from roomsync.testing.server import running_server
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## A first client session", 1)[1]
+    code = re.search(r"```python\n(.*?)\n```", section, re.S)
+    assert code is not None
+    async with running_server(tmp_path) as srv:
+        source = code.group(1).replace("http://127.0.0.1:8787", srv.url)
+        source = source.replace("asyncio.run(main())", "")
+        namespace: dict[str, object] = {}
+        exec(compile(source, "README.md", "exec"), namespace)
+        await namespace["main"]()  # type: ignore[operator]
+        loaded = await srv.server.store.load_room("my-room", now_ms=0)
+        assert [c.path for c in loaded.entries] == ["/todos/1"]
+        assert b"buy milk" in (loaded.entries[0].value or b"")
