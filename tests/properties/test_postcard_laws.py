@@ -125,3 +125,14 @@ def test_fast_and_strict_decoders_agree(data: bytes) -> None:
         strict = None
     if fast is not None:
         assert fast == strict
+
+
+@given(packs)
+def test_inline_encoder_matches_the_writer(pack: list[Change]) -> None:
+    from roomsync.core import postcard as pc
+
+    w = pc.Writer()
+    w.varint(len(pack))
+    for change in pack:
+        pc.write_change(w, change)
+    assert encode_pack(pack) == w.getvalue()
