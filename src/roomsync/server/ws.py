@@ -78,18 +78,29 @@ async def websocket_handler(server: RoomsyncServer, request: web.Request) -> web
 @functools.lru_cache(maxsize=4)
 def _too_big_error(max_frame_bytes: int) -> bytes:
     """The ``too-large`` error frame payload, shared by every connection."""
-    return _json_encode({
-        "type": "error", "code": "too-large",
-        "message": f"frame larger than max_frame_bytes {max_frame_bytes}: split the pack",
-    })
+    return _json_encode(
+        {
+            "type": "error",
+            "code": "too-large",
+            "message": f"frame larger than max_frame_bytes {max_frame_bytes}: split the pack",
+        }
+    )
 
 
 class _Connection:
     """One WebSocket connection from accept to close."""
 
     __slots__ = (
-        "_closing_task", "close_code", "host", "last_seen_ms", "out", "peer", "request",
-        "server", "session", "ws",
+        "_closing_task",
+        "close_code",
+        "host",
+        "last_seen_ms",
+        "out",
+        "peer",
+        "request",
+        "server",
+        "session",
+        "ws",
     )
 
     def __init__(self, server: RoomsyncServer, ws: RoomsyncWebSocket, request: web.Request):
