@@ -19,6 +19,7 @@ window. Send times stay in the generator process: all peers live there.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import re
 import time
@@ -43,7 +44,7 @@ def chunks(seq: Sequence[int], n: int) -> Iterable[Sequence[int]]:
         yield seq[i : i + n]
 
 
-class Client:
+class Client(abc.ABC):
     """One WebSocket peer. Subclasses implement the handshake and frame handling."""
 
     def __init__(
@@ -104,11 +105,11 @@ class Client:
         finally:
             self._changed.set()
 
-    def on_binary(self, data: bytes, t: float) -> None:
-        pass
+    def on_binary(self, data: bytes, t: float) -> None:  # noqa: B027 - optional hook
+        """A binary frame arrived at ``t`` (protocols that use them override this)."""
 
-    def on_text(self, data: str, t: float) -> None:
-        pass
+    def on_text(self, data: str, t: float) -> None:  # noqa: B027 - optional hook
+        """A text frame arrived at ``t`` (protocols that use them override this)."""
 
     def deliver_marks(self, data: bytes, t: float) -> None:
         cb = self.on_delivery
@@ -153,8 +154,9 @@ class Client:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    @abc.abstractmethod
     async def connect(self, timeout: float = 30.0) -> None:
-        raise NotImplementedError
+        """Open the WebSocket and complete the protocol's handshake/initial sync."""
 
     async def close(self) -> None:
         ws, reader = self.ws, self._reader
@@ -171,7 +173,7 @@ class Client:
                 pass
 
 
-class Driver:
+class Driver(abc.ABC):
     """One protocol family. ``name`` is the system, ``family`` the protocol."""
 
     family = "?"
@@ -180,9 +182,11 @@ class Driver:
     def __init__(self, system: str) -> None:
         self.system = system
 
+    @abc.abstractmethod
     def url(self, base: str, room: str) -> str:
-        raise NotImplementedError
+        """The WebSocket URL of ``room`` on the server at ``base``."""
 
+    @abc.abstractmethod
     def client(
         self,
         session: aiohttp.ClientSession,
@@ -193,21 +197,22 @@ class Driver:
         on_delivery: DeliveryCallback | None = None,
         keep: bool = False,
     ) -> Client:
-        raise NotImplementedError
+        """A client of this protocol (not yet connected)."""
 
+    @abc.abstractmethod
     def make_updates(
         self, room: str, ident: str, seqs: Sequence[int], value_size: int, gen: int = 0,
         batch: int = 1,
     ) -> list[Message]:
         """Prebuilt writer messages: ``batch`` updates of ``seqs`` per message, in order."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def verify(self, client: Client, seqs: Sequence[int], value_size: int) -> int:
         """How many of ``seqs`` the client's kept frames do not hold with the right value."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def late_joiner(
         self, session: aiohttp.ClientSession, base: str, *, room: str, entries: int,
         divergence: float, value_size: int, batch: int, timeout: float,
     ) -> dict[str, Any]:
-        raise NotImplementedError
+        """Scenario (d): full-state and post-divergence sync of a late peer (see scenarios)."""

@@ -68,4 +68,5 @@ class RawDriver(Driver):
         return sum(1 for s in seqs if got.get(s) != value(s, value_size).encode())
 
     async def late_joiner(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        raise NotImplementedError("the raw ceiling keeps no state")
+        """Not run (``late_joiner_supported`` is False): a relay keeps no room state."""
+        return {"skipped": "no room state (transport ceiling)"}
