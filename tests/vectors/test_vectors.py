@@ -87,16 +87,16 @@ def encode_op(value: bytes | None) -> bytes:
 
 # -- case definitions ---------------------------------------------------------------------
 
-TODO = Change("/todos/42/title", 1_700_000_000_000, 0, "alice", b'"buy milk"')
+TITLE_CHANGE = Change("/todos/42/title", 1_700_000_000_000, 0, "alice", b'"buy milk"')
 
 VALID_PACKS: list[tuple[str, str, list[Change]]] = [
     ("pack-empty", "Pack with no changes", []),
-    ("pack-one-set", "one Set change as a client sends it (seq None)", [TODO]),
+    ("pack-one-set", "one Set change as a client sends it (seq None)", [TITLE_CHANGE]),
     (
         "pack-set-and-delete",
         "a Set with seq Some(7) and a Delete with seq Some(300) (two-byte varint)",
         [
-            TODO.with_seq(7),
+            TITLE_CHANGE.with_seq(7),
             Change("/todos/41", 1_700_000_000_001, 2, "bob", None, 300),
         ],
     ),
@@ -259,9 +259,9 @@ def generate_postcard() -> dict[str, Any]:
             "name": "leaf",
             "type": "Leaf",
             "doc": "the MST Leaf of the change of pack-one-set",
-            "value": {k: v for k, v in change_to_json(TODO).items() if k not in ("op", "seq")}
+            "value": {k: v for k, v in change_to_json(TITLE_CHANGE).items() if k not in ("op", "seq")}
             | {"value": b'"buy milk"'.hex()},
-            "hex": encode_leaf(TODO).hex(),
+            "hex": encode_leaf(TITLE_CHANGE).hex(),
         }
     )
     invalid = [{"name": n, "type": "Pack", "hex": h, "error": e} for n, h, e in INVALID_PACKS] + [
