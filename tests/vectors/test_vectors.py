@@ -259,7 +259,9 @@ def generate_postcard() -> dict[str, Any]:
             "name": "leaf",
             "type": "Leaf",
             "doc": "the MST Leaf of the change of pack-one-set",
-            "value": {k: v for k, v in change_to_json(TITLE_CHANGE).items() if k not in ("op", "seq")}
+            "value": {
+                k: v for k, v in change_to_json(TITLE_CHANGE).items() if k not in ("op", "seq")
+            }
             | {"value": b'"buy milk"'.hex()},
             "hex": encode_leaf(TITLE_CHANGE).hex(),
         }

@@ -236,11 +236,11 @@ class RoomsyncServer:
 
     async def _reap_loop(self) -> None:
         interval = self.settings.server.heartbeat_ms / 1000
-        unloads_seen = 0.0
+        unloads_seen = 0
         while True:
             await asyncio.sleep(interval)
             self.reap()
-            unloads = self.metrics.room_unloads._value.get()
+            unloads = self.rooms.unloads
             if unloads != unloads_seen:  # rooms were freed since the last beat
                 unloads_seen = unloads
                 release_free_memory()

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..core.codes import CloseCode
-from ..core.errors import RoomsyncError
 from ..core.session import Session
 from .transport import Outbound, encode_frame
 
@@ -117,16 +116,6 @@ class Peer:
         for frame in held:
             if not self.send_frame(frame):
                 return
-
-    def fail(self, error: RoomsyncError, ref: str | None = None) -> None:
-        """Send ``error`` for ``error`` and close with its code when it has one."""
-        fields = {"type": "error", **error.to_error_fields()}
-        if ref is not None:
-            fields["ref"] = ref
-        if error.close is None:
-            self.send(fields)
-        else:
-            self.close(error.close, fields)
 
     def close(
         self, code: CloseCode, error: dict[str, Any] | None = None, *, reason: str | None = None

@@ -628,6 +628,8 @@ class RoomRegistry:
         self.hosts: dict[str, RoomHost] = {}
         self._loading: dict[str, asyncio.Future[RoomHost]] = {}
         self._unloading: set[asyncio.Task[None]] = set()
+        self.loads = 0  # rooms loaded / unloaded since start (also exported as metrics)
+        self.unloads = 0
 
     async def acquire(self, room: str) -> RoomHost:
         """The loaded room, loading it if needed; the caller must :meth:`release` it."""
@@ -676,6 +678,7 @@ class RoomRegistry:
         self.hosts[room] = host
         self.metrics.rooms.set(len(self.hosts))
         self.metrics.room_loads.inc()
+        self.loads += 1
         return host
 
     def release(self, host: RoomHost) -> None:
@@ -708,6 +711,7 @@ class RoomRegistry:
         host.stop_timers()
         self.metrics.rooms.set(len(self.hosts))
         self.metrics.room_unloads.inc()
+        self.unloads += 1
 
     def evict(self, room: str) -> None:
         """Forget a loaded room now (after a restore, delete or store failure)."""
