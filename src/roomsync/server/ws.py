@@ -307,10 +307,8 @@ class _Connection:
         except RoomsyncError as exc:
             if exc.code is ErrorCode.RATE_LIMITED:
                 metrics.rate_limited.inc()
-                if exc.close is None and type_ == "pack" and self.host and self.peer:
-                    # Never a silently dropped write: the pack is refused explicitly, its
-                    # ack in order with the acks of the packs before it.
-                    self.host.refuse_pack(self.peer, "rate-limited", exc.message)
+            if type_ == "pack":
+                self._refuse_pack(exc)
             self.fail(exc, ref=type_ if isinstance(type_, str) else None)
             return
         try:
@@ -322,8 +320,17 @@ class _Connection:
             else:
                 self._dispatch(msg, prefixes_before)
         except RoomsyncError as exc:
+            if msg.type == "pack":
+                self._refuse_pack(exc)
             blob_hash = getattr(msg, "hash", None)
             self.fail(exc, ref=msg.type, hash=blob_hash if isinstance(blob_hash, str) else None)
+
+    def _refuse_pack(self, exc: RoomsyncError) -> None:
+        """Every pack gets its ack, also one refused as a whole (malformed, too large,
+        rate-limited, forbidden): ``seqs: []`` and ``refused[{index: -1, code}]``, in order
+        with the acks of the packs before it. Never a silently dropped write."""
+        if exc.close is None and self.host is not None and self.peer is not None:
+            self.host.refuse_pack(self.peer, str(exc.code), exc.message)
 
     # -- handshake -------------------------------------------------------------------------
 
