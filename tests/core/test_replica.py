@@ -91,12 +91,12 @@ def test_offline_queue_keeps_the_latest_write_per_path_in_order_of_last_write() 
     assert r.get("/d") is None and r.entries["/d"] is d
 
 
-def test_take_outgoing_respects_limits_and_one_pack_in_flight() -> None:
-    r = Replica("me")
+def test_take_outgoing_respects_limits_and_the_inflight_window() -> None:
+    r = Replica("me", max_inflight=1)
     writes = [r.write(f"/k{i}", b"x" * 10, now_ms=i + 1) for i in range(5)]
     assert r.take_outgoing(max_changes=2, max_bytes=1 << 20) == writes[:2]
     assert r.inflight == [writes[:2]]
-    assert r.take_outgoing(max_changes=2, max_bytes=1 << 20) is None  # one in flight
+    assert r.take_outgoing(max_changes=2, max_bytes=1 << 20) is None  # window of one is full
     r.on_ack([1, 2])
     size = encoded_size(writes[2])
     pack = r.take_outgoing(max_changes=100, max_bytes=10 + 2 * size)
@@ -218,9 +218,9 @@ def test_whole_pack_refusals() -> None:
     assert settled.refused == (RefusedChange(a, "forbidden", "no write"),)
     b = r.write("/b", b"2", now_ms=2)
     r.take_outgoing(10, 1 << 20)
-    settled = r.on_pack_refused("too-large", "pack too big")
+    settled = r.on_ack([], [{"index": -1, "code": "too-large", "message": "pack too big"}])
     assert settled.refused == (RefusedChange(b, "too-large", "pack too big"),)
-    assert r.on_pack_refused("x", "y").refused == ()
+    assert r.on_ack([], [{"index": -1, "code": "x", "message": "y"}]).refused == ()
     assert r.idle and not r.entries
 
 
@@ -600,3 +600,17 @@ def test_replicas_converge_with_the_server_core() -> None:
     roots = {r.root_hex for r in replicas.values()}
     assert roots == {room.state.root}
     assert {r.cursor for r in replicas.values()} == {room.state.head}
+
+
+def test_several_packs_in_flight_settle_in_order() -> None:
+    r = Replica("me", max_inflight=3)
+    writes = [r.write(f"/k{i}", b"x", now_ms=i + 1) for i in range(4)]
+    packs = [r.take_outgoing(max_changes=1, max_bytes=1 << 20) for _ in range(4)]
+    assert packs[:3] == [[w] for w in writes[:3]] and packs[3] is None
+    settled = r.on_ack([], [{"index": -1, "code": "too-large", "message": "no"}])
+    assert [rc.change for rc in settled.refused] == [writes[0]]
+    r.on_ack([1])
+    r.on_ack([2])
+    assert r.take_outgoing(max_changes=1, max_bytes=1 << 20) == [writes[3]]
+    r.on_ack([3])
+    assert r.idle and [r.get(w.path) for w in writes[1:]] == writes[1:]

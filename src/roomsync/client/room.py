@@ -1360,10 +1360,7 @@ class RoomClient:
         log.info("server error %s (ref %s): %s", msg.code, ref, msg.message)
         refused = RequestRefused(error)
         if ref == "pack":
-            if msg.code == str(ErrorCode.RATE_LIMITED):
-                return  # the pack was already refused by an ack (or the close follows)
-            self._settled(self._replica.on_pack_refused(msg.code, msg.message))
-            self._flush_outgoing()
+            return  # the pack's own ack (refused[index -1]) settles it, in order
         elif ref == "request":
             self._fail_answer(link, AnswerKind.PATHS, refused)
         elif ref == "subscribe":

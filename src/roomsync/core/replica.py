@@ -68,11 +68,10 @@ from .mst import MerkleSearchTree
 from .room import MAX_ACTOR_BYTES
 from .types import any_prefix_matches, prefix_matches, validate_path, validate_prefix
 
-DEFAULT_MAX_INFLIGHT = 1
-"""Packs in flight at once. One: an immediate refusal (``error{ref: "pack"}`` or a
-rate-limited ``ack``) is written before the acks of earlier packs still being committed,
-so with more than one pack in flight it could not be matched to its pack. Writes made
-while a pack is in flight are batched into the next one."""
+DEFAULT_MAX_INFLIGHT = 4
+"""Packs in flight at once. The server answers every pack with exactly one ``ack``, in
+order (a pack refused as a whole too: ``refused[{index: -1}]``), so acks settle packs
+FIFO. Writes made while the window is full are batched into the next pack."""
 
 _PACK_OVERHEAD = 10
 """Bytes of a ``Pack`` besides its changes: the varint change count (at most 10)."""
@@ -368,12 +367,6 @@ class Replica:
                 code, message = reasons.get(index, ("internal", "the ack carried no seq"))
                 bad.append((change, code, message))
         return self._refuse_each(bad)
-
-    def on_pack_refused(self, code: str, message: str) -> Settled:
-        """The oldest pack in flight was refused as a whole (``error{ref: "pack"}``)."""
-        if not self._inflight:
-            return Settled()
-        return self._refuse(self._inflight.popleft(), code, message)
 
     def requeue_inflight(self) -> None:
         """After a disconnect: packs in flight go back to the front of the queue.
