@@ -136,3 +136,27 @@ def test_inline_encoder_matches_the_writer(pack: list[Change]) -> None:
     for change in pack:
         pc.write_change(w, change)
     assert encode_pack(pack) == w.getvalue()
+
+
+@given(changes.filter(lambda c: c.value is not None), st.none() | hashes, node_entries)
+def test_leaf_and_node_encoders_match_the_writer(
+    change: Change, left: bytes | None, entries: list[tuple[str, bytes, bytes | None]]
+) -> None:
+    from roomsync.core import postcard as pc
+
+    w = pc.Writer()
+    w.string(change.path)
+    w.u64(change.ts)
+    w.u32(change.counter)
+    w.string(change.actor)
+    assert change.value is not None
+    w.bytes_(change.value)
+    assert pc.encode_leaf(change) == w.getvalue()
+    w = pc.Writer()
+    w.option_hash32(left)
+    w.varint(len(entries))
+    for path, leaf, right in entries:
+        w.string(path)
+        w.hash32(leaf)
+        w.option_hash32(right)
+    assert pc.encode_node(left, entries) == w.getvalue()

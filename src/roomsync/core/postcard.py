@@ -389,17 +389,49 @@ def decode_pack(data: bytes) -> list[Change]:
 # -- MST leaf and node (SPEC §1) ----------------------------------------------------------
 
 
+def varint_bytes(value: int) -> bytes:
+    """LEB128 of a non-negative ``value``; one cached object for values below 128."""
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+
+
 def encode_leaf(change: Change) -> bytes:
-    """``Leaf { path, ts, counter, actor, value }`` of a live entry."""
-    if change.value is None:
+    """``Leaf { path, ts, counter, actor, value }`` of a live entry.
+
+    Hashed once per live entry when a Merkle Search Tree root is computed, so it is
+    written with one ``join`` instead of :class:`Writer` calls (the same bytes; tested).
+    """
+    value = change.value
+    if value is None:
         raise ValueError("tombstones have no MST leaf")
-    w = Writer()
-    w.string(change.path)
-    w.u64(change.ts)
-    w.u32(change.counter)
-    w.string(change.actor)
-    w.bytes_(change.value)
-    return w.getvalue()
+    ts, counter = change.ts, change.counter
+    if not 0 <= ts <= U64_MAX:
+        raise ValueError(f"u64 out of range: ts {ts} of {change.path!r}")
+    if not 0 <= counter <= U32_MAX:
+        raise ValueError(f"u32 out of range: counter {counter} of {change.path!r}")
+    path = change.path.encode("utf-8")
+    actor = change.actor.encode("utf-8")
+    return b"".join(
+        (
+            varint_bytes(len(path)),
+            path,
+            varint_bytes(ts),
+            varint_bytes(counter),
+            varint_bytes(len(actor)),
+            actor,
+            varint_bytes(len(value)),
+            value,
+        )
+    )
 
 
 NodeEntryTuple = tuple[str, bytes, bytes | None]
@@ -407,14 +439,21 @@ NodeEntryTuple = tuple[str, bytes, bytes | None]
 
 def encode_node(left: bytes | None, entries: list[NodeEntryTuple]) -> bytes:
     """``Node { left, entries: [NodeEntry { path, leaf, right }] }``."""
-    w = Writer()
-    w.option_hash32(left)
-    w.varint(len(entries))
+    parts = [b"\x00" if left is None else b"\x01" + _hash32(left), varint_bytes(len(entries))]
+    append = parts.append
     for path, leaf, right in entries:
-        w.string(path)
-        w.hash32(leaf)
-        w.option_hash32(right)
-    return w.getvalue()
+        raw = path.encode("utf-8")
+        append(varint_bytes(len(raw)))
+        append(raw)
+        append(_hash32(leaf))
+        append(b"\x00" if right is None else b"\x01" + _hash32(right))
+    return b"".join(parts)
+
+
+def _hash32(digest: bytes) -> bytes:
+    if len(digest) != HASH_LEN:
+        raise ValueError("a [u8;32] must be exactly 32 bytes")
+    return digest
 
 
 def decode_node(data: bytes) -> tuple[bytes | None, list[NodeEntryTuple]]:
