@@ -45,6 +45,10 @@ log = logging.getLogger("roomsync.rooms")
 
 #: Presence is coalesced over at least this window even when broadcast_window_ms is 0.
 PRESENCE_MIN_WINDOW_MS = 10
+#: A committed batch this large gets its MST root hashed at once (see _hash_ahead).
+EAGER_ROOT_BATCH = 100
+#: Smaller batches get it hashed after the room has been quiet this long.
+ROOT_IDLE_S = 0.2
 #: Full-state snapshots kept per room at one head (one per distinct subscription).
 MAX_SNAPSHOTS = 8
 #: A streamed answer (catch-up, request) pauses while this much is queued for the peer.
@@ -117,6 +121,7 @@ class RoomHost:
     _queue: list[_Submitted] = field(default_factory=list)
     _persist_task: asyncio.Task[None] | None = None
     _compact_task: asyncio.Task[None] | None = None
+    _root_timer: asyncio.TimerHandle | None = None
     _outgoing: list[tuple[Peer | None, Change]] = field(default_factory=list)
     _outgoing_t0: float = 0.0
     _broadcast_handle: asyncio.Handle | None = None
@@ -260,10 +265,10 @@ class RoomHost:
         self._schedule_presence()
 
     def stop_timers(self) -> None:
-        for handle in (self._presence_flush, self._presence_tick):
+        for handle in (self._presence_flush, self._presence_tick, self._root_timer):
             if handle is not None:
                 handle.cancel()
-        self._presence_flush = self._presence_tick = None
+        self._presence_flush = self._presence_tick = self._root_timer = None
 
     def send_changes(self, peer: Peer, changes: list[Change], *, final_head: int) -> None:
         """Stream ``changes`` to ``peer`` as chunked ``pack`` frames, last one ``done``.
@@ -419,9 +424,31 @@ class RoomHost:
                     self.metrics.persist.observe(time.perf_counter() - t0)
                 self._deliver(batch)
                 self._maybe_compact()
+                self._hash_ahead(len(accepted))
         finally:
             self._persist_task = None
             self._idle.set()
+
+    def _hash_ahead(self, batch_size: int) -> None:
+        """Keep the MST root mostly computed, off the welcome path.
+
+        The root is hashed lazily (writes only mark nodes dirty), so the first ``welcome``
+        or ``mst-root`` after a burst of writes would pay for the whole burst. Big batches
+        (bulk loads) are hashed right after their commit, where it costs about a
+        microsecond per change; small ones once the room has been quiet for a moment.
+        """
+        if self._root_timer is not None:
+            self._root_timer.cancel()
+            self._root_timer = None
+        if batch_size >= EAGER_ROOT_BATCH:
+            self.state.tree.root_hash  # noqa: B018 - computes and caches the root
+        elif batch_size:
+            self._root_timer = asyncio.get_running_loop().call_later(
+                ROOT_IDLE_S, self._hash_when_idle)
+
+    def _hash_when_idle(self) -> None:
+        self._root_timer = None
+        self.state.tree.root_hash  # noqa: B018 - computes and caches the root
 
     def _store_failed(self, batch: list[_Submitted], exc: BaseException) -> None:
         self.metrics.store_errors.inc()
