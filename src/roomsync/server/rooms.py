@@ -384,6 +384,9 @@ class RoomHost:
 
     def _enqueue(self, item: _Submitted) -> None:
         loop = asyncio.get_running_loop()
+        if item.accepted and self._snapshots:
+            # The head moved: snapshots nobody is reading are stale; free their frames.
+            self._snapshots = {k: v for k, v in self._snapshots.items() if v.readers}
         if item.accepted:
             if not self._outgoing:
                 self._outgoing_t0 = item.t0
