@@ -447,7 +447,8 @@ class RoomHost:
             self.state.tree.root_hash  # noqa: B018 - computes and caches the root
         elif batch_size:
             self._root_timer = asyncio.get_running_loop().call_later(
-                ROOT_IDLE_S, self._hash_when_idle)
+                ROOT_IDLE_S, self._hash_when_idle
+            )
 
     def _hash_when_idle(self) -> None:
         self._root_timer = None
