@@ -24,7 +24,8 @@ async def test_readyz_reports_each_check(srv: ServerHandle, http: aiohttp.Client
     body = await resp.json()
     assert resp.status == 200
     assert body["checks"]["store"] == {"ok": True, "backend": "sqlite"}
-    assert body["checks"]["bus"]["ok"] is True
+    assert body["checks"]["blobs"] == {"ok": True, "backend": "filesystem"}
+    assert "bus" not in body["checks"]  # single node: fan-out is in-process, no bus to check
 
 
 async def test_readyz_fails_when_store_breaks(tmp_path: Path, http: aiohttp.ClientSession) -> None:

@@ -312,7 +312,6 @@ class RoomsyncServer:
                 "error": str(exc),
                 "reason": getattr(exc, "reason", None),
             }
-        checks["bus"] = {"ok": True, "backend": "memory"}
         if self.draining:
             ok = False
             checks["draining"] = True
