@@ -336,9 +336,12 @@ async def test_silent_peer_is_reaped(tmp_path: Path, http: aiohttp.ClientSession
 
 
 async def test_server_ping_is_answered(srv: ServerHandle, http: aiohttp.ClientSession) -> None:
-    ws, _ = await hello(http, srv.ws_url("r"))
-    pong = await ws.ping()
-    assert pong is None
-    await ws.send_json({"type": "ping"})
+    ws = await http.ws_connect(srv.ws_url("r"), autoping=False)
+    await ws.send_json({"type": "hello", "v": 1, "catchup": False})
+    assert (await recv(ws))["type"] == "welcome"
+    await ws.ping(b"beat")  # a WebSocket-level ping gets a WebSocket pong with its payload
+    msg = await asyncio.wait_for(ws.receive(), 5)
+    assert msg.type is aiohttp.WSMsgType.PONG and msg.data == b"beat"
+    await ws.send_json({"type": "ping"})  # the application-level one gets a pong envelope
     assert (await recv(ws)) == {"type": "pong"}
     await ws.close()
