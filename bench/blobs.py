@@ -25,14 +25,17 @@ import aiohttp
 
 from roomsync.testing.server import server_process
 
+from .common import proc_rss_kb
+
 MB = 1_000_000
 
 
-def status_kb(pid: int, field: str) -> int:
+def peak_rss_kb(pid: int) -> int:
+    """VmHWM: the highest RSS the process has had so far."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
+        if line.startswith("VmHWM:"):
             return int(line.split()[1])
-    raise RuntimeError(field)
+    raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
 async def until(ws: aiohttp.ClientWebSocketResponse, *types: str) -> dict[str, Any]:
@@ -90,7 +93,7 @@ async def main(args: argparse.Namespace) -> None:
             ws = await http.ws_connect(proc.ws_url("blobs"), max_msg_size=0)
             await ws.send_json({"type": "hello", "v": 1, "catchup": False})
             await until(ws, "welcome")
-            baseline = status_kb(pid, "VmRSS")
+            baseline = proc_rss_kb(pid)
             peaks: dict[str, int] = {}
             for path in ("direct", "inline"):
                 for size in (1 * MB, 50 * MB):
@@ -103,7 +106,7 @@ async def main(args: argparse.Namespace) -> None:
                             await upload_inline(ws, data)
                     elapsed = time.perf_counter() - t0
                     rows.append((path, size, len(blobs) * size / MB / elapsed))
-                peaks[path] = status_kb(pid, "VmHWM")
+                peaks[path] = peak_rss_kb(pid)
             await ws.close()
         proc.terminate()
     print(f"command: {' '.join([sys.executable, '-m', 'bench.blobs', *sys.argv[1:]])}")

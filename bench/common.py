@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,23 @@ def header(title: str) -> None:
         f"{GENERATOR_CORE} (sched_setaffinity)"
     )
     print(flush=True)
+
+
+def run_main(
+    title: str, run: Callable[[Any], Awaitable[int]], args: Any, *, limit_s: float = 300.0
+) -> int:
+    """Print the header, pin the generator, run ``run(args)`` under uvloop, bounded in time."""
+    header(title)
+    args.pin = pin_generator(GENERATOR_CORE)
+    args.loop = install_uvloop()
+    t0 = time.perf_counter()
+    try:
+        rc = asyncio.run(asyncio.wait_for(run(args), limit_s))
+    except TimeoutError:
+        print(f"benchmark timed out after {limit_s:.0f} s")
+        rc = 2
+    print(f"\ntotal run time {time.perf_counter() - t0:.0f} s; all traffic to {HOST}")
+    return rc
 
 
 def pin_generator(core: int = GENERATOR_CORE) -> str:

@@ -32,18 +32,15 @@ from typing import Any
 import aiohttp
 
 from .common import (
-    GENERATOR_CORE,
-    HOST,
     CpuMeter,
     bench_server,
     fmt_int,
-    header,
-    install_uvloop,
     log,
+    masked_frame,
     percentile,
-    pin_generator,
     py_spy,
     raise_nofile,
+    run_main,
     verdict,
 )
 
@@ -104,19 +101,7 @@ class AiohttpClient:
 # -- client: raw asyncio protocol -------------------------------------------------------------
 
 
-def _masked_frame(payload: bytes, opcode: int) -> bytes:
-    """A client frame with a zero mask key (legal; the payload is then unchanged)."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 1 << 16:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    return head + b"\0\0\0\0" + payload
-
-
-_CLOSE_FRAME = _masked_frame((1000).to_bytes(2, "big"), 0x8)
+_CLOSE_FRAME = masked_frame((1000).to_bytes(2, "big"), 0x8)
 
 
 class _RawWS(asyncio.Protocol):
@@ -183,7 +168,7 @@ class _RawWS(asyncio.Protocol):
             return
         if opcode == 0x9:  # ping: answer with pong (zero mask)
             assert self.transport is not None
-            self.transport.write(_masked_frame(payload, 0xA))
+            self.transport.write(masked_frame(payload, 0xA))
             return
         if opcode != 0x1 or self.ready.done():
             return
@@ -228,7 +213,7 @@ class RawClient:
         ).encode()
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
-        hello = _masked_frame(hello_text(actor).encode(), 0x1)
+        hello = masked_frame(hello_text(actor).encode(), 0x1)
         _, proto = await loop.create_connection(
             lambda: _RawWS(request, hello, ready), host, int(port)
         )
@@ -513,17 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         args.idle = "1000" if args.quick else "1000,5000"
     args.handshakes = max(1, min(args.handshakes, 100_000))
     args.inflight = max(1, min(args.inflight, 1000))
-    header("roomsync handshake benchmark")
-    args.pin = pin_generator(GENERATOR_CORE)
-    args.loop = install_uvloop()
-    t0 = time.perf_counter()
-    try:
-        rc = asyncio.run(asyncio.wait_for(run(args), 300.0))
-    except TimeoutError:
-        print("benchmark timed out after 300 s")
-        rc = 2
-    print(f"\ntotal run time {time.perf_counter() - t0:.0f} s; all traffic to {HOST}")
-    return rc
+    return run_main("roomsync handshake benchmark", run, args)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,7 @@ from roomsync.core.codec import pack_data
 from roomsync.core.entries import Change
 from roomsync.testing.server import server_process
 
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+from .common import proc_rss_kb
 
 
 async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
@@ -76,13 +71,13 @@ async def main(args: argparse.Namespace) -> None:
         url = proc.url
         async with aiohttp.ClientSession() as http:
             await asyncio.sleep(0.5)
-            base = rss_kb(pid)
+            base = proc_rss_kb(pid)
             t0 = time.perf_counter()
             # Keep rooms loaded while filling: a long unload timeout would do too, but
             # sampling right after the fill is what an operator sees at peak.
             await fill(url, args.rooms, args.changes, args.concurrency)
             fill_s = time.perf_counter() - t0
-            peak = rss_kb(pid)
+            peak = proc_rss_kb(pid)
             loaded = await metric(http, url, "roomsync_rooms_loaded")
             deadline = time.monotonic() + args.unload_ms / 1000 + 30
             while await metric(http, url, "roomsync_rooms_loaded") > 0:
@@ -90,7 +85,7 @@ async def main(args: argparse.Namespace) -> None:
                     raise SystemExit("rooms did not unload")
                 await asyncio.sleep(0.2)
             await asyncio.sleep(2.5)  # a heartbeat or two: the server trims its heap then
-            after = rss_kb(pid)
+            after = proc_rss_kb(pid)
             unloads = await metric(http, url, "roomsync_room_unloads_total")
         proc.terminate()
     growth = peak - base

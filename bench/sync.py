@@ -46,19 +46,15 @@ from roomsync.core.postcard import encode_pack
 from roomsync.core.reconcile import FetchNodes, ReconcileResult, reconcile
 
 from .common import (
-    GENERATOR_CORE,
-    HOST,
     BenchServer,
     CpuMeter,
     RawWS,
     bench_server,
     fmt_int,
-    header,
-    install_uvloop,
     log,
     percentile,
-    pin_generator,
     py_spy,
+    run_main,
     verdict,
 )
 
@@ -1008,17 +1004,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.subscribers is not None:
         sizes = dataclasses.replace(sizes, subscribers=max(1, min(args.subscribers, 1000)))
     args.sizes = sizes
-    header("roomsync sync benchmark" + (" (--quick)" if args.quick else ""))
-    args.pin = pin_generator(GENERATOR_CORE)
-    args.loop = install_uvloop()
-    t0 = time.perf_counter()
-    try:
-        rc = asyncio.run(asyncio.wait_for(run(args), 300.0))
-    except TimeoutError:
-        print("benchmark timed out after 300 s")
-        rc = 2
-    print(f"\ntotal run time {time.perf_counter() - t0:.0f} s; all traffic to {HOST}")
-    return rc
+    return run_main("roomsync sync benchmark" + (" (--quick)" if args.quick else ""), run, args)
 
 
 if __name__ == "__main__":
