@@ -8,6 +8,7 @@ Published as part of the test kit so that applications can test against the real
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import os
@@ -28,6 +29,10 @@ from ..server.app import RoomsyncServer
 ALL_DATA_CAPS = ("read", "write", "presence", "blob", "blob-direct", "reconcile")
 
 
+#: The signing key every test server uses, so tests can mint tokens for it.
+TEST_KEYS = {"test-k1": "test-secret-0123456789abcdef0123456789abcdef"}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -40,7 +45,7 @@ def test_settings(
     """Settings for a test server: no config file, no environment, a fixed signing key."""
     values: dict[str, Any] = {
         "server.data_dir": str(data_dir),
-        "auth.keys": {"test-k1": "test-secret-0123456789abcdef0123456789abcdef"},
+        "auth.keys": dict(TEST_KEYS),
         "server.room_idle_unload_ms": 0,
     }
     if dev:
@@ -50,12 +55,17 @@ def test_settings(
     return load_settings(None, env=env or {}, overrides=values)
 
 
-@dataclass
-class ServerHandle:
-    server: RoomsyncServer
+class _Endpoint(abc.ABC):
+    """URLs and tokens of a test server; subclasses say where it listens and who signs."""
+
     host: str
     port: int
-    scheme: str = "http"
+    scheme: str
+
+    @property
+    @abc.abstractmethod
+    def tokens(self) -> TokenService:
+        """The token service whose keys the server verifies with."""
 
     @property
     def url(self) -> str:
@@ -74,13 +84,25 @@ class ServerHandle:
         actor: str | None = None,
         now_s: int | None = None,
     ) -> str:
-        return self.server.tokens.mint(
+        return self.tokens.mint(
             room=room,
             caps=caps,
             ttl_s=ttl_s,
             now_s=int(time.time()) if now_s is None else now_s,
             actor=actor,
         )
+
+
+@dataclass
+class ServerHandle(_Endpoint):
+    server: RoomsyncServer
+    host: str
+    port: int
+    scheme: str = "http"
+
+    @property
+    def tokens(self) -> TokenService:
+        return self.server.tokens
 
 
 @contextlib.asynccontextmanager
@@ -100,36 +122,20 @@ async def running_server(
 
 
 @dataclass
-class ServerProcess:
+class ServerProcess(_Endpoint):
     proc: subprocess.Popen[str]
     port: int
     data_dir: Path
+    host: str = "127.0.0.1"
+    scheme: str = "http"
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def ws_url(self, room: str) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/{room}"
-
-    def mint(
-        self,
-        room: str = "*",
-        caps: Sequence[str] = ALL_DATA_CAPS,
-        *,
-        ttl_s: int = 3600,
-        actor: str | None = None,
-    ) -> str:
-        return TokenService(dict(TEST_KEYS)).mint(
-            room=room, caps=caps, ttl_s=ttl_s, now_s=int(time.time()), actor=actor
-        )
+    def tokens(self) -> TokenService:
+        return TokenService(dict(TEST_KEYS))
 
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         self.proc.send_signal(sig)
         return self.proc.wait(timeout)
-
-
-TEST_KEYS = {"test-k1": "test-secret-0123456789abcdef0123456789abcdef"}
 
 
 @contextlib.contextmanager
