@@ -100,6 +100,8 @@ class RoomsyncServer:
         self.revoked_subs: set[str] = set()
         self.revoked_jtis: set[str] = set()
         self.started_ms = now_ms()
+        self._queued_bytes = 0  # all peers' outbound bytes, sampled each heartbeat
+        self._blobs_open = False
         self._runner: web.AppRunner | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -230,9 +232,6 @@ class RoomsyncServer:
                 "server outbound queues are full: retry later", retry_after_ms=self.retry_hint_ms()
             )
         return None
-
-    _queued_bytes = 0
-    _blobs_open = False
 
     async def _reap_loop(self) -> None:
         interval = self.settings.server.heartbeat_ms / 1000

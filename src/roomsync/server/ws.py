@@ -146,12 +146,8 @@ class _Connection:
         m_.closes.labels(str(code)).inc()
         if error and error.get("code") == "resync-required":
             m_.resyncs.labels(str(error.get("reason", "retention"))).inc()
-        event(
-            log,
+        self._log(
             "session.close",
-            room=self.session.room,
-            peer=self.session.peer,
-            session=self.session.session,
             code=code,
             error=(error or {}).get("code"),
             message=(error or {}).get("message"),
@@ -163,6 +159,19 @@ class _Connection:
             await asyncio.wait_for(self.ws.close(code=code), timeout=5.0)
         except (TimeoutError, ConnectionError, RuntimeError):
             self.out.abort()
+
+    def _log(self, name: str, *, level: int = logging.INFO, **fields: Any) -> None:
+        """A structured log event about this session (room, peer, session filled in)."""
+        session = self.session
+        event(
+            log,
+            name,
+            level=level,
+            room=session.room,
+            peer=session.peer,
+            session=session.session,
+            **fields,
+        )
 
     def _peer_closed(self, peer: Peer, code: CloseCode, error: dict[str, Any] | None) -> None:
         self.close(int(code), error)
@@ -210,13 +219,9 @@ class _Connection:
         except RoomsyncError as exc:
             self.fail(exc)
         except Exception:
-            event(
-                log,
+            self._log(
                 "session.internal_error",
                 level=logging.ERROR,
-                room=self.session.room,
-                peer=self.session.peer,
-                session=self.session.session,
             )
             log.exception("unexpected error in session %s", self.session.session)
             self.close(
@@ -287,12 +292,8 @@ class _Connection:
                 if self.close_code is None:
                     self.close_code = ws.close_code or int(CloseCode.NORMAL)
                     metrics.closes.labels(str(self.close_code)).inc()
-                    event(
-                        log,
+                    self._log(
                         "session.closed_by_peer",
-                        room=self.session.room,
-                        peer=self.session.peer,
-                        session=self.session.session,
                         code=self.close_code,
                     )
                 return
@@ -399,12 +400,8 @@ class _Connection:
         self.send(welcome)
         metrics.handshakes.labels("welcome").inc()
         metrics.peers.inc()
-        event(
-            log,
+        self._log(
             "session.welcome",
-            room=room,
-            peer=peer.id,
-            session=self.session.session,
             actor=actor,
             caps=list(caps),
             cursor=hello.cursor,
