@@ -17,9 +17,10 @@ import binascii
 import hashlib
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -313,7 +314,7 @@ class BlobService:
 
     # -- HTTP routes for filesystem URL grants ---------------------------------------------
 
-    def add_routes(self, app: web.Application, now_ms: Any) -> None:
+    def add_routes(self, app: web.Application, now_ms: Callable[[], int]) -> None:
         async def put_blob(request: web.Request) -> web.StreamResponse:
             hash = request.match_info["hash"]
             size = self._check_url("PUT", hash, request, now_ms())

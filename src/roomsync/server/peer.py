@@ -13,7 +13,7 @@ from ..core.session import Session
 from .transport import Outbound, encode_frame
 
 if TYPE_CHECKING:
-    from .rooms import RoomHost
+    from .rooms import FrameSnapshot, RoomHost
 
 _json_encode = msgspec.json.Encoder().encode
 
@@ -64,7 +64,7 @@ class Peer:
         # While a catch-up/request answer is streaming (see rooms.RoomHost.stream_changes),
         # broadcast frames wait here so the peer sees them after the answer, in order.
         self.streamer: asyncio.Task[None] | None = None
-        self.jobs: list[Any] = []  # rooms.FrameSnapshot answers waiting to stream
+        self.jobs: list[FrameSnapshot] = []  # answers waiting to stream, in order
         self.held: list[bytes] = []
         self.held_bytes = 0
 
