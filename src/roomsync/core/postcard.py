@@ -298,6 +298,8 @@ def _decode_pack_fast(data: bytes) -> list[Change]:
 
     Any irregularity raises ``_OffFastPath`` (or IndexError/UnicodeDecodeError) and the
     caller re-reads with the strict :class:`Reader`, which produces the documented error.
+    The one-byte varint reads are repeated inline on purpose: a helper call per field
+    costs about as much as the field itself.
     """
     size = len(data)
     n, pos = _fast_varint(data, 0, 10, U64_MAX)
