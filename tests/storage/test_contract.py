@@ -23,11 +23,24 @@ class TestMemoryStore(StoreContract):
 
 
 class TestSqliteStore(StoreContract):
-    group_commits = True
+    """The default: small appends commit inline on the loop's thread (synchronous=NORMAL)."""
 
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
         store = SqliteStore(tmp_path / "data" / "rooms.db")
+        await store.open()
+        yield store
+        await store.close()
+
+
+class TestSqliteStoreWriterThread(StoreContract):
+    """synchronous=FULL: every append goes through the writer thread and its group commit."""
+
+    group_commits = True
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
+        store = SqliteStore(tmp_path / "data" / "rooms.db", synchronous="FULL")
         await store.open()
         yield store
         await store.close()

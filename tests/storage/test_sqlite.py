@@ -28,6 +28,13 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     await store.close()
 
 
+@pytest.fixture
+def thread_store(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> SqliteStore:
+    """The same store with inline commits off: every append takes the writer thread."""
+    monkeypatch.setattr(sqlite_module, "_INLINE_ROWS", 0)
+    return store
+
+
 def _raw(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None)
 
@@ -111,7 +118,8 @@ async def test_failed_transaction_fails_every_caller(store: SqliteStore) -> None
         assert await store.changes_since(room, 0, limit=10) == [_change(1)]
 
 
-async def test_cancelled_caller_does_not_wedge_the_writer(store: SqliteStore) -> None:
+async def test_cancelled_caller_does_not_wedge_the_writer(thread_store: SqliteStore) -> None:
+    store = thread_store
     await store.load_room("r", now_ms=1)
     task = asyncio.ensure_future(store.append("r", [_change(1)]))
     await asyncio.sleep(0)  # the batch is queued
@@ -175,8 +183,9 @@ async def test_not_json_policy_is_refused(store: SqliteStore) -> None:
 
 
 async def test_group_transactions_are_bounded(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    thread_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = thread_store
     monkeypatch.setattr(sqlite_module, "_GROUP_ROWS", 10)
     rooms = [f"r{i}" for i in range(12)]
     for room in rooms:
@@ -190,7 +199,8 @@ async def test_group_transactions_are_bounded(
         assert [c.seq for c in await store.changes_since(room, 0, limit=10)] == [1, 2, 3, 4]
 
 
-async def test_caller_may_reuse_its_list(store: SqliteStore) -> None:
+async def test_caller_may_reuse_its_list(thread_store: SqliteStore) -> None:
+    store = thread_store
     await store.load_room("r", now_ms=1)
     batch = [_change(1, "/a")]
     pending = asyncio.ensure_future(store.append("r", batch))
@@ -198,3 +208,67 @@ async def test_caller_may_reuse_its_list(store: SqliteStore) -> None:
     batch[0] = _change(1, "/mutated")
     await pending
     assert [c.path for c in await store.changes_since("r", 0, limit=10)] == ["/a"]
+
+
+async def test_small_appends_commit_inline_big_ones_on_the_writer(store: SqliteStore) -> None:
+    await store.load_room("r", now_ms=1)
+    await store.append("r", [_change(1, "/a")])
+    assert (store.commits, store.inline_commits) == (1, 1)
+    big = [_change(s, f"/{s}") for s in range(2, 2 + sqlite_module._INLINE_ROWS + 1)]
+    pending = asyncio.ensure_future(store.append("r", big))
+    await asyncio.sleep(0)  # the big batch is on the writer thread now
+    small = _change(big[-1].seq + 1, "/z")  # type: ignore[operator]
+    # While the writer has work, a small append queues behind it instead of going inline.
+    await asyncio.gather(pending, store.append("r", [small]))
+    assert store.inline_commits == 1
+    seqs = [c.seq for c in await store.changes_since("r", 0, limit=1000)]
+    assert seqs == list(range(1, small.seq + 1))  # type: ignore[operator]
+    await store.append("r", [_change(small.seq + 1, "/y")])  # type: ignore[operator]
+    assert store.inline_commits == 2  # the writer is idle again
+
+
+async def test_inline_append_waits_for_another_process_on_the_writer(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "rooms.db", busy_timeout_ms=5000)
+    await store.open()
+    try:
+        await store.load_room("r", now_ms=1)
+        blocker = _raw(store.path)
+        blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.2, blocker.execute, "ROLLBACK")
+        started = loop.time()
+        await store.append("r", [_change(1)])  # not an error: waited on the writer thread
+        assert loop.time() - started >= 0.15
+        blocker.close()
+        assert store.inline_commits == 0
+        assert await store.changes_since("r", 0, limit=10) == [_change(1)]
+        await store.append("r", [_change(2)])
+        assert store.inline_commits == 1
+    finally:
+        await store.close()
+
+
+async def test_inline_refusal_fails_only_its_caller(store: SqliteStore) -> None:
+    await store.load_room("r", now_ms=1)
+    with pytest.raises(StoreError, match="expected seq 1, got 5"):
+        await store.append("r", [_change(5)])
+    with pytest.raises(StoreError, match="unknown room"):
+        await store.append("nope", [_change(1)])
+    await store.append("r", [_change(1)])
+    assert await store.changes_since("r", 0, limit=10) == [_change(1)]
+
+
+async def test_the_store_checkpoints_its_wal(store: SqliteStore) -> None:
+    """Automatic checkpoints are off on the writing connection; the store's own keep the
+    WAL about as small as SQLite's default would (1000 pages of 4 KiB)."""
+    await store.load_room("r", now_ms=1)
+    wal = store.path.with_name(store.path.name + "-wal")
+    biggest = 0
+    for seq in range(1, 3001):
+        await store.append("r", [_change(seq, f"/{seq % 7}")])
+        if seq % 100 == 0:
+            await asyncio.sleep(0.01)  # let a scheduled checkpoint run
+            biggest = max(biggest, wal.stat().st_size)
+    assert store.checkpoints >= 2
+    assert store.inline_commits >= 2900  # a few went to the writer behind a checkpoint
+    assert biggest < 1000 * 4096 * 1.5

@@ -267,8 +267,7 @@ class RoomsyncServer:
                     },
                 )
                 continue
-            conn.out.write(PING_FRAME)
-            queued += conn.out.queued_bytes()
+            queued += max(0, conn.out.send(PING_FRAME))
         self._queued_bytes = queued
         self.metrics.outbound_bytes.set(queued)
 

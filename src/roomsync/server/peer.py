@@ -92,10 +92,10 @@ class Peer:
             self.held.append(frame)
             self.held_bytes += len(frame)
             queued = self.held_bytes
-        elif not self.out.write(frame):
-            return False
         else:
-            queued = self.out.queued_bytes()
+            queued = self.out.send(frame)
+            if queued < 0:
+                return False
         if queued > self.stream_budget:
             self.close(
                 CloseCode.RESYNC_REQUIRED,

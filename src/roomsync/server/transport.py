@@ -51,6 +51,15 @@ class Outbound:
         t.write(frame)  # type: ignore[attr-defined]
         return True
 
+    def send(self, frame: bytes) -> int:
+        """Queue ``frame`` and return the bytes now queued for the peer; -1 when the
+        connection is already closing (the broadcast hot path: one call per delivery)."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return -1
+        t.write(frame)  # type: ignore[attr-defined]
+        return int(t.get_write_buffer_size())  # type: ignore[attr-defined]
+
     def queued_bytes(self) -> int:
         t = self.transport
         if t is None or t.is_closing():

@@ -2,15 +2,27 @@
 
 Threads and connections::
 
-    event loop ──append()──▶ pending list ──▶ writer thread (1 connection, BEGIN IMMEDIATE)
+    event loop ──append()──▶ pending list ──▶ writer thread (the writing connection)
+               ──small append, writer idle──▶ same connection, on the loop's own thread
                ──reads────────────────────▶ reader thread (1 connection, query_only)
 
-Every write runs on one dedicated writer thread holding the only writing connection, so
-transactions never contend inside the process; reads run on a second connection on their
-own thread and, thanks to WAL, never wait for the writer. asyncio meets the threads only
-through ``loop.run_in_executor`` (open, close, reads, room writes, compaction) and, for
-appends, ``loop.call_soon_threadsafe`` settling each caller's future. Use one store from one
-event loop.
+One connection does every write, and never from two threads at once, so transactions
+never contend inside the process; reads run on a second connection on their own thread
+and, thanks to WAL, never wait for the writer. asyncio meets the threads only through
+``loop.run_in_executor`` (open, close, reads, room writes, compaction) and, for appends,
+``loop.call_soon_threadsafe`` settling each caller's future. Use one store from one event
+loop.
+
+Inline commits: with ``synchronous`` OFF or NORMAL a WAL commit is a ``write()`` into the
+page cache, no fsync, about as cheap as the two thread switches it would take to hand it
+to the writer. So an append of at most ``_INLINE_ROWS`` rows, made while the writer thread
+has nothing queued or running, commits right there on the event loop's thread (with
+``busy_timeout`` 0: if another process holds the write lock it goes to the writer thread,
+which waits for it). That is the common case of a live room, a few changes per pack.
+Bigger or concurrent appends, and every append under FULL/EXTRA, take the writer thread.
+SQLite's automatic checkpoint is off on the writing connection (it would fsync on
+whichever commit crosses the threshold, possibly on the loop's thread); the store runs a
+PASSIVE checkpoint on the writer thread every ``_CHECKPOINT_PAGES`` (estimated) instead.
 
 Group commit: :meth:`SqliteStore.append` queues its batch and wakes the writer. The writer
 takes *everything* queued when it starts (in transactions of at most ``_GROUP_ROWS`` rows),
@@ -52,11 +64,20 @@ from .base import LoadedRoom, RoomRecord, StoreError
 __all__ = ["MIGRATIONS", "Migration", "SqliteStore"]
 
 _T = TypeVar("_T")
+_A = TypeVar("_A")
 
 _SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _I64_MAX: Final = (1 << 63) - 1
 # Bounds one append transaction (and so the latency of everyone in it) under a flood.
 _GROUP_ROWS: Final = 16384
+# The biggest append committed on the event loop's thread (see the module docstring).
+_INLINE_ROWS: Final = 256
+_INLINE_MODES: Final = frozenset({"OFF", "NORMAL"})
+# WAL pages written, estimated as rows + 4 per commit (the op-log, entries and rooms
+# leaves plus their index pages), between two PASSIVE checkpoints; SQLite's own automatic
+# checkpoint also runs every 1000 pages.
+_CHECKPOINT_PAGES: Final = 1000
+_PAGES_PER_COMMIT: Final = 4
 _U64_SPAN: Final = 1 << 64
 
 
@@ -217,6 +238,43 @@ class _Refused(Exception):
     """A batch the store will not write; only its own caller fails."""
 
 
+class _Busy(StoreError):
+    """An inline commit found the write lock taken (by another process): use the thread."""
+
+
+def _write_batch(conn: sqlite3.Connection, room: str, changes: Sequence[Change]) -> None:
+    """The op-log rows, the entries and the head of one batch, inside the caller's
+    transaction; raises :class:`_Refused` when the seqs do not continue the room's head."""
+    row = conn.execute("SELECT head FROM rooms WHERE room = ?", (room,)).fetchone()
+    if row is None:
+        raise _Refused(f"append to unknown room {room!r}")
+    expected = row[0] + 1
+    params: list[Any] = []
+    extend = params.extend
+    for change in changes:
+        if change.seq != expected:
+            raise _Refused(
+                f"append to room {room!r}: expected seq {expected}, got {change.seq} "
+                f"(seqs must continue the op log without gaps)"
+            )
+        ts = change.ts
+        extend(
+            (
+                room,
+                expected,
+                change.path,
+                ts if ts <= _I64_MAX else ts - _U64_SPAN,
+                change.counter,
+                change.actor,
+                change.value,
+            )
+        )
+        expected += 1
+    _insert_rows(conn, _INSERT_OPLOG, params)
+    _insert_rows(conn, _UPSERT_ENTRY, params)
+    conn.execute("UPDATE rooms SET head = ? WHERE room = ?", (expected - 1, room))
+
+
 @dataclass(slots=True)
 class _Append:
     room: str
@@ -261,18 +319,27 @@ class SqliteStore:
         self.cache_kib = cache_kib
         self.commits = 0
         self.appends = 0
+        self.inline_commits = 0
+        self.checkpoints = 0
         self.migrations_applied: list[int] = []
         self._open = False
         self._closing = False
         self._open_lock = asyncio.Lock()
         self._writer: ThreadPoolExecutor | None = None
         self._reader: ThreadPoolExecutor | None = None
-        # Each connection is created, used and closed on its own thread only.
+        # The reading connection lives on the reader thread. The writing one is used by the
+        # writer thread, and by the loop's thread only while ``_thread_jobs`` is 0.
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
         self._pending_lock = threading.Lock()
         self._pending: list[_Append] = []
         self._flush_scheduled = False
+        self._inline = mode in _INLINE_MODES
+        # Writer-thread jobs submitted and not finished yet; maintained on the loop's thread
+        # (a job signals its end with call_soon_threadsafe, after its last use of _wconn).
+        self._thread_jobs = 0
+        self._busy_ms = busy_timeout_ms  # the writing connection's busy_timeout right now
+        self._uncheckpointed = 0
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
@@ -334,7 +401,27 @@ class SqliteStore:
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the writer thread."""
         writer, _ = self._executors()
-        return await asyncio.get_running_loop().run_in_executor(writer, self._w_txn, fn)
+        loop = asyncio.get_running_loop()
+        self._thread_jobs += 1
+        return await loop.run_in_executor(writer, self._w_job, loop, self._w_txn, fn)
+
+    def _w_job(self, loop: asyncio.AbstractEventLoop, job: Callable[[_A], _T], arg: _A) -> _T:
+        """Run a writer-thread job; tell the loop when the connection is free again."""
+        try:
+            self._w_busy_timeout(self.busy_timeout_ms)
+            return job(arg)
+        finally:
+            loop.call_soon_threadsafe(self._job_done)
+
+    def _job_done(self) -> None:
+        self._thread_jobs -= 1
+
+    def _w_busy_timeout(self, ms: int) -> None:
+        """Set the writing connection's busy_timeout (only when it changes)."""
+        conn = self._wconn
+        if conn is not None and self._busy_ms != ms:
+            conn.execute(f"PRAGMA busy_timeout = {int(ms)}")
+            self._busy_ms = ms
 
     async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``fn`` in one read transaction (a consistent snapshot) on the reader thread."""
@@ -342,7 +429,11 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(reader, self._r_txn, fn)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=64)
+        # check_same_thread=False: the writing connection also serves inline commits on the
+        # loop's thread, never at the same time as the writer thread (see _thread_jobs).
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, cached_statements=64, check_same_thread=False
+        )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         except BaseException:
@@ -381,6 +472,7 @@ class SqliteStore:
             if str(mode).lower() != "wal":
                 raise StoreError(f"cannot open sqlite store {path}: WAL mode refused ({mode})")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # the store checkpoints itself
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute(f"PRAGMA cache_size = -{int(self.cache_kib)}")
             self.migrations_applied = self._w_migrate(conn)
@@ -570,6 +662,13 @@ class SqliteStore:
         if not changes:
             return
         writer, _ = self._executors()
+        if self._inline and self._thread_jobs == 0 and len(changes) <= _INLINE_ROWS:
+            error = self._commit_inline(room, changes)
+            if error is None:
+                return
+            if not isinstance(error, _Busy):
+                raise error
+            # another process holds the write lock: the writer thread waits for it
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._pending_lock:
@@ -578,10 +677,60 @@ class SqliteStore:
             schedule = not self._flush_scheduled
             self._flush_scheduled = True
         if schedule:
-            writer.submit(self._w_flush)
+            self._thread_jobs += 1
+            writer.submit(self._w_job, loop, self._w_flush, None)
         await future
 
-    def _w_flush(self) -> None:
+    def _commit_inline(self, room: str, changes: Sequence[Change]) -> StoreError | None:
+        """Commit one small batch on the calling (loop) thread; its refusal or failure."""
+        conn = self._wconn
+        if conn is None:
+            return StoreError(f"sqlite store {self.path} is not open")
+        try:
+            self._w_busy_timeout(0)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _write_batch(conn, room, changes)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except _Refused as exc:
+            return StoreError(str(exc))
+        except (sqlite3.IntegrityError, OverflowError) as exc:
+            error = StoreError(f"append refused: {exc}")
+            error.__cause__ = exc
+            return error
+        except sqlite3.Error as exc:
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return _Busy(str(exc))
+            error = self._fail("append failed", exc)
+            error.__cause__ = exc
+            return error
+        self.commits += 1
+        self.inline_commits += 1
+        self.appends += 1
+        self._uncheckpointed += len(changes) + _PAGES_PER_COMMIT
+        if self._uncheckpointed >= _CHECKPOINT_PAGES:
+            self._uncheckpointed = 0
+            self._thread_jobs += 1
+            writer, _ = self._executors()
+            writer.submit(self._w_job, asyncio.get_running_loop(), self._w_checkpoint, None)
+        return None
+
+    def _w_checkpoint(self, _: None = None) -> None:
+        """A PASSIVE checkpoint (never waits for readers); failures only mean "later"."""
+        conn = self._wconn
+        if conn is None:
+            return
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            return
+        self.checkpoints += 1
+
+    def _w_flush(self, _: None = None) -> None:
         """Commit everything queued so far, then settle each caller."""
         with self._pending_lock:
             queued, self._pending = self._pending, []
@@ -593,7 +742,11 @@ class SqliteStore:
                 rows += len(queued[end].changes)
                 end += 1
             self._w_commit_group(queued[start:end])
+            self._uncheckpointed += rows + _PAGES_PER_COMMIT
             start = end
+        if self._uncheckpointed >= _CHECKPOINT_PAGES:
+            self._uncheckpointed = 0
+            self._w_checkpoint()
 
     def _w_commit_group(self, group: list[_Append]) -> None:
         """One transaction for ``group``; every caller is settled whatever happens."""
@@ -631,37 +784,9 @@ class SqliteStore:
     @staticmethod
     def _w_append_one(conn: sqlite3.Connection, request: _Append) -> StoreError | None:
         """Write one caller's batch inside a savepoint; return its refusal, if any."""
-        room = request.room
         conn.execute("SAVEPOINT batch")
         try:
-            row = conn.execute("SELECT head FROM rooms WHERE room = ?", (room,)).fetchone()
-            if row is None:
-                raise _Refused(f"append to unknown room {room!r}")
-            expected = row[0] + 1
-            params: list[Any] = []
-            extend = params.extend
-            for change in request.changes:
-                if change.seq != expected:
-                    raise _Refused(
-                        f"append to room {room!r}: expected seq {expected}, got {change.seq} "
-                        f"(seqs must continue the op log without gaps)"
-                    )
-                ts = change.ts
-                extend(
-                    (
-                        room,
-                        expected,
-                        change.path,
-                        ts if ts <= _I64_MAX else ts - _U64_SPAN,
-                        change.counter,
-                        change.actor,
-                        change.value,
-                    )
-                )
-                expected += 1
-            _insert_rows(conn, _INSERT_OPLOG, params)
-            _insert_rows(conn, _UPSERT_ENTRY, params)
-            conn.execute("UPDATE rooms SET head = ? WHERE room = ?", (expected - 1, room))
+            _write_batch(conn, request.room, request.changes)
         except (_Refused, sqlite3.IntegrityError, OverflowError) as exc:
             conn.execute("ROLLBACK TO batch")
             conn.execute("RELEASE batch")
