@@ -32,16 +32,18 @@ from ..storage.memory import MemoryStore
 from ..storage.sqlite import SqliteStore
 from . import http
 from .blobs import BlobService, build_blob_store, url_secret
+from .listener import Listener
 from .logs import event
 from .memory import release_free_memory
 from .metrics import Metrics
 from .rooms import RoomHost, RoomRegistry
 from .transport import PING_FRAME
-from .ws import websocket_handler
+from .ws import Endpoint, too_big_error
 
 if TYPE_CHECKING:
     from .ws import _Connection
 
+DRAIN_CLOSE_WAIT_S = 0.25
 log = logging.getLogger("roomsync.server")
 
 
@@ -103,6 +105,7 @@ class RoomsyncServer:
         self._queued_bytes = 0  # all peers' outbound bytes, sampled each heartbeat
         self._blobs_open = False
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.port: int | None = None
         self.app = self._build_app()
@@ -113,7 +116,16 @@ class RoomsyncServer:
         app = web.Application(client_max_size=self.settings.server.max_frame_bytes)
 
         async def ws_route(request: web.Request) -> web.StreamResponse:
-            return await websocket_handler(self, request)
+            # Upgrades never get here (listener.py hands them to picows).
+            return web.json_response(
+                {
+                    "type": "error",
+                    "code": "malformed",
+                    "message": "this is a WebSocket endpoint: connect with Upgrade: websocket",
+                },
+                status=426,
+                headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+            )
 
         app.router.add_get("/ws/{room_id}", ws_route)
         http.add_routes(app, self)
@@ -141,17 +153,25 @@ class RoomsyncServer:
             self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
+        http_server = self._runner.server
+        assert http_server is not None
+        listener = Listener(
+            http_server,
+            Endpoint(self),
+            max_frame_bytes=s.max_frame_bytes,
+            too_big_frame=too_big_error(s.max_frame_bytes),
+        )
+        self._listener = await asyncio.get_running_loop().create_server(
+            listener,
             host or s.host,
             port if port is not None else s.port,
-            ssl_context=ctx,
+            ssl=ctx,
             backlog=1024,
+            reuse_address=True,
         )
-        await site.start()
-        addresses = self._runner.addresses
-        if addresses:
-            self.port = int(addresses[0][1])
+        sockets = self._listener.sockets
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
         blob_store = self.blobs.store
         if isinstance(blob_store, FilesystemBlobStore) and not self.settings.blobs.public_url:
             scheme = "https" if ctx is not None else "http"
@@ -180,6 +200,8 @@ class RoomsyncServer:
         if self.draining and self._runner is None:
             return
         self.draining = True
+        if self._listener is not None:
+            self._listener.close()  # no new connections
         event(log, "server.draining", connections=len(self.connections))
         for conn in list(self.connections):
             conn.close(
@@ -191,16 +213,23 @@ class RoomsyncServer:
                 },
             )
         await self.rooms.flush_all()
-        grace = self.settings.server.shutdown_grace_ms / 1000
+        # Peers answer our CLOSE as soon as they read it; one that does not read gets
+        # DRAIN_CLOSE_WAIT_S, then its connection ends after what is queued is written.
+        grace = min(self.settings.server.shutdown_grace_ms / 1000, DRAIN_CLOSE_WAIT_S)
         deadline = time.monotonic() + grace
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            conn.drop()
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._listener is not None:
+            await self._listener.wait_closed()
+            self._listener = None
         await self.store.close()
         if self._blobs_open:
             await self.blobs.store.close()

@@ -1,19 +1,16 @@
-"""The seam between the server and its WebSocket library.
+"""The seam between the server and its WebSocket library: outgoing frames.
 
 Data frames are built here once and written straight to the connection's transport: a
 broadcast encodes one text frame (server frames are unmasked, so the bytes are the same
-for every receiver) and hands the same ``bytes`` to each peer. aiohttp still owns the
-handshake, the reader, control frames and the closing handshake; since it writes
-uncompressed frames synchronously too, our writes never interleave inside its frames.
-A different WebSocket implementation (e.g. picows) only needs another :class:`Outbound`.
+for every receiver) and hands the same ``bytes`` to each peer. picows (see
+``listener.py``) owns the handshake, the reader, pongs and the frames it refuses; it
+writes synchronously too, so our writes never interleave inside its frames.
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
-
-from aiohttp import WSCloseCode, web
 
 _OP_TEXT = 0x1
 _OP_PING = 0x9
@@ -70,22 +67,10 @@ class Outbound:
         if self.transport is not None:
             self.transport.abort()  # type: ignore[attr-defined]
 
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()  # type: ignore[attr-defined]
 
-class RoomsyncWebSocket(web.WebSocketResponse):
-    """aiohttp's server WebSocket, plus the SPEC rule "an error before every non-normal close".
-
-    aiohttp closes by itself with 1009 when a frame exceeds ``max_msg_size``, before our
-    loop sees it; this hook writes the ``too-large`` error frame first.
-    """
-
-    too_big_error: bytes | None = None
-
-    async def close(
-        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
-    ) -> bool:
-        if code == WSCloseCode.MESSAGE_TOO_BIG and self.too_big_error is not None:
-            error, self.too_big_error = self.too_big_error, None
-            transport = self._req.transport if self._req is not None else None
-            if transport is not None and not transport.is_closing():
-                transport.write(encode_frame(error))
-        return await super().close(code=code, message=message, drain=drain)
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()  # type: ignore[attr-defined]

@@ -1,9 +1,15 @@
-"""``WS /ws/{room_id}``: the socket loop of one peer (SPEC §2).
+"""``WS /ws/{room_id}``: one peer's connection, frame by frame (SPEC §2).
 
-The loop only moves frames: it decodes JSON, asks the core session whether the message is
-acceptable now, and dispatches it to the room. Errors from the core carry their SPEC code
-and close code; anything unexpected is logged and answered with ``internal`` + 1011,
-never with a traceback.
+picows calls :class:`_Connection` once per frame (see ``listener.py``). A frame is decoded
+(msgspec), checked by the core session, and dispatched to the room at once; the two kinds
+of message that wait on I/O (``hello`` loads the room, blob messages touch the blob
+backend) run as a task, and frames arriving meanwhile wait in order in an inbox (reading
+pauses when it grows). Errors from the core carry their SPEC code and close code;
+anything unexpected is logged and answered with ``internal`` + 1011, never a traceback.
+
+Closing: the error frame (if any), then our CLOSE frame; the connection is dropped when
+the peer's CLOSE arrives or after ``CLOSE_TIMEOUT_S``. Reading on until then means the
+kernel never resets a connection with unread data, which could lose the error frame.
 """
 
 from __future__ import annotations
@@ -12,10 +18,14 @@ import asyncio
 import functools
 import logging
 import secrets
+import struct
+from collections import deque
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import msgspec
-from aiohttp import WSCloseCode, WSMsgType, web
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest
 
 from ..auth.caps import SUPPORTED_DATA_CAPS, negotiate
 from ..auth.tokens import check_room
@@ -35,9 +45,10 @@ from ..core.ratelimit import RateLimiter
 from ..core.session import Phase, Session, hello_prefixes
 from ..core.types import validate_room_id
 from ..storage.base import StoreError
+from .listener import socket_transport
 from .logs import event
 from .peer import Peer, text_frame
-from .transport import Outbound, RoomsyncWebSocket
+from .transport import Outbound, encode_frame
 
 if TYPE_CHECKING:
     from .app import RoomsyncServer
@@ -47,38 +58,24 @@ log = logging.getLogger("roomsync.ws")
 _BLOB_TYPES = frozenset({"blob-upload", "request-upload", "blob-uploaded", "blob-request"})
 _decode = msgspec.json.Decoder().decode
 _json_encode = msgspec.json.Encoder().encode
+_OP_CLOSE = 0x8
+CLOSE_TIMEOUT_S = 5.0
+# Frames waiting behind a hello or blob message before reading pauses.
+_INBOX_PAUSE = 32
 
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(6)}"
 
 
-async def websocket_handler(server: RoomsyncServer, request: web.Request) -> web.StreamResponse:
-    settings = server.settings.server
-    # decode_text=False: text frames arrive as bytes that msgspec parses directly (UTF-8 is
-    # validated there), sparing a str copy of every frame.
-    ws = RoomsyncWebSocket(
-        autoping=False,
-        max_msg_size=settings.max_frame_bytes,
-        timeout=5.0,
-        compress=False,
-        decode_text=False,
-    )
-    ws.too_big_error = _too_big_error(settings.max_frame_bytes)
-    await ws.prepare(request)
-    conn = _Connection(server, ws, request)
-    server.connection_opened(conn)
-    try:
-        await conn.run(request.match_info["room_id"])
-    finally:
-        server.connection_closed(conn)
-    return ws
+def close_frame(code: int) -> bytes:
+    return encode_frame(struct.pack("!H", code), _OP_CLOSE)
 
 
 @functools.lru_cache(maxsize=4)
-def _too_big_error(max_frame_bytes: int) -> bytes:
-    """The ``too-large`` error frame payload, shared by every connection."""
-    return _json_encode(
+def too_big_error(max_frame_bytes: int) -> bytes:
+    """The ``too-large`` error frame, shared by every connection."""
+    return text_frame(
         {
             "type": "error",
             "code": "too-large",
@@ -87,30 +84,61 @@ def _too_big_error(max_frame_bytes: int) -> bytes:
     )
 
 
-class _Connection:
-    """One WebSocket connection from accept to close."""
+class Endpoint:
+    """picows's listener factory for ``/ws/{room_id}``: one :class:`_Connection` each."""
+
+    def __init__(self, server: RoomsyncServer) -> None:
+        self.server = server
+
+    def __call__(self, request: WSUpgradeRequest) -> _Connection | None:
+        path = request.path.split(b"?", 1)[0]
+        segment = path[4:]  # the router only sends paths under /ws/
+        if not segment or b"/" in segment:
+            return None  # 404, as for any other unknown path
+        return _Connection(self.server, unquote(segment.decode("utf-8", "replace")))
+
+
+class _Connection(WSListener):
+    """One WebSocket connection from upgrade to disconnect."""
 
     __slots__ = (
-        "_closing_task",
+        "_busy",
+        "_cleaned",
+        "_closer",
+        "_disconnected",
+        "_fragments",
+        "_fragments_size",
+        "_hello_timer",
+        "_inbox",
+        "_paused",
         "close_code",
         "host",
         "last_seen_ms",
         "out",
         "peer",
-        "request",
+        "room_arg",
         "server",
         "session",
         "ws",
     )
 
-    def __init__(self, server: RoomsyncServer, ws: RoomsyncWebSocket, request: web.Request):
+    def __init__(self, server: RoomsyncServer, room_arg: str) -> None:
         self.server = server
-        self.ws = ws
-        self.request = request
+        self.room_arg = room_arg
+        self.ws: WSTransport | None = None
+        self.out = Outbound(None)
         self.peer: Peer | None = None
         self.host: RoomHost | None = None
         self.close_code: int | None = None
-        self._closing_task: asyncio.Task[None] | None = None
+        self._busy: asyncio.Task[None] | None = None
+        self._inbox: deque[bytes] | None = None
+        self._paused = False
+        self._fragments: list[bytes] | None = None
+        self._fragments_size = 0
+        self._hello_timer: asyncio.TimerHandle | None = None
+        self._closer: asyncio.TimerHandle | None = None
+        self._disconnected = False
+        self._cleaned = False
         policy = server.settings.policy
         now = server.now_ms()
         self.session = Session(
@@ -126,8 +154,179 @@ class _Connection:
                 now_ms=now,
             ),
         )
-        self.out = Outbound(request.transport)
         self.last_seen_ms = now
+
+    # -- picows callbacks ------------------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.ws = transport
+        self.out.transport = socket_transport(transport.underlying_transport)
+        server = self.server
+        server.connection_opened(self)
+        try:
+            if server.draining:
+                self.close(
+                    int(CloseCode.RESTARTING),
+                    {
+                        "type": "error",
+                        "code": str(ErrorCode.DRAINING),
+                        "message": "node is draining: reconnect, possibly to another node",
+                    },
+                )
+                return
+            overload = server.admission_refusal()
+            if overload is not None:
+                self.fail(overload)
+                return
+            self.session.room = validate_room_id(self.room_arg)
+        except RoomsyncError as exc:
+            self.fail(exc)
+            return
+        deadline = server.settings.server.heartbeat_ms * 3 / 1000
+        self._hello_timer = asyncio.get_running_loop().call_later(deadline, self._hello_late)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        try:
+            self._on_ws_frame(frame)
+        except Exception:
+            self._internal_error()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self._disconnected = True
+        if self.close_code is None:
+            handshake = transport.close_handshake
+            sent = handshake.sent if handshake is not None else None
+            if sent is not None and sent.code.value == int(CloseCode.TOO_BIG):
+                # picows refused a frame over max_frame_bytes (our error frame went first).
+                self._closed(int(CloseCode.TOO_BIG), "too-large")
+            else:
+                self._closed(1006, None)  # no CLOSE frame: the connection just dropped
+        if self._busy is None:
+            self._cleanup()
+        # else: the running hello/blob task cleans up when it ends
+
+    # -- frames --------------------------------------------------------------------------
+
+    def _on_ws_frame(self, frame: WSFrame) -> None:
+        now = self.server.now_ms()
+        self.last_seen_ms = now
+        if self.peer is not None:
+            self.peer.last_seen_ms = now
+        kind = frame.msg_type
+        if self.close_code is not None:  # closing: wait for the peer's CLOSE, drop the rest
+            if kind is WSMsgType.CLOSE:
+                self.drop()
+            return
+        if kind is WSMsgType.TEXT or kind is WSMsgType.CONTINUATION:
+            if frame.fin and self._fragments is None:
+                if kind is WSMsgType.CONTINUATION:
+                    self.fail(MalformedEnvelope("continuation frame without a first frame"))
+                    return
+                self._received(frame.get_payload_as_bytes(), now)
+            else:
+                self._fragment(frame, now)
+        elif kind is WSMsgType.BINARY:
+            self.server.metrics.msg_in("binary")
+            if self.session.phase is Phase.AWAIT_HELLO:
+                self.fail(ExpectedHello("the first frame must be a JSON hello"))
+            else:
+                self.fail(MalformedEnvelope("binary frames are not used: send JSON text"))
+        elif kind is WSMsgType.CLOSE:
+            code = int(frame.get_close_code().value) or int(CloseCode.NORMAL)
+            self._closed(code, None)
+            self._log("session.closed_by_peer", code=code)
+            echo = code if 1000 <= code < 5000 and code not in (1005, 1006) else 1000
+            self.out.write(close_frame(echo))
+            self.drop()
+        # PING is answered by picows; PONG only refreshes last_seen (above)
+
+    def _fragment(self, frame: WSFrame, now: int) -> None:
+        """A message split over several frames (RFC 6455 §5.4), bounded like one frame."""
+        kind = frame.msg_type
+        if self._fragments is None:
+            if kind is not WSMsgType.TEXT:
+                self.fail(MalformedEnvelope("continuation frame without a first frame"))
+                return
+            self._fragments, self._fragments_size = [], 0
+        elif kind is not WSMsgType.CONTINUATION:
+            self.fail(MalformedEnvelope("a new message started inside a fragmented one"))
+            return
+        payload = frame.get_payload_as_bytes()
+        self._fragments.append(payload)
+        self._fragments_size += len(payload)
+        limit = self.server.settings.server.max_frame_bytes
+        if self._fragments_size > limit:
+            self._fragments = None
+            self.out.write(too_big_error(limit))
+            self.server.metrics.errors.labels("too-large").inc()
+            self.close(int(CloseCode.TOO_BIG))
+            return
+        if frame.fin:
+            parts, self._fragments = self._fragments, None
+            self._received(b"".join(parts), now)
+
+    def _received(self, payload: bytes, now: int) -> None:
+        if self._busy is not None:  # a hello or blob message is still running: wait
+            inbox = self._inbox
+            if inbox is None:
+                inbox = self._inbox = deque()
+            inbox.append(payload)
+            if len(inbox) >= _INBOX_PAUSE and not self._paused:
+                self._paused = True
+                self.out.pause_reading()
+            return
+        self._process(payload, now)
+
+    def _process(self, payload: bytes, now: int) -> None:
+        metrics = self.server.metrics
+        if self.host is not None and self.peer is not None:
+            self.host.touch(self.peer, now)  # an application heartbeat (SPEC §5)
+        size = len(payload)
+        try:
+            obj = _decode(payload)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            metrics.msg_in("invalid")
+            if self.session.phase is Phase.AWAIT_HELLO:
+                self.fail(ExpectedHello("the first frame must be a JSON hello"))
+            else:
+                self.fail(MalformedEnvelope(f"frame is not valid JSON: {exc}"))
+            return
+        del payload
+        try:
+            pending = self._on_frame(obj, size, now)
+        except RoomsyncError as exc:
+            self.fail(exc)
+            return
+        if pending is not None:
+            msg, work = pending
+            self._busy = asyncio.get_running_loop().create_task(self._await(msg, work))
+
+    async def _await(self, msg: m.Message, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except RoomsyncError as exc:
+            self._message_failed(msg, exc)
+        except Exception:
+            self._internal_error()
+        finally:
+            self._busy = None
+        if self._disconnected:
+            self._cleanup()
+            return
+        inbox = self._inbox
+        while inbox and self._busy is None and self.close_code is None:
+            try:
+                self._process(inbox.popleft(), self.server.now_ms())
+            except Exception:
+                self._internal_error()
+        if self._paused and (not inbox or len(inbox) < _INBOX_PAUSE // 2):
+            self._paused = False
+            self.out.resume_reading()
+
+    def _hello_late(self) -> None:
+        self._hello_timer = None
+        if self.session.phase is Phase.AWAIT_HELLO and self.close_code is None:
+            self.fail(ExpectedHello("no hello received in time"))
 
     # -- closing -------------------------------------------------------------------------
 
@@ -135,30 +334,43 @@ class _Connection:
         """Send ``error`` (if any), then close with ``code``; safe to call more than once."""
         if self.close_code is not None:
             return
-        self.close_code = code
-        m_ = self.server.metrics
         if error is not None:
-            m_.errors.labels(str(error.get("code"))).inc()
-            if self.peer is not None:
-                self.peer.out.write(text_frame(error))
-            else:
-                self.out.write(text_frame(error))
-        m_.closes.labels(str(code)).inc()
-        if error and error.get("code") == "resync-required":
-            m_.resyncs.labels(str(error.get("reason", "retention"))).inc()
+            self.server.metrics.errors.labels(str(error.get("code"))).inc()
+            self.out.write(text_frame(error))
+        self._closed(code, error)
         self._log(
             "session.close",
             code=code,
             error=(error or {}).get("code"),
             message=(error or {}).get("message"),
         )
-        self._closing_task = asyncio.get_running_loop().create_task(self._close(code))
+        self.out.write(close_frame(code))
+        self._closer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self.drop)
 
-    async def _close(self, code: int) -> None:
-        try:
-            await asyncio.wait_for(self.ws.close(code=code), timeout=5.0)
-        except (TimeoutError, ConnectionError, RuntimeError):
-            self.out.abort()
+    def _closed(self, code: int, error: dict[str, Any] | str | None) -> None:
+        """Record the close code once, with its metrics."""
+        self.close_code = code
+        metrics = self.server.metrics
+        metrics.closes.labels(str(code)).inc()
+        if isinstance(error, str):
+            metrics.errors.labels(error).inc()
+        elif error is not None and error.get("code") == "resync-required":
+            metrics.resyncs.labels(str(error.get("reason", "retention"))).inc()
+        if self.peer is not None:
+            self.peer.closing = True
+
+    def drop(self) -> None:
+        """End the TCP connection (after what is queued is written)."""
+        if self.ws is not None:
+            self.ws.disconnect()
+
+    def _internal_error(self) -> None:
+        self._log("session.internal_error", level=logging.ERROR)
+        log.exception("unexpected error in session %s", self.session.session)
+        self.close(
+            int(CloseCode.INTERNAL),
+            {"type": "error", "code": "internal", "message": "internal server error"},
+        )
 
     def _log(self, name: str, *, level: int = logging.INFO, **fields: Any) -> None:
         """A structured log event about this session (room, peer, session filled in)."""
@@ -195,110 +407,13 @@ class _Connection:
             self.out.write(text_frame(obj))
         self.server.metrics.msg_out(str(obj.get("type")))
 
-    # -- the loop ------------------------------------------------------------------------
+    # -- messages ------------------------------------------------------------------------
 
-    async def run(self, room_id: str) -> None:
-        server = self.server
-        try:
-            if server.draining:
-                self.close(
-                    int(CloseCode.RESTARTING),
-                    {
-                        "type": "error",
-                        "code": str(ErrorCode.DRAINING),
-                        "message": "node is draining: reconnect, possibly to another node",
-                    },
-                )
-            else:
-                overload = server.admission_refusal()
-                if overload is not None:
-                    self.fail(overload)
-                else:
-                    self.session.room = validate_room_id(room_id)
-                    await self._loop()
-        except RoomsyncError as exc:
-            self.fail(exc)
-        except Exception:
-            self._log(
-                "session.internal_error",
-                level=logging.ERROR,
-            )
-            log.exception("unexpected error in session %s", self.session.session)
-            self.close(
-                int(CloseCode.INTERNAL),
-                {"type": "error", "code": "internal", "message": "internal server error"},
-            )
-        finally:
-            await self._cleanup()
-
-    async def _loop(self) -> None:
-        ws = self.ws
-        server = self.server
-        metrics = server.metrics
-        hello_deadline = server.settings.server.heartbeat_ms * 3 / 1000
-        while self.close_code is None:
-            try:
-                if self.session.phase is Phase.AWAIT_HELLO:
-                    msg = await asyncio.wait_for(ws.receive(), hello_deadline)
-                else:
-                    msg = await ws.receive()
-            except TimeoutError:
-                self.fail(ExpectedHello("no hello received in time"))
-                return
-            now = server.now_ms()
-            self.last_seen_ms = now
-            if self.peer is not None:
-                self.peer.last_seen_ms = now
-            kind = msg.type
-            if kind is WSMsgType.TEXT:
-                payload: bytes = msg.data
-                size = len(payload)
-                del msg  # large frames (inline blobs): keep as few copies alive as we can
-                if self.host is not None and self.peer is not None:
-                    self.host.touch(self.peer, now)  # an application heartbeat (SPEC §5)
-                try:
-                    obj = _decode(payload)
-                except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                    metrics.msg_in("invalid")
-                    if self.session.phase is Phase.AWAIT_HELLO:
-                        self.fail(ExpectedHello("the first frame must be a JSON hello"))
-                    else:
-                        self.fail(MalformedEnvelope(f"frame is not valid JSON: {exc}"))
-                    continue
-                del payload
-                await self._on_frame(obj, size, now)
-            elif kind is WSMsgType.BINARY:
-                metrics.msg_in("binary")
-                if self.session.phase is Phase.AWAIT_HELLO:
-                    self.fail(ExpectedHello("the first frame must be a JSON hello"))
-                else:
-                    self.fail(MalformedEnvelope("binary frames are not used: send JSON text"))
-            elif kind is WSMsgType.PING:
-                await ws.pong(msg.data)
-            elif kind is WSMsgType.PONG:
-                pass
-            elif kind is WSMsgType.ERROR:
-                ws_error = ws.exception()
-                code = getattr(ws_error, "code", None)
-                if code == WSCloseCode.MESSAGE_TOO_BIG:
-                    # aiohttp already sent the too-large error (see RoomsyncWebSocket) and 1009.
-                    self.close_code = int(CloseCode.TOO_BIG)
-                    metrics.errors.labels("too-large").inc()
-                    metrics.closes.labels("1009").inc()
-                else:
-                    self.fail(MalformedEnvelope(f"websocket error: {ws_error}"))
-                return
-            else:  # CLOSE, CLOSING, CLOSED
-                if self.close_code is None:
-                    self.close_code = ws.close_code or int(CloseCode.NORMAL)
-                    metrics.closes.labels(str(self.close_code)).inc()
-                    self._log(
-                        "session.closed_by_peer",
-                        code=self.close_code,
-                    )
-                return
-
-    async def _on_frame(self, obj: Any, nbytes: int, now: int) -> None:
+    def _on_frame(
+        self, obj: Any, nbytes: int, now: int
+    ) -> tuple[m.Message, Coroutine[Any, Any, None]] | None:
+        """Handle one decoded frame now; a message that waits on I/O comes back as
+        (message, coroutine) for :meth:`_await`."""
         metrics = self.server.metrics
         type_ = obj.get("type") if isinstance(obj, dict) else None
         metrics.msg_in(type_ if isinstance(type_, str) and len(type_) < 32 else "invalid")
@@ -311,20 +426,26 @@ class _Connection:
             if type_ == "pack":
                 self._refuse_pack(exc)
             self.fail(exc, ref=type_ if isinstance(type_, str) else None)
-            return
+            return None
+        if isinstance(msg, m.Hello):
+            if self._hello_timer is not None:
+                self._hello_timer.cancel()
+                self._hello_timer = None
+            return msg, self._on_hello(msg, now)
+        if msg.type in _BLOB_TYPES:
+            assert self.host is not None and self.peer is not None
+            return msg, self.server.blobs.handle(self.host, self.peer, msg, now)
         try:
-            if isinstance(msg, m.Hello):
-                await self._on_hello(msg, now)
-            elif msg.type in _BLOB_TYPES:
-                assert self.host is not None and self.peer is not None
-                await self.server.blobs.handle(self.host, self.peer, msg, now)
-            else:
-                self._dispatch(msg, prefixes_before)
+            self._dispatch(msg, prefixes_before)
         except RoomsyncError as exc:
-            if msg.type == "pack":
-                self._refuse_pack(exc)
-            blob_hash = getattr(msg, "hash", None)
-            self.fail(exc, ref=msg.type, hash=blob_hash if isinstance(blob_hash, str) else None)
+            self._message_failed(msg, exc)
+        return None
+
+    def _message_failed(self, msg: m.Message, exc: RoomsyncError) -> None:
+        if msg.type == "pack":
+            self._refuse_pack(exc)
+        blob_hash = getattr(msg, "hash", None)
+        self.fail(exc, ref=msg.type, hash=blob_hash if isinstance(blob_hash, str) else None)
 
     def _refuse_pack(self, exc: RoomsyncError) -> None:
         """Every pack gets its ack, also one refused as a whole (malformed, too large,
@@ -351,7 +472,9 @@ class _Connection:
         except StoreError as exc:
             metrics.store_errors.inc()
             raise Overload(f"room could not be loaded: {exc}", retry_after_ms=1000) from None
-        self.host = host
+        self.host = host  # released by _cleanup, also when the peer left meanwhile
+        if self._disconnected or self.close_code is not None:
+            return
         if host.record.closed or host.closed:
             raise RoomClosed(f"room {room!r} is closed")
         try:
@@ -462,7 +585,16 @@ class _Connection:
         elif isinstance(msg, m.Pong):
             pass
 
-    async def _cleanup(self) -> None:
+    def _cleanup(self) -> None:
+        """Leave the room and forget the connection; runs once, after the disconnect."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        for timer in (self._hello_timer, self._closer):
+            if timer is not None:
+                timer.cancel()
+        self._hello_timer = self._closer = None
+        self._inbox = None
         peer = self.peer
         host = self.host
         if peer is not None:
@@ -476,10 +608,7 @@ class _Connection:
             self.host = None
             self.server.rooms.release(host)
         self.session.close()
-        if self._closing_task is not None:
-            await self._closing_task
-        elif not self.ws.closed:
-            await self.ws.close()
+        self.server.connection_closed(self)
 
 
 def _auth_outcome(exc: AuthError) -> str:
