@@ -9,6 +9,7 @@ or the error it raises (``error.close`` says whether to close and with which cod
 
 from __future__ import annotations
 
+import functools
 from enum import Enum
 from typing import Any
 
@@ -51,6 +52,13 @@ ALLOWED: dict[Phase, dict[str, str | None]] = {
     },
     Phase.CLOSED: {},
 }
+
+
+@functools.lru_cache(maxsize=256)
+def _caps_set(caps: tuple[str, ...]) -> frozenset[str]:
+    """One shared frozenset per distinct grant: a small set costs ~700 bytes, and every
+    session of a deployment holds one of a handful of grants."""
+    return frozenset(caps)
 
 
 class Session:
@@ -118,7 +126,7 @@ class Session:
         """Move to OPEN once the shell authenticated the hello."""
         if self.phase is not Phase.AWAIT_HELLO:
             raise ProtocolError("session is not awaiting hello")
-        self.caps = frozenset(caps)
+        self.caps = _caps_set(caps)
         self.actor = actor
         self.prefixes = tuple(validate_prefix(p) for p in prefixes) or ("/",)
         self.exp_ms = exp_ms

@@ -161,6 +161,11 @@ class _Connection(WSListener):
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.ws = transport
         self.out.transport = socket_transport(transport.underlying_transport)
+        # picows keeps the upgrade request and response for the connection's lifetime;
+        # their header maps are ~1 KB per connection that nothing reads after the upgrade.
+        for message in (transport.request, transport.response):
+            if message is not None:
+                message.headers = None
         server = self.server
         server.connection_opened(self)
         try:
