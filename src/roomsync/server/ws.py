@@ -165,7 +165,7 @@ class _Connection(WSListener):
         # their header maps are ~1 KB per connection that nothing reads after the upgrade.
         for message in (transport.request, transport.response):
             if message is not None:
-                message.headers = None
+                message.headers = None  # type: ignore[assignment]  # read by nobody after this
         server = self.server
         server.connection_opened(self)
         try:
