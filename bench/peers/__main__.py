@@ -4,8 +4,9 @@
     python -m bench.peers report RUN.json [--out PATH]
     python -m bench.peers list
 
-Systems: roomsync, raw-aiohttp, y-websocket, hocuspocus, pycrdt-websocket (the default
-set), and roomsync-memory (roomsync with ``--storage memory``, like the in-memory peers).
+Systems: roomsync, raw-picows, y-websocket, hocuspocus, pycrdt-websocket (the default
+set), roomsync-memory (roomsync with ``--storage memory``, like the in-memory peers) and
+raw-aiohttp (the relay on aiohttp, roomsync's WebSocket library before picows).
 Scenarios: fanout (a), steady (a'), rooms (b), idle (c), late (d) (default: all).
 A full run writes bench/RESULTS.md; ``--quick`` (small sizes, for development) prints the
 table only, unless ``--out`` is given. Install the peers first: bench/peers/install.sh.

@@ -1,4 +1,5 @@
-"""Raw-transport ceiling: a minimal room broadcast server on aiohttp (roomsync's library).
+"""Raw-transport ceiling on aiohttp (roomsync's HTTP library; its WebSocket library until
+the data plane moved to picows, see raw_picows.py): a minimal room broadcast server.
 
 No state, no merge, no protocol: every binary frame a client sends is relayed as is to the
 other clients of its room (``/ws/{room}``). After registering a client in its room the

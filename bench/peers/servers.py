@@ -150,11 +150,19 @@ SYSTEMS: dict[str, System] = {
             default=False,
         ),
         System(
+            name="raw-picows",
+            driver="raw",
+            argv=lambda port, _d: [sys.executable, "-m", "bench.peers.raw_picows", HOST, str(port)],
+            version=lambda: f"picows {_main_version('picows')} (minimal broadcast, no state)",
+            cwd=REPO,
+        ),
+        System(
             name="raw-aiohttp",
             driver="raw",
             argv=lambda port, _d: [sys.executable, "-m", "bench.peers.raw_server", HOST, str(port)],
             version=lambda: f"aiohttp {_main_version('aiohttp')} (minimal broadcast, no state)",
             cwd=REPO,
+            default=False,
         ),
         System(
             name="y-websocket",

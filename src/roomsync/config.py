@@ -152,7 +152,10 @@ class ServerSettings(_Section):
         int,
         Meta(
             ge=0,
-            description="On shutdown, how long sessions get to close (1012) and writes to flush.",
+            description=(
+                "On shutdown, how long sessions get for their queued frames and 1012 close "
+                "to be written before their connections end."
+            ),
         ),
     ] = 5000
     tls_cert: Annotated[

@@ -43,7 +43,6 @@ from .ws import Endpoint, too_big_error
 if TYPE_CHECKING:
     from .ws import _Connection
 
-DRAIN_CLOSE_WAIT_S = 0.25
 log = logging.getLogger("roomsync.server")
 
 
@@ -213,12 +212,14 @@ class RoomsyncServer:
                 },
             )
         await self.rooms.flush_all()
-        # Peers answer our CLOSE as soon as they read it; one that does not read gets
-        # DRAIN_CLOSE_WAIT_S, then its connection ends after what is queued is written.
-        grace = min(self.settings.server.shutdown_grace_ms / 1000, DRAIN_CLOSE_WAIT_S)
-        deadline = time.monotonic() + grace
+        # Peers answer our CLOSE as soon as they read it. Once every remaining connection
+        # has its queue (the 1012 CLOSE last) written to the kernel, or after the grace,
+        # the connections end; what was written still reaches the peer.
+        deadline = time.monotonic() + self.settings.server.shutdown_grace_ms / 1000
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+            if all(conn.out.queued_bytes() == 0 for conn in self.connections):
+                break
         for conn in list(self.connections):
             conn.drop()
         if self._reaper is not None:

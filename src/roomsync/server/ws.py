@@ -187,6 +187,9 @@ class _Connection(WSListener):
         except RoomsyncError as exc:
             self.fail(exc)
             return
+        except Exception:
+            self._internal_error()
+            return
         deadline = server.settings.server.heartbeat_ms * 3 / 1000
         self._hello_timer = asyncio.get_running_loop().call_later(deadline, self._hello_late)
 
