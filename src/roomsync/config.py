@@ -251,11 +251,13 @@ class StorageSettings(_Section):
             ge=0,
             le=1000,
             description=(
-                "How long a room waits for more changes before committing a batch. Larger "
-                "batches cost less CPU per change; acks wait for the commit, broadcasts do not."
+                "How long a room waits for more changes before committing a batch. 0 commits "
+                "right after the event-loop turn that applied them, best when commits are "
+                "cheap (SQLite NORMAL: no fsync); with synchronous FULL a few ms put more "
+                "changes behind each fsync. Acks wait for the commit, broadcasts do not."
             ),
         ),
-    ] = 2
+    ] = 0
     postgres_dsn: Annotated[
         str,
         Meta(

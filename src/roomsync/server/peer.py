@@ -38,6 +38,7 @@ class Peer:
         "on_close",
         "out",
         "pending_acks",
+        "reads",
         "session",
         "stream_budget",
         "streamer",
@@ -53,6 +54,7 @@ class Peer:
         now_ms: int,
     ) -> None:
         self.session = session
+        self.reads = "read" in session.caps  # caps are fixed for a session
         self.out = out
         self.stream_budget = stream_budget
         self.on_close = on_close
@@ -71,9 +73,6 @@ class Peer:
     @property
     def id(self) -> str:
         return self.session.peer
-
-    def can_read(self) -> bool:
-        return "read" in self.session.caps
 
     def send(self, obj: dict[str, Any]) -> bool:
         return self.send_frame(text_frame(obj))

@@ -94,6 +94,26 @@ class FrameSnapshot:
         return frames[i]
 
 
+def _group_frame(
+    pairs: list[tuple[Peer | None, Change]],
+    prefixes: tuple[str, ...],
+    head: int,
+    excluded: Peer | None,
+) -> tuple[bytes, int] | None:
+    """The ``pack`` frame of the changes a subscription sees (minus ``excluded``'s own),
+    with their count; None when it sees none."""
+    everything = prefixes == ("/",)
+    changes = [
+        c
+        for author, c in pairs
+        if (excluded is None or author is not excluded)
+        and (everything or any_prefix_matches(prefixes, c.path))
+    ]
+    if not changes:
+        return None
+    return text_frame({"type": "pack", "data": pack_data(changes), "head": head}), len(changes)
+
+
 @dataclass(slots=True)
 class _Submitted:
     peer: Peer | None
@@ -161,7 +181,7 @@ class RoomHost:
         """
         peer.host = self
         self.peers.add(peer)
-        if not peer.can_read() or not catchup:
+        if not peer.reads or not catchup:
             return
         state = self.state
         if cursor:
@@ -492,43 +512,33 @@ class RoomHost:
         self.metrics.msg_out("ack", len(batch))
 
     def _broadcast(self, pairs: list[tuple[Peer | None, Change]], head: int) -> None:
-        """One encode per (subscription, excluded author) group, the same bytes to each peer."""
-        echo = self.policy.echo_to_sender
-        authors = {p for p, _ in pairs if p is not None} if not echo else set()
-        cache: dict[tuple[tuple[str, ...], Peer | None], tuple[bytes, int] | None] = {}
+        """One encode per (subscription, excluded author) group, the same bytes to each peer.
+
+        This loop runs once per receiving peer per broadcast, so it keeps to a dict lookup
+        by the peer's prefixes; only authors (excluded from their own changes unless
+        ``echo_to_sender``) get frames of their own.
+        """
+        authors = set() if self.policy.echo_to_sender else {p for p, _ in pairs if p is not None}
+        frames: dict[tuple[str, ...], tuple[bytes, int] | None] = {}
         deliveries = 0
-        frames = 0
+        sent = 0
         for peer in list(self.peers):
-            if peer.closing or not peer.can_read():
+            if peer.closing or not peer.reads:
                 continue
-            excluded = peer if peer in authors else None
-            key = (peer.session.prefixes, excluded)
-            if key in cache:
-                entry = cache[key]
+            prefixes = peer.session.prefixes
+            if authors and peer in authors:
+                entry = _group_frame(pairs, prefixes, head, peer)
+            elif prefixes in frames:
+                entry = frames[prefixes]
             else:
-                prefixes = key[0]
-                everything = prefixes == ("/",)
-                changes = [
-                    c
-                    for author, c in pairs
-                    if (excluded is None or author is not excluded)
-                    and (everything or any_prefix_matches(prefixes, c.path))
-                ]
-                entry = cache[key] = (
-                    (
-                        text_frame({"type": "pack", "data": pack_data(changes), "head": head}),
-                        len(changes),
-                    )
-                    if changes
-                    else None
-                )
+                entry = frames[prefixes] = _group_frame(pairs, prefixes, head, None)
             if entry is not None and peer.send_frame(entry[0]):
                 deliveries += entry[1]
-                frames += 1
-        if frames:
+                sent += 1
+        if sent:
             self.metrics.deliveries.inc(deliveries)
-            self.metrics.frames_broadcast.inc(frames)
-            self.metrics.msg_out("pack", frames)
+            self.metrics.frames_broadcast.inc(sent)
+            self.metrics.msg_out("pack", sent)
 
     def _maybe_compact(self) -> None:
         retention = self.policy.retention_changes
@@ -582,7 +592,7 @@ class RoomHost:
     def resubscribed(self, peer: Peer, old: tuple[str, ...]) -> None:
         """After ``subscribe``: send the state of paths the new prefixes add."""
         new = peer.session.prefixes
-        if not peer.can_read():
+        if not peer.reads:
             return
         added = [
             c
