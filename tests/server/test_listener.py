@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import os
 import struct
@@ -203,3 +204,24 @@ async def test_dropped_connection_leaves_the_room(
     assert "drop" not in srv.server.rooms.hosts or not srv.server.rooms.hosts["drop"].peers
     metrics = await (await http.get(srv.url + "/metrics")).text()
     assert 'roomsync_closes_total{code="1006"} 1.0' in metrics
+
+
+async def test_closed_connections_leave_nothing_behind(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
+    """Every connection object is freed once its socket is gone, whichever way it ended."""
+    from roomsync.server.ws import _Connection
+
+    for i in range(20):
+        ws, _ = await hello(http, srv.ws_url(f"leak{i % 3}"))
+        if i % 2:
+            await ws.close()
+        else:
+            ws._response.connection.transport.abort()  # type: ignore[union-attr]
+    for _ in range(200):
+        if not srv.server.connections:
+            break
+        await asyncio.sleep(0.01)
+    assert not srv.server.connections
+    gc.collect()
+    assert [o for o in gc.get_objects() if isinstance(o, _Connection)] == []
