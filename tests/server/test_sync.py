@@ -299,3 +299,22 @@ async def test_large_catchup_to_a_slow_reader_streams_without_tripping_the_budge
         assert len(got) == 4000 and head == 4000
         later, _ = await collect(slow, until_done=False)
         assert [c.path for c in later] == ["/during"]  # held, then delivered after done
+
+
+async def test_quiet_rooms_get_their_root_hashed_on_one_timer(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
+    """Small writes leave the MST root dirty (hashed lazily); once a room is quiet, the
+    registry's single timer hashes it, so a later welcome does not pay for the burst."""
+    from roomsync.server.rooms import ROOT_IDLE_S
+
+    peers = [(await hello(http, srv.ws_url(f"quiet{i}")))[0] for i in range(3)]
+    for i, ws in enumerate(peers):
+        assert (await send_pack(ws, [ch(f"/q{i}", i + 1)]))["seqs"] == [1]
+    hosts = [srv.server.rooms.hosts[f"quiet{i}"] for i in range(3)]
+    quiet = srv.server.rooms.quiet
+    assert all(h.quiet is quiet for h in hosts)
+    assert all(h.state.tree._root is not None and h.state.tree._root.hash is None for h in hosts)
+    await asyncio.sleep(ROOT_IDLE_S * 2.5)
+    assert all(h.state.tree._root is not None and h.state.tree._root.hash for h in hosts)
+    assert quiet._timer is None and not quiet._due  # nothing left to do, no timer armed

@@ -212,6 +212,7 @@ class RoomsyncServer:
                 },
             )
         await self.rooms.flush_all()
+        self.rooms.quiet.stop()
         # Peers answer our CLOSE as soon as they read it. Once every remaining connection
         # has its queue (the 1012 CLOSE last) written to the kernel, or after the grace,
         # the connections end; what was written still reaches the peer.

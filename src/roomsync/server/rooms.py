@@ -47,7 +47,8 @@ log = logging.getLogger("roomsync.rooms")
 PRESENCE_MIN_WINDOW_MS = 10
 #: A committed batch this large gets its MST root hashed at once (see _hash_ahead).
 EAGER_ROOT_BATCH = 100
-#: Smaller batches get it hashed after the room has been quiet this long.
+#: Smaller batches get it hashed after the room has been quiet this long (give or take
+#: half of it: one timer serves every room, see QuietRehash).
 ROOT_IDLE_S = 0.2
 #: Full-state snapshots kept per room at one head (one per distinct subscription).
 MAX_SNAPSHOTS = 8
@@ -141,7 +142,7 @@ class RoomHost:
     _queue: list[_Submitted] = field(default_factory=list)
     _persist_task: asyncio.Task[None] | None = None
     _compact_task: asyncio.Task[None] | None = None
-    _root_timer: asyncio.TimerHandle | None = None
+    quiet: QuietRehash | None = None
     _outgoing: list[tuple[Peer | None, Change]] = field(default_factory=list)
     _outgoing_t0: float = 0.0
     _broadcast_handle: asyncio.Handle | None = None
@@ -285,10 +286,12 @@ class RoomHost:
         self._schedule_presence()
 
     def stop_timers(self) -> None:
-        for handle in (self._presence_flush, self._presence_tick, self._root_timer):
+        for handle in (self._presence_flush, self._presence_tick):
             if handle is not None:
                 handle.cancel()
-        self._presence_flush = self._presence_tick = self._root_timer = None
+        self._presence_flush = self._presence_tick = None
+        if self.quiet is not None:
+            self.quiet.forget(self)
 
     def send_changes(self, peer: Peer, changes: list[Change], *, final_head: int) -> None:
         """Stream ``changes`` to ``peer`` as chunked ``pack`` frames, last one ``done``.
@@ -460,19 +463,10 @@ class RoomHost:
         (bulk loads) are hashed right after their commit, where it costs about a
         microsecond per change; small ones once the room has been quiet for a moment.
         """
-        if self._root_timer is not None:
-            self._root_timer.cancel()
-            self._root_timer = None
-        if batch_size >= EAGER_ROOT_BATCH:
+        if batch_size >= EAGER_ROOT_BATCH or self.quiet is None:
             self.state.tree.root_hash  # noqa: B018 - computes and caches the root
         elif batch_size:
-            self._root_timer = asyncio.get_running_loop().call_later(
-                ROOT_IDLE_S, self._hash_when_idle
-            )
-
-    def _hash_when_idle(self) -> None:
-        self._root_timer = None
-        self.state.tree.root_hash  # noqa: B018 - computes and caches the root
+            self.quiet.touch(self)
 
     def _store_failed(self, batch: list[_Submitted], exc: BaseException) -> None:
         self.metrics.store_errors.inc()
@@ -647,6 +641,51 @@ class RoomHost:
         }
 
 
+class QuietRehash:
+    """Hashes the MST root of rooms that have been quiet for ``ROOT_IDLE_S``, with one
+    timer for all of them: a write costs a dict store instead of a timer of its own, and
+    the process wakes for this at most ``2 / ROOT_IDLE_S`` times a second however many
+    rooms write (with 500 rooms writing, a timer per write was a wake-up per write)."""
+
+    def __init__(self) -> None:
+        self._due: dict[str, tuple[float, RoomHost]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def touch(self, host: RoomHost) -> None:
+        loop = asyncio.get_running_loop()
+        self._due[host.room] = (loop.time() + ROOT_IDLE_S, host)
+        if self._timer is None:
+            self._timer = loop.call_later(ROOT_IDLE_S, self._run)
+
+    def forget(self, host: RoomHost) -> None:
+        entry = self._due.get(host.room)
+        if entry is not None and entry[1] is host:
+            del self._due[host.room]
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due.clear()
+
+    def _run(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        later: float | None = None
+        for room, (due, host) in list(self._due.items()):
+            if due <= now:
+                del self._due[room]
+                if not host.closed:
+                    host.state.tree.root_hash  # noqa: B018 - computes and caches the root
+            elif later is None or due < later:
+                later = due
+        if later is not None:
+            # Not before half a window from now: rooms falling due close together share
+            # one wake-up.
+            self._timer = loop.call_at(max(later, now + ROOT_IDLE_S / 2), self._run)
+
+
 class RoomRegistry:
     """Loads rooms on first use (once, however many peers race), unloads idle ones."""
 
@@ -671,6 +710,7 @@ class RoomRegistry:
         self._unloading: set[asyncio.Task[None]] = set()
         self.loads = 0  # rooms loaded / unloaded since start (also exported as metrics)
         self.unloads = 0
+        self.quiet = QuietRehash()
 
     async def acquire(self, room: str) -> RoomHost:
         """The loaded room, loading it if needed; the caller must :meth:`release` it."""
@@ -715,6 +755,7 @@ class RoomRegistry:
             self.metrics,
             self.now_ms,
             commit_window_ms=self.commit_window_ms,
+            quiet=self.quiet,
         )
         self.hosts[room] = host
         self.metrics.rooms.set(len(self.hosts))
