@@ -17,6 +17,7 @@ from roomsync.core.postcard import (
     encode_leaf,
     encode_node,
     encode_pack,
+    write_change,
 )
 
 # A valid one-change pack prefix: count 1, path "/a", ts 1, counter 0, actor "a".
@@ -166,3 +167,18 @@ def test_reader_hash_and_option() -> None:
     assert r.option_hash32("h") == bytes(32)
     assert r.option_hash32("h") is None
     r.finish()
+
+
+@pytest.mark.parametrize(
+    "n", [0, 1, 0x7F, 0x80, 0x81, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000, 1_764_000_000_000, 2**64 - 1]
+)
+def test_encode_pack_inline_varints_match_the_writer(n: int) -> None:
+    """encode_pack writes ts and seq through shortcuts (a cache of ts tails, short seqs
+    inline); at every varint length boundary the bytes equal the plain Writer's."""
+    changes = [Change("/p", n, 0, "a", b"v", n), Change("/q", n, 0, "a", None, None)]
+    w = Writer()
+    w.varint(len(changes))
+    for change in changes:
+        write_change(w, change)
+    assert encode_pack(changes) == bytes(w.buf)
+    assert encode_pack(changes) == bytes(w.buf)  # the second time from the ts cache

@@ -190,6 +190,11 @@ def write_change(w: Writer, change: Change) -> None:
         w.u64(change.seq)
 
 
+# varint(ts >> 7) by ts >> 7, for encode_pack (bounded; cleared when full).
+_TS_TAILS: dict[int, bytes] = {}
+_TS_TAILS_MAX = 4096
+
+
 def encode_pack(changes: list[Change] | tuple[Change, ...]) -> bytes:
     """``Pack { changes }`` as postcard bytes.
 
@@ -221,7 +226,17 @@ def encode_pack(changes: list[Change] | tuple[Change, ...]) -> bytes:
         else:
             varint(n)
         buf += path
-        varint(ts)
+        # An HLC ts (ms since 1970) is a 6-byte varint whose last 5 bytes change every
+        # 128 ms: they come from a small cache, the first byte is computed.
+        app((ts & 0x7F) | 0x80 if ts >= 0x80 else ts)
+        if ts >= 0x80:
+            high = ts >> 7
+            tail = _TS_TAILS.get(high)
+            if tail is None:
+                if len(_TS_TAILS) >= _TS_TAILS_MAX:
+                    _TS_TAILS.clear()
+                tail = _TS_TAILS[high] = varint_bytes(high)
+            buf += tail
         if counter < 0x80:
             app(counter)
         else:
@@ -248,7 +263,13 @@ def encode_pack(changes: list[Change] | tuple[Change, ...]) -> bytes:
             app(0)
         else:
             app(1)
-            varint(seq)
+            if seq < 0x80:
+                app(seq)
+            elif seq < 0x4000:
+                app((seq & 0x7F) | 0x80)
+                app(seq >> 7)
+            else:
+                varint(seq)
     return bytes(buf)
 
 

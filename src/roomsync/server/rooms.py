@@ -151,8 +151,11 @@ class RoomHost:
     presence: PresenceTable = field(init=False)
     _presence_flush: asyncio.TimerHandle | None = None
     _presence_tick: asyncio.TimerHandle | None = None
+    # Rooms are created on the running loop; asking for it per write costs a getpid().
+    _loop: asyncio.AbstractEventLoop = field(init=False)
 
     def __post_init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._idle.set()
         p = self.policy
         self.presence = PresenceTable(
@@ -406,7 +409,7 @@ class RoomHost:
         return result.seqs
 
     def _enqueue(self, item: _Submitted) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         if item.accepted and self._snapshots:
             # The head moved: snapshots nobody is reading are stale; free their frames.
             self._snapshots = {k: v for k, v in self._snapshots.items() if v.readers}
