@@ -87,7 +87,7 @@ async def test_plain_get_on_a_websocket_path_is_426(
     async with http.get(srv.url + "/ws/r") as resp:
         assert resp.status == 426
         assert resp.headers["Upgrade"] == "websocket"
-        assert (await resp.json())["code"] == "malformed"
+        assert (await resp.json())["code"] == "malformed-envelope"
     async with http.get(srv.url + "/healthz") as resp:  # same port, the HTTP plane
         assert resp.status == 200
 

@@ -25,7 +25,7 @@ from ..blobs.base import BlobError
 from ..blobs.filesystem import FilesystemBlobStore
 from ..blobs.signing import UrlSigner
 from ..config import Settings
-from ..core.codes import CloseCode
+from ..core.codes import CloseCode, ErrorCode
 from ..core.errors import Overload
 from ..storage.base import Store
 from ..storage.memory import MemoryStore
@@ -119,7 +119,7 @@ class RoomsyncServer:
             return web.json_response(
                 {
                     "type": "error",
-                    "code": "malformed",
+                    "code": str(ErrorCode.MALFORMED_ENVELOPE),
                     "message": "this is a WebSocket endpoint: connect with Upgrade: websocket",
                 },
                 status=426,

@@ -411,7 +411,10 @@ class SqliteStore:
             self._w_busy_timeout(self.busy_timeout_ms)
             return job(arg)
         finally:
-            loop.call_soon_threadsafe(self._job_done)
+            try:
+                loop.call_soon_threadsafe(self._job_done)
+            except RuntimeError:  # the loop is closed: nobody will commit inline any more
+                pass
 
     def _job_done(self) -> None:
         self._thread_jobs -= 1
