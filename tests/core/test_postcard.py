@@ -182,3 +182,23 @@ def test_encode_pack_inline_varints_match_the_writer(n: int) -> None:
         write_change(w, change)
     assert encode_pack(changes) == bytes(w.buf)
     assert encode_pack(changes) == bytes(w.buf)  # the second time from the ts cache
+
+
+@pytest.mark.parametrize("ts", [0, 1, 2**35 - 1, 2**35, 1_764_000_000_000, 2**42 - 1, 2**42])
+@pytest.mark.parametrize("seq", [None, 0, 0x7F, 0x80, 0x3FFF, 0x4000, 2**40])
+def test_decode_shortcuts_round_trip_at_varint_boundaries(ts: int, seq: int | None) -> None:
+    """The decoder reads 6-byte ts and 2-byte seq varints in one go; around those lengths,
+    and with fewer than 6 bytes left after a ts, it gives back exactly what was encoded."""
+    changes = [Change("/p", ts, 0, "a", b"v", seq), Change("", ts, 0, "", None, seq)]
+    assert decode_pack(encode_pack(changes)) == changes
+
+
+def test_decode_refuses_an_overlong_six_byte_ts() -> None:
+    """A 6-byte ts whose last byte is 0 is not canonical postcard: refused, not read."""
+    good = encode_pack([Change("/p", 2**35, 0, "a", None, None)])
+    ts_at = 1 + 1 + 2  # count, path length, "/p"
+    bad = bytearray(good)
+    bad[ts_at + 5] = 0x00  # last byte of the varint: continuation bits say it is the end
+    bad[ts_at + 4] |= 0x80
+    with pytest.raises(CodecError):
+        decode_pack(bytes(bad))

@@ -295,6 +295,9 @@ def read_change(r: Reader) -> Change:
 _MIN_CHANGE_BYTES = 6
 
 
+_NO_TS6 = bytes(6)  # fewer than 6 bytes left: not a 6-byte ts, take the general path
+
+
 class _OffFastPath(Exception):
     """The fast decoder met something unusual: the strict reader decides (and explains)."""
 
@@ -340,7 +343,20 @@ def _decode_pack_fast(data: bytes) -> list[Change]:
             raise _OffFastPath
         path = data[pos:end].decode("utf-8")
         pos = end
-        ts, pos = _fast_varint(data, pos, 10, U64_MAX)
+        # An HLC ts in ms is a 6-byte varint: read it in one go when it is one.
+        b0, b1, b2, b3, b4, b5 = data[pos : pos + 6] if pos + 6 <= size else _NO_TS6
+        if b0 & b1 & b2 & b3 & b4 & 0x80 and 0 < b5 < 0x80:
+            ts = (
+                (b0 & 0x7F)
+                | (b1 & 0x7F) << 7
+                | (b2 & 0x7F) << 14
+                | (b3 & 0x7F) << 21
+                | (b4 & 0x7F) << 28
+                | b5 << 35
+            )
+            pos += 6
+        else:
+            ts, pos = _fast_varint(data, pos, 10, U64_MAX)
         b = data[pos]
         if b < 0x80:
             counter = b
@@ -382,7 +398,17 @@ def _decode_pack_fast(data: bytes) -> list[Change]:
         if opt == 0:
             seq = None
         elif opt == 1:
-            seq, pos = _fast_varint(data, pos, 10, U64_MAX)
+            b = data[pos]
+            if b < 0x80:
+                seq = b
+                pos += 1
+            else:
+                b1 = data[pos + 1]
+                if 0 < b1 < 0x80:
+                    seq = (b & 0x7F) | b1 << 7
+                    pos += 2
+                else:
+                    seq, pos = _fast_varint(data, pos, 10, U64_MAX)
         else:
             raise _OffFastPath
         append(Change(path, ts, counter, actor, value, seq))
