@@ -229,9 +229,9 @@ class RoomsyncServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._listener is not None:
-            await self._listener.wait_closed()
-            self._listener = None
+        # The listening socket was closed at the start; Server.wait_closed() is not
+        # awaited: from Python 3.12 it also waits for every connection, a slow one included.
+        self._listener = None
         await self.store.close()
         if self._blobs_open:
             await self.blobs.store.close()
