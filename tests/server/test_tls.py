@@ -8,8 +8,10 @@ from pathlib import Path
 import aiohttp
 import trustme
 
-from roomsync.testing.server import running_server
-from roomsync.testing.wsclient import hello
+from roomsync.core.codec import pack_data
+from roomsync.core.entries import Change
+from roomsync.testing.server import running_server, server_process
+from roomsync.testing.wsclient import hello, recv_type
 
 
 async def test_wss_with_trusted_self_signed_cert(tmp_path: Path) -> None:
@@ -39,3 +41,29 @@ async def test_wss_with_trusted_self_signed_cert(tmp_path: Path) -> None:
                 pass
             else:
                 raise AssertionError("an untrusted certificate was accepted")
+
+
+async def test_wss_on_the_served_process(tmp_path: Path) -> None:
+    """``roomsync serve --tls-cert/--tls-key`` (uvloop, the picows listener under TLS):
+    a WebSocket session with a large frame, and plain HTTPS on the same port."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    args = ["--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem")]
+    with server_process(tmp_path / "data", args=args) as proc:
+        base = f"127.0.0.1:{proc.port}"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ctx)) as http:
+            ws, welcome = await hello(http, f"wss://{base}/ws/r")
+            assert welcome["room"] == "r"
+            value = b"x" * 200_000  # spans many TLS records and picows buffer growth
+            await ws.send_json(
+                {"type": "pack", "data": pack_data([Change("/big", 1, 0, "a", value)])}
+            )
+            assert (await recv_type(ws, "ack"))["seqs"] == [1]
+            await ws.close()
+            assert ws.close_code == 1000
+            async with http.get(f"https://{base}/healthz") as resp:
+                assert resp.status == 200
