@@ -272,3 +272,15 @@ async def test_the_store_checkpoints_its_wal(store: SqliteStore) -> None:
     assert store.checkpoints >= 2
     assert store.inline_commits >= 2900  # a few went to the writer behind a checkpoint
     assert biggest < 1000 * 4096 * 1.5
+
+
+async def test_appends_with_big_values_take_the_writer(store: SqliteStore) -> None:
+    """Inline commits block the loop, so only small ones are made there: a batch with more
+    than _INLINE_BYTES of values goes to the writer thread even when it is idle."""
+    await store.load_room("r", now_ms=1)
+    big = b"x" * (sqlite_module._INLINE_BYTES + 1)
+    await store.append("r", [_change(1, "/big", big)])
+    assert (store.commits, store.inline_commits) == (1, 0)
+    await store.append("r", [_change(2, "/small")])
+    assert (store.commits, store.inline_commits) == (2, 1)
+    assert [c.value for c in await store.changes_since("r", 0, limit=10)] == [big, b"v"]

@@ -15,11 +15,12 @@ loop.
 
 Inline commits: with ``synchronous`` OFF or NORMAL a WAL commit is a ``write()`` into the
 page cache, no fsync, about as cheap as the two thread switches it would take to hand it
-to the writer. So an append of at most ``_INLINE_ROWS`` rows, made while the writer thread
-has nothing queued or running, commits right there on the event loop's thread (with
-``busy_timeout`` 0: if another process holds the write lock it goes to the writer thread,
-which waits for it). That is the common case of a live room, a few changes per pack.
-Bigger or concurrent appends, and every append under FULL/EXTRA, take the writer thread.
+to the writer. So an append of at most ``_INLINE_ROWS`` rows and ``_INLINE_BYTES`` of
+values, made while the writer thread has nothing queued or running, commits right there
+on the event loop's thread (with ``busy_timeout`` 0: if another process holds the write
+lock it goes to the writer thread, which waits for it). That is the common case of a live
+room, a few changes per pack. Bigger or concurrent appends, and every append under
+FULL/EXTRA, take the writer thread (where sqlite3 releases the GIL while it writes).
 SQLite's automatic checkpoint is off on the writing connection (it would fsync on
 whichever commit crosses the threshold, possibly on the loop's thread); the store runs a
 PASSIVE checkpoint on the writer thread every ``_CHECKPOINT_PAGES`` (estimated) instead.
@@ -70,8 +71,10 @@ _SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _I64_MAX: Final = (1 << 63) - 1
 # Bounds one append transaction (and so the latency of everyone in it) under a flood.
 _GROUP_ROWS: Final = 16384
-# The biggest append committed on the event loop's thread (see the module docstring).
+# The biggest append committed on the event loop's thread (see the module docstring);
+# bigger ones go to the writer thread, where sqlite3 releases the GIL while it writes.
 _INLINE_ROWS: Final = 256
+_INLINE_BYTES: Final = 64 * 1024
 _INLINE_MODES: Final = frozenset({"OFF", "NORMAL"})
 # WAL pages written, estimated as rows + 4 per commit (the op-log, entries and rooms
 # leaves plus their index pages), between two PASSIVE checkpoints; SQLite's own automatic
@@ -665,7 +668,12 @@ class SqliteStore:
         if not changes:
             return
         writer, _ = self._executors()
-        if self._inline and self._thread_jobs == 0 and len(changes) <= _INLINE_ROWS:
+        if (
+            self._inline
+            and self._thread_jobs == 0
+            and len(changes) <= _INLINE_ROWS
+            and sum(len(c.value or b"") for c in changes) <= _INLINE_BYTES
+        ):
             error = self._commit_inline(room, changes)
             if error is None:
                 return
