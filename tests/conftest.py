@@ -11,6 +11,7 @@ import pytest
 
 from roomsync.testing.moto_server import create_bucket, moto_server
 from roomsync.testing.server import ServerHandle, running_server
+from roomsync.testing.tls import TlsFiles, self_signed
 
 
 @pytest.fixture
@@ -39,3 +40,9 @@ def bucket(moto_endpoint: str) -> str:
     name = f"roomsync-{uuid.uuid4().hex[:16]}"
     create_bucket(moto_endpoint, name)
     return name
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> TlsFiles:
+    """A certificate for 127.0.0.1 from a throwaway CA, and a client context trusting it."""
+    return self_signed(tmp_path)

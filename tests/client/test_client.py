@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 import roomsync.client
 from roomsync.client import (
@@ -30,6 +28,7 @@ from roomsync.server.app import RoomsyncServer
 from roomsync.server.rooms import RoomHost
 from roomsync.testing import server as kit
 from roomsync.testing.server import ServerHandle, running_server, wait_until
+from roomsync.testing.tls import TlsFiles
 
 ROOM = "room-1"
 FAST = Backoff(base=0.01, factor=2, max=0.05)
@@ -304,17 +303,10 @@ async def test_close_ends_change_streams_and_calls_on_close(srv: ServerHandle) -
     await a.close()  # idempotent
 
 
-async def test_wss_with_an_ssl_context(tmp_path: Path) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
-    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
+async def test_wss_with_an_ssl_context(tmp_path: Path, tls: TlsFiles) -> None:
+    ctx = tls.client_ctx
     async with running_server(
-        tmp_path,
-        server__tls_cert=str(tmp_path / "cert.pem"),
-        server__tls_key=str(tmp_path / "key.pem"),
+        tmp_path, server__tls_cert=str(tls.cert), server__tls_key=str(tls.key)
     ) as srv:
         assert srv.url.startswith("https://")
         a = await open_client(srv, ssl=ctx)

@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 
 import aiohttp
-import trustme
 
 from roomsync.core.codec import pack_data
 from roomsync.core.entries import Change
 from roomsync.testing.server import running_server, server_process
+from roomsync.testing.tls import TlsFiles
 from roomsync.testing.wsclient import hello, recv_type
 
 
-async def test_wss_with_trusted_self_signed_cert(tmp_path: Path) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    cert_file = tmp_path / "cert.pem"
-    key_file = tmp_path / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
+async def test_wss_with_trusted_self_signed_cert(tmp_path: Path, tls: TlsFiles) -> None:
+    client_ctx = tls.client_ctx
     async with running_server(
-        tmp_path, server__tls_cert=str(cert_file), server__tls_key=str(key_file)
+        tmp_path, server__tls_cert=str(tls.cert), server__tls_key=str(tls.key)
     ) as srv:
         assert srv.ws_url("r").startswith("wss://")
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ctx)) as http:
@@ -43,16 +35,11 @@ async def test_wss_with_trusted_self_signed_cert(tmp_path: Path) -> None:
                 raise AssertionError("an untrusted certificate was accepted")
 
 
-async def test_wss_on_the_served_process(tmp_path: Path) -> None:
+async def test_wss_on_the_served_process(tmp_path: Path, tls: TlsFiles) -> None:
     """``roomsync serve --tls-cert/--tls-key`` (uvloop, the picows listener under TLS):
     a WebSocket session with a large frame, and plain HTTPS on the same port."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
-    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    args = ["--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem")]
+    client_ctx = tls.client_ctx
+    args = ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
     with server_process(tmp_path / "data", args=args) as proc:
         base = f"127.0.0.1:{proc.port}"
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ctx)) as http:
