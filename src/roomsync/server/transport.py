@@ -42,11 +42,7 @@ class Outbound:
 
     def write(self, frame: bytes) -> bool:
         """Queue ``frame``; False when the connection is already closing."""
-        t = self.transport
-        if t is None or t.is_closing():
-            return False
-        t.write(frame)  # type: ignore[attr-defined]
-        return True
+        return self.send(frame) >= 0
 
     def send(self, frame: bytes) -> int:
         """Queue ``frame`` and return the bytes now queued for the peer; -1 when the

@@ -225,14 +225,10 @@ class _Connection(WSListener):
             if kind is WSMsgType.CLOSE:
                 self.drop()
             return
-        if kind is WSMsgType.TEXT or kind is WSMsgType.CONTINUATION:
-            if frame.fin and self._fragments is None:
-                if kind is WSMsgType.CONTINUATION:
-                    self.fail(MalformedEnvelope("continuation frame without a first frame"))
-                    return
-                self._received(frame.get_payload_as_bytes(), now)
-            else:
-                self._fragment(frame, now)
+        if kind is WSMsgType.TEXT and frame.fin and self._fragments is None:
+            self._received(frame.get_payload_as_bytes(), now)  # the usual, whole message
+        elif kind is WSMsgType.TEXT or kind is WSMsgType.CONTINUATION:
+            self._fragment(frame, now)
         elif kind is WSMsgType.BINARY:
             self.server.metrics.msg_in("binary")
             if self.session.phase is Phase.AWAIT_HELLO:

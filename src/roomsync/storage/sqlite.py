@@ -241,6 +241,17 @@ class _Refused(Exception):
     """A batch the store will not write; only its own caller fails."""
 
 
+# What refuses one batch (its caller alone fails): our own checks, a constraint, a
+# value SQLite cannot store.
+_REFUSALS = (_Refused, sqlite3.IntegrityError, OverflowError)
+
+
+def _refusal(exc: BaseException) -> StoreError:
+    error = StoreError(str(exc) if isinstance(exc, _Refused) else f"append refused: {exc}")
+    error.__cause__ = exc
+    return error
+
+
 class _Busy(StoreError):
     """An inline commit found the write lock taken (by another process): use the thread."""
 
@@ -707,12 +718,8 @@ class SqliteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        except _Refused as exc:
-            return StoreError(str(exc))
-        except (sqlite3.IntegrityError, OverflowError) as exc:
-            error = StoreError(f"append refused: {exc}")
-            error.__cause__ = exc
-            return error
+        except _REFUSALS as exc:
+            return _refusal(exc)
         except sqlite3.Error as exc:
             if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 return _Busy(str(exc))
@@ -798,12 +805,10 @@ class SqliteStore:
         conn.execute("SAVEPOINT batch")
         try:
             _write_batch(conn, request.room, request.changes)
-        except (_Refused, sqlite3.IntegrityError, OverflowError) as exc:
+        except _REFUSALS as exc:
             conn.execute("ROLLBACK TO batch")
             conn.execute("RELEASE batch")
-            error = StoreError(str(exc) if isinstance(exc, _Refused) else f"append refused: {exc}")
-            error.__cause__ = exc
-            return error
+            return _refusal(exc)
         conn.execute("RELEASE batch")
         return None
 
