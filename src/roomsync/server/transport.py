@@ -59,10 +59,6 @@ class Outbound:
             return 0
         return int(t.get_write_buffer_size())  # type: ignore[attr-defined]
 
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()  # type: ignore[attr-defined]
-
     def pause_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()  # type: ignore[attr-defined]
