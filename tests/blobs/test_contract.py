@@ -21,7 +21,10 @@ async def _memory() -> BlobBackendUnderTest:
     async def tamper(hash: str, data: bytes) -> None:
         store.tamper(hash, data)
 
-    return BlobBackendUnderTest(store, tamper)
+    async def stage(upload_id: str, data: bytes) -> None:
+        store.stage(upload_id, data)
+
+    return BlobBackendUnderTest(store, tamper, stage)
 
 
 async def _filesystem(root: Path) -> BlobBackendUnderTest:
@@ -35,7 +38,10 @@ async def _filesystem(root: Path) -> BlobBackendUnderTest:
     async def tamper(hash: str, data: bytes) -> None:
         store.path_for(hash).write_bytes(data)
 
-    return BlobBackendUnderTest(store, tamper)
+    async def stage(upload_id: str, data: bytes) -> None:
+        store.staging_path_for(upload_id).write_bytes(data)
+
+    return BlobBackendUnderTest(store, tamper, stage)
 
 
 async def _s3(endpoint_url: str, bucket: str) -> BlobBackendUnderTest:
@@ -45,7 +51,10 @@ async def _s3(endpoint_url: str, bucket: str) -> BlobBackendUnderTest:
     async def tamper(hash: str, data: bytes) -> None:
         put_raw_object(endpoint_url, bucket, store.key_for(hash), data)
 
-    return BlobBackendUnderTest(store, tamper)
+    async def stage(upload_id: str, data: bytes) -> None:
+        put_raw_object(endpoint_url, bucket, store.staging_key_for(upload_id), data)
+
+    return BlobBackendUnderTest(store, tamper, stage)
 
 
 @pytest.fixture(params=["memory", "filesystem", "s3"])

@@ -28,6 +28,7 @@ from roomsync.testing.blob_contract import chunked, large_chunks, large_hash
 DATA = b"filesystem blob"
 HASH = sha256_hex(DATA)
 NOW = 1_700_000_000_000
+UPLOAD = "fs-upload-0123456789"
 
 
 @pytest.fixture
@@ -61,6 +62,46 @@ async def test_list_ignores_foreign_files(store: FilesystemBlobStore) -> None:
     (store.root / hex_[:2] / "00").mkdir()
     (store.root / hex_[:2] / "00" / hex_).write_bytes(DATA)
     assert [h async for h in store.list_hashes()] == [HASH]
+
+
+async def test_staging_layout_and_commit(store: FilesystemBlobStore) -> None:
+    await store.put_upload_stream(UPLOAD, HASH, len(DATA), chunked(DATA, 4))
+    staged = store.root / ".staging" / UPLOAD
+    assert store.staging_path_for(UPLOAD) == staged and staged.read_bytes() == DATA
+    assert [h async for h in store.list_hashes()] == []
+    assert _temp_files(store) == []
+    await store.commit_upload(UPLOAD, HASH, len(DATA))
+    assert not staged.exists()
+    assert store.path_for(HASH).read_bytes() == DATA
+    assert _temp_files(store) == []
+
+
+async def test_staged_put_verifies_while_streaming(store: FilesystemBlobStore) -> None:
+    attempts = ((b"x" * len(DATA), len(DATA)), (DATA, len(DATA) - 1), (DATA + b"!", len(DATA)))
+    for body, size in attempts:
+        with pytest.raises(BlobVerifyFailed):
+            await store.put_upload_stream(UPLOAD, HASH, size, chunked(body, 4))
+        assert not store.staging_path_for(UPLOAD).exists()
+    assert _temp_files(store) == []
+
+
+async def test_staged_put_replaces_an_earlier_put_to_the_same_url(
+    store: FilesystemBlobStore,
+) -> None:
+    store.staging_path_for(UPLOAD).write_bytes(b"left by an interrupted attempt")
+    await store.put_upload_stream(UPLOAD, HASH, len(DATA), chunked(DATA, 4))
+    await store.commit_upload(UPLOAD, HASH, len(DATA))
+    assert await store.read(HASH) == DATA
+
+
+async def test_failed_commit_leaves_no_files(store: FilesystemBlobStore) -> None:
+    await store.put(HASH, DATA)
+    store.staging_path_for(UPLOAD).write_bytes(b"y" * len(DATA))
+    with pytest.raises(BlobVerifyFailed):
+        await store.commit_upload(UPLOAD, HASH, len(DATA))
+    assert list((store.root / ".staging").iterdir()) == []
+    assert _temp_files(store) == []
+    assert store.path_for(HASH).read_bytes() == DATA
 
 
 async def test_root_below_a_regular_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -153,7 +194,7 @@ async def test_small_write_buffer_streams_to_disk(tmp_path: Path) -> None:
 
 async def test_no_grants_without_signer(store: FilesystemBlobStore) -> None:
     assert not store.can_grant_urls()
-    assert store.upload_url(HASH, 1, now_ms=NOW, ttl_s=60) is None
+    assert store.upload_url(HASH, 1, upload_id=UPLOAD, now_ms=NOW, ttl_s=60) is None
     assert store.download_url(HASH, now_ms=NOW, ttl_s=60) is None
 
 
@@ -162,11 +203,12 @@ async def test_signed_grants(tmp_path: Path) -> None:
     store = FilesystemBlobStore(tmp_path, signer=signer, public_base_url="http://h:8080/")
     await store.open()
     assert store.can_grant_urls()
-    up = store.upload_url(HASH, len(DATA), now_ms=NOW, ttl_s=60)
+    up = store.upload_url(HASH, len(DATA), upload_id=UPLOAD, now_ms=NOW, ttl_s=60)
     assert up is not None and up.method == "PUT" and up.expires_ms == NOW + 60_000
-    assert up.url.startswith(f"http://h:8080/v1/blobs/{HASH}?")
+    assert up.url.startswith(f"http://h:8080/v1/uploads/{UPLOAD}?")
     query = dict(parse_qsl(urlsplit(up.url).query))
-    assert signer.check_query("PUT", HASH, query, now_ms=NOW) == len(DATA)
+    ticket = signer.check_upload(UPLOAD, query, now_ms=NOW)
+    assert (ticket.hash, ticket.size, ticket.expires_ms) == (HASH, len(DATA), NOW + 60_000)
     with pytest.raises(BlobMissing):
         store.download_url(HASH, now_ms=NOW, ttl_s=60)
     await store.put(HASH, DATA)

@@ -10,6 +10,7 @@ from roomsync.blobs import BlobBackendError, MemoryBlobStore, sha256_hex
 
 DATA = b"memory blob"
 HASH = sha256_hex(DATA)
+UPLOAD = "memory-upload-0001"
 
 
 async def test_fail_with_makes_every_operation_fail() -> None:
@@ -23,6 +24,8 @@ async def test_fail_with_makes_every_operation_fail() -> None:
         lambda: store.stat(HASH),
         lambda: store.read(HASH),
         lambda: store.delete(HASH),
+        lambda: store.commit_upload(UPLOAD, HASH, len(DATA)),
+        lambda: store.discard_upload(UPLOAD),
     )
     for attempt in attempts:
         with pytest.raises(BlobBackendError, match="disk on fire"):
@@ -31,10 +34,12 @@ async def test_fail_with_makes_every_operation_fail() -> None:
         await store.open()
     store.fail_with(None)
     assert await store.read(HASH) == DATA
+    store.stage(UPLOAD, DATA)
+    await store.commit_upload(UPLOAD, HASH, len(DATA))
 
 
 async def test_no_url_grants() -> None:
     store = MemoryBlobStore()
     assert not store.can_grant_urls()
-    assert store.upload_url(HASH, 1, now_ms=0, ttl_s=1) is None
+    assert store.upload_url(HASH, 1, upload_id=UPLOAD, now_ms=0, ttl_s=1) is None
     assert store.download_url(HASH, now_ms=0, ttl_s=1) is None

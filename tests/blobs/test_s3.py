@@ -35,6 +35,7 @@ from .conftest import make_s3_store
 DATA = b"bytes sent straight to the bucket"
 HASH = sha256_hex(DATA)
 NOW = 1_700_000_000_000
+UPLOAD = "s3-upload-0123456789"
 
 
 @pytest.fixture
@@ -58,22 +59,24 @@ async def _http(
             return resp.status, await resp.read()
 
 
-async def test_presigned_put_then_verify_and_get(s3_store: S3BlobStore) -> None:
-    grant = s3_store.upload_url(HASH, len(DATA), now_ms=NOW, ttl_s=120)
+async def test_presigned_put_stages_then_commit_and_get(s3_store: S3BlobStore) -> None:
+    grant = s3_store.upload_url(HASH, len(DATA), upload_id=UPLOAD, now_ms=NOW, ttl_s=120)
     assert grant is not None and grant.method == "PUT"
     assert grant.expires_ms == NOW + 120_000
     status, _ = await _http("PUT", grant.url, data=DATA, headers=grant.headers)
     assert status == 200
+    assert await s3_store.stat(HASH) is None  # staged, not yet a blob
+    assert [h async for h in s3_store.list_hashes()] == []
+    await s3_store.commit_upload(UPLOAD, HASH, len(DATA))
     assert await s3_store.stat(HASH) == len(DATA)
-    await s3_store.verify(HASH, len(DATA))
     down = s3_store.download_url(HASH, now_ms=NOW, ttl_s=120)
     assert down is not None and down.method == "GET"
     status, body = await _http("GET", down.url, headers=down.headers)
     assert (status, body) == (200, DATA)
 
 
-def test_presigned_put_signs_length_and_checksum(s3_store: S3BlobStore) -> None:
-    grant = s3_store.upload_url(HASH, len(DATA), now_ms=NOW, ttl_s=90)
+def test_presigned_put_signs_staging_key_length_and_checksum(s3_store: S3BlobStore) -> None:
+    grant = s3_store.upload_url(HASH, len(DATA), upload_id=UPLOAD, now_ms=NOW, ttl_s=90)
     assert grant is not None
     query = parse_qs(urlsplit(grant.url).query)
     assert query["X-Amz-Expires"] == ["90"]
@@ -81,7 +84,8 @@ def test_presigned_put_signs_length_and_checksum(s3_store: S3BlobStore) -> None:
     assert "content-length" in signed and "x-amz-checksum-sha256" in signed
     digest = bytes.fromhex(HASH.removeprefix("sha256:"))
     assert grant.headers == {"x-amz-checksum-sha256": base64.b64encode(digest).decode()}
-    assert urlsplit(grant.url).path == f"/{s3_store.bucket}/{s3_store.key_for(HASH)}"
+    assert s3_store.staging_key_for(UPLOAD) == f"blobs/.staging/{UPLOAD}"
+    assert urlsplit(grant.url).path == f"/{s3_store.bucket}/{s3_store.staging_key_for(UPLOAD)}"
 
 
 def test_ttl_is_clamped_to_seven_days(s3_store: S3BlobStore) -> None:
@@ -94,35 +98,59 @@ def test_grants_need_an_open_store(moto_endpoint: str, bucket: str) -> None:
     store = S3BlobStore(bucket, endpoint_url=moto_endpoint, **_credentials())
     assert store.can_grant_urls()
     with pytest.raises(BlobBackendError, match="not open"):
-        store.upload_url(HASH, 1, now_ms=NOW, ttl_s=60)
+        store.upload_url(HASH, 1, upload_id=UPLOAD, now_ms=NOW, ttl_s=60)
 
 
 async def test_unchecked_checksum_header(moto_endpoint: str, bucket: str) -> None:
     store = S3BlobStore(bucket, endpoint_url=moto_endpoint, checksums=False, **_credentials())
     await store.open()
     try:
-        grant = store.upload_url(HASH, len(DATA), now_ms=NOW, ttl_s=60)
+        grant = store.upload_url(HASH, len(DATA), upload_id=UPLOAD, now_ms=NOW, ttl_s=60)
         assert grant is not None and grant.headers == {}
         signed = parse_qs(urlsplit(grant.url).query)["X-Amz-SignedHeaders"][0].split(";")
         assert "x-amz-checksum-sha256" not in signed
         status, _ = await _http("PUT", grant.url, data=DATA, headers=grant.headers)
         assert status == 200
+        await store.commit_upload(UPLOAD, HASH, len(DATA))
         await store.verify(HASH, len(DATA))
     finally:
         await store.close()
 
 
-async def test_wrong_bytes_through_presigned_url_fail_verify(s3_store: S3BlobStore) -> None:
-    # Real S3 refuses these bytes (signed checksum); moto stores them, so the server's
-    # verify() after blob-uploaded is what rejects the upload and deletes the object.
-    grant = s3_store.upload_url(HASH, len(DATA), now_ms=NOW, ttl_s=60)
+async def test_wrong_bytes_through_presigned_url_never_reach_the_blob(
+    s3_store: S3BlobStore, raw_s3: Any
+) -> None:
+    # Real S3 refuses these bytes (signed checksum); moto stages them, so commit_upload's
+    # own hashing is what refuses them, and the stored good copy is never touched.
+    await s3_store.put(HASH, DATA)
+    grant = s3_store.upload_url(HASH, len(DATA), upload_id=UPLOAD, now_ms=NOW, ttl_s=60)
     assert grant is not None
     status, _ = await _http("PUT", grant.url, data=b"X" * len(DATA), headers=grant.headers)
-    if status != 200:
-        return  # the endpoint enforced the signed checksum itself: even better
-    with pytest.raises(BlobVerifyFailed) as exc:
-        await s3_store.verify(HASH, len(DATA))
-    assert exc.value.reason == "verify-failed"
+    assert await s3_store.read(HASH) == DATA
+    if status == 200:
+        with pytest.raises(BlobVerifyFailed) as exc:
+            await s3_store.commit_upload(UPLOAD, HASH, len(DATA))
+        assert exc.value.reason == "verify-failed"
+    assert await s3_store.read(HASH) == DATA
+    listed = await raw_s3.list_objects_v2(Bucket=s3_store.bucket)
+    assert [o["Key"] for o in listed.get("Contents", [])] == [s3_store.key_for(HASH)]
+
+
+async def test_commit_leaves_only_the_content_key(s3_store: S3BlobStore, raw_s3: Any) -> None:
+    grant = s3_store.upload_url(HASH, len(DATA), upload_id=UPLOAD, now_ms=NOW, ttl_s=60)
+    assert grant is not None
+    status, _ = await _http("PUT", grant.url, data=DATA, headers=grant.headers)
+    assert status == 200
+    await s3_store.commit_upload(UPLOAD, HASH, len(DATA))
+    listed = await raw_s3.list_objects_v2(Bucket=s3_store.bucket)
+    assert [o["Key"] for o in listed.get("Contents", [])] == [s3_store.key_for(HASH)]
+
+
+async def test_list_skips_staged_uploads(s3_store: S3BlobStore, moto_endpoint: str) -> None:
+    # Even a staged object whose name looks like a hash is not a blob.
+    put_raw_object(moto_endpoint, s3_store.bucket, "blobs/.staging/" + "0" * 64, b"x")
+    put_raw_object(moto_endpoint, s3_store.bucket, s3_store.staging_key_for(UPLOAD), DATA)
+    assert [h async for h in s3_store.list_hashes()] == []
     assert await s3_store.stat(HASH) is None
 
 
@@ -134,7 +162,7 @@ async def test_expired_presigned_url(
 
     an_hour_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: an_hour_ago)
-    grant = s3_store.upload_url(HASH, len(DATA), now_ms=NOW, ttl_s=60)
+    grant = s3_store.upload_url(HASH, len(DATA), upload_id=UPLOAD, now_ms=NOW, ttl_s=60)
     assert grant is not None
     status, _ = await _http("PUT", grant.url, data=DATA, headers=grant.headers)
     if status == 200:

@@ -1,4 +1,5 @@
-"""Signed /v1/blobs URLs: the MAC covers method, hash, expiry and size; time is an argument."""
+"""Signed URLs: /v1/blobs (the MAC covers method, hash, expiry and size) and /v1/uploads
+(the MAC covers upload id, hash, size and expiry); time is an argument."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from roomsync.blobs import BlobError, UrlSigner, sha256_hex
 SECRET = b"0123456789abcdef-signing-secret"
 HASH = sha256_hex(b"signed blob")
 NOW = 1_700_000_000_000
+UPLOAD = "upload-0123456789abcdef"
 
 
 def _reason(exc: pytest.ExceptionInfo[BlobError]) -> str:
@@ -123,4 +125,75 @@ def test_grant_url_format_and_check_query() -> None:
 def test_check_query_needs_all_parameters(query: dict[str, str]) -> None:
     with pytest.raises(BlobError) as exc:
         UrlSigner(SECRET).check_query("GET", HASH, query, now_ms=NOW)
+    assert _reason(exc) == "bad-url"
+
+
+def _upload_query(grant_url: str) -> tuple[str, dict[str, str]]:
+    parts = urlsplit(grant_url)
+    return parts.path.rsplit("/", 1)[1], dict(parse_qsl(parts.query))
+
+
+def test_upload_grant_round_trip() -> None:
+    signer = UrlSigner(SECRET)
+    grant = signer.grant_upload(
+        "https://sync.example.test/", UPLOAD, HASH, 42, now_ms=NOW, ttl_s=30
+    )
+    assert grant.method == "PUT" and grant.expires_ms == NOW + 30_000 and grant.headers == {}
+    parts = urlsplit(grant.url)
+    assert (parts.netloc, parts.path) == ("sync.example.test", f"/v1/uploads/{UPLOAD}")
+    upload_id, query = _upload_query(grant.url)
+    ticket = signer.check_upload(upload_id, query, now_ms=NOW)
+    assert (ticket.upload_id, ticket.hash, ticket.size) == (UPLOAD, HASH, 42)
+    assert ticket.expires_ms == NOW + 30_000
+    with pytest.raises(BlobError) as exc:
+        signer.check_upload(upload_id, query, now_ms=NOW + 30_000)
+    assert _reason(exc) == "expired-url"
+
+
+@pytest.mark.parametrize(
+    ("upload_id", "edit"),
+    [
+        ("upload-fedcba9876543210", {}),  # the URL pointed at another staging name
+        (UPLOAD, {"hash": sha256_hex(b"another blob")}),
+        (UPLOAD, {"size": "43"}),
+        (UPLOAD, {"exp": str(NOW + 60_000)}),
+    ],
+)
+def test_upload_url_cannot_be_redirected(upload_id: str, edit: dict[str, str]) -> None:
+    signer = UrlSigner(SECRET)
+    grant = signer.grant_upload("https://h", UPLOAD, HASH, 42, now_ms=NOW, ttl_s=30)
+    _, query = _upload_query(grant.url)
+    with pytest.raises(BlobError) as exc:
+        signer.check_upload(upload_id, {**query, **edit}, now_ms=NOW)
+    assert _reason(exc) == "bad-signature"
+
+
+def test_blob_and_upload_signatures_never_cross() -> None:
+    signer = UrlSigner(SECRET)
+    down = signer.grant("GET", "https://h", HASH, 42, now_ms=NOW, ttl_s=30)
+    down_query = dict(parse_qsl(urlsplit(down.url).query))
+    with pytest.raises(BlobError) as exc:
+        signer.check_upload(UPLOAD, {**down_query, "hash": HASH}, now_ms=NOW)
+    assert _reason(exc) == "bad-signature"
+    up = signer.grant_upload("https://h", UPLOAD, HASH, 42, now_ms=NOW, ttl_s=30)
+    _, up_query = _upload_query(up.url)
+    for method in ("GET", "PUT"):
+        with pytest.raises(BlobError) as exc:
+            signer.check_query(method, HASH, up_query, now_ms=NOW)
+        assert _reason(exc) == "bad-signature"
+
+
+@pytest.mark.parametrize(
+    ("upload_id", "query"),
+    [
+        (UPLOAD, {}),
+        (UPLOAD, {"hash": HASH, "size": "1", "exp": "1"}),
+        (UPLOAD, {"hash": "sha256:nothex", "size": "1", "exp": "1", "sig": "x"}),
+        ("../../etc/passwd", {"hash": HASH, "size": "1", "exp": "1", "sig": "x"}),
+        ("short", {"hash": HASH, "size": "1", "exp": "1", "sig": "x"}),
+    ],
+)
+def test_check_upload_needs_valid_parameters(upload_id: str, query: dict[str, str]) -> None:
+    with pytest.raises(BlobError) as exc:
+        UrlSigner(SECRET).check_upload(upload_id, query, now_ms=NOW)
     assert _reason(exc) == "bad-url"

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -19,6 +20,23 @@ from roomsync.testing.wsclient import hello, recv_type
 
 def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def upload_id_of(url: str) -> str:
+    """The upload id a grant URL writes (the last path segment, on both backends)."""
+    return urlsplit(url).path.rsplit("/", 1)[1]
+
+
+async def stage_raw(srv: ServerHandle, upload_id: str, data: bytes) -> None:
+    """Overwrite a staged upload behind the server's back."""
+    store: Any = srv.server.blobs.store
+    if store.name == "filesystem":
+        store.staging_path_for(upload_id).write_bytes(data)
+    else:
+        blobs = srv.server.settings.blobs
+        put_raw_object(
+            blobs.s3_endpoint_url, blobs.s3_bucket, store.staging_key_for(upload_id), data
+        )
 
 
 def inline(data: bytes, **extra: Any) -> dict[str, Any]:
@@ -123,33 +141,61 @@ async def test_direct_upload_of_wrong_bytes_fails_verification(
     grant = await recv_type(ws, "upload-url")
     resp = await http.put(grant["url"], data=data, headers=grant.get("headers") or {})
     assert resp.status in (200, 201)
-    # Tamper with the stored object behind the server's back, then confirm.
-    store = bsrv.server.blobs.store
-    evil = b"X" * len(data)
-    if store.name == "filesystem":
-        store.path_for(digest(data)).write_bytes(evil)  # type: ignore[attr-defined]
-    else:
-        put_raw_object(
-            bsrv.server.settings.blobs.s3_endpoint_url,
-            bsrv.server.settings.blobs.s3_bucket,
-            store.key_for(digest(data)),
-            evil,
-        )  # type: ignore[attr-defined]
+    # Tamper with the staged object behind the server's back, then confirm.
+    upload_id = upload_id_of(grant["url"])
+    await stage_raw(bsrv, upload_id, b"X" * len(data))
     await ws.send_json({"type": "blob-uploaded", "hash": digest(data)})
     rejected = await recv_type(ws, "upload-rejected")
     assert rejected["reason"] == "verify-failed"
+    store = bsrv.server.blobs.store
     assert await store.stat(digest(data)) is None
+    assert await store.discard_upload(upload_id) is False  # the staged bytes went too
     metrics = await (await http.get(bsrv.url + "/metrics")).text()
     assert 'roomsync_blob_ops_total{op="confirm",outcome="verify-failed"} 1.0' in metrics
 
 
-async def test_confirm_without_upload_is_rejected(
+async def test_confirm_without_grant_is_rejected(
     bsrv: ServerHandle, http: aiohttp.ClientSession
 ) -> None:
     ws, _ = await hello(http, bsrv.ws_url("t"))
     await ws.send_json({"type": "blob-uploaded", "hash": digest(b"never sent")})
     rejected = await recv_type(ws, "upload-rejected")
-    assert rejected["reason"].startswith("missing")
+    assert rejected["reason"].startswith("no-grant")
+
+
+async def test_confirm_before_the_put_is_missing_and_the_grant_stays(
+    bsrv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
+    ws, _ = await hello(http, bsrv.ws_url("t"))
+    data = b"put after the first confirm"
+    await ws.send_json({"type": "request-upload", "hash": digest(data), "size": len(data)})
+    grant = await recv_type(ws, "upload-url")
+    await ws.send_json({"type": "blob-uploaded", "hash": digest(data)})
+    assert (await recv_type(ws, "upload-rejected"))["reason"].startswith("missing")
+    resp = await http.put(grant["url"], data=data, headers=grant.get("headers") or {})
+    assert resp.status in (200, 201)
+    await ws.send_json({"type": "blob-uploaded", "hash": digest(data)})
+    assert (await recv_type(ws, "blob-uploaded"))["hash"] == digest(data)
+    # The grant is spent: confirming again finds none.
+    await ws.send_json({"type": "blob-uploaded", "hash": digest(data)})
+    assert (await recv_type(ws, "upload-rejected"))["reason"].startswith("no-grant")
+
+
+async def test_a_grant_is_confirmed_only_by_its_own_session(
+    bsrv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
+    owner, _ = await hello(http, bsrv.ws_url("g"))
+    other, _ = await hello(http, bsrv.ws_url("g"))
+    data = b"granted to the owner"
+    await owner.send_json({"type": "request-upload", "hash": digest(data), "size": len(data)})
+    grant = await recv_type(owner, "upload-url")
+    resp = await http.put(grant["url"], data=data, headers=grant.get("headers") or {})
+    assert resp.status in (200, 201)
+    await other.send_json({"type": "blob-uploaded", "hash": digest(data)})
+    assert (await recv_type(other, "upload-rejected"))["reason"].startswith("no-grant")
+    assert not await bsrv.server.store.has_blob_ref("g", digest(data))
+    await owner.send_json({"type": "blob-uploaded", "hash": digest(data)})
+    assert (await recv_type(owner, "blob-uploaded"))["hash"] == digest(data)
 
 
 async def test_upload_denied_without_cap_then_inline_fallback(
@@ -208,14 +254,21 @@ async def test_unconfirmed_direct_upload_is_swept_after_expiry(
 ) -> None:
     ws, _ = await hello(http, bsrv.ws_url("s"))
     data = b"abandoned"
+    kept = b"stored by the room"
+    await ws.send_json(inline(kept))
+    await recv_type(ws, "blob-uploaded")
     await ws.send_json({"type": "request-upload", "hash": digest(data), "size": len(data)})
     grant = await recv_type(ws, "upload-url")
     await http.put(grant["url"], data=data, headers=grant.get("headers") or {})
     blobs = bsrv.server.blobs
-    assert await blobs.store.stat(digest(data)) == len(data)
+    assert await blobs.store.stat(digest(data)) is None  # staged, not a blob
     assert await blobs.sweep(grant["expires"] - 1, set()) == []
     assert await blobs.sweep(grant["expires"] + 1, set()) == [digest(data)]
-    assert await blobs.store.stat(digest(data)) is None
+    assert await blobs.store.discard_upload(upload_id_of(grant["url"])) is False
+    assert blobs.grants == {}
+    assert await blobs.store.read(digest(kept)) == kept  # the sweep touches staging only
+    await ws.send_json({"type": "blob-uploaded", "hash": digest(data)})
+    assert (await recv_type(ws, "upload-rejected"))["reason"].startswith("no-grant")
 
 
 async def test_filesystem_urls_refuse_tampering_and_expiry(
@@ -223,24 +276,32 @@ async def test_filesystem_urls_refuse_tampering_and_expiry(
 ) -> None:
     async with running_server(tmp_path) as srv:
         data = b"signed"
+        h = digest(data)
         signer = srv.server.blobs.signer
         assert signer is not None
+        store: Any = srv.server.blobs.store
+        upload = "upload-0123456789abcdef"
         now = int(time.time() * 1000)
-        good = signer.grant("PUT", srv.url, digest(data), len(data), now_ms=now, ttl_s=60)
-        expired = signer.grant(
-            "PUT", srv.url, digest(data), len(data), now_ms=now - 120_000, ttl_s=60
-        )
+        good = signer.grant_upload(srv.url, upload, h, len(data), now_ms=now, ttl_s=60)
+        expired = signer.grant_upload(srv.url, upload, h, len(data), now_ms=now - 120_000, ttl_s=60)
         resp = await http.put(expired.url, data=data)
         assert resp.status == 403 and (await resp.json())["reason"] == "expired-url"
         resp = await http.put(good.url.replace("sig=", "sig=A"), data=data)
         assert resp.status == 403 and (await resp.json())["reason"] == "bad-signature"
-        get_url = good.url  # a PUT grant cannot be used to GET
-        assert (await http.get(get_url)).status == 403
+        redirected = good.url.replace(upload, "upload-fedcba9876543210")
+        resp = await http.put(redirected, data=data)
+        assert resp.status == 403 and (await resp.json())["reason"] == "bad-signature"
+        assert (await http.get(good.url)).status == 405  # an upload URL cannot GET
         resp = await http.put(good.url, data=b"wrong!")
         assert resp.status == 400
-        assert await srv.server.blobs.store.stat(digest(data)) is None
+        assert not store.staging_path_for(upload).exists()
         resp = await http.put(good.url, data=data)
         assert resp.status == 201
+        assert store.staging_path_for(upload).read_bytes() == data
+        assert await store.stat(h) is None  # staged, never written to the content address
+        # Nothing is ever PUT to a content address, signed or not.
+        blob_put = signer.grant("PUT", srv.url, h, len(data), now_ms=now, ttl_s=60)
+        assert (await http.put(blob_put.url, data=data)).status == 405
 
 
 async def test_memory_backend_denies_direct_upload(

@@ -1,14 +1,18 @@
 """Blobs as files under one directory: the default backend (SPEC §4).
 
-Layout: ``root/ab/cd/<64 hex>`` for the hash ``sha256:abcd...``; uploads in progress live
+Layout: ``root/ab/cd/<64 hex>`` for the hash ``sha256:abcd...``; writes in progress live
 in ``root/.tmp/`` and are renamed into place (``os.replace``, same filesystem) only after
 their size and hash matched and the bytes were fsynced, so a reader never sees a partial
-or wrong object and a crash leaves at most a stale ``.part`` file in ``.tmp``.
+or wrong object and a crash leaves at most a stale ``.part`` file in ``.tmp``. Direct
+uploads are staged in ``root/.staging/<upload id>`` (written the same way: ``.tmp`` then
+rename) until :meth:`FilesystemBlobStore.commit_upload` moves them to ``.tmp``, re-hashes
+them there and renames them to their content address.
 
 Direct uploads and downloads go through the roomsync server itself: with a
 :class:`~.signing.UrlSigner` and the server's public base URL the store grants
-``{public_base_url}/v1/blobs/{hash}?exp=..&size=..&sig=..`` URLs, and the server's
-``/v1/blobs`` routes check them and call :meth:`FilesystemBlobStore.put_stream` /
+``{public_base_url}/v1/uploads/{upload_id}?hash=..&size=..&exp=..&sig=..`` (PUT) and
+``{public_base_url}/v1/blobs/{hash}?exp=..&size=..&sig=..`` (GET) URLs; the server's routes
+check them and call :meth:`FilesystemBlobStore.put_upload_stream` /
 :meth:`FilesystemBlobStore.read_stream`.
 
 File I/O runs in worker threads (``asyncio.to_thread``) so the event loop never blocks on
@@ -33,12 +37,14 @@ from .base import (
     HASH_PREFIX,
     BlobBackendError,
     BlobMissing,
-    BlobVerifyFailed,
     StreamVerifier,
     UrlGrant,
     check_size,
+    check_upload_id,
     hash_hex,
     one_chunk,
+    scrub_verdict,
+    staged_verdict,
 )
 from .signing import UrlSigner
 
@@ -48,6 +54,7 @@ T = TypeVar("T")
 _HEX2 = re.compile(r"[0-9a-f]{2}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TMP_DIR = ".tmp"
+_STAGING_DIR = ".staging"
 _READ_SIZE = 1 << 20
 
 # The operator has to fix the directory: its permissions, a read-only mount, or a path
@@ -79,6 +86,7 @@ class FilesystemBlobStore:
     ) -> None:
         self.root = Path(root)
         self._tmp = self.root / _TMP_DIR
+        self._staging = self.root / _STAGING_DIR
         self._signer = signer
         self._public_base_url = public_base_url
         self._fsync = fsync
@@ -90,6 +98,10 @@ class FilesystemBlobStore:
         """Where the object for ``hash`` is (or would be) stored."""
         hex_ = hash_hex(hash)
         return self.root / hex_[:2] / hex_[2:4] / hex_
+
+    def staging_path_for(self, upload_id: str) -> Path:
+        """Where the staged bytes of direct upload ``upload_id`` are (or would be)."""
+        return self._staging / check_upload_id(upload_id)
 
     def _error(self, exc: OSError, doing: str) -> BlobBackendError:
         if exc.errno in _PERMISSION_ERRNOS:
@@ -125,6 +137,7 @@ class FilesystemBlobStore:
     async def open(self) -> None:
         """Create the directories and prove they are writable (BlobBackendError otherwise)."""
         await self._io("create the directory", self._tmp.mkdir, parents=True, exist_ok=True)
+        await self._io("create the directory", self._staging.mkdir, exist_ok=True)
         await self.check()
 
     async def close(self) -> None:
@@ -173,9 +186,9 @@ class FilesystemBlobStore:
         with contextlib.suppress(OSError):
             os.unlink(temp)
 
-    async def put_stream(self, hash: str, size: int, chunks: AsyncIterable[bytes]) -> None:
-        verifier = StreamVerifier(hash, size)
-        final = self.path_for(hash)
+    async def _write_verified(
+        self, verifier: StreamVerifier, final: Path, chunks: AsyncIterable[bytes], what: str
+    ) -> None:
         f, temp = await self._io("create a temp file", self._create_temp, verifier.hex)
         committed = False
         try:
@@ -185,17 +198,35 @@ class FilesystemBlobStore:
                 pending += chunk
                 if len(pending) >= self._write_buffer:
                     data, pending = bytes(pending), bytearray()
-                    await self._io(f"write blob {hash}", f.write, data)
+                    await self._io(f"write {what}", f.write, data)
             if pending:
-                await self._io(f"write blob {hash}", f.write, bytes(pending))
+                await self._io(f"write {what}", f.write, bytes(pending))
             verifier.finish()
-            await self._io(f"store blob {hash}", self._commit, f, temp, final)
+            await self._io(f"store {what}", self._commit, f, temp, final)
             committed = True
         finally:
             if not committed:
                 # Never leave a partial or unverified object behind, whatever interrupted us.
                 # Synchronous on purpose: an await here could be cancelled again.
                 self._discard(f, temp)
+
+    async def put_stream(self, hash: str, size: int, chunks: AsyncIterable[bytes]) -> None:
+        verifier = StreamVerifier(hash, size)
+        await self._write_verified(verifier, self.path_for(hash), chunks, f"blob {hash}")
+
+    async def put_upload_stream(
+        self, upload_id: str, hash: str, size: int, chunks: AsyncIterable[bytes]
+    ) -> None:
+        """Stage the body of a PUT to ``upload_id``'s URL (the server's upload route).
+
+        Hashes while writing, like :meth:`put_stream`: bytes that are not ``size`` bytes of
+        ``hash`` raise :class:`BlobVerifyFailed` and stage nothing, so the client learns at
+        once. A good body becomes the staged object atomically (replacing an earlier PUT
+        to the same URL); :meth:`commit_upload` verifies it again before it becomes a blob.
+        """
+        verifier = StreamVerifier(hash, size)
+        staged = self.staging_path_for(upload_id)
+        await self._write_verified(verifier, staged, chunks, f"upload {upload_id}")
 
     async def put(self, hash: str, data: bytes) -> None:
         await self.put_stream(hash, len(data), one_chunk(data))
@@ -270,14 +301,72 @@ class FilesystemBlobStore:
         if found is None:
             raise BlobMissing(f"blob {hash} is not stored in {self.root}")
         actual_size, actual_hex, inode = found
-        if actual_size == size and HASH_PREFIX + actual_hex == hash:
+        error = scrub_verdict(hash, size, actual_size, HASH_PREFIX + actual_hex)
+        if error is None:
             return
-        await self._io(f"delete bad blob {hash}", self._unlink_if_same, path, inode)
-        raise BlobVerifyFailed(
-            f"stored blob {hash} failed verification and was deleted: "
-            f"{actual_size} bytes hashing to {HASH_PREFIX}{actual_hex}, expected {size} bytes",
-            reason="verify-failed",
-        )
+        if error.reason == "verify-failed":
+            await self._io(f"delete bad blob {hash}", self._unlink_if_same, path, inode)
+        raise error
+
+    # -- staged uploads --------------------------------------------------------------------
+
+    def _take_staged(self, upload_id: str) -> str | None:
+        """Move the staged file to a private name in ``.tmp``; None when nothing is staged.
+
+        After the rename, a PUT still in flight to the same URL can only create a new
+        staged file: the bytes being verified can no longer change under us.
+        """
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        fd, private = tempfile.mkstemp(dir=self._tmp, prefix=f"{upload_id}.", suffix=".commit")
+        os.close(fd)
+        try:
+            os.replace(self.staging_path_for(upload_id), private)
+        except FileNotFoundError:
+            os.unlink(private)
+            return None
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(private)
+            raise
+        return private
+
+    def _commit_staged(self, upload_id: str, hash: str, size: int) -> None:
+        private = self._take_staged(upload_id)
+        if private is None:
+            raise BlobMissing(f"nothing is staged under upload {upload_id} in {self.root}")
+        placed = False
+        try:
+            found = self._hash_file(Path(private))
+            if found is None:
+                raise FileNotFoundError(errno.ENOENT, "the staged file vanished", private)
+            actual_size, actual_hex, _ = found
+            error = staged_verdict(upload_id, hash, size, actual_size, HASH_PREFIX + actual_hex)
+            if error is not None:
+                raise error
+            final = self.path_for(hash)
+            if self._stat_size(final) is not None:
+                return  # already stored: same bytes; the private copy goes below
+            # The staged file was fsynced when put_upload_stream wrote it.
+            final.parent.mkdir(parents=True, exist_ok=True)
+            # Verified bytes of ``hash``: should a concurrent put have placed the object
+            # since the check above, this replaces it with identical bytes.
+            os.replace(private, final)
+            placed = True
+            self._sync_dir(final.parent)
+        finally:
+            if not placed:
+                with contextlib.suppress(OSError):
+                    os.unlink(private)
+
+    async def commit_upload(self, upload_id: str, hash: str, size: int) -> None:
+        check_upload_id(upload_id)
+        hash_hex(hash)
+        check_size(size)
+        await self._io(f"commit upload {upload_id}", self._commit_staged, upload_id, hash, size)
+
+    async def discard_upload(self, upload_id: str) -> bool:
+        staged = self.staging_path_for(upload_id)
+        return await self._io(f"discard upload {upload_id}", self._unlink, staged)
 
     # -- delete and list -------------------------------------------------------------------
 
@@ -329,11 +418,14 @@ class FilesystemBlobStore:
     def can_grant_urls(self) -> bool:
         return self._signer is not None and bool(self._public_base_url)
 
-    def upload_url(self, hash: str, size: int, *, now_ms: int, ttl_s: int) -> UrlGrant | None:
+    def upload_url(
+        self, hash: str, size: int, *, upload_id: str, now_ms: int, ttl_s: int
+    ) -> UrlGrant | None:
+        """A signed ``/v1/uploads/{upload_id}`` PUT grant (hash and size inside the MAC)."""
         if self._signer is None or not self._public_base_url:
             return None
-        return self._signer.grant(
-            "PUT", self._public_base_url, hash, size, now_ms=now_ms, ttl_s=ttl_s
+        return self._signer.grant_upload(
+            self._public_base_url, upload_id, hash, size, now_ms=now_ms, ttl_s=ttl_s
         )
 
     def download_url(self, hash: str, *, now_ms: int, ttl_s: int) -> UrlGrant | None:

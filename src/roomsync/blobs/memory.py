@@ -2,7 +2,8 @@
 
 :meth:`MemoryBlobStore.fail_with` makes every operation raise a given
 :class:`~.base.BlobBackendError`, so server tests can check that storage failures surface
-as errors and metrics.
+as errors and metrics. :meth:`MemoryBlobStore.stage` stands in for a client's PUT to an
+upload URL (which this store never grants), so the staging contract runs here too.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from collections.abc import AsyncIterable, AsyncIterator
 from .base import (
     BlobBackendError,
     BlobMissing,
-    BlobVerifyFailed,
     StreamVerifier,
     UrlGrant,
     check_size,
+    check_upload_id,
     hash_hex,
     one_chunk,
+    scrub_verdict,
+    sha256_hex,
+    staged_verdict,
 )
 
 
@@ -28,6 +32,7 @@ class MemoryBlobStore:
 
     def __init__(self) -> None:
         self._blobs: dict[str, bytes] = {}
+        self._staged: dict[str, bytes] = {}  # upload id -> bytes a client PUT there
         self._failure: BlobBackendError | None = None
 
     def fail_with(self, error: BlobBackendError | None) -> None:
@@ -38,6 +43,11 @@ class MemoryBlobStore:
         """Replace the stored bytes under ``hash`` without checking (tests of ``verify``)."""
         hash_hex(hash)
         self._blobs[hash] = data
+
+    def stage(self, upload_id: str, data: bytes) -> None:
+        """Put ``data`` under the staging name of ``upload_id``, unchecked, as a client's PUT
+        to an upload URL would (tests of :meth:`commit_upload`)."""
+        self._staged[check_upload_id(upload_id)] = bytes(data)
 
     def _ok(self) -> None:
         if self._failure is not None:
@@ -88,16 +98,12 @@ class MemoryBlobStore:
     async def verify(self, hash: str, size: int) -> None:
         check_size(size)
         data = await self.read(hash)
-        verifier = StreamVerifier(hash, size)
-        try:
-            verifier.update(data)
-            verifier.finish()
-        except BlobVerifyFailed as exc:
-            self._blobs.pop(hash, None)
-            raise BlobVerifyFailed(
-                f"stored blob {hash} failed verification and was deleted: {exc.message}",
-                reason="verify-failed",
-            ) from exc
+        error = scrub_verdict(hash, size, len(data), sha256_hex(data))
+        if error is None:
+            return
+        if error.reason == "verify-failed" and self._blobs.get(hash) is data:
+            del self._blobs[hash]
+        raise error
 
     async def delete(self, hash: str) -> bool:
         hash_hex(hash)
@@ -112,8 +118,29 @@ class MemoryBlobStore:
     def can_grant_urls(self) -> bool:
         return False
 
-    def upload_url(self, hash: str, size: int, *, now_ms: int, ttl_s: int) -> UrlGrant | None:
+    def upload_url(
+        self, hash: str, size: int, *, upload_id: str, now_ms: int, ttl_s: int
+    ) -> UrlGrant | None:
         return None
+
+    async def commit_upload(self, upload_id: str, hash: str, size: int) -> None:
+        check_upload_id(upload_id)
+        hash_hex(hash)
+        check_size(size)
+        self._ok()
+        # Popped first: whatever happens next, the staged object is gone.
+        data = self._staged.pop(upload_id, None)
+        if data is None:
+            raise BlobMissing(f"nothing is staged under upload {upload_id} (memory)")
+        error = staged_verdict(upload_id, hash, size, len(data), sha256_hex(data))
+        if error is not None:
+            raise error
+        self._blobs.setdefault(hash, data)
+
+    async def discard_upload(self, upload_id: str) -> bool:
+        check_upload_id(upload_id)
+        self._ok()
+        return self._staged.pop(upload_id, None) is not None
 
     def download_url(self, hash: str, *, now_ms: int, ttl_s: int) -> UrlGrant | None:
         return None

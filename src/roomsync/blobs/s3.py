@@ -6,12 +6,19 @@ is buffered (at most ``part_size`` bytes) and sent with one ``PutObject`` carryi
 SHA-256 checksum; a bigger one goes up as a multipart upload that is completed only when
 the stream verified, and aborted otherwise. So a refused upload never leaves an object.
 
-Direct transfers use presigned URLs: the PUT signs ``Content-Length`` (S3 refuses another
-body size) and, with ``checksums=True``, ``x-amz-checksum-sha256`` (S3 refuses other
-bytes); the grant's ``headers`` carry that header, which the client must send. The server
-still calls :meth:`S3BlobStore.verify` after ``blob-uploaded``: not every S3-compatible
-store enforces signed headers (moto does not). The URL's real expiry is counted by S3 from
-the signing wall clock; ``UrlGrant.expires_ms`` reports ``now_ms + ttl``.
+Direct transfers use presigned URLs. An upload URL writes the staging key
+``{key_prefix}.staging/{upload_id}`` (the key is inside the signature, and no staging key is
+a content key, so ``list_hashes`` never yields one); it signs ``Content-Length`` (S3
+refuses another body size) and, with ``checksums=True``, ``x-amz-checksum-sha256`` (S3
+refuses other bytes); the grant's ``headers`` carry that header, which the client must
+send. :meth:`S3BlobStore.commit_upload` does not trust the far end to have enforced any of
+that (moto does not): it copies the staged object to a private key the URL cannot write,
+deletes the staged key, stream-hashes the private copy and only then copies it to the
+content key (unless that key already exists). A presigned PUT carries at most 5 GiB, so
+single ``CopyObject`` calls always suffice. The URL's real expiry is counted by S3 from
+the signing wall clock; ``UrlGrant.expires_ms`` reports ``now_ms + ttl``. Staged objects
+orphaned by a crash are never listed as blobs; a bucket lifecycle rule expiring
+``{key_prefix}.staging/`` after a day removes them.
 
 Failures map to :class:`~.base.BlobBackendError` reasons: ``missing-bucket``,
 ``permission-denied`` (403, unknown key, bad signature, no credentials), ``unavailable``
@@ -51,12 +58,14 @@ from .base import (
     BlobBackendError,
     BlobError,
     BlobMissing,
-    BlobVerifyFailed,
     StreamVerifier,
     UrlGrant,
     check_size,
+    check_upload_id,
     hash_hex,
     one_chunk,
+    scrub_verdict,
+    staged_verdict,
 )
 
 T = TypeVar("T")
@@ -93,6 +102,10 @@ _DENIED_CODES = {
 }
 _UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
+# Upload ids never contain a dot, so the private ``.verifying`` copy of an upload is a key
+# no upload URL can name.
+_STAGING = ".staging/"
+_VERIFYING_SUFFIX = ".verifying"
 _TRANSPORT_ERRORS = (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError, OSError)
 
 
@@ -206,6 +219,10 @@ class S3BlobStore:
     def key_for(self, hash: str) -> str:
         """The object key of ``hash``: ``{key_prefix}{64 hex}``."""
         return self.key_prefix + hash_hex(hash)
+
+    def staging_key_for(self, upload_id: str) -> str:
+        """The key a direct upload's URL writes: ``{key_prefix}.staging/{upload_id}``."""
+        return f"{self.key_prefix}{_STAGING}{check_upload_id(upload_id)}"
 
     @property
     def _s3(self) -> Any:
@@ -368,25 +385,93 @@ class S3BlobStore:
     async def read(self, hash: str) -> bytes:
         return b"".join([chunk async for chunk in self.read_stream(hash, 1 << 20)])
 
-    async def verify(self, hash: str, size: int) -> None:
-        check_size(size)
+    async def _hash_object(self, key: str, doing: str) -> tuple[int, str]:
+        """(size, ``sha256:<hex>``) of the object at ``key``, streamed. BlobMissing if absent."""
+        resp = await self._call(doing, self._s3.get_object(Bucket=self.bucket, Key=key))
         digest = hashlib.sha256()
         total = 0
-        async for chunk in self.read_stream(hash, 1 << 20):
-            digest.update(chunk)
-            total += len(chunk)
-        actual = HASH_PREFIX + digest.hexdigest()
-        if total == size and actual == hash:
+        async with resp["Body"] as stream:
+            while chunk := await self._call(doing, stream.read(1 << 20)):
+                digest.update(chunk)
+                total += len(chunk)
+        return total, HASH_PREFIX + digest.hexdigest()
+
+    async def verify(self, hash: str, size: int) -> None:
+        check_size(size)
+        total, actual = await self._hash_object(self.key_for(hash), f"read blob {hash}")
+        error = scrub_verdict(hash, size, total, actual)
+        if error is None:
             return
+        if error.reason == "verify-failed":
+            await self._call(
+                f"delete bad blob {hash}",
+                self._s3.delete_object(Bucket=self.bucket, Key=self.key_for(hash)),
+            )
+        raise error
+
+    # -- staged uploads --------------------------------------------------------------------
+
+    async def _exists(self, key: str, doing: str) -> bool:
+        try:
+            await self._call(doing, self._s3.head_object(Bucket=self.bucket, Key=key))
+        except BlobMissing:
+            return False
+        return True
+
+    async def _copy(self, source: str, key: str, doing: str) -> None:
         await self._call(
-            f"delete bad blob {hash}",
-            self._s3.delete_object(Bucket=self.bucket, Key=self.key_for(hash)),
+            doing,
+            self._s3.copy_object(
+                Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source}
+            ),
         )
-        raise BlobVerifyFailed(
-            f"stored blob {hash} in {self._where} failed verification and was deleted: "
-            f"{total} bytes hashing to {actual}, expected {size} bytes",
-            reason="verify-failed",
-        )
+
+    async def _delete_key(self, key: str, doing: str) -> None:
+        await self._call(doing, self._s3.delete_object(Bucket=self.bucket, Key=key))
+
+    async def commit_upload(self, upload_id: str, hash: str, size: int) -> None:
+        staged = self.staging_key_for(upload_id)
+        content = self.key_for(hash)
+        check_size(size)
+        private = staged + _VERIFYING_SUFFIX
+        doing = f"commit upload {upload_id}"
+        # Freeze the bytes first: the presigned URL may be replayed until it expires, but it
+        # can only ever write ``staged``, never ``private``.
+        try:
+            await self._copy(staged, private, doing)
+        except BlobMissing:
+            raise BlobMissing(
+                f"nothing is staged under upload {upload_id} in {self._where}"
+            ) from None
+        try:
+            await self._delete_key(staged, doing)
+            total, actual = await self._hash_object(private, doing)
+            error = staged_verdict(upload_id, hash, size, total, actual)
+            if error is not None:
+                raise error
+            if not await self._exists(content, doing):
+                # Verified bytes of ``hash``: should a concurrent put have stored the object
+                # since the HEAD, this copy writes identical bytes over it.
+                await self._copy(private, content, doing)
+        finally:
+            await self._delete_quietly(private)
+
+    async def _delete_quietly(self, key: str) -> None:
+        # Runs on every commit path; a leftover ``.verifying`` key is never a blob, and the
+        # original error matters more than a cleanup error.
+        try:
+            await self._s3.delete_object(Bucket=self.bucket, Key=key)
+        except (*_TRANSPORT_ERRORS, BlobError):
+            pass
+
+    async def discard_upload(self, upload_id: str) -> bool:
+        staged = self.staging_key_for(upload_id)
+        doing = f"discard upload {upload_id}"
+        # DeleteObject succeeds for absent keys too; the HEAD tells the caller what happened.
+        if not await self._exists(staged, doing):
+            return False
+        await self._delete_key(staged, doing)
+        return True
 
     # -- delete and list -------------------------------------------------------------------
 
@@ -431,12 +516,16 @@ class S3BlobStore:
             raise self._error(exc, f"presign {operation}") from exc
         return str(url)
 
-    def upload_url(self, hash: str, size: int, *, now_ms: int, ttl_s: int) -> UrlGrant | None:
+    def upload_url(
+        self, hash: str, size: int, *, upload_id: str, now_ms: int, ttl_s: int
+    ) -> UrlGrant | None:
+        """A presigned PUT of ``upload_id``'s staging key, signing its length and checksum."""
         check_size(size)
+        hash_hex(hash)
         ttl_s = min(max(1, ttl_s), MAX_URL_TTL_S)
         params: dict[str, Any] = {
             "Bucket": self.bucket,
-            "Key": self.key_for(hash),
+            "Key": self.staging_key_for(upload_id),
             "ContentLength": size,
         }
         headers: dict[str, str] = {}

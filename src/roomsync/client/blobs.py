@@ -1,6 +1,7 @@
 """Blob helpers of the SDK (SPEC §4): content hashes, the inline frame budget, and the
-HTTP transfers of direct uploads and downloads (signed ``/v1/blobs`` URLs of the
-filesystem backend, presigned S3 URLs)."""
+HTTP transfers of direct uploads and downloads (signed ``/v1/uploads`` and ``/v1/blobs``
+URLs of the filesystem backend, presigned S3 URLs). An upload grant's URL, method and
+headers are all the client needs: where the bytes are staged is the server's business."""
 
 from __future__ import annotations
 

@@ -3,20 +3,30 @@
 Inline: ``blob-upload`` -> verify hash and size -> store -> ``blob-uploaded`` to the
 uploader, ``blob-available`` to the room. Direct (cap ``blob-direct`` and a backend that
 grants URLs): ``request-upload`` -> ``upload-url`` or ``upload-denied`` (fall back to
-inline) -> the client PUTs -> ``blob-uploaded`` -> the server re-hashes the stored
-object -> ``blob-available``, or ``upload-rejected`` and the object is deleted.
-Fetch: ``blob-request`` -> ``blob`` with inline data, or a download URL grant when the
-peer negotiated ``blob-direct``. Blobs are room-scoped: a room serves only hashes that
-were announced in it. Every outcome is counted in ``roomsync_blob_ops_total``.
+inline) -> the client PUTs to its own staging name -> ``blob-uploaded`` -> the server
+re-hashes the staged bytes and moves them to their content address
+(:meth:`~roomsync.blobs.BlobStore.commit_upload`) -> ``blob-available``, or
+``upload-rejected`` and the staged bytes are deleted. Fetch: ``blob-request`` -> ``blob``
+with inline data, or a download URL grant when the peer negotiated ``blob-direct``.
+
+Blobs are room-scoped: a room serves only hashes that were uploaded in it, inline or
+direct. A ``blob-uploaded`` counts only for a grant that this session holds, in this room,
+for this hash (:class:`_Grant`, keyed by session, room and hash); without one it is
+answered ``upload-rejected{reason:"no-grant: ..."}`` and touches no storage. Uploading
+bytes that are already stored (by any room) dedupes once they are verified: the room gains
+a reference, the stored object is left as it is. No upload can replace or delete an
+object under a content address. Every outcome is counted in ``roomsync_blob_ops_total``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import hmac
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +38,7 @@ from ..blobs.base import BlobBackendError, BlobError, BlobMissing, BlobStore, Bl
 from ..blobs.base import gc as gc_blobs
 from ..blobs.filesystem import FilesystemBlobStore
 from ..blobs.memory import MemoryBlobStore
-from ..blobs.signing import UrlSigner
+from ..blobs.signing import UploadTicket, UrlSigner
 from ..config import Settings
 from ..core import messages as m
 from ..core.codes import ErrorCode
@@ -80,24 +90,56 @@ def build_blob_store(settings: Settings, signer: UrlSigner) -> BlobStore:
     )
 
 
+def new_upload_id() -> str:
+    """A fresh, unguessable upload id: 144 random bits, URL- and path-safe."""
+    return secrets.token_urlsafe(18)
+
+
+class _GrantState(enum.Enum):
+    OPEN = "open"  # granted; the next blob-uploaded of its session may commit it
+    COMMITTING = "committing"  # commit_upload in flight
+    DONE = "done"  # committed or refused; kept until expiry so the sweep can discard a
+    # staged object that a replayed PUT left behind
+
+
 @dataclass(slots=True)
 class _Grant:
+    """One ``upload-url`` answer: who may confirm it (session, room) and what it allows."""
+
+    upload_id: str
+    session: str
     room: str
+    hash: str
     size: int
     expires_ms: int
+    state: _GrantState = _GrantState.OPEN
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.session, self.room, self.hash)
 
 
 class BlobService:
     """The blob side of one node: message handlers, URL routes, sweeping and GC."""
 
     def __init__(
-        self, store: BlobStore, settings: Settings, metrics: Metrics, signer: UrlSigner | None
+        self,
+        store: BlobStore,
+        settings: Settings,
+        metrics: Metrics,
+        signer: UrlSigner | None,
+        *,
+        upload_ids: Callable[[], str] = new_upload_id,
     ) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
         self.signer = signer
-        self.grants: dict[str, _Grant] = {}  # hash -> outstanding direct-upload grant
+        self._upload_ids = upload_ids
+        #: upload id -> grant, until the sweep drops it after it expired.
+        self.grants: dict[str, _Grant] = {}
+        # (session, room, hash) -> upload ids of OPEN grants, oldest first.
+        self._open: dict[tuple[str, str, str], list[str]] = {}
 
     def count(self, op: str, outcome: str) -> None:
         self.metrics.blob_ops.labels(op, outcome).inc()
@@ -110,7 +152,7 @@ class BlobService:
         elif isinstance(msg, m.RequestUpload):
             self._request_upload(host, peer, msg, now_ms)
         elif isinstance(msg, m.BlobUploaded):
-            await self._confirm(host, peer, msg.hash)
+            await self._confirm(host, peer, msg.hash, now_ms)
         elif isinstance(msg, m.BlobRequest):
             await self._fetch(host, peer, msg.hash, now_ms)
 
@@ -154,10 +196,15 @@ class BlobService:
         elif not self.store.can_grant_urls():
             reason = f"backend-cannot-grant: {self.store.name} backend has no URL grants"
         grant = None
+        upload_id = self._upload_ids()
         if reason is None:
             try:
                 grant = self.store.upload_url(
-                    hash, msg.size, now_ms=now_ms, ttl_s=self.settings.blobs.url_ttl_s
+                    hash,
+                    msg.size,
+                    upload_id=upload_id,
+                    now_ms=now_ms,
+                    ttl_s=self.settings.blobs.url_ttl_s,
                 )
             except BlobError as exc:
                 reason = f"{exc.reason}: {exc}"
@@ -167,7 +214,9 @@ class BlobService:
                 {"type": "upload-denied", "hash": hash, "reason": reason or "backend-cannot-grant"}
             )
             return
-        self.grants[hash] = _Grant(host.room, msg.size, grant.expires_ms)
+        held = _Grant(upload_id, peer.session.session, host.room, hash, msg.size, grant.expires_ms)
+        self.grants[upload_id] = held
+        self._open.setdefault(held.key, []).append(upload_id)
         self.count("grant", "granted")
         peer.send(
             {
@@ -180,35 +229,67 @@ class BlobService:
             }
         )
 
-    async def _confirm(self, host: RoomHost, peer: Peer, hash: str) -> None:
+    def _set_state(self, grant: _Grant, state: _GrantState) -> None:
+        """Move ``grant`` to ``state``, keeping the index of open grants in step."""
+        ids = self._open.get(grant.key)
+        if grant.state is _GrantState.OPEN and ids is not None:
+            ids.remove(grant.upload_id)
+            if not ids:
+                del self._open[grant.key]
+        grant.state = state
+        if state is _GrantState.OPEN:
+            self._open.setdefault(grant.key, []).insert(0, grant.upload_id)
+
+    async def _confirm(self, host: RoomHost, peer: Peer, hash: str, now_ms: int) -> None:
+        """``blob-uploaded``: commit one of this session's open grants for ``hash`` here.
+
+        Grants are tried oldest first; one whose PUT has not landed yet (nothing staged)
+        stays open, so concurrent uploads of the same bytes each find theirs.
+        """
         hash = validate_blob_hash(hash)
-        grant = self.grants.get(hash)
-        try:
-            size = await self.store.stat(hash)
-        except BlobError as exc:
-            return self._backend_failed(peer, hash, exc, "confirm")
-        if size is None:
+        ids = list(self._open.get((peer.session.session, host.room, hash), ()))
+        if not ids:
             return self._reject(
-                peer, hash, "missing: nothing was stored under this hash", "confirm"
+                peer,
+                hash,
+                f"no-grant: this session holds no upload grant for {hash} in room "
+                f"{host.room!r}; send request-upload first",
+                "confirm",
             )
-        if grant is not None and grant.size != size:
-            await self.store.delete(hash)
-            return self._reject(peer, hash, "verify-failed: size differs from the grant", "confirm")
-        if size > host.policy.blob_max_bytes:
-            await self.store.delete(hash)
-            return self._reject(peer, hash, "too-large", "confirm")
-        try:
-            await self.store.verify(hash, size)
-        except BlobVerifyFailed:
-            self.grants.pop(hash, None)
-            return self._reject(peer, hash, "verify-failed", "confirm")
-        except BlobMissing:
-            return self._reject(peer, hash, "missing", "confirm")
-        except BlobError as exc:
-            return self._backend_failed(peer, hash, exc, "confirm")
-        self.grants.pop(hash, None)
-        await self._announce(host, peer, hash, size)
-        self.count("confirm", "uploaded")
+        failure = "missing: nothing was uploaded to the granted URL yet"
+        for upload_id in ids:
+            grant = self.grants.get(upload_id)
+            if grant is None or grant.state is not _GrantState.OPEN:
+                continue  # swept, or taken by a commit, while we awaited
+            if grant.expires_ms < now_ms:
+                self._set_state(grant, _GrantState.DONE)
+                failure = f"no-grant: the upload grant expired at {grant.expires_ms}"
+                try:
+                    await self.store.discard_upload(upload_id)
+                except BlobError as exc:
+                    return self._backend_failed(peer, hash, exc, "confirm")
+                continue
+            # Out of the open index while the commit runs: no second confirm can pick it.
+            self._set_state(grant, _GrantState.COMMITTING)
+            try:
+                await self.store.commit_upload(upload_id, hash, grant.size)
+            except BlobMissing:
+                self._set_state(grant, _GrantState.OPEN)  # its PUT may still be in flight
+                continue
+            except BlobVerifyFailed:
+                self._set_state(grant, _GrantState.DONE)
+                failure = "verify-failed"
+                continue
+            except BlobError as exc:
+                self._set_state(grant, _GrantState.DONE)
+                return self._backend_failed(peer, hash, exc, "confirm")
+            try:
+                await self._announce(host, peer, hash, grant.size)
+            finally:
+                self._set_state(grant, _GrantState.DONE)
+            self.count("confirm", "uploaded")
+            return None
+        return self._reject(peer, hash, failure, "confirm")
 
     async def _announce(self, host: RoomHost, peer: Peer, hash: str, size: int) -> None:
         await host.store.add_blob_ref(host.room, hash, size, now_ms=host.now_ms())
@@ -293,20 +374,37 @@ class BlobService:
 
     # -- housekeeping ----------------------------------------------------------------------
 
-    async def sweep(self, now_ms: int, referenced: set[str]) -> list[str]:
-        """Delete objects of direct uploads never confirmed before their grant expired."""
-        swept = []
-        for hash, grant in list(self.grants.items()):
-            if grant.expires_ms < now_ms:
-                del self.grants[hash]
-                if hash not in referenced and await self.store.delete(hash):
-                    swept.append(hash)
+    async def sweep(self, now_ms: int, referenced: set[str] | None = None) -> list[str]:
+        """Forget grants that expired before ``now_ms`` and discard their staged objects.
+
+        Returns the hashes of the never-confirmed uploads whose staged bytes were discarded.
+        Only staging names are ever deleted here, never a content-addressed object, so
+        ``referenced`` (what rooms reference) cannot change the outcome; it is accepted so
+        the heartbeat's existing call keeps working. Grants whose commit is in flight are
+        left for the next sweep.
+        """
+        swept: list[str] = []
+        for upload_id, grant in list(self.grants.items()):
+            if grant.expires_ms >= now_ms or grant.state is _GrantState.COMMITTING:
+                continue
+            # Done grants too: a PUT replayed after the commit may have staged bytes again.
+            # A failing discard raises with the grant still held, for the next sweep.
+            discarded = await self.store.discard_upload(upload_id)
+            if grant.state is _GrantState.OPEN:
+                self._set_state(grant, _GrantState.DONE)
+                if discarded:
+                    swept.append(grant.hash)
                     self.count("sweep", "deleted")
+            del self.grants[upload_id]
         return swept
 
     async def collect_garbage(self, referenced: set[str]) -> list[str]:
-        """Delete every stored blob that no room references (room/archive deletion calls it)."""
-        keep = referenced | set(self.grants)
+        """Delete every stored blob that no room references (room/archive deletion calls it).
+
+        Hashes of live grants are kept too: a commit may have stored the object and not yet
+        written the room's reference.
+        """
+        keep = referenced | {g.hash for g in self.grants.values()}
         deleted = await gc_blobs(self.store, keep)
         if deleted:
             self.count("gc", "deleted")
@@ -315,11 +413,14 @@ class BlobService:
     # -- HTTP routes for filesystem URL grants ---------------------------------------------
 
     def add_routes(self, app: web.Application, now_ms: Callable[[], int]) -> None:
-        async def put_blob(request: web.Request) -> web.StreamResponse:
-            hash = request.match_info["hash"]
-            size = self._check_url("PUT", hash, request, now_ms())
-            if isinstance(size, web.Response):
-                return size
+        async def put_upload(request: web.Request) -> web.StreamResponse:
+            ticket = self._check_upload_url(request, now_ms())
+            if isinstance(ticket, web.Response):
+                return ticket
+            store = self.store
+            if not isinstance(store, FilesystemBlobStore):
+                return _json_error(404, "no-url-grants", "this node does not stage uploads")
+            size = ticket.size
             if request.content_length is not None and request.content_length != size:
                 self.count("put", "rejected")
                 return _json_error(
@@ -327,16 +428,27 @@ class BlobService:
                     "size-mismatch",
                     f"Content-Length {request.content_length} != granted {size}",
                 )
+            chunks = request.content.iter_chunked(1 << 16)
             try:
-                await self.store.put_stream(hash, size, request.content.iter_chunked(1 << 16))
+                await store.put_upload_stream(ticket.upload_id, ticket.hash, size, chunks)
             except BlobVerifyFailed as exc:
                 self.count("put", "rejected")
                 return _json_error(400, exc.reason, str(exc))
             except BlobError as exc:
                 self.count("put", "error")
                 return _json_error(507 if exc.reason == "no-space" else 503, exc.reason, str(exc))
+            if now_ms() >= ticket.expires_ms:
+                # The body outlived the URL: the sweep may already have passed this grant,
+                # so nothing may stay staged.
+                try:
+                    await store.discard_upload(ticket.upload_id)
+                except BlobError as exc:
+                    self.count("put", "error")
+                    return _json_error(503, exc.reason, str(exc))
+                self.count("put", "expired-url")
+                return _json_error(403, "expired-url", "the upload URL expired during the PUT")
             self.count("put", "stored")
-            return web.json_response({"ok": True, "hash": hash, "size": size}, status=201)
+            return web.json_response({"ok": True, "hash": ticket.hash, "size": size}, status=201)
 
         async def get_blob(request: web.Request) -> web.StreamResponse:
             hash = request.match_info["hash"]
@@ -363,8 +475,19 @@ class BlobService:
             self.count("get", "served")
             return resp
 
-        app.router.add_put("/v1/blobs/{hash}", put_blob)
+        app.router.add_put("/v1/uploads/{upload_id}", put_upload)
         app.router.add_get("/v1/blobs/{hash}", get_blob)
+
+    def _check_upload_url(self, request: web.Request, now: int) -> UploadTicket | web.Response:
+        if self.signer is None:
+            return _json_error(404, "no-url-grants", "this node does not serve upload URLs")
+        try:
+            return self.signer.check_upload(
+                request.match_info["upload_id"], request.query, now_ms=now
+            )
+        except BlobError as exc:
+            self.count("put", exc.reason)
+            return _json_error(400 if exc.reason == "bad-url" else 403, exc.reason, str(exc))
 
     def _check_url(
         self, method: str, hash: str, request: web.Request, now: int

@@ -7,7 +7,10 @@ new backend passes the same list. Give each check a freshly opened, empty store.
 
 ``BlobBackendUnderTest.tamper`` overwrites the stored bytes of a hash behind the store's
 back (a bit flip on disk, a foreign write to the bucket), so the suite can prove that
-``verify`` catches and deletes a bad object.
+``verify`` catches and deletes a bad object. ``BlobBackendUnderTest.stage`` writes bytes
+under an upload id's staging name without any check, as a hostile client's PUT to an
+upload URL would on an endpoint that enforces nothing (moto), so the suite can prove that
+``commit_upload`` verifies and that no upload touches a stored object.
 """
 
 from __future__ import annotations
@@ -35,10 +38,12 @@ NOW_MS = 1_700_000_000_000
 
 @dataclass(frozen=True)
 class BlobBackendUnderTest:
-    """An open, empty store and a way to corrupt what it stores."""
+    """An open, empty store, a way to corrupt what it stores (``tamper(hash, data)``) and a
+    way to put unchecked bytes under a staging name (``stage(upload_id, data)``)."""
 
     store: BlobStore
     tamper: Callable[[str, bytes], Awaitable[None]]
+    stage: Callable[[str, bytes], Awaitable[None]]
 
 
 Check = Callable[[BlobBackendUnderTest], Awaitable[None]]
@@ -228,17 +233,21 @@ async def check_tampered_object_fails_verify_and_is_deleted(b: BlobBackendUnderT
     await _assert_missing(b.store, h)
 
 
-async def check_wrong_announced_size_fails_verify(b: BlobBackendUnderTest) -> None:
+async def check_wrong_announced_size_fails_verify_and_keeps_object(
+    b: BlobBackendUnderTest,
+) -> None:
     data = b"sized content"
     h = sha256_hex(data)
     await b.store.put(h, data)
-    try:
-        await b.store.verify(h, len(data) + 1)
-    except BlobVerifyFailed as exc:
-        assert exc.reason == "verify-failed", exc.reason
-    else:
-        raise AssertionError("verify must compare the size")
-    await _assert_missing(b.store, h)
+    for wrong in (len(data) + 1, 1):
+        try:
+            await b.store.verify(h, wrong)
+        except BlobVerifyFailed as exc:
+            assert exc.reason == "size-mismatch", exc.reason
+        else:
+            raise AssertionError("verify must compare the size")
+    # The bytes match their address: a wrong expectation never deletes a good object.
+    assert await b.store.read(h) == data
 
 
 async def check_delete(b: BlobBackendUnderTest) -> None:
@@ -306,7 +315,7 @@ async def check_url_grants(b: BlobBackendUnderTest) -> None:
     data = b"granted"
     h = sha256_hex(data)
     await b.store.put(h, data)
-    up = b.store.upload_url(h, len(data), now_ms=NOW_MS, ttl_s=60)
+    up = b.store.upload_url(h, len(data), upload_id=UPLOAD_A, now_ms=NOW_MS, ttl_s=60)
     down = b.store.download_url(h, now_ms=NOW_MS, ttl_s=60)
     if not b.store.can_grant_urls():
         assert up is None and down is None
@@ -315,6 +324,166 @@ async def check_url_grants(b: BlobBackendUnderTest) -> None:
     assert up.method == "PUT" and down.method == "GET"
     assert up.expires_ms == down.expires_ms == NOW_MS + 60_000
     assert up.url.startswith(("http://", "https://")) and up.url != down.url
+    # The upload URL names its upload id, not the content address.
+    assert UPLOAD_A in up.url
+    other = b.store.upload_url(h, len(data), upload_id=UPLOAD_B, now_ms=NOW_MS, ttl_s=60)
+    assert other is not None and other.url != up.url
+
+
+# -- staged uploads --------------------------------------------------------------------------
+
+UPLOAD_A = "contract-upload-aaaaaaaa"
+UPLOAD_B = "contract-upload-bbbbbbbb"
+
+
+async def _assert_nothing_staged(store: BlobStore, upload_id: str) -> None:
+    assert await store.discard_upload(upload_id) is False, f"{upload_id} is still staged"
+
+
+async def check_commit_upload_moves_verified_bytes_into_place(b: BlobBackendUnderTest) -> None:
+    data = b"bytes a client PUT to its upload URL"
+    h = sha256_hex(data)
+    await b.stage(UPLOAD_A, data)
+    await b.store.commit_upload(UPLOAD_A, h, len(data))
+    assert await b.store.read(h) == data
+    assert await b.store.stat(h) == len(data)
+    assert await _hashes(b.store) == {h}
+    await _assert_nothing_staged(b.store, UPLOAD_A)
+
+
+async def check_commit_of_stored_bytes_dedupes(b: BlobBackendUnderTest) -> None:
+    data = b"uploaded by two rooms"
+    h = sha256_hex(data)
+    await b.store.put(h, data)
+    await b.stage(UPLOAD_A, data)
+    await b.store.commit_upload(UPLOAD_A, h, len(data))
+    assert await b.store.read(h) == data
+    assert await _hashes(b.store) == {h}
+    await _assert_nothing_staged(b.store, UPLOAD_A)
+
+
+async def check_failed_commit_never_touches_stored_object(b: BlobBackendUnderTest) -> None:
+    good = b"the good copy, stored by room A"
+    h = sha256_hex(good)
+    await b.store.put(h, good)
+    attempts = (
+        ("other bytes, same size", b"X" * len(good), len(good)),
+        ("the right bytes, a wrong size", good, 1),
+        ("a prefix", good[:5], 5),
+        ("one byte", b"!", 1),
+    )
+    for what, staged, size in attempts:
+        await b.stage(UPLOAD_A, staged)
+        try:
+            await b.store.commit_upload(UPLOAD_A, h, size)
+        except BlobVerifyFailed as exc:
+            assert exc.reason == "verify-failed", (what, exc.reason)
+        else:
+            raise AssertionError(f"committing {what} must fail")
+        assert await b.store.read(h) == good, what
+        assert await b.store.stat(h) == len(good), what
+        await _assert_nothing_staged(b.store, UPLOAD_A)
+    assert await _hashes(b.store) == {h}
+
+
+async def check_failed_commit_stores_nothing(b: BlobBackendUnderTest) -> None:
+    claimed = sha256_hex(b"the announced bytes")
+    await b.stage(UPLOAD_A, b"other bytes, len 19")
+    try:
+        await b.store.commit_upload(UPLOAD_A, claimed, 19)
+    except BlobVerifyFailed as exc:
+        assert exc.reason == "verify-failed", exc.reason
+    else:
+        raise AssertionError("a hash mismatch must fail the commit")
+    await _assert_missing(b.store, claimed)
+    await _assert_nothing_staged(b.store, UPLOAD_A)
+
+
+async def check_commit_without_staged_bytes_is_missing(b: BlobBackendUnderTest) -> None:
+    data = b"never PUT"
+    h = sha256_hex(data)
+    await b.store.put(h, data)
+    for upload_id in (UPLOAD_A, UPLOAD_B):
+        try:
+            await b.store.commit_upload(upload_id, h, len(data))
+        except BlobMissing as exc:
+            assert exc.reason == "missing"
+        else:
+            raise AssertionError("committing an upload that never landed must raise BlobMissing")
+    assert await b.store.read(h) == data
+    # Committed uploads are gone: a second commit finds nothing.
+    await b.stage(UPLOAD_A, data)
+    await b.store.commit_upload(UPLOAD_A, h, len(data))
+    try:
+        await b.store.commit_upload(UPLOAD_A, h, len(data))
+    except BlobMissing:
+        pass
+    else:
+        raise AssertionError("an upload commits once")
+
+
+async def check_discard_removes_only_the_staged_object(b: BlobBackendUnderTest) -> None:
+    data = b"stored and staged"
+    h = sha256_hex(data)
+    await b.store.put(h, data)
+    await b.stage(UPLOAD_A, data)
+    await b.stage(UPLOAD_B, b"another upload")
+    assert await b.store.discard_upload(UPLOAD_A) is True
+    assert await b.store.discard_upload(UPLOAD_A) is False
+    assert await b.store.read(h) == data
+    # The other upload is untouched and still commits.
+    await b.store.commit_upload(UPLOAD_B, sha256_hex(b"another upload"), 14)
+    assert await _hashes(b.store) == {h, sha256_hex(b"another upload")}
+
+
+async def check_staged_objects_are_not_blobs(b: BlobBackendUnderTest) -> None:
+    data = b"staged, not yet verified"
+    h = sha256_hex(data)
+    await b.stage(UPLOAD_A, data)
+    assert await _hashes(b.store) == set()
+    assert await b.store.stat(h) is None
+    try:
+        await b.store.read(h)
+    except BlobMissing:
+        pass
+    else:
+        raise AssertionError("a staged upload must not be readable as a blob")
+    assert await gc(b.store, set()) == []
+    await b.store.commit_upload(UPLOAD_A, h, len(data))  # gc left it alone
+    assert await _hashes(b.store) == {h}
+
+
+async def check_large_commit(b: BlobBackendUnderTest) -> None:
+    data = b"".join([chunk async for chunk in large_chunks()])
+    h = sha256_hex(data)
+    await b.stage(UPLOAD_A, data)
+    await b.store.commit_upload(UPLOAD_A, h, len(data))
+    assert await b.store.stat(h) == LARGE_SIZE
+    await b.store.verify(h, LARGE_SIZE)
+    await _assert_nothing_staged(b.store, UPLOAD_A)
+
+
+async def _refused_upload_id(attempt: Awaitable[object], bad: str) -> None:
+    try:
+        await attempt
+    except BlobError as exc:
+        assert exc.reason == "bad-upload-id", (bad, exc.reason)
+    else:
+        raise AssertionError(f"upload id {bad!r} must be refused")
+
+
+async def check_bad_upload_id_refused(b: BlobBackendUnderTest) -> None:
+    h = sha256_hex(b"x")
+    for bad in ("../../etc/passwd", "", "short", "a.b" * 8, "x" * 129, "a/b" * 8):
+        await _refused_upload_id(b.store.commit_upload(bad, h, 1), bad)
+        await _refused_upload_id(b.store.discard_upload(bad), bad)
+        if b.store.can_grant_urls():
+            try:
+                b.store.upload_url(h, 1, upload_id=bad, now_ms=NOW_MS, ttl_s=60)
+            except BlobError as exc:
+                assert exc.reason == "bad-upload-id", (bad, exc.reason)
+            else:
+                raise AssertionError(f"upload id {bad!r} must not be granted")
 
 
 #: Every check, in a stable order.
@@ -330,7 +499,7 @@ BLOB_CONTRACT: tuple[Check, ...] = (
     check_interrupted_stream_stores_nothing,
     check_bad_hash_refused,
     check_tampered_object_fails_verify_and_is_deleted,
-    check_wrong_announced_size_fails_verify,
+    check_wrong_announced_size_fails_verify_and_keeps_object,
     check_delete,
     check_list_and_gc,
     check_concurrent_put_same_hash,
@@ -338,6 +507,15 @@ BLOB_CONTRACT: tuple[Check, ...] = (
     check_large_stream_mismatch_stores_nothing,
     check_probe,
     check_url_grants,
+    check_commit_upload_moves_verified_bytes_into_place,
+    check_commit_of_stored_bytes_dedupes,
+    check_failed_commit_never_touches_stored_object,
+    check_failed_commit_stores_nothing,
+    check_commit_without_staged_bytes_is_missing,
+    check_discard_removes_only_the_staged_object,
+    check_staged_objects_are_not_blobs,
+    check_large_commit,
+    check_bad_upload_id_refused,
 )
 
 
