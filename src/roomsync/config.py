@@ -46,6 +46,7 @@ __all__ = [
     "ENV_PREFIX",
     "SECRET_KEYS",
     "SECTIONS",
+    "STORAGE_BACKENDS",
     "AuthSettings",
     "BlobSettings",
     "ConfigError",
@@ -58,6 +59,7 @@ __all__ = [
     "load_settings",
     "redact_dsn",
     "redacted",
+    "storage_backend_unavailable",
     "to_toml",
 ]
 
@@ -85,6 +87,21 @@ class ConfigError(Exception):
         super().__init__(f"config error: {message}")
         self.message = message
         self.key = key
+
+
+#: The ``storage.backend`` values this build runs. ``postgres`` (SPEC §8, several nodes on
+#: one database) is a known value but planned, not built: it is refused with a clear error.
+STORAGE_BACKENDS = ("sqlite", "memory")
+
+
+def storage_backend_unavailable(backend: str) -> ConfigError:
+    """The error for a ``storage.backend`` this build cannot run (``postgres``: planned)."""
+    planned = " yet (planned)" if backend == "postgres" else ""
+    choices = " or ".join(repr(name) for name in STORAGE_BACKENDS)
+    return ConfigError(
+        f"storage.backend {backend!r} is not available{planned}: use {choices}",
+        key="storage.backend",
+    )
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -131,7 +148,10 @@ class ServerSettings(_Section):
         int,
         Meta(
             ge=1,
-            description="WebSocket connections this node holds at once; more are refused.",
+            description=(
+                "WebSocket connections this node holds at once; at the cap, one that has not "
+                "sent its hello is shed, else the newcomer is refused."
+            ),
         ),
     ] = 10000
     max_frame_bytes: Annotated[
@@ -148,6 +168,16 @@ class ServerSettings(_Section):
             description="Heartbeat interval announced in `welcome` and used for WebSocket pings.",
         ),
     ] = 15000
+    hello_timeout_ms: Annotated[
+        int,
+        Meta(
+            ge=100,
+            description=(
+                "How long a new WebSocket connection has to send its `hello`; at the "
+                "connection cap, connections still waiting for theirs are shed first."
+            ),
+        ),
+    ] = 5000
     shutdown_grace_ms: Annotated[
         int,
         Meta(
@@ -220,8 +250,9 @@ class StorageSettings(_Section):
         Literal["sqlite", "memory", "postgres"],
         Meta(
             description=(
-                "`sqlite` (embedded, in `server.data_dir`), `memory` (nothing survives a "
-                "restart) or `postgres` (shared by several nodes)."
+                "`sqlite` (embedded, in `server.data_dir`) or `memory` (nothing survives a "
+                "restart). `postgres` (shared by several nodes) is planned: refused until "
+                "it exists."
             )
         ),
     ] = "sqlite"
@@ -262,8 +293,8 @@ class StorageSettings(_Section):
         str,
         Meta(
             description=(
-                "Secret (password redacted). PostgreSQL connection string, required when "
-                "`storage.backend` is `postgres`."
+                "Secret (password redacted). PostgreSQL connection string for the planned "
+                "`postgres` backend; unused until it exists."
             )
         ),
     ] = ""
@@ -706,11 +737,8 @@ def _check(settings: Settings) -> Settings:
         raise ConfigError(
             f"auth.active_kid: {auth.active_kid!r} is not one of auth.keys", key="auth.active_kid"
         )
-    if settings.storage.backend == "postgres" and not settings.storage.postgres_dsn:
-        raise ConfigError(
-            "storage.postgres_dsn: required when storage.backend is 'postgres'",
-            key="storage.postgres_dsn",
-        )
+    if settings.storage.backend not in STORAGE_BACKENDS:
+        raise storage_backend_unavailable(settings.storage.backend)
     if settings.blobs.backend == "s3" and not settings.blobs.s3_bucket:
         raise ConfigError(
             "blobs.s3_bucket: required when blobs.backend is 's3'", key="blobs.s3_bucket"

@@ -28,6 +28,8 @@ def test_losing_change_is_acked_with_the_winning_seq_and_not_broadcast() -> None
     assert res.seqs == [1, 1]
     assert res.accepted == [] and res.refused == []
     assert room.head == 1
+    # The older write lost and is said to; the repeat of the winning write did not lose.
+    assert res.superseded == [{"index": 0, "seq": 1}]
 
 
 def test_refusals_are_per_change() -> None:
@@ -84,3 +86,50 @@ def test_loading_keeps_head_and_seqs() -> None:
     assert room.head == 9 and room.compacted_through == 3
     res = room.apply([Change("/c", 1, 0, "x", b"1")], now_ms=0, limits=LIMITS)
     assert res.seqs == [10]
+
+
+def test_pending_changes_stay_out_of_the_durable_view_until_committed() -> None:
+    room = RoomState("r")
+    room.apply([Change("/a", 1, 0, "x", b"1")], now_ms=0, limits=LIMITS, pending=True)
+    room.committed(1)
+    res = room.apply(
+        [Change("/a", 2, 0, "x", b"2"), Change("/new", 2, 0, "x", b"n")],
+        now_ms=0,
+        limits=LIMITS,
+        pending=True,
+    )
+    assert res.seqs == [2, 3] and room.head == 3 and room.durable_head == 1
+    assert room.pending
+    # Every read that hands changes to peers sees the durable entries only.
+    assert [(c.path, c.value) for c in room.changes_since(0)] == [("/a", b"1")]
+    assert [(c.path, c.value) for c in room.get_paths(["/a", "/new"])] == [("/a", b"1")]
+    assert [c.value for c in room.changes_under(["/"])] == [b"1"]
+    # LWW and seqs still see the pending state: a later write of /a gets seq 4.
+    res = room.apply([Change("/a", 3, 0, "x", b"3")], now_ms=0, limits=LIMITS, pending=True)
+    assert res.seqs == [4]
+    room.committed(3)
+    assert [(c.path, c.seq) for c in room.changes_since(0)] == [("/a", 1), ("/new", 3)]
+    room.committed(4)
+    assert not room.pending
+    assert [(c.path, c.seq) for c in room.changes_since(0)] == [("/new", 3), ("/a", 4)]
+
+
+def test_changes_under_follows_segments_not_characters() -> None:
+    room = RoomState(
+        "r",
+        [
+            Change(p, 1, 0, "x", b"v", seq)
+            for seq, p in enumerate(["/a", "/a/b", "/a-b", "/ab", "/a/b/c", "/b"], 1)
+        ],
+    )
+    assert [c.path for c in room.changes_under(["/a"])] == ["/a", "/a/b", "/a/b/c"]
+    assert [c.path for c in room.changes_under(["/a"], excluding=("/a/b",))] == ["/a"]
+    assert room.changes_under(["/a/b"], excluding=("/a",)) == []
+    room.apply([Change("/a/z", 1, 0, "x", b"v")], now_ms=0, limits=LIMITS)
+    assert [c.path for c in room.changes_under(["/a", "/b"])] == [
+        "/a",
+        "/a/b",
+        "/a/b/c",
+        "/b",
+        "/a/z",
+    ]

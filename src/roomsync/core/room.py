@@ -2,18 +2,28 @@
 
 :meth:`RoomState.apply` validates each change, merges it with the LWW rule, assigns the
 room-wide gap-free ``seq`` to the winners, keeps the Merkle Search Tree in step, and says
-what to acknowledge, persist and broadcast. It does no I/O: the server persists the
-``accepted`` changes (in one transaction) before it sends the ack and the broadcast.
+what to acknowledge, persist and broadcast. It does no I/O.
 
-Ack semantics: an accepted change is acked with its new seq; a change that loses LWW (or
-repeats a write already applied) is acked with the seq of the entry that supersedes it,
-changes nothing and is not broadcast; a refused change is acked with ``null`` and listed
-in ``refused`` with its error code.
+Durability (the server's rule, SPEC §2 "an acked change is durable"): the server applies
+with ``pending=True``, persists the ``accepted`` changes in one transaction, then calls
+:meth:`RoomState.committed`. Until then those changes are *pending*: every read that
+hands changes to a peer (:meth:`changes_since`, :meth:`get_paths`,
+:meth:`changes_under`) sees the *durable view*, the entry each path had before its first
+pending write, so no peer ever receives a change the store does not hold.
+Invariant: ``durable_head <= head``, and ``durable_head == head`` when nothing is pending.
+
+Ack semantics: an accepted change is acked with its new seq; a change that loses LWW to
+a newer entry is acked with the seq of the entry that beat it, changes nothing, is not
+broadcast and is listed in ``superseded`` (``{index, seq}``) so the writer knows plainly
+that its write lost; a change that repeats a write already applied (the same
+``(ts, counter, actor)``) is acked with that write's seq and is not listed; a refused
+change is acked with ``null`` and listed in ``refused`` with its error code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .codes import ErrorCode
@@ -23,6 +33,9 @@ from .mst import MerkleSearchTree
 from .types import any_prefix_matches, path_error
 
 MAX_ACTOR_BYTES = 256
+#: New paths are inserted into the sorted index one by one up to this many per query;
+#: more are sorted and merged in one pass (Timsort merges two sorted runs in O(n)).
+_INSORT_MAX = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +51,9 @@ class ApplyResult:
     seqs: list[int | None] = field(default_factory=list)
     refused: list[dict[str, object]] = field(default_factory=list)
     accepted: list[Change] = field(default_factory=list)
+    #: ``{index, seq}`` of every change that lost LWW to a newer entry (``seq`` is the
+    #: winner's).
+    superseded: list[dict[str, int]] = field(default_factory=list)
 
 
 def refusal(change: Change, *, now_ms: int, limits: ApplyLimits) -> tuple[ErrorCode, str] | None:
@@ -60,14 +76,80 @@ def refusal(change: Change, *, now_ms: int, limits: ApplyLimits) -> tuple[ErrorC
     return None
 
 
+class PathIndex:
+    """The room's paths in sorted order, for prefix queries by bisection.
+
+    Adding a path is an append; the list is brought back to order when a query needs it
+    (a few :func:`bisect.insort` calls, or one merge of two sorted runs), so writes pay
+    nothing and a query pays ``O(log n)`` plus its answer.
+    """
+
+    __slots__ = ("_new", "_sorted")
+
+    def __init__(self, paths: Iterable[str] = ()) -> None:
+        self._sorted = sorted(paths)
+        self._new: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._new)
+
+    def add(self, path: str) -> None:
+        """Record a path that is new to the room (never one already indexed)."""
+        self._new.append(path)
+
+    def rebuild(self, paths: Iterable[str]) -> None:
+        self._sorted = sorted(paths)
+        self._new = []
+
+    def _settle(self) -> list[str]:
+        new = self._new
+        if new:
+            s = self._sorted
+            if len(new) <= _INSORT_MAX:
+                for path in new:
+                    bisect.insort(s, path)
+            else:
+                new.sort()
+                s += new
+                s.sort()
+            self._new = []
+        return self._sorted
+
+    def under(self, prefix: str) -> Iterator[str]:
+        """Every indexed path that ``prefix`` matches (itself and everything below it)."""
+        s = self._settle()
+        if prefix == "/":
+            yield from s
+            return
+        i = bisect.bisect_left(s, prefix)
+        if i < len(s) and s[i] == prefix:
+            yield prefix
+        # Below ``prefix`` means starting with ``prefix + "/"``; "0" is the code point
+        # right after "/", so the subtree is exactly the range [prefix/, prefix0).
+        lo = bisect.bisect_left(s, prefix + "/", i)
+        hi = bisect.bisect_left(s, prefix + "0", lo)
+        yield from s[lo:hi]
+
+
 class RoomState:
     """The in-memory replica the server holds for a loaded room.
 
     Invariant: ``entries`` is the LWW state (tombstones included, each entry carrying the
-    seq that last changed it) and ``tree`` is the MST of its live entries.
+    seq that last changed it), ``tree`` is the MST of its live entries, ``index`` holds
+    every path of ``entries``, and ``_pending`` maps each path with a pending write to
+    (its durable entry or None, the seq of its last pending write).
     """
 
-    __slots__ = ("compacted_through", "entries", "head", "room", "tree")
+    __slots__ = (
+        "_pending",
+        "compacted_through",
+        "durable_head",
+        "entries",
+        "head",
+        "index",
+        "room",
+        "tree",
+    )
 
     def __init__(
         self,
@@ -80,16 +162,34 @@ class RoomState:
         self.room = room
         self.entries: dict[str, Change] = {c.path: c for c in entries}
         self.tree = MerkleSearchTree(c for c in self.entries.values() if c.value is not None)
+        self.index = PathIndex(self.entries)
         self.head = max([head, *(c.seq or 0 for c in self.entries.values())])
+        self.durable_head = self.head
         self.compacted_through = compacted_through
+        self._pending: dict[str, tuple[Change | None, int]] = {}
 
     @property
     def root(self) -> str:
         return self.tree.root_hex
 
-    def apply(self, changes: list[Change], *, now_ms: int, limits: ApplyLimits) -> ApplyResult:
+    @property
+    def pending(self) -> bool:
+        """True while some applied change is not yet durable."""
+        return self.durable_head != self.head
+
+    def apply(
+        self,
+        changes: list[Change],
+        *,
+        now_ms: int,
+        limits: ApplyLimits,
+        pending: bool = False,
+    ) -> ApplyResult:
+        """Merge ``changes``; with ``pending`` the winners stay out of the durable view
+        until :meth:`committed` is called with their seqs."""
         result = ApplyResult()
         entries = self.entries
+        pending_map = self._pending
         for index, change in enumerate(changes):
             problem = refusal(change, now_ms=now_ms, limits=limits)
             if problem is not None:
@@ -100,37 +200,97 @@ class RoomState:
             current = entries.get(change.path)
             if not wins(change, current):
                 assert current is not None
+                seq = current.seq or 0
                 result.seqs.append(current.seq)
+                if (change.ts, change.counter, change.actor) != (
+                    current.ts,
+                    current.counter,
+                    current.actor,
+                ):
+                    result.superseded.append({"index": index, "seq": seq})
                 continue
             self.head += 1
             stored = Change(
                 change.path, change.ts, change.counter, change.actor, change.value, self.head
             )
+            if current is None:
+                self.index.add(change.path)
+            if pending:
+                before = pending_map.get(change.path)
+                pending_map[change.path] = (current if before is None else before[0], self.head)
             entries[change.path] = stored
             self.tree.put(stored)
             result.seqs.append(self.head)
             result.accepted.append(stored)
+        if not pending and not pending_map:
+            self.durable_head = self.head
         return result
 
-    def changes_since(self, since: int, prefixes: tuple[str, ...] = ("/",)) -> list[Change]:
-        """The latest change of every path changed after ``since``, in seq order.
+    def committed(self, through_seq: int) -> None:
+        """Every change with a seq up to ``through_seq`` is durable now."""
+        self.durable_head = max(self.durable_head, min(through_seq, self.head))
+        if self._pending:
+            done = [p for p, (_, seq) in self._pending.items() if seq <= through_seq]
+            for path in done:
+                del self._pending[path]
 
-        That is enough to bring a replica at ``since`` to the current state: intermediate
+    def durable(self, path: str) -> Change | None:
+        """The durable entry of ``path`` (tombstones included), or None."""
+        entry = self.entries.get(path)
+        if entry is not None and self._pending:
+            held = self._pending.get(path)
+            if held is not None:
+                return held[0]
+        return entry
+
+    def _durable_entries(self) -> Iterable[Change]:
+        if not self._pending:
+            return self.entries.values()
+        return [c for c in (self.durable(p) for p in self.entries) if c is not None]
+
+    def changes_since(self, since: int, prefixes: tuple[str, ...] = ("/",)) -> list[Change]:
+        """The latest durable change of every path changed after ``since``, in seq order.
+
+        That is enough to bring a replica at ``since`` to the durable state: intermediate
         overwritten values do not matter under LWW. The caller checks retention first.
         """
         everything = prefixes == ("/",)
         out = [
             c
-            for c in self.entries.values()
+            for c in self._durable_entries()
             if (c.seq or 0) > since and (everything or any_prefix_matches(prefixes, c.path))
         ]
         out.sort(key=lambda c: c.seq or 0)
         return out
 
+    def changes_under(
+        self, prefixes: Iterable[str], *, excluding: tuple[str, ...] = ()
+    ) -> list[Change]:
+        """The durable entries below any of ``prefixes`` and below none of ``excluding``,
+        in seq order. Costs ``O(len(prefixes) * log n)`` plus the answer (the index)."""
+        seen: set[str] = set()
+        out: list[Change] = []
+        for prefix in dict.fromkeys(prefixes):
+            if excluding and any_prefix_matches(excluding, prefix):
+                continue  # everything below it was already in scope
+            for path in self.index.under(prefix):
+                if path in seen or (excluding and any_prefix_matches(excluding, path)):
+                    continue
+                seen.add(path)
+                entry = self.durable(path)
+                if entry is not None:
+                    out.append(entry)
+        out.sort(key=lambda c: c.seq or 0)
+        return out
+
     def get_paths(self, paths: Iterable[str]) -> list[Change]:
-        """Current entries (tombstones included) of ``paths``; unknown paths are skipped."""
-        entries = self.entries
-        return [entries[p] for p in dict.fromkeys(paths) if p in entries]
+        """Durable entries (tombstones included) of ``paths``; unknown paths are skipped."""
+        out = []
+        for p in dict.fromkeys(paths):
+            entry = self.durable(p)
+            if entry is not None:
+                out.append(entry)
+        return out
 
     def live_count(self) -> int:
         return self.tree.count
@@ -138,9 +298,13 @@ class RoomState:
     def forget_tombstones(self, through_seq: int) -> int:
         """Drop tombstones with seq <= ``through_seq`` (after the store compacted them)."""
         dead = [
-            p for p, c in self.entries.items() if c.value is None and (c.seq or 0) <= through_seq
+            p
+            for p, c in self.entries.items()
+            if c.value is None and (c.seq or 0) <= through_seq and p not in self._pending
         ]
         for path in dead:
             del self.entries[path]
+        if dead:
+            self.index.rebuild(self.entries)
         self.compacted_through = max(self.compacted_through, through_seq)
         return len(dead)

@@ -71,6 +71,18 @@ def any_prefix_matches(prefixes: tuple[str, ...], path: str) -> bool:
     return any(prefix_matches(p, path) for p in prefixes)
 
 
+#: With a token, a change's actor is the token's ``sub`` or ``sub`` + this + a client
+#: suffix (one user, several devices or tabs, each with its own actor id).
+ACTOR_SUFFIX_SEP = "#"
+
+
+def actor_allowed(bound: str, actor: str) -> bool:
+    """True when ``actor`` may write for a session whose token names ``bound`` (SPEC §3)."""
+    return actor == bound or (
+        actor.startswith(bound) and actor[len(bound) : len(bound) + 1] == ACTOR_SUFFIX_SEP
+    )
+
+
 def validate_blob_hash(value: object) -> str:
     if not isinstance(value, str) or not BLOB_HASH_RE.fullmatch(value):
         raise MalformedEnvelope(

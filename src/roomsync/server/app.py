@@ -51,6 +51,9 @@ def wall_ms() -> int:
 
 
 def build_store(settings: Settings) -> Store:
+    """The store ``settings`` name; ConfigError for a backend this build cannot run."""
+    from ..config import storage_backend_unavailable
+
     backend = settings.storage.backend
     if backend == "memory":
         return MemoryStore()
@@ -61,7 +64,7 @@ def build_store(settings: Settings) -> Store:
             synchronous=settings.storage.sqlite_synchronous,
             cache_kib=settings.storage.sqlite_cache_kib,
         )
-    raise ValueError(f"storage.backend {backend!r} is not available in this build")
+    raise storage_backend_unavailable(backend)
 
 
 def signing_keys(settings: Settings) -> dict[str, str]:
@@ -97,6 +100,9 @@ class RoomsyncServer:
         )
         self.node_name = settings.server.node_name()
         self.connections: set[_Connection] = set()
+        # Connections still waiting for their hello, oldest first (dict keeps order):
+        # the first to be shed when the node is at its connection cap.
+        self._pre_hello: dict[_Connection, None] = {}
         self.draining = False
         self.revoked_subs: set[str] = set()
         self.revoked_jtis: set[str] = set()
@@ -211,18 +217,23 @@ class RoomsyncServer:
                     "message": "server is shutting down: reconnect, possibly to another node",
                 },
             )
-        await self.rooms.flush_all()
+        # Everything below is bounded by the grace: a store that hangs delays the stop by
+        # at most shutdown_grace_ms (what it did not commit was not acknowledged either).
+        deadline = time.monotonic() + self.settings.server.shutdown_grace_ms / 1000
+        try:
+            await asyncio.wait_for(self.rooms.flush_all(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            event(log, "server.flush_timeout", level=logging.WARNING)
         self.rooms.quiet.stop()
         # Peers answer our CLOSE as soon as they read it. Once every remaining connection
         # has its queue (the 1012 CLOSE last) written to the kernel, or after the grace,
         # the connections end; what was written still reaches the peer.
-        deadline = time.monotonic() + self.settings.server.shutdown_grace_ms / 1000
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
             if all(conn.out.queued_bytes() == 0 for conn in self.connections):
                 break
         for conn in list(self.connections):
-            conn.drop()
+            conn.drop(graceful=conn.out.queued_bytes() == 0)
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None
@@ -245,15 +256,45 @@ class RoomsyncServer:
 
     def connection_closed(self, conn: _Connection) -> None:
         self.connections.discard(conn)
+        self._pre_hello.pop(conn, None)
         self.metrics.connections.set(len(self.connections))
+
+    def awaiting_hello(self, conn: _Connection) -> None:
+        """``conn`` is admitted and has ``server.hello_timeout_ms`` to send its hello."""
+        self._pre_hello[conn] = None
+
+    def hello_done(self, conn: _Connection) -> None:
+        """``conn`` was welcomed or is gone: it no longer counts as waiting for a hello."""
+        self._pre_hello.pop(conn, None)
+
+    def _shed_pre_hello(self, newcomer: _Connection) -> bool:
+        """At the connection cap, close the oldest connection that has not sent its hello
+        (never ``newcomer``); True when one was shed. Connections that never speak cannot
+        lock honest peers out."""
+        for conn in self._pre_hello:
+            if conn is newcomer:
+                continue
+            del self._pre_hello[conn]
+            self.metrics.shed.inc()
+            conn.shed(
+                Overload(
+                    "connection shed: the node is at its connection limit and this one "
+                    "sent no hello",
+                    retry_after_ms=self.retry_hint_ms(),
+                )
+            )
+            # It is gone from the cap now, whatever its socket still does.
+            self.connections.discard(conn)
+            return True
+        return False
 
     def retry_hint_ms(self) -> int:
         """A jittered retry hint so refused clients do not come back in lockstep."""
         return 500 + random.randint(0, 1000)
 
-    def admission_refusal(self) -> Overload | None:
+    def admission_refusal(self, newcomer: _Connection) -> Overload | None:
         s = self.settings.server
-        if len(self.connections) > s.max_connections:
+        if len(self.connections) > s.max_connections and not self._shed_pre_hello(newcomer):
             return Overload(
                 f"server at its connection limit ({s.max_connections}): retry later",
                 retry_after_ms=self.retry_hint_ms(),

@@ -203,7 +203,7 @@ class Listener:
             20.0,
             20.0,
             WSAutoPingStrategy.PING_WHEN_IDLE,
-            True,  # auto pong
+            False,  # auto pong: ws._Connection answers PINGs, counted against its limits
             self.max_frame_bytes,
             None,  # extra response headers
             2048,  # initial read buffer; it grows with the frames

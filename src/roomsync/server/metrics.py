@@ -63,6 +63,10 @@ class Metrics:
         self.handshakes = counter(
             "roomsync_handshakes_total", "Handshakes by result (welcome or refused).", ("result",)
         )
+        self.shed = counter(
+            "roomsync_connections_shed_total",
+            "Connections closed without a hello to make room at the connection cap.",
+        )
         self.rate_limited = counter(
             "roomsync_rate_limited_total", "Messages refused by a peer's token bucket."
         )

@@ -28,6 +28,7 @@ class Peer:
 
     __slots__ = (
         "__weakref__",
+        "actor_bound",
         "closing",
         "expiry_handle",
         "held",
@@ -59,6 +60,9 @@ class Peer:
         self.stream_budget = stream_budget
         self.on_close = on_close
         self.host: RoomHost | None = None
+        #: With a token naming a ``sub``: the actor every change must be written as
+        #: (``sub`` or ``sub#<suffix>``); None for anonymous sessions.
+        self.actor_bound: str | None = None
         self.closing = False
         self.last_seen_ms = now_ms
         self.pending_acks = 0
@@ -66,7 +70,8 @@ class Peer:
         # While a catch-up/request answer is streaming (see rooms.RoomHost.stream_changes),
         # broadcast frames wait here so the peer sees them after the answer, in order.
         self.streamer: asyncio.Task[None] | None = None
-        self.jobs: list[FrameSnapshot] = []  # answers waiting to stream, in order
+        # Answers waiting to stream, in order: a shared snapshot, or how to build one.
+        self.jobs: list[FrameSnapshot | Callable[[], FrameSnapshot]] = []
         self.held: list[bytes] = []
         self.held_bytes = 0
 

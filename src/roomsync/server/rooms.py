@@ -1,21 +1,24 @@
-"""Loaded rooms: apply, persist, acknowledge, broadcast; load on first use, unload when idle.
+"""Loaded rooms: apply, persist, then broadcast and acknowledge; load on first use, unload
+when idle.
 
 Data flow for a client ``pack`` (SPEC §2)::
 
-    ws handler -> RoomHost.submit_pack -> RoomState.apply (seqs assigned, MST updated)
-               -> broadcast queue -> one frame per subscription group, at the end of the
-                                     event-loop turn (or after broadcast_window_ms)
-               -> persist queue   -> Store.append (one transaction per batch) -> acks
+    ws handler -> RoomHost.submit_pack -> RoomState.apply(pending) (seqs assigned, MST updated)
+               -> persist queue -> Store.append (one transaction per batch)
+               -> RoomState.committed -> broadcast (one frame per subscription group) -> acks
 
-Broadcast does not wait for the commit: peers see a change as soon as it is applied, and
-every pack that arrived in the same loop turn shares one frame. The *ack* waits for the
-commit, so an acknowledged change is durable; all packs that arrive while a commit runs
-go into the next one (group commit). A change is always broadcast before it is acked, so
-a client whose cursor follows its acks never skips a change it has not received.
+Invariant: no peer ever receives a change the store does not hold. A change is applied
+at once (so its seq and the LWW outcome are known), but it stays *pending* until its
+commit: broadcasts are written only after the commit, and every read that hands changes
+to a peer (catch-up, ``request``, ``subscribe``) uses the state's durable view. All packs
+that arrive while a commit runs go into the next one (group commit), and their
+broadcasts share one frame per subscription group. The broadcast of a batch goes out
+before its acks, so a client whose cursor follows its acks never skips a change.
 
-If the process dies between broadcast and commit, peers hold changes the store lacks;
-their cursor is then ahead of the room head, the server answers 4001 and the SDK's MST
-reconcile pushes those changes back. No acknowledged change is ever lost.
+If a commit fails, nothing of it was broadcast or acknowledged: the authors get
+``refused: internal`` acks, the room's peers are closed with 1011 and a retry hint, and
+the room is evicted at once, so the next hello loads it again from what the store
+really holds (and the seq of the failed change is reused by a change that exists).
 """
 
 from __future__ import annotations
@@ -32,10 +35,18 @@ from ..core import mst as mst_mod
 from ..core.codec import b64encode, pack_data, unpack_data
 from ..core.codes import CloseCode
 from ..core.entries import Change
-from ..core.errors import CodecError, ResyncRequired, RoomClosed, TooLarge
+from ..core.errors import (
+    CodecError,
+    Forbidden,
+    Overload,
+    RateLimited,
+    ResyncRequired,
+    RoomClosed,
+    TooLarge,
+)
 from ..core.presence import PresenceTable
 from ..core.room import ApplyLimits, RoomState
-from ..core.types import any_prefix_matches
+from ..core.types import ACTOR_SUFFIX_SEP, actor_allowed, any_prefix_matches
 from ..storage.base import RoomRecord, Store, StoreError
 from .logs import event
 from .metrics import Metrics
@@ -56,6 +67,10 @@ MAX_SNAPSHOTS = 8
 CATCHUP_HIGH_WATER = 1 << 20
 #: A peer that reads nothing for this long during a streamed answer is told to resync.
 CATCHUP_STALL_S = 30.0
+#: Answers (catch-up, ``request``, ``subscribe``) queued for one peer at most, the one
+#: streaming included. Waiting answers are built only when their turn comes, so a peer
+#: that asks and never reads holds one answer in memory, not one per request.
+MAX_QUEUED_ANSWERS = 8
 
 
 class FrameSnapshot:
@@ -122,6 +137,7 @@ class _Submitted:
     refused: list[dict[str, object]]
     accepted: list[Change]
     t0: float
+    superseded: list[dict[str, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -143,9 +159,10 @@ class RoomHost:
     _persist_task: asyncio.Task[None] | None = None
     _compact_task: asyncio.Task[None] | None = None
     quiet: QuietRehash | None = None
-    _outgoing: list[tuple[Peer | None, Change]] = field(default_factory=list)
-    _outgoing_t0: float = 0.0
-    _broadcast_handle: asyncio.Handle | None = None
+    #: Why the room failed (a commit failed); it is evicted and refuses writes.
+    failed: str | None = None
+    #: Called once when a commit fails (the registry evicts the room).
+    on_failed: Callable[[RoomHost], None] | None = None
     _snapshots: dict[tuple[int, tuple[str, ...]], FrameSnapshot] = field(default_factory=dict)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     presence: PresenceTable = field(init=False)
@@ -188,34 +205,37 @@ class RoomHost:
         if not peer.reads or not catchup:
             return
         state = self.state
+        prefixes = peer.session.prefixes
         if cursor:
-            changes = state.changes_since(cursor, peer.session.prefixes)
-            self.send_changes(peer, changes, final_head=state.head)
+            self._queue_answer(peer, lambda: self._snapshot(state.changes_since(cursor, prefixes)))
             return
         # A full catch-up: peers that join together share one lazily encoded snapshot.
-        key = (state.head, peer.session.prefixes)
+        key = (state.durable_head, prefixes)
         snap = self._snapshots.get(key)
         if snap is None:
             if len(self._snapshots) >= MAX_SNAPSHOTS or any(
-                k[0] != state.head for k in self._snapshots
+                k[0] != state.durable_head for k in self._snapshots
             ):
                 self._snapshots = {
-                    k: v for k, v in self._snapshots.items() if k[0] == state.head and v.readers
+                    k: v
+                    for k, v in self._snapshots.items()
+                    if k[0] == state.durable_head and v.readers
                 }
-            snap = self._snapshots[key] = FrameSnapshot(
-                state.changes_since(0, peer.session.prefixes),
-                state.head,
-                max(1, self.policy.catchup_chunk),
-            )
-        self._stream_job(peer, snap)
+            snap = self._snapshots[key] = self._snapshot(state.changes_since(0, prefixes))
+        self._queue_answer(peer, snap)
+
+    @property
+    def head(self) -> int:
+        """The highest durable seq: what a peer can be caught up to."""
+        return self.state.durable_head
 
     def check_cursor(self, cursor: int | None) -> None:
         """Raise ResyncRequired (4001) when a hello's cursor cannot be caught up from."""
         state = self.state
         if cursor:
-            if cursor > state.head:
+            if cursor > state.durable_head:
                 raise ResyncRequired(
-                    f"cursor {cursor} is ahead of the room head {state.head}: "
+                    f"cursor {cursor} is ahead of the room head {state.durable_head}: "
                     "the room was restored or replaced; do a full resync"
                 )
             if cursor < state.compacted_through:
@@ -296,29 +316,48 @@ class RoomHost:
         if self.quiet is not None:
             self.quiet.forget(self)
 
-    def send_changes(self, peer: Peer, changes: list[Change], *, final_head: int) -> None:
-        """Stream ``changes`` to ``peer`` as chunked ``pack`` frames, last one ``done``.
+    def _snapshot(self, changes: list[Change]) -> FrameSnapshot:
+        """The frames of an answer of durable ``changes``, ending at the durable head."""
+        return FrameSnapshot(changes, self.state.durable_head, max(1, self.policy.catchup_chunk))
 
-        Chunks are encoded one at a time and written only while the peer's socket keeps up
-        (backpressure), so a large catch-up neither builds up in memory nor trips the
-        stream budget; broadcasts for the peer are held meanwhile (:meth:`Peer.send_frame`).
-        Answers queue behind each other in request order.
+    def _queue_answer(self, peer: Peer, job: FrameSnapshot | Callable[[], FrameSnapshot]) -> None:
+        """Stream an answer to ``peer`` as chunked ``pack`` frames, the last one ``done``.
+
+        Answers stream one at a time, in request order; a waiting answer is built (from
+        the durable state as it is then) only when its turn comes. Chunks are encoded one
+        at a time and written only while the peer's socket keeps up (backpressure), so a
+        large catch-up neither builds up in memory nor trips the stream budget;
+        broadcasts for the peer are held meanwhile (:meth:`Peer.send_frame`).
         """
-        self._stream_job(
-            peer, FrameSnapshot(changes, final_head, max(1, self.policy.catchup_chunk))
-        )
-
-    def _stream_job(self, peer: Peer, snap: FrameSnapshot) -> None:
-        snap.readers += 1
-        peer.jobs.append(snap)
+        if isinstance(job, FrameSnapshot):
+            job.readers += 1
+        peer.jobs.append(job)
         if peer.streamer is None:
-            peer.streamer = asyncio.get_running_loop().create_task(self._stream(peer))
+            peer.streamer = self._loop.create_task(self._stream(peer))
+
+    def _admit_answer(self, peer: Peer) -> None:
+        """Refuse a request (``rate-limited``, the session survives) when ``peer`` already
+        has :data:`MAX_QUEUED_ANSWERS` answers queued."""
+        queued = len(peer.jobs) + (1 if peer.streamer is not None else 0)
+        if queued >= MAX_QUEUED_ANSWERS:
+            self.metrics.rate_limited.inc()
+            raise RateLimited(
+                f"{queued} answers are already queued for this peer: read them (wait for "
+                "their done) before sending more requests",
+                close=None,
+            )
 
     async def _stream(self, peer: Peer) -> None:
         high_water = min(CATCHUP_HIGH_WATER, max(64 * 1024, peer.stream_budget // 2))
+        snap: FrameSnapshot | None = None
         try:
             while peer.jobs and not peer.closing:
-                snap: FrameSnapshot = peer.jobs.pop(0)
+                job = peer.jobs.pop(0)
+                if isinstance(job, FrameSnapshot):
+                    snap = job
+                else:
+                    snap = job()
+                    snap.readers += 1
                 try:
                     for i in range(len(snap)):
                         if not peer.out.write(snap.frame(i)):
@@ -328,9 +367,11 @@ class RoomHost:
                             return
                 finally:
                     snap.readers -= 1
+                    snap = None
         finally:
-            for job in peer.jobs:
-                job.readers -= 1
+            for waiting in peer.jobs:
+                if isinstance(waiting, FrameSnapshot):
+                    waiting.readers -= 1
             peer.jobs.clear()
             peer.streamer = None
             if not peer.closing:
@@ -369,10 +410,10 @@ class RoomHost:
     # -- writes ------------------------------------------------------------------------
 
     def submit_pack(self, peer: Peer, data: str) -> None:
-        """Decode, apply and queue a client pack for persistence; ack and broadcast follow."""
+        """Decode, apply and queue a client pack for persistence; broadcast and ack follow
+        the commit."""
         t0 = time.perf_counter()
-        if self.closed:
-            raise RoomClosed(f"room {self.room!r} is closed")
+        self._check_writable()
         if len(data) > self.policy.max_pack_bytes * 4 // 3 + 4:
             raise TooLarge(
                 f"pack of {len(data) * 3 // 4} bytes exceeds max_pack_bytes "
@@ -384,63 +425,61 @@ class RoomHost:
                 f"pack of {len(changes)} changes exceeds max_changes_per_pack "
                 f"{self.policy.max_changes_per_pack}: split it"
             )
+        bound = peer.actor_bound
         for change in changes:
             if change.seq is not None:
                 raise CodecError("bad postcard: clients must send seq: None")
-        result = self.state.apply(changes, now_ms=self.now_ms(), limits=self.limits())
+            if bound is not None and not actor_allowed(bound, change.actor):
+                raise Forbidden(
+                    f"change actor {change.actor[:64]!r} is not this session's: with a token "
+                    f"for {bound!r}, write as {bound!r} or {bound + ACTOR_SUFFIX_SEP}<suffix>",
+                    close=None,
+                )
+        result = self.state.apply(changes, now_ms=self.now_ms(), limits=self.limits(), pending=True)
         m = self.metrics
         m.pack_apply.observe(time.perf_counter() - t0)
         if result.accepted:
             m.changes_applied.inc(len(result.accepted))
-        superseded = len(changes) - len(result.accepted) - len(result.refused)
-        if superseded:
-            m.changes_superseded.inc(superseded)
+        if result.superseded:
+            m.changes_superseded.inc(len(result.superseded))
         for r in result.refused:
             m.changes_refused.labels(str(r["code"])).inc()
         peer.pending_acks += 1
-        self._enqueue(_Submitted(peer, result.seqs, result.refused, result.accepted, t0))
+        self._enqueue(
+            _Submitted(peer, result.seqs, result.refused, result.accepted, t0, result.superseded)
+        )
+
+    def _check_writable(self) -> None:
+        if self.failed is not None:
+            raise Overload(
+                f"room {self.room!r} is reloading after a store failure ({self.failed}): reconnect",
+                retry_after_ms=1000,
+            )
+        if self.closed:
+            raise RoomClosed(f"room {self.room!r} is closed")
 
     def apply_local(self, changes: list[Change]) -> list[int | None]:
-        """Apply server-side changes (control plane): persisted and broadcast like a pack."""
-        result = self.state.apply(changes, now_ms=self.now_ms(), limits=self.limits())
+        """Apply server-side changes (control plane): persisted, then broadcast like a pack."""
+        self._check_writable()
+        result = self.state.apply(changes, now_ms=self.now_ms(), limits=self.limits(), pending=True)
         self._enqueue(
             _Submitted(None, result.seqs, result.refused, result.accepted, time.perf_counter())
         )
         return result.seqs
 
     def _enqueue(self, item: _Submitted) -> None:
-        loop = self._loop
-        if item.accepted and self._snapshots:
-            # The head moved: snapshots nobody is reading are stale; free their frames.
-            self._snapshots = {k: v for k, v in self._snapshots.items() if v.readers}
-        if item.accepted:
-            if not self._outgoing:
-                self._outgoing_t0 = item.t0
-            self._outgoing.extend((item.peer, c) for c in item.accepted)
-            if self._broadcast_handle is None:
-                window = self.policy.broadcast_window_ms
-                self._broadcast_handle = (
-                    loop.call_later(window / 1000, self._flush_broadcast)
-                    if window > 0
-                    else loop.call_soon(self._flush_broadcast)
-                )
         self._queue.append(item)
         if self._persist_task is None:
             self._idle.clear()
-            self._persist_task = loop.create_task(self._persist_loop())
-
-    def _flush_broadcast(self) -> None:
-        self._broadcast_handle = None
-        pairs, self._outgoing = self._outgoing, []
-        if pairs:
-            self._broadcast(pairs, max(c.seq or 0 for _, c in pairs))
-            self.metrics.broadcast.observe(time.perf_counter() - self._outgoing_t0)
+            self._persist_task = self._loop.create_task(self._persist_loop())
 
     async def _persist_loop(self) -> None:
         try:
             while self._queue:
-                if self.commit_window_ms > 0:
-                    await asyncio.sleep(self.commit_window_ms / 1000)  # group more changes
+                # Group more changes into one commit (and one broadcast frame per group).
+                wait_ms = max(self.commit_window_ms, self.policy.broadcast_window_ms)
+                if wait_ms > 0:
+                    await asyncio.sleep(wait_ms / 1000)
                 batch, self._queue = self._queue, []
                 accepted = [c for item in batch for c in item.accepted]
                 if accepted:
@@ -451,6 +490,15 @@ class RoomHost:
                         self._store_failed(batch, exc)
                         return
                     self.metrics.persist.observe(time.perf_counter() - t0)
+                    self.state.committed(accepted[-1].seq or 0)
+                    if self._snapshots:
+                        # The head moved: snapshots nobody is reading are stale.
+                        self._snapshots = {k: v for k, v in self._snapshots.items() if v.readers}
+                    self._broadcast(
+                        [(item.peer, c) for item in batch for c in item.accepted],
+                        accepted[-1].seq or 0,
+                    )
+                    self.metrics.broadcast.observe(time.perf_counter() - batch[0].t0)
                 self._deliver(batch)
                 self._maybe_compact()
                 self._hash_ahead(len(accepted))
@@ -472,11 +520,15 @@ class RoomHost:
             self.quiet.touch(self)
 
     def _store_failed(self, batch: list[_Submitted], exc: BaseException) -> None:
+        """A commit failed: nothing of it (or queued after it) was broadcast or acked.
+
+        Tell the authors (``refused: internal``, retryable), close the room's peers with
+        1011 and a retry hint, and evict the room at once so the next hello reloads it
+        from what the store really holds; the pending changes die with this host.
+        """
         self.metrics.store_errors.inc()
         event(log, "store.append_failed", level=logging.ERROR, room=self.room, error=str(exc))
-        # Nothing of this batch (or queued after it) was acked: tell the authors, then close
-        # the room so it reloads from what the store really holds.
-        self.closed = True
+        self.failed = str(exc) or type(exc).__name__
         for item in batch + self._queue:
             if item.peer is not None:
                 item.peer.send(
@@ -484,19 +536,29 @@ class RoomHost:
                         "type": "ack",
                         "seqs": [None] * len(item.result_seqs),
                         "refused": [
-                            {"index": i, "code": "internal", "message": "store write failed"}
+                            {
+                                "index": i,
+                                "code": "internal",
+                                "message": "store write failed: nothing was stored, retry",
+                            }
                             for i in range(len(item.result_seqs))
                         ],
                     }
                 )
         self._queue = []
-        self.close_all(CloseCode.INTERNAL, "internal", "store write failed; reconnect later")
+        if self.on_failed is not None:
+            self.on_failed(self)
+        err = {
+            "type": "error",
+            "code": "overload",
+            "message": "store write failed; reconnect and retry",
+            "retry_after_ms": 1000,
+        }
+        for peer in list(self.peers):
+            peer.close(CloseCode.INTERNAL, err)
 
     def _deliver(self, batch: list[_Submitted]) -> None:
         """Ack each pack of a committed batch (its changes were broadcast already)."""
-        if self._broadcast_handle is not None:  # never ack before broadcasting
-            self._broadcast_handle.cancel()
-            self._flush_broadcast()
         for item in batch:
             peer = item.peer
             if peer is None:
@@ -505,6 +567,8 @@ class RoomHost:
             ack: dict[str, Any] = {"type": "ack", "seqs": item.result_seqs}
             if item.refused:
                 ack["refused"] = item.refused
+            if item.superseded:
+                ack["superseded"] = item.superseded
             peer.send(ack)
         self.metrics.msg_out("ack", len(batch))
 
@@ -577,27 +641,38 @@ class RoomHost:
                 f"request since {since} is older than retention "
                 f"(compacted through {state.compacted_through}); do a full resync"
             )
-        self.send_changes(
-            peer, state.changes_since(since, peer.session.prefixes), final_head=state.head
-        )
+        self._admit_answer(peer)
+        prefixes = peer.session.prefixes
+        self._queue_answer(peer, lambda: self._snapshot(state.changes_since(since, prefixes)))
 
     def answer_paths(self, peer: Peer, paths: Iterable[str]) -> None:
-        changes = self.state.get_paths(paths)
-        changes.sort(key=lambda c: c.seq or 0)
-        self.send_changes(peer, changes, final_head=self.state.head)
+        self._admit_answer(peer)
+        wanted = tuple(paths)
+
+        def build() -> FrameSnapshot:
+            changes = self.state.get_paths(wanted)
+            changes.sort(key=lambda c: c.seq or 0)
+            return self._snapshot(changes)
+
+        self._queue_answer(peer, build)
 
     def resubscribed(self, peer: Peer, old: tuple[str, ...]) -> None:
-        """After ``subscribe``: send the state of paths the new prefixes add."""
+        """After ``subscribe``: send the state of paths the new prefixes add.
+
+        Found through the sorted path index (one range per new prefix), so the cost is the
+        answer's, not the room's; the answer waits its turn like any other.
+        """
         new = peer.session.prefixes
         if not peer.reads:
             return
-        added = [
-            c
-            for c in self.state.entries.values()
-            if any_prefix_matches(new, c.path) and not any_prefix_matches(old, c.path)
-        ]
-        added.sort(key=lambda c: c.seq or 0)
-        self.send_changes(peer, added, final_head=self.state.head)
+        try:
+            self._admit_answer(peer)
+        except RateLimited:
+            peer.session.prefixes = old  # refused: the subscription stays as it was
+            raise
+        self._queue_answer(
+            peer, lambda: self._snapshot(self.state.changes_under(new, excluding=old))
+        )
 
     def broadcast_message(self, obj: dict[str, Any]) -> None:
         """One frame to every peer that can read the room (e.g. ``blob-available``)."""
@@ -759,6 +834,7 @@ class RoomRegistry:
             self.now_ms,
             commit_window_ms=self.commit_window_ms,
             quiet=self.quiet,
+            on_failed=self._failed,
         )
         self.hosts[room] = host
         self.metrics.rooms.set(len(self.hosts))
@@ -797,6 +873,13 @@ class RoomRegistry:
         self.metrics.rooms.set(len(self.hosts))
         self.metrics.room_unloads.inc()
         self.unloads += 1
+
+    def _failed(self, host: RoomHost) -> None:
+        """A commit of ``host`` failed: forget it now, so new peers load a fresh copy
+        from the store instead of waiting for the failed one's peers to go."""
+        if self.hosts.get(host.room) is host:
+            self.evict(host.room)
+            host.stop_timers()
 
     def evict(self, room: str) -> None:
         """Forget a loaded room now (after a restore, delete or store failure)."""

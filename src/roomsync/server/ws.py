@@ -37,13 +37,15 @@ from ..core.errors import (
     ExpectedHello,
     MalformedEnvelope,
     Overload,
+    RateLimited,
+    ResyncRequired,
     RoomClosed,
     RoomsyncError,
     UnsupportedVersion,
 )
-from ..core.ratelimit import RateLimiter
+from ..core.ratelimit import RateLimiter, Verdict
 from ..core.session import Phase, Session, hello_prefixes
-from ..core.types import validate_room_id
+from ..core.types import actor_allowed, validate_room_id
 from ..storage.base import StoreError
 from .listener import socket_transport
 from .logs import event
@@ -59,6 +61,9 @@ _BLOB_TYPES = frozenset({"blob-upload", "request-upload", "blob-uploaded", "blob
 _decode = msgspec.json.Decoder().decode
 _json_encode = msgspec.json.Encoder().encode
 _OP_CLOSE = 0x8
+_OP_PONG = 0xA
+# What a control frame costs on the wire besides its payload (RFC 6455 §5.2, masked).
+_CONTROL_OVERHEAD = 6
 CLOSE_TIMEOUT_S = 5.0
 # Frames waiting behind a hello or blob message before reading pauses.
 _INBOX_PAUSE = 32
@@ -179,7 +184,7 @@ class _Connection(WSListener):
                     },
                 )
                 return
-            overload = server.admission_refusal()
+            overload = server.admission_refusal(self)
             if overload is not None:
                 self.fail(overload)
                 return
@@ -190,7 +195,8 @@ class _Connection(WSListener):
         except Exception:
             self._internal_error()
             return
-        deadline = server.settings.server.heartbeat_ms * 3 / 1000
+        server.awaiting_hello(self)
+        deadline = server.settings.server.hello_timeout_ms / 1000
         self._hello_timer = asyncio.get_running_loop().call_later(deadline, self._hello_late)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -235,6 +241,10 @@ class _Connection(WSListener):
                 self.fail(ExpectedHello("the first frame must be a JSON hello"))
             else:
                 self.fail(MalformedEnvelope("binary frames are not used: send JSON text"))
+        elif kind is WSMsgType.PING:
+            self._control(frame.get_payload_as_bytes(), now, answer=True)
+        elif kind is WSMsgType.PONG:
+            self._control(b"", now, answer=False)
         elif kind is WSMsgType.CLOSE:
             code = int(frame.get_close_code().value) or int(CloseCode.NORMAL)
             self._closed(code, None)
@@ -242,7 +252,38 @@ class _Connection(WSListener):
             echo = code if 1000 <= code < 5000 and code not in (1005, 1006) else 1000
             self.out.write(close_frame(echo))
             self.drop()
-        # PING is answered by picows; PONG only refreshes last_seen (above)
+
+    def _control(self, payload: bytes, now: int, *, answer: bool) -> None:
+        """A PING (answered with a PONG) or PONG from the peer, counted like data.
+
+        Control frames take from the same token bucket as messages (refused: no PONG;
+        held past the grace: 4008), and the PONG they cause counts against the stream
+        budget (4001), so a peer that pings and never reads cannot take memory from others.
+        """
+        metrics = self.server.metrics
+        verdict = self.session.limiter.check(len(payload) + _CONTROL_OVERHEAD, now)
+        if verdict is Verdict.CLOSE:
+            metrics.rate_limited.inc()
+            self.fail(RateLimited("rate limit exceeded (control frames) past the grace period"))
+            return
+        if verdict is Verdict.REFUSE:
+            metrics.rate_limited.inc()
+            return
+        if not answer:
+            return
+        queued = self.out.send(encode_frame(payload, _OP_PONG))
+        budget = (
+            self.peer.stream_budget
+            if self.peer is not None
+            else self.server.settings.policy.stream_budget_bytes
+        )
+        if queued > budget:
+            self.fail(
+                ResyncRequired(
+                    f"outbound queue passed the stream budget ({budget} bytes): the peer "
+                    "sends pings and does not read the pongs"
+                )
+            )
 
     def _fragment(self, frame: WSFrame, now: int) -> None:
         """A message split over several frames (RFC 6455 §5.4), bounded like one frame."""
@@ -288,7 +329,8 @@ class _Connection(WSListener):
         size = len(payload)
         try:
             obj = _decode(payload)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # msgspec raises RecursionError for JSON nested past its depth limit.
             metrics.msg_in("invalid")
             if self.session.phase is Phase.AWAIT_HELLO:
                 self.fail(ExpectedHello("the first frame must be a JSON hello"))
@@ -330,7 +372,14 @@ class _Connection(WSListener):
     def _hello_late(self) -> None:
         self._hello_timer = None
         if self.session.phase is Phase.AWAIT_HELLO and self.close_code is None:
-            self.fail(ExpectedHello("no hello received in time"))
+            self.shed(ExpectedHello("no hello received in time"))
+
+    def shed(self, exc: RoomsyncError) -> None:
+        """Close a connection that never sent ``hello``: the error and CLOSE are written,
+        then the connection ends at once (no wait for the peer's CLOSE), so it gives its
+        slot back right away."""
+        self.fail(exc)
+        self.drop(graceful=False)
 
     # -- closing -------------------------------------------------------------------------
 
@@ -349,7 +398,7 @@ class _Connection(WSListener):
             message=(error or {}).get("message"),
         )
         self.out.write(close_frame(code))
-        self._closer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self.drop)
+        self._closer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self._close_timeout)
 
     def _closed(self, code: int, error: dict[str, Any] | str | None) -> None:
         """Record the close code once, with its metrics."""
@@ -363,10 +412,17 @@ class _Connection(WSListener):
         if self.peer is not None:
             self.peer.closing = True
 
-    def drop(self) -> None:
-        """End the TCP connection (after what is queued is written)."""
+    def drop(self, *, graceful: bool = True) -> None:
+        """End the TCP connection: after what is queued is written, or (``graceful``
+        False) at once, for a peer that will not read what is queued."""
         if self.ws is not None:
-            self.ws.disconnect()
+            self.ws.disconnect(graceful)
+
+    def _close_timeout(self) -> None:
+        """The peer did not answer our CLOSE in time: end the connection, dropping
+        whatever it never read."""
+        self._closer = None
+        self.drop(graceful=self.out.queued_bytes() == 0)
 
     def _internal_error(self) -> None:
         self._log("session.internal_error", level=logging.ERROR)
@@ -479,10 +535,16 @@ class _Connection(WSListener):
         self.host = host  # released by _cleanup, also when the peer left meanwhile
         if self._disconnected or self.close_code is not None:
             return
+        if host.failed is not None:
+            metrics.handshakes.labels("refused").inc()
+            raise Overload(
+                f"room {room!r} is reloading after a store failure: retry",
+                retry_after_ms=server.retry_hint_ms(),
+            )
         if host.record.closed or host.closed:
             raise RoomClosed(f"room {room!r} is closed")
         try:
-            granted, actor, exp_ms, outcome = self._authenticate(hello, host, now)
+            granted, actor, bound, exp_ms, outcome = self._authenticate(hello, host, now)
         except AuthError as exc:
             metrics.auth.labels(_auth_outcome(exc)).inc()
             metrics.handshakes.labels("refused").inc()
@@ -505,7 +567,9 @@ class _Connection(WSListener):
             on_close=self._peer_closed,
             now_ms=now,
         )
+        peer.actor_bound = bound
         self.peer = peer
+        server.hello_done(self)
         if exp_ms is not None:
             loop = asyncio.get_running_loop()
             delay = max(0.0, (exp_ms - server.now_ms()) / 1000)
@@ -516,7 +580,7 @@ class _Connection(WSListener):
             peer=peer.id,
             room=room,
             caps=list(caps),
-            head=host.state.head,
+            head=host.head,
             root=host.state.root,
             heartbeat_ms=server.settings.server.heartbeat_ms,
             limits=host.welcome_limits(server.settings.server.max_frame_bytes),
@@ -532,14 +596,20 @@ class _Connection(WSListener):
             actor=actor,
             caps=list(caps),
             cursor=hello.cursor,
-            head=host.state.head,
+            head=host.head,
         )
         host.join(peer, hello.cursor, catchup=hello.catchup is not False)
 
     def _authenticate(
         self, hello: m.Hello, host: RoomHost, now: int
-    ) -> tuple[tuple[str, ...], str, int | None, str]:
-        """(granted caps, actor, expiry ms or None, auth outcome) or AuthError."""
+    ) -> tuple[tuple[str, ...], str, str | None, int | None, str]:
+        """(granted caps, actor, the actor changes are bound to or None, expiry ms or
+        None, auth outcome) or AuthError.
+
+        With a token that names a ``sub``, the session writes as ``sub`` or
+        ``sub#<suffix>`` (the hello's ``actor`` when it has that form, else ``sub``);
+        :func:`~roomsync.core.types.actor_allowed` checks every change of its packs.
+        """
         server = self.server
         room = host.room
         if hello.token:
@@ -547,15 +617,20 @@ class _Connection(WSListener):
             check_room(claims, room)
             if server.is_revoked(claims):
                 raise AuthError("token revoked")
-            actor = claims.sub or hello.actor or self.session.peer
+            sub = claims.sub
+            if sub:
+                asked = hello.actor
+                actor = asked if asked and actor_allowed(sub, asked) else sub
+            else:
+                actor = hello.actor or self.session.peer
             exp_ms = claims.exp * 1000 if claims.exp is not None else None
-            return claims.caps, actor, exp_ms, "ok"
+            return claims.caps, actor, sub or None, exp_ms, "ok"
         if host.record.locked:
             raise AuthError(f"room '{room}' is locked: a token for it is required")
         anonymous = tuple(host.policy.anonymous_caps)
         if not anonymous:
             raise AuthError("anonymous access is disabled: send a token")
-        return anonymous, hello.actor or self.session.peer, None, "anonymous"
+        return anonymous, hello.actor or self.session.peer, None, None, "anonymous"
 
     def _expired(self) -> None:
         self.close(
@@ -612,6 +687,7 @@ class _Connection(WSListener):
             self.host = None
             self.server.rooms.release(host)
         self.session.close()
+        self.server.hello_done(self)
         self.server.connection_closed(self)
 
 

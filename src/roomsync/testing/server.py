@@ -25,6 +25,7 @@ from typing import Any
 from ..auth.tokens import TokenService
 from ..config import Settings, load_settings
 from ..server.app import RoomsyncServer
+from ..storage.base import Store
 
 ALL_DATA_CAPS = ("read", "write", "presence", "blob", "blob-direct", "reconcile")
 
@@ -107,11 +108,16 @@ class ServerHandle(_Endpoint):
 
 @contextlib.asynccontextmanager
 async def running_server(
-    data_dir: Path, *, settings: Settings | None = None, **overrides: Any
+    data_dir: Path,
+    *,
+    settings: Settings | None = None,
+    store: Store | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[ServerHandle]:
-    """An in-process server on 127.0.0.1 and a free port, stopped on exit."""
+    """An in-process server on 127.0.0.1 and a free port, stopped on exit; ``store``
+    replaces the one the settings would build (e.g. a :class:`~.faults.FaultyStore`)."""
     settings = settings or test_settings(data_dir, **overrides)
-    server = RoomsyncServer(settings)
+    server = RoomsyncServer(settings, store=store)
     await server.start("127.0.0.1", 0)
     assert server.port is not None
     scheme = "https" if settings.server.tls_cert else "http"

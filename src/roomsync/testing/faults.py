@@ -1,0 +1,59 @@
+"""Fault injection for tests: a store whose commits fail on demand.
+
+:class:`FaultyStore` wraps a real store (SQLite on a real file, or memory) and passes
+every call through, except that :meth:`FaultyStore.fail_appends` makes the next appends
+raise :class:`~roomsync.storage.base.StoreError` *without* writing anything, the way a
+full disk or a lost database connection fails a commit::
+
+    faulty = FaultyStore(SqliteStore(path))
+    async with running_server(tmp_path, store=faulty.as_store()) as srv:
+        faulty.fail_appends(1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, cast
+
+from ..core.entries import Change
+from ..storage.base import Store, StoreError
+
+
+class FaultyStore:
+    """A store that fails its next ``append`` calls when told to."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self._failures = 0
+        self._error = "database or disk is full (injected)"
+        self.failed_appends = 0
+        self._gate: asyncio.Event | None = None
+
+    def as_store(self) -> Store:
+        """This wrapper, typed as the :class:`Store` it stands for."""
+        return cast(Store, self)
+
+    def fail_appends(self, n: int = 1, message: str | None = None) -> None:
+        """Make the next ``n`` appends fail (nothing written), with ``message``."""
+        self._failures = n
+        if message is not None:
+            self._error = message
+
+    def hold_appends(self) -> asyncio.Event:
+        """Make appends wait until the returned event is set (a commit in flight), then
+        fail or succeed as :meth:`fail_appends` says at that moment."""
+        self._gate = asyncio.Event()
+        return self._gate
+
+    async def append(self, room: str, changes: Sequence[Change]) -> None:
+        if self._gate is not None:
+            await self._gate.wait()
+        if self._failures > 0:
+            self._failures -= 1
+            self.failed_appends += 1
+            raise StoreError(self._error)
+        await self.inner.append(room, changes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
