@@ -3,30 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 import roomsync.client
 from roomsync.client import (
     Backoff,
     Change,
+    ConnectError,
     ConnectionClosed,
     RefusedChange,
     RequestRefused,
     RoomClient,
+    SupersededChange,
     connect,
     ws_url,
 )
+from roomsync.core.codec import pack_data
 from roomsync.core.codes import CloseCode
 from roomsync.core.mst import build_root
 from roomsync.server.app import RoomsyncServer
 from roomsync.server.rooms import RoomHost
 from roomsync.testing import server as kit
+from roomsync.testing import wsclient
 from roomsync.testing.server import ServerHandle, running_server, wait_until
 from roomsync.testing.tls import TlsFiles
 
@@ -87,6 +94,7 @@ def test_public_api_is_curated() -> None:
         "BlobRejected",
         "Change",
         "ChangeStream",
+        "ConnectError",
         "ConnectionClosed",
         "ConnectionStats",
         "PresenceEvent",
@@ -97,6 +105,7 @@ def test_public_api_is_curated() -> None:
         "RequestRefused",
         "RetryWait",
         "RoomClient",
+        "SupersededChange",
         "connect",
         "ws_url",
     ]
@@ -323,6 +332,128 @@ async def test_wss_with_an_ssl_context(tmp_path: Path, tls: TlsFiles) -> None:
             await b.close()
 
 
+# -- connecting to a server that is not there ---------------------------------------------------
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound and released at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def retry_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == "roomsync.client" and "cannot connect to" in r.getMessage()
+    ]
+
+
+async def test_connect_to_nothing_fails_within_the_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="roomsync.client")
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/ws/my-room"
+    closed: list[ConnectionClosed] = []
+    started = time.monotonic()
+    with pytest.raises(ConnectError) as exc:
+        # The outer bound only keeps a regression from hanging the suite.
+        await asyncio.wait_for(
+            connect(f"http://127.0.0.1:{port}", "my-room", backoff=FAST, connect_timeout_s=0.5),
+            10,
+        )
+    elapsed = time.monotonic() - started
+    assert 0.5 <= elapsed < 3
+    error = exc.value
+    assert str(error).startswith(f"cannot connect to {url}: connection refused")
+    assert (error.url, error.cause) == (url, "connection refused")
+    assert error.attempts >= 2 and error.close_code == 1006
+    assert isinstance(error, ConnectionClosed)  # `except ConnectionClosed` still catches it
+    assert "running" in error.next_action and url in error.next_action
+    logs = retry_logs(caplog)
+    assert len(logs) >= 2
+    assert all(r.levelno == logging.WARNING for r in logs)
+    first = logs[0].getMessage()
+    assert first.startswith(f"cannot connect to {url}: connection refused; retry 1 in ")
+    assert first.endswith(" s")
+    assert "retry 2 in " in logs[1].getMessage()
+    assert not closed
+
+
+async def test_connect_without_reconnect_fails_at_the_first_attempt() -> None:
+    port = free_port()
+    client = RoomClient(f"http://127.0.0.1:{port}", ROOM, reconnect=False)
+    closed: list[ConnectionClosed] = []
+    client.on_close(closed.append)
+    with pytest.raises(ConnectError) as exc:
+        await asyncio.wait_for(client.start(), 10)
+    assert exc.value.attempts == 1 and "connection refused" in str(exc.value)
+    assert client.stats.attempts == 1
+    assert [type(c) for c in closed] == [ConnectError]  # on_close hears the same story
+    with pytest.raises(ConnectError):
+        client.set("/x", b"1")
+
+
+def test_connect_timeout_is_validated() -> None:
+    with pytest.raises(ValueError, match="connect_timeout_s"):
+        RoomClient("http://127.0.0.1:1", ROOM, connect_timeout_s=0)
+
+
+async def test_connect_keeps_trying_until_the_server_is_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="roomsync.client")
+    port = free_port()
+    client = RoomClient(f"http://127.0.0.1:{port}", ROOM, backoff=FAST, connect_timeout_s=30)
+    task = asyncio.create_task(client.start())
+    server = RoomsyncServer(kit.test_settings(tmp_path))
+    try:
+        await wait_until(lambda: len(retry_logs(caplog)) >= 2, timeout=10)
+        assert not task.done()
+        await server.start("127.0.0.1", port)
+        await asyncio.wait_for(task, 10)
+        assert client.stats.welcomes == 1 and client.stats.attempts >= 3
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_a_wrong_url_is_named_in_the_error(srv: ServerHandle) -> None:
+    with pytest.raises(ConnectError) as exc:
+        await asyncio.wait_for(connect(srv.url + "/nope", ROOM, connect_timeout_s=0.3), 10)
+    assert exc.value.url == f"ws://127.0.0.1:{srv.port}/nope/ws/{ROOM}"
+    assert exc.value.cause.startswith("HTTP 404 on the WebSocket upgrade")
+
+
+async def test_an_untrusted_certificate_is_named_in_the_error(
+    tmp_path: Path, tls: TlsFiles
+) -> None:
+    async with running_server(
+        tmp_path, server__tls_cert=str(tls.cert), server__tls_key=str(tls.key)
+    ) as srv:
+        with pytest.raises(ConnectError) as exc:  # no ssl= context: the test CA is unknown
+            await asyncio.wait_for(connect(srv.url, ROOM, connect_timeout_s=0.3), 10)
+        assert exc.value.url.startswith("wss://")
+        assert exc.value.cause.startswith("TLS certificate rejected: ")
+
+
+async def test_a_server_refusing_every_attempt_is_named_in_the_error(tmp_path: Path) -> None:
+    async with running_server(tmp_path, server__max_connections=1) as srv:
+        a = await open_client(srv)
+        try:
+            with pytest.raises(ConnectError) as exc:
+                await asyncio.wait_for(
+                    connect(srv.url, ROOM, backoff=FAST, connect_timeout_s=0.5), 10
+                )
+            assert exc.value.close_code == 1011 and exc.value.error_code == "overload"
+            assert exc.value.cause.startswith("closed before welcome with code 1011 (overload: ")
+        finally:
+            await a.close()
+
+
 # -- reconnect, resume, offline -----------------------------------------------------------------
 
 
@@ -418,6 +549,41 @@ async def test_restart_on_the_same_port_and_data_dir(tmp_path: Path) -> None:
         await a.flush(15)
         assert a.stats.welcomes == 2 and a.cursor == 2
         assert server.rooms.hosts[ROOM].state.root == a.root
+    finally:
+        await a.close()
+        await server.stop()
+
+
+async def test_after_a_welcome_reconnecting_outlasts_the_connect_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="roomsync.client")
+    server = RoomsyncServer(kit.test_settings(tmp_path))
+    await server.start("127.0.0.1", 0)
+    port = server.port
+    a = await asyncio.wait_for(
+        connect(f"http://127.0.0.1:{port}", ROOM, backoff=FAST, connect_timeout_s=0.2), 10
+    )
+    try:
+        await server.stop()
+        down = time.monotonic()
+        # Down for longer than connect_timeout_s, with several failed attempts.
+        await wait_until(
+            lambda: time.monotonic() - down > 0.6 and len(a.stats.waits) >= 4, timeout=10
+        )
+        assert a._terminal is None and not a.connected.is_set()
+        retries = [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "roomsync.client" and "reconnect attempt" in r.getMessage()
+        ]
+        assert len(retries) >= 4 and "reconnect attempt 2 in " in retries[1]
+        a.set("/while-down", b"1")
+        server = RoomsyncServer(kit.test_settings(tmp_path))
+        await server.start("127.0.0.1", port)
+        await a.flush(15)
+        assert a.stats.welcomes == 2
+        assert server.rooms.hosts[ROOM].state.entries["/while-down"].value == b"1"
     finally:
         await a.close()
         await server.stop()
@@ -582,3 +748,105 @@ async def test_overload_retry_hint_is_honoured(tmp_path: Path) -> None:
             assert b.connected.is_set()
         finally:
             await b.close()
+
+
+# -- LWW against a future-stamped writer ---------------------------------------------------------
+
+
+async def write_ahead(srv: ServerHandle, path: str, value: bytes, ahead_ms: int = 59_000) -> int:
+    """A raw peer (no SDK) writes ``path`` stamped ``ahead_ms`` in the future; its seq."""
+    async with aiohttp.ClientSession() as http:
+        ws, _ = await wsclient.hello(http, srv.ws_url(ROOM))
+        try:
+            ts = int(time.time() * 1000) + ahead_ms
+            change = Change(path, ts, 0, "ahead", value)
+            await ws.send_json({"type": "pack", "data": pack_data([change])})
+            ack = await wsclient.recv_type(ws, "ack")
+        finally:
+            await ws.close()
+    seq = ack["seqs"][0]
+    assert isinstance(seq, int), ack
+    return seq
+
+
+def server_value(srv: ServerHandle, path: str) -> bytes | None:
+    return host(srv).state.entries[path].value
+
+
+async def test_next_write_after_a_future_stamped_one_wins(srv: ServerHandle) -> None:
+    await write_ahead(srv, "/x", b"ahead")
+    a = await open_client(srv)  # its catch-up carries the future-stamped entry
+    watcher = await open_client(srv)
+    try:
+        assert a.get("/x") == b"ahead"
+        mine = a.set("/x", b"honest")
+        await a.flush(5)
+        assert server_value(srv, "/x") == b"honest"
+        assert mine.ts >= host(srv).state.entries["/x"].ts
+        await wait_until(lambda: watcher.get("/x") == b"honest", timeout=5)
+        assert a.root == host(srv).state.root == watcher.root
+        assert a.stats.superseded == 0
+    finally:
+        await a.close()
+        await watcher.close()
+
+
+async def test_next_write_after_a_future_stamped_broadcast_wins(srv: ServerHandle) -> None:
+    a = await open_client(srv)
+    try:
+        await write_ahead(srv, "/x", b"ahead")
+        await wait_until(lambda: a.get("/x") == b"ahead", timeout=5)
+        a.set("/x", b"honest")
+        await a.flush(5)
+        assert server_value(srv, "/x") == b"honest" and a.root == host(srv).state.root
+    finally:
+        await a.close()
+
+
+async def test_a_write_lost_to_a_future_stamp_is_reported_and_converges(
+    srv: ServerHandle,
+) -> None:
+    """Written offline, before the future-stamped write was seen: it loses LWW. The SDK
+    says so, shows the server's entry, and the next write wins."""
+    gate = Gate(srv)
+    a = await open_client(srv, token_provider=gate)
+    try:
+        lost: list[SupersededChange] = []
+        a.on_superseded(lost.append)
+        gate.close()
+        a.disconnect()
+        await asyncio.wait_for(gate.waiting.wait(), 5)
+        mine = a.set("/x", b"honest")  # stamped now: before the other write
+        seq = await write_ahead(srv, "/x", b"ahead")
+        gate.opened.set()
+        await a.flush(10)
+        assert lost == [SupersededChange(mine, seq)] and a.stats.superseded == 1
+        assert a.get("/x") == b"ahead" == server_value(srv, "/x")
+        assert a.root == host(srv).state.root
+        a.set("/x", b"honest again")
+        await a.flush(5)
+        assert server_value(srv, "/x") == b"honest again" and a.stats.superseded == 1
+    finally:
+        await a.close()
+
+
+async def test_a_write_outside_the_subscription_converges_to_its_winner(
+    srv: ServerHandle,
+) -> None:
+    """No broadcast or catch-up brings the winner of a path outside the subscription:
+    the SDK fetches it, so the replica shows the server's entry and its clock moves."""
+    seq = await write_ahead(srv, "/x", b"ahead")
+    a = await open_client(srv, subscribe=["/mine"])
+    try:
+        assert a.entry("/x") is None
+        a.set("/x", b"honest")
+        await a.flush(5)
+        assert a.stats.superseded == 1
+        entry = a.entry("/x")
+        assert entry is not None and (entry.value, entry.seq) == (b"ahead", seq)
+        a.set("/x", b"honest again")
+        await a.flush(5)
+        assert server_value(srv, "/x") == b"honest again"
+        assert a.get("/x") == b"honest again"
+    finally:
+        await a.close()

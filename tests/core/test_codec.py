@@ -103,6 +103,14 @@ def test_server_messages_parse_for_the_sdk() -> None:
     assert isinstance(err, m.Error) and err.retry_after_ms == 700
 
 
+def test_ack_keeps_its_superseded_list() -> None:
+    wire = {"type": "ack", "seqs": [4, 9], "superseded": [{"index": 0, "seq": 4}]}
+    ack = parse_server(wire)
+    assert ack == m.Ack(seqs=[4, 9], superseded=[{"index": 0, "seq": 4}])
+    assert ack.to_wire() == wire
+    assert parse_server({"type": "ack", "seqs": [1]}) == m.Ack(seqs=[1])  # absent: None
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda inner: (

@@ -14,6 +14,7 @@ from roomsync.core.replica import (
     AnswerKind,
     RefusedChange,
     Replica,
+    SupersededChange,
     SyncMode,
     encoded_size,
 )
@@ -614,3 +615,234 @@ def test_several_packs_in_flight_settle_in_order() -> None:
     assert r.take_outgoing(max_changes=1, max_bytes=1 << 20) == [writes[3]]
     r.on_ack([3])
     assert r.idle and [r.get(w.path) for w in writes[1:]] == writes[1:]
+
+
+# -- the clock and superseded writes (a hostile writer stamping ts far ahead) ---------------
+
+NOW = 1_700_000_000_000
+AHEAD = NOW + 59_000  # inside the server's 60 s skew bound
+
+
+@pytest.mark.parametrize("kind", ["broadcast", "catchup", "paths", "subscribe"])
+def test_every_received_change_moves_the_clock_past_it(kind: str) -> None:
+    r = synced(head=1, prefixes=("/a",))
+    future = Change("/a/x", AHEAD, 7, "evil", b"evil", 2)
+    if kind == "catchup":
+        r.start_session(can_reconcile=False)  # a resume: the catch-up carries it
+        r.on_welcome(2)
+    elif kind == "paths":
+        r.expect_paths(["/a/x"])
+    elif kind == "subscribe":
+        r.set_prefixes(["/a", "/b"])
+        assert r.expect_subscribe() is not None
+        future = Change("/b/x", AHEAD, 7, "evil", b"evil", 2)
+    r.receive([future], head=2, done=kind != "broadcast")
+    mine = r.write(future.path, b"honest", now_ms=NOW)
+    assert mine.key > future.key
+    assert (mine.ts, mine.counter) == (AHEAD, 8)
+    assert r.get(future.path) is mine
+
+
+def test_superseded_write_listed_by_the_ack_is_reported_and_the_winner_fetched() -> None:
+    r = synced(head=3, prefixes=("/mine",))  # /x is outside the subscription
+    mine = r.write("/x", b"honest", now_ms=NOW)
+    r.take_outgoing(10, 1 << 20)
+    settled = r.on_ack([2], superseded=[{"index": 0, "seq": 2}])
+    assert settled.superseded == (SupersededChange(mine, 2),)
+    assert settled.refused == ()
+    # Rolled back (nothing was confirmed for /x: a tombstone event), the winner wanted.
+    assert r.get("/x") is None and "/x" not in r.entries
+    assert [(c.path, c.value) for c in settled.reverted] == [("/x", None)]
+    assert r.wanted == {"/x": 2} and not r.idle
+    assert r.fetch_paths() == ["/x"]
+    answer = r.expect_paths(r.fetch_paths())
+    assert r.fetch_paths() == []  # already asked
+    winner = Change("/x", AHEAD, 0, "evil", b"evil", 2)
+    received = r.receive([winner], head=3, done=True)
+    assert received.finished is answer
+    assert r.get("/x") == winner and r.idle and r.wanted == {}
+    again = r.write("/x", b"honest again", now_ms=NOW + 5)
+    assert again.key > winner.key  # the next write wins
+
+
+def test_superseded_write_whose_winner_is_already_here_needs_no_fetch() -> None:
+    r = synced(head=3)
+    mine = r.write("/x", b"honest", now_ms=NOW)
+    r.take_outgoing(10, 1 << 20)
+    winner = Change("/x", AHEAD, 0, "evil", b"evil", 4)
+    r.receive([winner], head=4, done=False)  # broadcast before the ack
+    settled = r.on_ack([4], superseded=[{"index": 0, "seq": 4}])
+    assert settled.superseded == (SupersededChange(mine, 4),)
+    assert settled.reverted == ()
+    assert r.get("/x") is winner and r.idle and r.fetch_paths() == []
+
+
+def test_superseded_without_the_list_an_old_seq_for_a_first_send() -> None:
+    """An older server lists nothing: a seq not above what the session had seen when the
+    pack was sent cannot be a new one."""
+    r = synced(head=10, prefixes=("/mine",))
+    mine = r.write("/x", b"honest", now_ms=NOW)
+    fresh = r.write("/y", b"fresh", now_ms=NOW)
+    r.take_outgoing(10, 1 << 20)
+    settled = r.on_ack([7, 11])
+    assert settled.superseded == (SupersededChange(mine, 7),)
+    assert r.get("/y") is fresh and not r.is_pending("/y")
+    assert r.wanted == {"/x": 7}
+
+
+def test_a_resent_write_acked_with_an_old_seq_is_not_claimed_superseded() -> None:
+    """After a reconnect the same write is sent again; its old seq may be its own."""
+    r = synced(head=10)
+    mine = r.write("/x", b"1", now_ms=NOW)
+    r.take_outgoing(10, 1 << 20)
+    r.requeue_inflight()
+    r.take_outgoing(10, 1 << 20)
+    settled = r.on_ack([7])
+    assert settled.superseded == ()
+    assert r.get("/x") is mine and r.idle
+
+
+def test_superseded_without_the_list_the_replica_holds_the_winner_at_that_seq() -> None:
+    r = synced(head=10)
+    mine = r.write("/x", b"honest", now_ms=NOW)
+    r.take_outgoing(10, 1 << 20)
+    winner = Change("/x", AHEAD, 0, "evil", b"evil", 12)  # applied after our send
+    r.receive([winner], head=12, done=False)
+    settled = r.on_ack([12])
+    assert settled.superseded == (SupersededChange(mine, 12),)
+    assert r.get("/x") is winner and r.idle
+
+
+def test_an_accepted_write_overwritten_later_is_not_superseded() -> None:
+    r = synced(head=10)
+    r.write("/x", b"mine", now_ms=NOW)
+    r.take_outgoing(10, 1 << 20)
+    later = Change("/x", AHEAD, 0, "other", b"later", 12)
+    r.receive([later], head=12, done=False)  # broadcast of a later batch, before our ack
+    settled = r.on_ack([11])
+    assert settled.superseded == () and r.get("/x") is later and r.idle
+
+
+def test_superseded_write_rolls_back_to_the_confirmed_entry() -> None:
+    r = synced(head=1, prefixes=("/mine",))
+    base = remote("/x", ts=10, seq=1, value=b"confirmed")
+    r.receive([base], head=1, done=False)
+    r.write("/x", b"honest", now_ms=NOW)
+    r.take_outgoing(10, 1 << 20)
+    settled = r.on_ack([2], superseded=[{"index": 0, "seq": 2}])
+    assert settled.reverted == (base,) and r.get("/x") is base
+    assert r.wanted == {"/x": 2}
+
+
+def test_a_newer_local_write_stays_visible_when_an_older_one_is_superseded() -> None:
+    r = synced(head=1)
+    first = r.write("/x", b"1", now_ms=NOW)
+    r.take_outgoing(10, 1 << 20)
+    second = r.write("/x", b"2", now_ms=NOW + 1)
+    settled = r.on_ack([1], superseded=[{"index": 0, "seq": 1}])
+    assert settled.superseded == (SupersededChange(first, 1),) and settled.reverted == ()
+    assert r.get("/x") is second and r.is_pending("/x")
+    assert r.wanted == {"/x": 1}  # fetched, so the clock learns the winner's stamp
+
+
+def test_wanted_winners_wait_for_the_sync_and_a_refused_request_drops_them() -> None:
+    r = synced(head=1, prefixes=("/mine",))
+    r.write("/x", b"honest", now_ms=NOW)
+    r.take_outgoing(10, 1 << 20)
+    r.start_session(can_reconcile=False)  # reconnected before the ack: catch-up running
+    r.on_welcome(5)
+    r.requeue_inflight()
+    r.take_outgoing(10, 1 << 20)
+    r.on_ack([1], superseded=[{"index": 0, "seq": 1}])
+    assert r.fetch_paths() == []  # not synced yet: the catch-up may bring it
+    r.receive([], head=5, done=True)
+    assert r.fetch_paths() == ["/x"]
+    r.expect_paths(["/x"])
+    assert r.answer_failed(AnswerKind.PATHS) is not None
+    assert r.wanted == {} and r.idle  # flush must not wait for what cannot come
+
+
+def test_write_only_session_rolls_back_and_wants_nothing() -> None:
+    r = Replica("me")
+    r.start_session(can_reconcile=False)
+    r.on_welcome(5, can_read=False)
+    mine = r.write("/x", b"honest", now_ms=NOW)
+    r.take_outgoing(10, 1 << 20)
+    settled = r.on_ack([3], superseded=[{"index": 0, "seq": 3}])
+    assert settled.superseded == (SupersededChange(mine, 3),)
+    assert r.get("/x") is None and r.wanted == {} and r.idle and r.fetch_paths() == []
+
+
+class _ListingRoom(_Room):
+    """:class:`_Room` with acks as the server sends them: ``(seqs, superseded)``."""
+
+    def submit(self, sender: str, pack: list[Change]) -> None:
+        result = self.state.apply(pack, now_ms=10**12, limits=ApplyLimits())
+        for peer, box in self.inbox.items():
+            sent = [c for c in result.accepted if peer != sender]
+            if sent:
+                box.append(("pack", (sent, self.state.head)))
+        self.inbox[sender].append(("ack", (result.seqs, result.superseded)))
+        for item in result.superseded:
+            self.listed.add((sender, pack[item["index"]]))
+
+    listed: set[tuple[str, Change]]
+
+
+@pytest.mark.parametrize("with_list", [True, False], ids=["listed", "unlisted"])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_superseded_detection_is_exact_with_the_list_and_sound_without(
+    seed: int, with_list: bool
+) -> None:
+    rng = random.Random(seed)
+    room = _ListingRoom()
+    room.listed = set()
+    replicas = {name: Replica(name) for name in ("a", "b", "c")}
+    detected: set[tuple[str, Change]] = set()
+    for name, r in replicas.items():
+        room.inbox[name] = []
+        r.start_session(can_reconcile=True)
+        r.on_welcome(0)
+        r.receive([], head=0, done=True)
+
+    def deliver(name: str) -> None:
+        r = replicas[name]
+        kind, payload = room.inbox[name].pop(0)
+        if kind == "ack":
+            seqs, superseded = payload  # type: ignore[misc]
+            settled = r.on_ack(seqs, (), superseded if with_list else ())
+            detected.update((name, s.change) for s in settled.superseded)
+        else:
+            changes, head = payload  # type: ignore[misc]
+            r.receive(changes, head=head, done=False)
+
+    now = 1000
+    for _ in range(400):
+        name = rng.choice("abc")
+        r = replicas[name]
+        action = rng.random()
+        if action < 0.45:
+            # Clocks disagree: "c" runs a minute ahead, as a hostile writer would.
+            skew = 60_000 if name == "c" else 0
+            now += rng.randrange(3)
+            r.write(f"/k{rng.randrange(4)}", bytes([rng.randrange(256)]), now + skew)
+        elif action < 0.7:
+            pack = r.take_outgoing(5, 1 << 20)
+            if pack is not None:
+                room.submit(name, pack)
+        elif room.inbox[name]:
+            deliver(name)
+    for _ in range(100):
+        for name, r in replicas.items():
+            pack = r.take_outgoing(100, 1 << 20)
+            if pack is not None:
+                room.submit(name, pack)
+            while room.inbox[name]:
+                deliver(name)
+    assert room.listed  # the run did produce lost writes
+    if with_list:
+        assert detected == room.listed
+    else:
+        assert detected <= room.listed
+    assert all(r.idle for r in replicas.values())
+    assert {r.root_hex for r in replicas.values()} == {room.state.root}

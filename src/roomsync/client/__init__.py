@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ..core.entries import Change
 from ..core.reconcile import ReconcileResult
-from ..core.replica import RefusedChange
+from ..core.replica import RefusedChange, SupersededChange
 from .backoff import Backoff
 from .blobs import BlobInfo
 from .errors import (
@@ -24,6 +24,7 @@ from .errors import (
     BlobFetchFailed,
     BlobNotFound,
     BlobRejected,
+    ConnectError,
     ConnectionClosed,
     RequestRefused,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "BlobRejected",
     "Change",
     "ChangeStream",
+    "ConnectError",
     "ConnectionClosed",
     "ConnectionStats",
     "PresenceEvent",
@@ -50,6 +52,7 @@ __all__ = [
     "RequestRefused",
     "RetryWait",
     "RoomClient",
+    "SupersededChange",
     "connect",
     "ws_url",
 ]

@@ -65,6 +65,46 @@ class ConnectionClosed(RoomsyncError):
         return "check the network and connect again"
 
 
+class ConnectError(ConnectionClosed):
+    """:func:`~roomsync.client.connect` could not open a first session with the server.
+
+    Raised when no ``welcome`` came within ``connect_timeout_s`` (the server is not
+    running, the URL is wrong, the network or TLS fails, the server keeps refusing with a
+    retryable close such as 1011 overload), or at the first failure with
+    ``reconnect=False``. The message names the WebSocket ``url`` and the ``cause`` of the
+    last failed attempt, e.g. ``cannot connect to ws://127.0.0.1:8787/ws/my-room:
+    connection refused``. ``attempts`` counts the attempts made. A subclass of
+    :class:`ConnectionClosed` (``close_code`` 1006 unless the server closed the last
+    attempt with a code), so code that catches that keeps working. Once a session was
+    welcomed the client reconnects by itself and never raises this.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        cause: str,
+        *,
+        attempts: int = 1,
+        close_code: int = ABNORMAL_CLOSURE,
+        error: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.url = url
+        self.cause = cause
+        self.attempts = attempts
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        super().__init__(close_code, error, f"cannot connect to {url}: {cause} ({tries})")
+
+    @property
+    def next_action(self) -> str:
+        if self.close is not None and self.error is not None:
+            return CLOSE_ACTIONS[self.close]
+        return (
+            f"check that a roomsync server is running and reachable at {self.url} "
+            "(host, port, TLS, proxy), then connect again; raise connect_timeout_s on a "
+            "slow network"
+        )
+
+
 class RequestRefused(RoomsyncError):
     """The server answered a request (``subscribe``, ``mst-root``, ``request``...) with an
     ``error``; the session goes on. ``error`` is that envelope, ``code`` its error code

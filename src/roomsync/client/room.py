@@ -27,6 +27,16 @@ close                      what the client does
                            ``on_close`` callbacks
 =========================  ======================================================
 
+Until the first ``welcome`` the same loop runs under ``connect_timeout_s``: when no
+session opened in time, :meth:`RoomClient.start` stops the client and raises
+:class:`ConnectError` naming the URL and the cause of the last failed attempt. Every
+retry is logged (logger ``roomsync.client``: a warning before the first welcome, info
+after) with its number, the cause and the delay.
+
+Acks (SPEC §2): the replica settles each pack; a write that lost LWW is reported to
+``on_superseded`` callbacks and counted in ``stats.superseded``, and when the replica
+lacks the winner the client fetches it with ``request{paths}``.
+
 Server messages are dispatched by type to methods named ``_on_<type>`` (``-`` becomes
 ``_``); types without a method are ignored.
 
@@ -78,7 +88,15 @@ from ..core.errors import CodecError, RoomsyncError
 from ..core.mst import EMPTY_ROOT_HEX
 from ..core.reconcile import DEFAULT_MAX_HASHES, ReconcileResult
 from ..core.reconcile import reconcile as reconcile_flow
-from ..core.replica import Answer, AnswerKind, RefusedChange, Replica, Settled, SyncMode
+from ..core.replica import (
+    Answer,
+    AnswerKind,
+    RefusedChange,
+    Replica,
+    Settled,
+    SupersededChange,
+    SyncMode,
+)
 from ..core.types import validate_room_id
 from .backoff import Backoff
 from .blobs import (
@@ -96,6 +114,7 @@ from .errors import (
     BlobFetchFailed,
     BlobNotFound,
     BlobRejected,
+    ConnectError,
     ConnectionClosed,
     RequestRefused,
 )
@@ -107,6 +126,7 @@ log = logging.getLogger("roomsync.client")
 TokenProvider = Callable[[], Awaitable[str]]
 ChangeCallback = Callable[[Change], object]
 RefusedCallback = Callable[[RefusedChange], object]
+SupersededCallback = Callable[[SupersededChange], object]
 CloseCallback = Callable[[ConnectionClosed], object]
 PresenceCallback = Callable[[PresenceEvent], object]
 BlobCallback = Callable[[BlobInfo], object]
@@ -115,6 +135,7 @@ BlobCallback = Callable[[BlobInfo], object]
 TERMINAL_CLOSE_CODES = frozenset({1002, 4003, 4004})
 
 _HANDSHAKE_TIMEOUT_S = 15.0
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
 _CLOSE_TIMEOUT_S = 2.0
 _FRAME_OVERHEAD = 64  # bytes of the pack envelope around its base64 data, with margin
 _PATHS_PER_REQUEST = 1000
@@ -295,6 +316,15 @@ class PresenceStream(_EventStream[PresenceEvent]):
 
 
 def _copy(exc: ConnectionClosed) -> ConnectionClosed:
+    """A fresh instance to raise (each raise site gets its own traceback)."""
+    if isinstance(exc, ConnectError):
+        return ConnectError(
+            exc.url,
+            exc.cause,
+            attempts=exc.attempts,
+            close_code=exc.close_code,
+            error=exc.error,
+        )
     return ConnectionClosed(exc.close_code, exc.error, exc.message)
 
 
@@ -303,6 +333,7 @@ class _Ended:
     close_code: int
     error: dict[str, Any] | None
     welcomed: bool
+    cause: str
 
 
 class RoomClient:
@@ -329,7 +360,10 @@ class RoomClient:
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        connect_timeout_s: float | None = DEFAULT_CONNECT_TIMEOUT_S,
     ) -> None:
+        if connect_timeout_s is not None and not connect_timeout_s > 0:
+            raise ValueError(f"connect_timeout_s must be > 0 or None, got {connect_timeout_s!r}")
         self.room = validate_room_id(room)
         self.url = ws_url(url, room)
         self._rng = rng if rng is not None else random.Random()
@@ -341,6 +375,11 @@ class RoomClient:
         self._reconnect = reconnect
         self._backoff = backoff if backoff is not None else Backoff()
         self._ssl = ssl
+        self._connect_timeout_s = connect_timeout_s
+        #: How the last failed connection attempt ended (for :class:`ConnectError`).
+        self._last_failure: _Ended | None = None
+        #: What the current attempt is waiting for: "token", "connect" or "welcome".
+        self._phase = "token"
         #: Set while a session is open (welcomed); cleared while disconnected.
         self.connected = asyncio.Event()
         #: The last ``welcome`` received (session id, peer, caps, head, limits, ...).
@@ -361,6 +400,7 @@ class RoomClient:
         self._streams: list[asyncio.Queue[Any]] = []
         self._change_callbacks: list[ChangeCallback] = []
         self._refused_callbacks: list[RefusedCallback] = []
+        self._superseded_callbacks: list[SupersededCallback] = []
         self._close_callbacks: list[CloseCallback] = []
         self._presence = PresenceView()
         self._presence_state: Any = None  # our state (a private copy); None: no presence
@@ -375,18 +415,45 @@ class RoomClient:
     async def start(self) -> None:
         """Start the connection loop and wait for the first ``welcome``.
 
-        Raises :class:`ConnectionClosed` when the server refuses for good (or, with
-        ``reconnect=False``, when the first attempt fails). :func:`connect` calls it.
+        Retries (logged, with backoff) until ``connect_timeout_s`` has passed, then stops
+        the client and raises :class:`ConnectError` naming the URL and the cause of the
+        last failure; with ``reconnect=False`` it raises that at the first failure.
+        Raises :class:`ConnectionClosed` when the server refuses for good (4003, 4004,
+        1002). :func:`connect` calls it.
         """
         if self._runner is not None:
             raise RuntimeError("RoomClient.start() was already called")
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         self._runner = asyncio.get_running_loop().create_task(self._run())
         try:
-            await self._wait_for(lambda: self.stats.welcomes > 0)
+            await asyncio.wait_for(
+                self._wait_for(lambda: self.stats.welcomes > 0), self._connect_timeout_s
+            )
+        except TimeoutError:
+            failure = self._last_failure
+            error = ConnectError(
+                self.url,
+                self._timeout_cause(),
+                attempts=max(1, self.stats.attempts),
+                close_code=ABNORMAL_CLOSURE if failure is None else failure.close_code,
+                error=None if failure is None else failure.error,
+            )
+            self._stop(error)
+            await self.close()
+            raise _copy(error) from None
         except BaseException:
             await self.close()
             raise
+
+    def _timeout_cause(self) -> str:
+        if self._last_failure is not None:
+            return self._last_failure.cause
+        limit = f"{self._connect_timeout_s:g} s"
+        if self._phase == "token":
+            return f"token_provider returned no token within {limit}"
+        if self._phase == "welcome":
+            return f"the server accepted the WebSocket but sent no welcome within {limit}"
+        return f"no answer within {limit}"
 
     async def close(self) -> None:
         """Close the connection (1000) and stop. Unsent writes stay unsent: :meth:`flush` first."""
@@ -540,6 +607,17 @@ class RoomClient:
         self._refused_callbacks.append(callback)
         return lambda: _discard(self._refused_callbacks, callback)
 
+    def on_superseded(self, callback: SupersededCallback) -> Callable[[], None]:
+        """Call ``callback(superseded)`` for every acknowledged write that lost LWW.
+
+        The server kept a newer entry (a :class:`~roomsync.core.replica.SupersededChange`
+        carries the write and the winner's ``seq``); the write was rolled back locally
+        and the replica holds, or fetches, the server's entry. Returns a function that
+        removes the callback.
+        """
+        self._superseded_callbacks.append(callback)
+        return lambda: _discard(self._superseded_callbacks, callback)
+
     def on_close(self, callback: CloseCallback) -> Callable[[], None]:
         """Call ``callback(error)`` once when the client stops for good (also after close())."""
         self._close_callbacks.append(callback)
@@ -568,6 +646,15 @@ class RoomClient:
             self.refused.append(refusal)
             for callback in list(self._refused_callbacks):
                 _call(callback, refusal)
+        for lost in settled.superseded:
+            log.info(
+                "write superseded: %s lost LWW to the entry at seq %d (a newer write)",
+                lost.change.path,
+                lost.seq,
+            )
+            self.stats.superseded += 1
+            for on_lost in list(self._superseded_callbacks):
+                _call(on_lost, lost)
         self._emit(settled.reverted)
 
     # -- requests ------------------------------------------------------------------------------
@@ -988,7 +1075,7 @@ class RoomClient:
                 self.stats.closes.append((code, error_code))
                 if ended.welcomed:
                     attempt = 0
-                stop = self._stop_reason(code, error)
+                stop = self._stop_reason(ended)
                 if stop is not None:
                     self._stop(stop)
                     return
@@ -1003,13 +1090,22 @@ class RoomClient:
                     delay = max(delay, hint / 1000)
                 attempt += 1
                 self.stats.waits.append(RetryWait(delay, code, error_code, hint))
-                log.info(
-                    "reconnecting to %s in %.3f s (close %s %s)",
-                    self.url,
-                    delay,
-                    code,
-                    error_code or "",
-                )
+                if self.stats.welcomes == 0:
+                    log.warning(
+                        "cannot connect to %s: %s; retry %d in %.3f s",
+                        self.url,
+                        ended.cause,
+                        attempt,
+                        delay,
+                    )
+                else:
+                    log.info(
+                        "connection to %s ended: %s; reconnect attempt %d in %.3f s",
+                        self.url,
+                        ended.cause,
+                        attempt,
+                        delay,
+                    )
                 if delay > 0:
                     await asyncio.sleep(delay)
         except asyncio.CancelledError:
@@ -1021,8 +1117,9 @@ class RoomClient:
             if self._terminal is not None and self._http is not None and not self._closing:
                 await self._http.close()
 
-    def _stop_reason(self, code: int, error: dict[str, Any] | None) -> ConnectionClosed | None:
-        if not self._reconnect or code in TERMINAL_CLOSE_CODES:
+    def _stop_reason(self, ended: _Ended) -> ConnectionClosed | None:
+        code, error = ended.close_code, ended.error
+        if code in TERMINAL_CLOSE_CODES:
             return ConnectionClosed(code, error)
         if code == 4002 and self._token_provider is None:
             return ConnectionClosed(
@@ -1031,6 +1128,16 @@ class RoomClient:
                 "token expired and no token_provider to "
                 "refresh it: pass token_provider to connect()",
             )
+        if not self._reconnect:
+            if self.stats.welcomes == 0:
+                return ConnectError(
+                    self.url,
+                    ended.cause,
+                    attempts=self.stats.attempts,
+                    close_code=code,
+                    error=error,
+                )
+            return ConnectionClosed(code, error)
         return None
 
     def _stop(self, error: ConnectionClosed, *, by_app: bool = False) -> None:
@@ -1046,7 +1153,14 @@ class RoomClient:
         self._pulse.fire()
 
     async def _attempt(self) -> _Ended:
+        ended = await self._attempt_once()
+        if not ended.welcomed:
+            self._last_failure = ended
+        return ended
+
+    async def _attempt_once(self) -> _Ended:
         self.stats.attempts += 1
+        self._phase = "token"
         try:
             token = await self._next_token()
         except Exception as exc:  # the app's provider failed: back off and ask again
@@ -1055,8 +1169,10 @@ class RoomClient:
                 ABNORMAL_CLOSURE,
                 {"code": "auth", "message": f"auth: token_provider failed: {exc}"},
                 False,
+                f"token_provider failed: {exc!r}",
             )
         assert self._http is not None
+        self._phase = "connect"
         try:
             ws = await asyncio.wait_for(
                 self._http.ws_connect(
@@ -1071,8 +1187,9 @@ class RoomClient:
                 _HANDSHAKE_TIMEOUT_S,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            log.info("cannot connect to %s: %r", self.url, exc)
-            return _Ended(ABNORMAL_CLOSURE, None, False)
+            log.debug("cannot connect to %s: %r", self.url, exc)
+            return _Ended(ABNORMAL_CLOSURE, None, False, _failure_cause(exc))
+        self._phase = "welcome"
         if self._replica.needs_resync:
             self.stats.resyncs += 1
         plan = self._replica.start_session(can_reconcile="reconcile" in self._last_caps)
@@ -1102,8 +1219,10 @@ class RoomClient:
             log.info("connection to %s failed: %r", self.url, exc)
         finally:
             await self._end_link(link)
+        code = int(ws.close_code or ABNORMAL_CLOSURE)
+        welcomed = link.welcome is not None
         return _Ended(
-            int(ws.close_code or ABNORMAL_CLOSURE), link.last_error, link.welcome is not None
+            code, link.last_error, welcomed, _close_cause(code, link.last_error, welcomed)
         )
 
     async def _next_token(self) -> str | None:
@@ -1197,8 +1316,22 @@ class RoomClient:
         link.synced = True
         self.stats.last_catchup_changes = link.catchup_changes
         self._maybe_subscribe(link)
+        self._fetch_winners(link)
         self._schedule_flush()
         self._pulse.fire()
+
+    def _fetch_winners(self, link: _Link) -> None:
+        """``request{paths}`` the entries that beat superseded writes, when the replica
+        lacks them (``Replica.fetch_paths``); the answers go through the replica."""
+        if link.closing or not link.synced:
+            return
+        paths = self._replica.fetch_paths()
+        for chunk in _path_chunks(paths):
+            self._send(link, m.Request(paths=tuple(chunk)).to_wire())
+            answer = self._replica.expect_paths(chunk)
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.add_done_callback(_ignore_result)
+            link.answers[answer] = future
 
     # -- outgoing packs ------------------------------------------------------------------------
 
@@ -1298,8 +1431,10 @@ class RoomClient:
             self._maybe_subscribe(link)
 
     def _on_ack(self, link: _Link, msg: m.Ack) -> None:
-        settled = self._replica.on_ack(msg.seqs, msg.refused or ())
+        settled = self._replica.on_ack(msg.seqs, msg.refused or (), msg.superseded or ())
         self._settled(settled)
+        if settled.superseded:
+            self._fetch_winners(link)
         if settled.retry:
             # The whole pack was rate-limited: it is queued again; pause, then resend.
             low, high = _RATE_LIMIT_PAUSE_S
@@ -1396,6 +1531,7 @@ async def connect(
     backoff: Backoff | None = None,
     rng: random.Random | None = None,
     ssl: ssl_module.SSLContext | None = None,
+    connect_timeout_s: float | None = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> RoomClient:
     """Connect to ``room`` on the server at ``url`` and return once it is welcomed.
 
@@ -1406,10 +1542,14 @@ async def connect(
     (default: a random id; give each replica its own). ``subscribe``: path prefixes to
     replicate. ``caps``: capabilities to request (default: all the token grants).
     ``reconnect=False`` stops at the first close. ``backoff`` and ``rng`` shape the
-    reconnect delays; ``ssl`` is the context for ``wss://``.
+    reconnect delays; ``ssl`` is the context for ``wss://``. ``connect_timeout_s``
+    (default 10, None: no limit) bounds the wait for the first ``welcome``; once a
+    session was welcomed, reconnecting is automatic and unbounded.
 
     The catch-up continues in the background: ``await client.wait_synced()`` waits for it.
-    Raises :class:`ConnectionClosed` when the server refuses the client for good.
+    Raises :class:`ConnectError` when no session opened within ``connect_timeout_s`` (or
+    at the first failure with ``reconnect=False``), :class:`ConnectionClosed` when the
+    server refuses the client for good.
     """
     client = RoomClient(
         url,
@@ -1423,6 +1563,7 @@ async def connect(
         backoff=backoff,
         rng=rng,
         ssl=ssl,
+        connect_timeout_s=connect_timeout_s,
     )
     await client.start()
     return client
@@ -1448,6 +1589,37 @@ def _path_chunks(paths: Sequence[str]) -> Iterator[list[str]]:
         size += n
     if chunk:
         yield chunk
+
+
+def _failure_cause(exc: BaseException) -> str:
+    """Why a WebSocket handshake failed, in words (for logs and :class:`ConnectError`)."""
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"HTTP {exc.status} on the WebSocket upgrade (is this a roomsync server's URL?)"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate rejected: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS handshake failed: {exc}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve host {exc.host!r}: {exc.os_error.strerror or exc.os_error}"
+    os_error: BaseException = exc
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+    if isinstance(os_error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(os_error, TimeoutError):
+        return f"no answer within {_HANDSHAKE_TIMEOUT_S:g} s"
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return os_error.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+def _close_cause(code: int, error: dict[str, Any] | None, welcomed: bool) -> str:
+    """How a connection ended, in words: its close code and the server's error."""
+    what = "closed with code" if welcomed else "closed before welcome with code"
+    if code == ABNORMAL_CLOSURE and error is None:
+        return "the connection dropped" if welcomed else "the connection dropped before welcome"
+    detail = f" ({error.get('code')}: {error.get('message')})" if error else ""
+    return f"{what} {code}{detail}"
 
 
 def _hex(text: str) -> bytes:

@@ -33,6 +33,8 @@ class ConnectionStats:
     """MST reconciles run (resyncs and :meth:`RoomClient.reconcile` calls)."""
     token_refreshes: int = 0
     """Calls of ``token_provider``."""
+    superseded: int = 0
+    """Acknowledged writes that lost LWW to a newer entry (see ``on_superseded``)."""
     last_catchup_changes: int = 0
     """Changes received by the last session before it was synced (its catch-up)."""
     closes: list[tuple[int, str | None]] = field(default_factory=list)

@@ -221,7 +221,11 @@ _SERVER_PARSERS: dict[str, Callable[[_Fields], m.Message]] = {
         head=f.integer("head", optional=True),
         done=f.flag("done", optional=True),
     ),
-    "ack": lambda f: m.Ack(seqs=f.array("seqs"), refused=f.array("refused", optional=True)),
+    "ack": lambda f: m.Ack(
+        seqs=f.array("seqs"),
+        refused=f.array("refused", optional=True),
+        superseded=f.array("superseded", optional=True),
+    ),
     "mst-root": lambda f: m.MstRoot(root=f.string("root"), count=f.integer("count")),
     "mst-nodes": _nodes,
     "presence": lambda f: m.Presence(peers=f.array("peers")),

@@ -83,6 +83,8 @@ class Ack(Message):
     type: ClassVar[str] = "ack"
     seqs: list[int | None]
     refused: list[dict[str, Any]] | None = None
+    #: ``[{index, seq}]``: changes that lost LWW to the entry at ``seq`` (absent when none).
+    superseded: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,28 @@ resync from resurrecting deleted paths.
 Refused writes (``ack.refused``, a pack refused as a whole, a change too large to send)
 are rolled back to the last server-confirmed entry of their path and reported as
 :class:`RefusedChange`; nothing is dropped silently.
+
+Superseded writes
+-----------------
+A write the server acknowledged but that lost LWW to a newer entry (SPEC §1: "still
+acknowledged but changes nothing") is reported as :class:`SupersededChange`, and the
+replica converges to the server's entry. A write is superseded when
+
+* the ack lists it in ``superseded[{index, seq}]`` (the server says so plainly);
+* or its ack seq is not a new one: at most the highest seq this session had seen when the
+  pack was sent (the welcome ``head``, received changes, earlier acks), and the write was
+  never sent before (a re-sent write repeats one the server may already hold, which is
+  acked with its own old seq);
+* or the replica holds an entry with the ack seq and another ``(ts, counter, actor)``.
+
+The last two rules let an older server that does not list ``superseded`` be understood
+too; each is sound on its own (seqs are gap-free and increasing, SPEC §1). The write is
+rolled back to the last server-confirmed entry of its path; when the replica does not
+hold the winner yet (the path is outside the subscription, or its catch-up is still
+running), the winner is *wanted*: :meth:`Replica.fetch_paths` names the paths to fetch
+with ``request{paths}`` once the session is synced, and :attr:`Replica.idle` stays False
+until they arrived. Every received change goes through the clock, so the next local
+write of such a path orders after its winner and wins.
 """
 
 from __future__ import annotations
@@ -139,17 +161,42 @@ class RefusedChange:
 
 
 @dataclass(frozen=True, slots=True)
+class SupersededChange:
+    """A local write the server acknowledged but that lost LWW to a newer entry.
+
+    ``seq`` is the seq of the entry that beat it. The write changed nothing on the server;
+    the replica rolled it back and holds (or fetches) the winner. Write again to override.
+    """
+
+    change: Change
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class Settled:
     """What settling a pack produced.
 
-    ``refused``: writes to report to the app. ``reverted``: the entries (or tombstones of
-    vanished paths) that rolling them back made visible, for change callbacks. ``retry``:
-    the pack was refused for now (rate limit); it is back at the front of the queue.
+    ``refused``: writes to report to the app. ``superseded``: acknowledged writes that
+    lost LWW (see the module doc). ``reverted``: the entries (or tombstones of vanished
+    paths) that rolling refused or superseded writes back made visible, for change
+    callbacks. ``retry``: the pack was refused for now (rate limit); it is back at the
+    front of the queue.
     """
 
     refused: tuple[RefusedChange, ...] = ()
     reverted: tuple[Change, ...] = ()
     retry: bool = False
+    superseded: tuple[SupersededChange, ...] = ()
+
+
+@dataclass(eq=False, slots=True)
+class _Flight:
+    """A pack in flight: its changes, the highest seq the session had seen when it was
+    sent, and which of its changes were sent for the first time."""
+
+    changes: list[Change]
+    floor: int
+    first_send: tuple[bool, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +257,16 @@ class Replica:
         self.prefixes: tuple[str, ...] = _prefixes(subscribe)
         self.synced_prefixes: tuple[str, ...] = self.prefixes
         self._buffer: dict[str, Change] = {}
-        self._inflight: deque[list[Change]] = deque()
+        self._inflight: deque[_Flight] = deque()
+        # Unsettled local writes that were sent at least once (a re-send may repeat a
+        # write the server already holds: see "Superseded writes").
+        self._sent: set[Change] = set()
+        # The highest seq known to be assigned, this session (welcome head, received
+        # changes, acks): a pack sent now gets only greater seqs for its accepted changes.
+        self._seen_seq = 0
+        # Paths whose superseding entry (at least this seq) the replica still lacks.
+        self._wanted: dict[str, int] = {}
+        self._can_read = True
         # Unsettled local writes per path, and the last server-confirmed entry of each
         # such path (None: none) to roll back to when a write is refused.
         self._pending: dict[str, int] = {}
@@ -245,8 +301,9 @@ class Replica:
 
     @property
     def idle(self) -> bool:
-        """True when every local write is settled (acknowledged or refused)."""
-        return not self._buffer and not self._inflight
+        """True when every local write is settled (acknowledged or refused) and the
+        replica holds the entry that beat each superseded one (see :meth:`fetch_paths`)."""
+        return not self._buffer and not self._inflight and not self._wanted
 
     @property
     def unsent(self) -> list[Change]:
@@ -256,7 +313,12 @@ class Replica:
     @property
     def inflight(self) -> list[list[Change]]:
         """Packs sent and not yet acknowledged, oldest first."""
-        return [list(p) for p in self._inflight]
+        return [list(f.changes) for f in self._inflight]
+
+    @property
+    def wanted(self) -> dict[str, int]:
+        """Paths whose superseding entry the replica still lacks -> that entry's seq."""
+        return dict(self._wanted)
 
     def is_pending(self, path: str) -> bool:
         """True when ``path`` has a local write the server has not settled."""
@@ -304,15 +366,18 @@ class Replica:
         if not self._buffer or len(self._inflight) >= self.max_inflight:
             return None
         pack: list[Change] = []
+        first: list[bool] = []
         size = _PACK_OVERHEAD
         for path, change in list(self._buffer.items()):
             n = encoded_size(change)
             if pack and (len(pack) >= max_changes or size + n > max_bytes):
                 break
             pack.append(change)
+            first.append(change not in self._sent)
+            self._sent.add(change)
             size += n
             del self._buffer[path]
-        self._inflight.append(pack)
+        self._inflight.append(_Flight(pack, self._seen_seq, tuple(first)))
         return pack
 
     def refuse_oversize(self, max_bytes: int) -> Settled:
@@ -335,17 +400,23 @@ class Replica:
     # -- acknowledgements ------------------------------------------------------------------
 
     def on_ack(
-        self, seqs: Sequence[int | None], refused: Sequence[Mapping[str, Any]] = ()
+        self,
+        seqs: Sequence[int | None],
+        refused: Sequence[Mapping[str, Any]] = (),
+        superseded: Sequence[Mapping[str, Any]] = (),
     ) -> Settled:
-        """Settle the oldest pack in flight with ``ack{seqs, refused}``.
+        """Settle the oldest pack in flight with ``ack{seqs, refused, superseded}``.
 
         Accepted changes (a seq) advance the cursor; refused ones are rolled back and
         returned. ``refused[{index: -1}]`` refuses the whole pack: ``rate-limited`` puts it
         back at the front of the queue (``retry``), anything else refuses every change.
+        Acknowledged changes that lost LWW are rolled back and returned as ``superseded``
+        (module doc, "Superseded writes"), whether or not the ack lists them.
         """
         if not self._inflight:
             return Settled()
-        pack = self._inflight.popleft()
+        flight = self._inflight.popleft()
+        pack = flight.changes
         reasons: dict[int, tuple[str, str]] = {}
         for item in refused:
             index = item.get("index")
@@ -357,16 +428,81 @@ class Replica:
                 self._requeue([pack])
                 return Settled(retry=True)
             return self._refuse(pack, code, message)
+        listed: set[int] = set()
+        for item in superseded:
+            index = item.get("index")
+            if isinstance(index, int) and not isinstance(index, bool):
+                listed.add(index)
         bad: list[tuple[Change, str, str]] = []
+        lost: list[SupersededChange] = []
         for index, change in enumerate(pack):
             seq = seqs[index] if index < len(seqs) else None
             if isinstance(seq, int) and not isinstance(seq, bool):
-                self._forget(change)
+                fresh = index < len(flight.first_send) and flight.first_send[index]
+                if self._lost(change, seq, listed=index in listed, fresh=fresh, flight=flight):
+                    lost.append(SupersededChange(change, seq))
+                else:
+                    self._forget(change)
                 self._advance(seq)
+                self._seen_seq = max(self._seen_seq, seq)
             else:
                 code, message = reasons.get(index, ("internal", "the ack carried no seq"))
                 bad.append((change, code, message))
-        return self._refuse_each(bad)
+        settled = self._refuse_each(bad)
+        reverted = list(settled.reverted)
+        for superseded_change in lost:
+            reverted += self._supersede(superseded_change)
+        return Settled(settled.refused, tuple(reverted), superseded=tuple(lost))
+
+    def _lost(
+        self, change: Change, seq: int, *, listed: bool, fresh: bool, flight: _Flight
+    ) -> bool:
+        """True when the acknowledged ``change`` (acked with ``seq``) lost LWW."""
+        if listed:
+            return True
+        if fresh and seq <= flight.floor:
+            return True  # not a new seq, and not a repeat of an earlier send
+        holder = self.entries.get(change.path)
+        return (
+            holder is not None
+            and holder.seq == seq
+            and holder.key != change.key
+            and wins(holder, change)
+        )
+
+    def _supersede(self, item: SupersededChange) -> list[Change]:
+        """Roll a superseded write back; want its winner when the replica lacks it."""
+        change = item.change
+        path = change.path
+        reverted: list[Change] = []
+        if self.entries.get(path) is change:
+            base = self._base.get(path)
+            if base is None:
+                self._drop(path)
+                if change.value is not None:
+                    reverted.append(_vanished(change))
+            else:
+                self._set(base)
+                reverted.append(base)
+        self._forget(change)
+        holder = self.entries.get(path)
+        if self._can_read and (holder is None or (holder.seq or 0) < item.seq):
+            self._wanted[path] = max(item.seq, self._wanted.get(path, 0))
+        return reverted
+
+    def fetch_paths(self) -> list[str]:
+        """Paths to fetch with ``request{paths}`` (then :meth:`expect_paths`) now.
+
+        The wanted winners of superseded writes that no outstanding request covers;
+        nothing before the session is synced (its catch-up may bring them).
+        """
+        if not self._ready or not self._wanted:
+            return []
+        asked: set[str] = set()
+        for answer in self._answers:
+            if answer.kind is AnswerKind.PATHS and answer.paths is not None:
+                asked |= answer.paths
+        return sorted(p for p in self._wanted if p not in asked)
 
     def requeue_inflight(self) -> None:
         """After a disconnect: packs in flight go back to the front of the queue.
@@ -374,7 +510,7 @@ class Replica:
         They are the same changes, so re-sending them is idempotent on the server. An
         in-flight write superseded by a newer queued write of its path is dropped.
         """
-        packs = list(self._inflight)
+        packs = [f.changes for f in self._inflight]
         self._inflight.clear()
         self._requeue(packs)
 
@@ -412,6 +548,7 @@ class Replica:
         self._ready = False
         self._mark = 0
         self._welcome_head = 0
+        self._seen_seq = 0
         if self._needs_resync:
             self._full = None
             self.cursor = 0
@@ -438,8 +575,11 @@ class Replica:
         waiting for one (it is write-only; its cursor stays where it was).
         """
         self._welcome_head = head
+        self._seen_seq = max(self._seen_seq, head)
+        self._can_read = can_read
         if not can_read:
             self._answers.clear()
+            self._wanted.clear()  # nothing can be fetched: the rollback is all there is
             self._needs_resync = False
             self._ready = True
 
@@ -477,6 +617,7 @@ class Replica:
         for answer in self._answers:
             if answer.kind is kind:
                 self._answers.remove(answer)
+                self._settle_wanted(answer)
                 return answer
         return None
 
@@ -491,9 +632,13 @@ class Replica:
         changed: list[Change] = []
         top = 0
         for change in changes:
+            # Every received change moves the clock, whatever kind of pack carried it:
+            # the next local write orders after it (SPEC §1).
             self.clock.observe(change.ts, change.counter)
             if change.seq is not None:
                 top = max(top, change.seq)
+                if change.seq >= self._wanted.get(change.path, change.seq + 1):
+                    del self._wanted[change.path]
             for pending in self._answers:
                 _see(pending, change)
             current = self.entries.get(change.path)
@@ -504,6 +649,7 @@ class Replica:
                 base = self._base[change.path]
                 if wins(change, base):
                     self._base[change.path] = change
+        self._seen_seq = max(self._seen_seq, top)
         answer = self._answers[0] if self._answers else None
         if answer is not None and answer.kind in (AnswerKind.CATCHUP, AnswerKind.FULL):
             if head is not None:
@@ -522,6 +668,7 @@ class Replica:
                 return Received(changed)  # ambiguous: answer chunk or broadcast
             self._answers.popleft()
             changed += self._impose(answer)
+            self._settle_wanted(answer)
             if answer.kind is AnswerKind.SUBSCRIBE:
                 self.synced_prefixes = answer.scope_in
             return Received(changed, answer)
@@ -530,6 +677,12 @@ class Replica:
         return Received(changed)
 
     # -- internals -----------------------------------------------------------------------
+
+    def _settle_wanted(self, answer: Answer) -> None:
+        """A ``request{paths}`` was answered (or refused): stop wanting its paths."""
+        if answer.kind is AnswerKind.PATHS and answer.paths is not None:
+            for path in answer.paths:
+                self._wanted.pop(path, None)
 
     def _advance(self, seq: int) -> None:
         if self._ready:
@@ -554,6 +707,7 @@ class Replica:
         else:
             self._pending.pop(path, None)
             self._base.pop(path, None)
+        self._sent.discard(change)
 
     def _refuse(self, changes: Iterable[Change], code: str, message: str) -> Settled:
         return self._refuse_each([(c, code, message) for c in changes])
