@@ -35,7 +35,9 @@ async def test_deeply_nested_first_frame_is_expected_hello(
     assert code == 1002 and seen[-1]["code"] == "expected-hello"
 
 
-@pytest.mark.parametrize("frame", [DEEP, b'{"type":"presence","state":' + DEEP + b"}"])
+@pytest.mark.parametrize(
+    "frame", [DEEP, b'{"type":"presence","state":' + DEEP + b"}"], ids=["bare", "presence"]
+)
 async def test_deeply_nested_frame_after_welcome_is_malformed_envelope(
     srv: ServerHandle, http: aiohttp.ClientSession, frame: bytes
 ) -> None:

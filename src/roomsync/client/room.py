@@ -72,6 +72,7 @@ from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import jwt
 
 from ..core import messages as m
 from ..core.codec import (
@@ -97,7 +98,7 @@ from ..core.replica import (
     SupersededChange,
     SyncMode,
 )
-from ..core.types import validate_room_id
+from ..core.types import actor_allowed, session_actor, validate_room_id
 from .backoff import Backoff
 from .blobs import (
     BlobInfo,
@@ -367,7 +368,8 @@ class RoomClient:
         self.room = validate_room_id(room)
         self.url = ws_url(url, room)
         self._rng = rng if rng is not None else random.Random()
-        self.actor = actor if actor is not None else _new_actor(rng)
+        # With a token, the server accepts writes only as its ``sub`` or ``sub#<suffix>``.
+        self.actor = session_actor(_token_sub(token), actor, _new_actor(rng))
         self._replica = Replica(self.actor, subscribe=subscribe)
         self._token = token
         self._token_provider = token_provider
@@ -1381,6 +1383,16 @@ class RoomClient:
 
     def _on_welcome(self, link: _Link, msg: m.Welcome) -> None:
         link.welcome = msg
+        if msg.actor and msg.actor != self.actor and not actor_allowed(msg.actor, self.actor):
+            log.warning(
+                "the server binds this session to actor %r but this replica writes as %r: "
+                "its packs will be refused (forbidden); pass actor=%r (or %r#<suffix>) "
+                "to connect()",
+                msg.actor,
+                self.actor,
+                msg.actor,
+                msg.actor,
+            )
         self.session_info = msg
         self._last_caps = tuple(msg.caps)
         self.stats.welcomes += 1
@@ -1570,6 +1582,19 @@ async def connect(
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _token_sub(token: str | None) -> str | None:
+    """The ``sub`` claim of a JWT, read without verifying it (the server verifies; the
+    client only needs to know which actor it will be held to)."""
+    if not token:
+        return None
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    sub = claims.get("sub") if isinstance(claims, dict) else None
+    return sub if isinstance(sub, str) and sub else None
 
 
 def _new_actor(rng: random.Random | None) -> str:

@@ -83,6 +83,17 @@ def actor_allowed(bound: str, actor: str) -> bool:
     )
 
 
+def session_actor(sub: str | None, wanted: str | None, fallback: str) -> str:
+    """The actor a client should write as: ``wanted`` (or ``fallback``) when it has no
+    token ``sub``; with one, ``wanted`` if :func:`actor_allowed` accepts it, else
+    ``sub#<wanted or fallback>``, so each replica keeps an actor id of its own."""
+    if not sub:
+        return wanted or fallback
+    if wanted and actor_allowed(sub, wanted):
+        return wanted
+    return f"{sub}{ACTOR_SUFFIX_SEP}{wanted or fallback}"
+
+
 def validate_blob_hash(value: object) -> str:
     if not isinstance(value, str) or not BLOB_HASH_RE.fullmatch(value):
         raise MalformedEnvelope(
