@@ -40,7 +40,7 @@ def _raw(path: Path) -> sqlite3.Connection:
 
 
 async def test_schema_migrations_and_pragmas(store: SqliteStore) -> None:
-    assert store.migrations_applied == [m.version for m in MIGRATIONS] == [1, 2, 3]
+    assert store.migrations_applied == [m.version for m in MIGRATIONS] == [1, 2, 3, 4]
     conn = _raw(store.path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -56,10 +56,10 @@ async def test_schema_migrations_and_pragmas(store: SqliteStore) -> None:
         }
         assert tables >= expected
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
-        assert versions == [1, 2, 3]
+        assert versions == [1, 2, 3, 4]
         columns = {
             table: [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-            for table in ("rooms", "entries", "oplog", "base_entries")
+            for table in ("rooms", "entries", "oplog", "base_entries", "health")
         }
         assert columns["rooms"] == [
             "room",
@@ -74,6 +74,7 @@ async def test_schema_migrations_and_pragmas(store: SqliteStore) -> None:
             "room", "path", "ts", "counter", "actor", "value", "seq"
         ]  # fmt: skip
         assert columns["oplog"] == ["room", "seq", "path", "ts", "counter", "actor", "value"]
+        assert columns["health"] == ["id", "probes", "pad"]
     finally:
         conn.close()
 
@@ -252,8 +253,9 @@ async def test_inline_refusal_fails_only_its_caller(store: SqliteStore) -> None:
     await store.load_room("r", now_ms=1)
     with pytest.raises(StoreError, match="expected seq 1, got 5"):
         await store.append("r", [_change(5)])
-    with pytest.raises(StoreError, match="unknown room"):
-        await store.append("nope", [_change(1)])
+    with pytest.raises(StoreError, match="expected seq 1, got 3"):
+        await store.append("nope", [_change(3)])
+    assert await store.get_room("nope") is None  # the refused batch created nothing
     await store.append("r", [_change(1)])
     assert await store.changes_since("r", 0, limit=10) == [_change(1)]
 
@@ -284,3 +286,90 @@ async def test_appends_with_big_values_take_the_writer(store: SqliteStore) -> No
     await store.append("r", [_change(2, "/small")])
     assert (store.commits, store.inline_commits) == (2, 1)
     assert [c.value for c in await store.changes_since("r", 0, limit=10)] == [big, b"v"]
+
+
+def _wal(store: SqliteStore) -> Path:
+    return store.path.with_name(store.path.name + "-wal")
+
+
+async def test_loading_unknown_rooms_writes_nothing(store: SqliteStore) -> None:
+    """What a flood of refused hellos costs: each acquires (loads) a new room id."""
+    for i in range(3000):
+        loaded = await store.load_room(f"refused-{i}", now_ms=i)
+        assert (loaded.record.head, loaded.entries) == (0, [])
+    conn = _raw(store.path)
+    try:
+        assert conn.execute("SELECT count(*) FROM rooms").fetchone() == (0,)
+    finally:
+        conn.close()
+    assert _wal(store).stat().st_size < 1 << 20
+    assert await store.list_rooms() == []
+
+
+async def test_append_creates_the_room_with_the_store_clock(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "rooms.db", now_ms=lambda: 4242)
+    await store.open()
+    try:
+        loaded = await store.load_room("r", now_ms=1)
+        assert loaded.record.created_ms == 1  # in memory only
+        await store.append("r", [_change(1)])
+        assert await store.get_room("r") == RoomRecord("r", created_ms=4242, head=1)
+        await store.put_room(RoomRecord("r", created_ms=7, locked=True))
+        assert await store.get_room("r") == RoomRecord("r", created_ms=7, locked=True, head=1)
+    finally:
+        await store.close()
+
+
+async def test_group_committed_first_appends_create_their_rooms(thread_store: SqliteStore) -> None:
+    store = thread_store
+    results = await asyncio.gather(
+        store.append("x", [_change(1)]),
+        store.append("y", [_change(2)]),  # refused inside the group: creates nothing
+        store.append("x", [_change(2)]),
+        store.append("z", [_change(1)]),
+        return_exceptions=True,
+    )
+    assert [type(r) for r in results] == [type(None), StoreError, type(None), type(None)]
+    assert [r.room for r in await store.list_rooms()] == ["x", "z"]
+    record = await store.get_room("x")
+    assert record is not None and record.head == 2
+
+
+@pytest.mark.parametrize("writes", ["health probes", "room records", "blob references"])
+async def test_every_kind_of_write_keeps_the_wal_bounded(store: SqliteStore, writes: str) -> None:
+    """Not only appends move the WAL: a server that only answers /readyz, or only
+    records rooms and blob references, must see it checkpointed too."""
+    wal = _wal(store)
+    biggest = 0
+    for i in range(3000):
+        if writes == "health probes":
+            await store.check()
+        elif writes == "room records":
+            await store.put_room(RoomRecord(f"room-{i:05d}", created_ms=i))
+        else:
+            await store.add_blob_ref("r", f"sha256:{i:064x}", 1, now_ms=i)
+        biggest = max(biggest, wal.stat().st_size)
+    assert store.checkpoints >= 2
+    # As for appends (test_the_store_checkpoints_its_wal): about SQLite's default of 1000
+    # pages. Without checkpoints these writes grow it to 12 MB (probes) - 32 MB (refs).
+    assert biggest < 1000 * 4096 * 1.5
+
+
+async def test_a_version_3_database_gains_the_probe_pad(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "rooms.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_module, "MIGRATIONS", MIGRATIONS[:3])
+        old = SqliteStore(path)
+        await old.open()
+        await old.append("r", [_change(1)])
+        await old.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert store.migrations_applied == [4]
+        await store.check()
+        assert await store.changes_since("r", 0, limit=10) == [_change(1)]
+    finally:
+        await store.close()

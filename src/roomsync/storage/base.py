@@ -14,10 +14,15 @@ Invariants every store keeps:
 - ``compact(room, through_seq)`` folds op-log rows ``<= through_seq`` into the base
   snapshot, drops them from the log, purges tombstones whose seq ``<= through_seq`` from
   the state, and records ``compacted_through``; a cursor older than that cannot catch up.
+- a room never written costs nothing: ``load_room`` of an unknown room only reads and
+  hands out an empty record (head 0) that nothing stores; the first write that needs the
+  room (``append`` of seq 1, ``add_blob_ref``, ``put_room``) creates it. Until then it is
+  not listed, ``get_room`` returns None and ``delete_room`` returns False.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -46,6 +51,12 @@ class LoadedRoom:
     entries: list[Change]  # the state table, tombstones included, each with its seq
 
 
+def wall_clock_ms() -> int:
+    """Wall-clock milliseconds: the default clock of stores (``created_ms`` of rooms that
+    ``append`` creates); tests inject their own."""
+    return time.time_ns() // 1_000_000
+
+
 class StoreError(Exception):
     """The store failed (I/O, permissions, corruption); the message names the cause."""
 
@@ -58,7 +69,11 @@ class Store(Protocol):
         """Flush pending writes and release connections."""
 
     async def check(self) -> None:
-        """Raise :class:`StoreError` when the store cannot serve reads and writes (readyz)."""
+        """Raise :class:`StoreError` when the store cannot serve reads and writes (readyz).
+
+        A store that failed to write keeps failing its check until a write big enough to
+        prove the failure over commits: the check makes such a real write itself.
+        """
 
     async def get_room(self, room: str) -> RoomRecord | None: ...
 
@@ -72,10 +87,15 @@ class Store(Protocol):
         """Remove a room, its state, op log and blob references. True when it existed."""
 
     async def load_room(self, room: str, *, now_ms: int) -> LoadedRoom:
-        """The room's record and state; creates the record (head 0) if the room is new."""
+        """The room's record and state. Only reads: for a room never written, an empty
+        record (head 0, ``created_ms`` = ``now_ms``) that is not stored."""
 
     async def append(self, room: str, changes: Sequence[Change]) -> None:
         """Durably append accepted changes (each with its seq) to the op log and state.
+
+        The first append to a room never written (seqs from 1) creates its record, with
+        ``created_ms`` from the store's clock. A batch whose seqs do not continue the head
+        is refused with :class:`StoreError` and writes nothing.
 
         Concurrent calls may be group-committed into one transaction; each call returns
         only once its own changes are committed.
@@ -93,7 +113,8 @@ class Store(Protocol):
     # -- blob references (SPEC §4: blobs are room-scoped; unreferenced ones are collected) --
 
     async def add_blob_ref(self, room: str, hash: str, size: int, *, now_ms: int) -> None:
-        """Record that ``hash`` was announced in ``room`` (idempotent)."""
+        """Record that ``hash`` was announced in ``room`` (idempotent); creates the room's
+        record (``created_ms`` = ``now_ms``) if it was never written."""
 
     async def has_blob_ref(self, room: str, hash: str) -> bool:
         """True when ``hash`` was announced in ``room``."""

@@ -7,19 +7,20 @@ where it could be mutated (the ``policy`` dict; lists), so callers never alias s
 frozen and their bytes immutable, so they are shared as they are.
 
 Like the SQLite store, ``append`` refuses (:class:`StoreError`, nothing written) a batch
-for an unknown room or whose seqs do not continue the room's head without gaps.
+whose seqs do not continue the room's head without gaps; ``load_room`` of an unknown room
+stores nothing, and the first ``append`` (``add_blob_ref``, ``put_room``) creates it.
 """
 
 from __future__ import annotations
 
 import copy
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..core.entries import Change
 from ..core.merge import merge_into
-from .base import LoadedRoom, RoomRecord, StoreError
+from .base import LoadedRoom, RoomRecord, StoreError, wall_clock_ms
 
 
 @dataclass(slots=True)
@@ -55,10 +56,12 @@ class MemoryStore:
     """Rooms, state and op log in dicts; ``append`` is atomic per call.
 
     ``commits`` counts committed ``append`` calls (one "transaction" each: nothing to
-    group here), so contract checks can read it on any store.
+    group here), so contract checks can read it on any store. ``now_ms`` stamps
+    ``created_ms`` of the rooms that ``append`` creates.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, now_ms: Callable[[], int] = wall_clock_ms) -> None:
+        self.now_ms = now_ms
         self._rooms: dict[str, _Room] = {}
         self._blob_refs: dict[str, dict[str, int]] = {}
         self._open = False
@@ -106,6 +109,8 @@ class MemoryStore:
 
     async def add_blob_ref(self, room: str, hash: str, size: int, *, now_ms: int) -> None:
         self._require_open()
+        if room not in self._rooms:
+            self._rooms[room] = _Room(RoomRecord(room=room, created_ms=now_ms))
         self._blob_refs.setdefault(room, {})[hash] = size
 
     async def has_blob_ref(self, room: str, hash: str) -> bool:
@@ -119,8 +124,8 @@ class MemoryStore:
     async def load_room(self, room: str, *, now_ms: int) -> LoadedRoom:
         self._require_open()
         state = self._rooms.get(room)
-        if state is None:
-            state = self._rooms[room] = _Room(RoomRecord(room=room, created_ms=now_ms))
+        if state is None:  # never written: nothing to store until its first write
+            return LoadedRoom(record=RoomRecord(room=room, created_ms=now_ms), entries=[])
         entries = [state.entries[p] for p in sorted(state.entries)]
         return LoadedRoom(record=_copy_record(state.record), entries=entries)
 
@@ -129,9 +134,9 @@ class MemoryStore:
         if not changes:
             return
         state = self._rooms.get(room)
+        _check_batch(room, 0 if state is None else state.record.head, changes)
         if state is None:
-            raise StoreError(f"append to unknown room {room!r}")
-        _check_batch(room, state.record.head, changes)
+            state = self._rooms[room] = _Room(RoomRecord(room=room, created_ms=self.now_ms()))
         batch = list(changes)
         state.oplog.extend(batch)
         for change in batch:

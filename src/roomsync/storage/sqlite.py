@@ -24,6 +24,20 @@ FULL/EXTRA, take the writer thread (where sqlite3 releases the GIL while it writ
 SQLite's automatic checkpoint is off on the writing connection (it would fsync on
 whichever commit crosses the threshold, possibly on the loop's thread); the store runs a
 PASSIVE checkpoint on the writer thread every ``_CHECKPOINT_PAGES`` (estimated) instead.
+*Every* commit counts towards it (appends, inline or not, room and blob-reference writes,
+compactions, health probes), so the WAL stays bounded whatever the mix of writes.
+
+Rooms cost nothing until written: :meth:`SqliteStore.load_room` of an unknown room only
+reads, and the ``rooms`` row is created by the first write that needs it (``append``,
+``add_blob_ref``, ``put_room``). A hello that is refused leaves nothing on disk.
+
+Health: the store remembers its failed writes (disk full, I/O error, ...) until a write
+at least :func:`_probe_pad` bytes big commits, and :meth:`SqliteStore.check` fails while
+it does. A smaller write proves nothing: on a full disk it may still fit into the WAL
+frames a failed transaction wrote before it failed, and succeed. The check itself makes a
+real committed write, padded to that size while a failure is remembered; so it fails from
+the first probe after a failed write, and passes again, without a restart, once the disk
+has room.
 
 Group commit: :meth:`SqliteStore.append` queues its batch and wakes the writer. The writer
 takes *everything* queued when it starts (in transactions of at most ``_GROUP_ROWS`` rows),
@@ -31,7 +45,10 @@ so appends that arrive while a commit is running share the next one. Each batch 
 inside its own SAVEPOINT: a batch the store refuses (unknown room, seq not continuing the
 room's head) fails alone, while a failing transaction (disk full, database locked past
 ``busy_timeout``) fails every caller in it. A caller's awaitable resolves only after the
-COMMIT that carries its rows; batches of one room are applied in call order.
+COMMIT that carries its rows; batches of one room are applied in call order. The callers
+of a job's last transaction are settled by the same loop callback that marks the writer
+free (after it), so a caller that appends again right away sees the writer idle and may
+commit inline.
 
 Durability: with ``synchronous=NORMAL`` in WAL mode a committed transaction survives the
 death of the process (``kill -9``); ``FULL`` also survives power loss, at an fsync per
@@ -54,13 +71,13 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from ..core.entries import Change
 from ..core.merge import merge_into, wins
-from .base import LoadedRoom, RoomRecord, StoreError
+from .base import LoadedRoom, RoomRecord, StoreError, wall_clock_ms
 
 __all__ = ["MIGRATIONS", "Migration", "SqliteStore"]
 
@@ -76,11 +93,18 @@ _GROUP_ROWS: Final = 16384
 _INLINE_ROWS: Final = 256
 _INLINE_BYTES: Final = 64 * 1024
 _INLINE_MODES: Final = frozenset({"OFF", "NORMAL"})
-# WAL pages written, estimated as rows + 4 per commit (the op-log, entries and rooms
-# leaves plus their index pages), between two PASSIVE checkpoints; SQLite's own automatic
-# checkpoint also runs every 1000 pages.
+# WAL pages written between two PASSIVE checkpoints (SQLite's own automatic checkpoint
+# also runs every 1000 pages), estimated per commit by _pages(): 4 (the leaves and index
+# pages a commit touches, page 1 when the file grows) + a page per row + one per 512 bytes
+# of values (rows of about 1 KiB split leaves often: measured ~8 pages for one such row).
 _CHECKPOINT_PAGES: Final = 1000
 _PAGES_PER_COMMIT: Final = 4
+_VALUE_BYTES_PER_PAGE: Final = 512
+# The health probe made while a failed write is remembered writes a pad of twice the
+# failed write's values (op log + entries) and this much more, at most _PROBE_PAD_MAX
+# (see _probe_pad).
+_PROBE_PAD_MIN: Final = 64 * 1024
+_PROBE_PAD_MAX: Final = 4 * 1024 * 1024
 _U64_SPAN: Final = 1 << 64
 
 
@@ -160,6 +184,11 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX blob_refs_hash ON blob_refs (hash)",
         ),
     ),
+    Migration(
+        4,
+        "health probe padding: check() proves a failed store can write again",
+        ("ALTER TABLE health ADD COLUMN pad BLOB",),
+    ),
 )
 
 _CREATE_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -205,6 +234,24 @@ _ROOM_COLUMNS = "room, created_ms, locked, closed, head, compacted_through, poli
 _CHANGE_COLUMNS = "path, ts, counter, actor, value, seq"
 
 _Row = tuple[Any, ...]
+
+
+def _pages(rows: int, value_bytes: int = 0) -> int:
+    """The WAL pages one commit of ``rows`` rows with ``value_bytes`` of values writes,
+    estimated generously (a checkpoint too many is cheap, an unbounded WAL is not)."""
+    return _PAGES_PER_COMMIT + rows + value_bytes // _VALUE_BYTES_PER_PAGE
+
+
+def _probe_pad(failed_bytes: int) -> int:
+    """Bytes the health probe writes while a failed write of ``failed_bytes`` of values is
+    remembered: more pages than that write needed, so the probe cannot fit into the WAL
+    frames the failed transaction wrote before it failed (a smaller write can, and then
+    succeeds on a full disk), and as many as the next probe, so probes do not grow."""
+    return min(_PROBE_PAD_MAX, _PROBE_PAD_MIN + 2 * failed_bytes)
+
+
+def _value_bytes(changes: Sequence[Change]) -> int:
+    return sum(len(c.value or b"") for c in changes)
 
 
 def _ts_in(ts: int) -> int:
@@ -256,13 +303,18 @@ class _Busy(StoreError):
     """An inline commit found the write lock taken (by another process): use the thread."""
 
 
-def _write_batch(conn: sqlite3.Connection, room: str, changes: Sequence[Change]) -> None:
+def _write_batch(
+    conn: sqlite3.Connection, room: str, changes: Sequence[Change], now_ms: Callable[[], int]
+) -> None:
     """The op-log rows, the entries and the head of one batch, inside the caller's
-    transaction; raises :class:`_Refused` when the seqs do not continue the room's head."""
+    transaction; raises :class:`_Refused` when the seqs do not continue the room's head.
+    The first batch of a room never written creates its row (``created_ms`` now)."""
     row = conn.execute("SELECT head FROM rooms WHERE room = ?", (room,)).fetchone()
-    if row is None:
-        raise _Refused(f"append to unknown room {room!r}")
-    expected = row[0] + 1
+    if row is None:  # a refused batch rolls this back with the rest
+        conn.execute("INSERT INTO rooms (room, created_ms) VALUES (?, ?)", (room, now_ms()))
+        expected = 1
+    else:
+        expected = row[0] + 1
     params: list[Any] = []
     extend = params.extend
     for change in changes:
@@ -297,6 +349,27 @@ class _Append:
     future: asyncio.Future[None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Txn(Generic[_T]):
+    """A writer-thread transaction: ``fn`` runs inside it; ``pad_bytes`` are the values
+    it writes beyond its rows (for the WAL estimate and a failure's size)."""
+
+    fn: Callable[[sqlite3.Connection], _T]
+    pad_bytes: int
+
+
+@dataclass(slots=True)
+class _Report:
+    """What a writer-thread job hands back to the loop's thread when it ends (see
+    :meth:`SqliteStore._job_done`): filled on the writer thread, read on the loop's."""
+
+    pages: int = 0  # WAL pages its commits wrote (estimated)
+    committed_bytes: int = -1  # values of its biggest committed write (-1: none committed)
+    failure: StoreError | None = None  # its last write failed (the store's fault, not a refusal)
+    failed_bytes: int = 0  # the values the failed write carried
+    settle: list[tuple[_Append, StoreError | None]] = field(default_factory=list)
+
+
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
     if future.done():  # the caller was cancelled; its rows are committed (or not) regardless
         return
@@ -312,6 +385,7 @@ class SqliteStore:
     ``commits`` counts committed append transactions and ``appends`` the append calls
     they carried; ``appends / commits`` is the group-commit factor. ``migrations_applied``
     lists the migration versions the last :meth:`open` applied (empty when up to date).
+    ``now_ms`` stamps ``created_ms`` of the rooms that ``append`` creates.
     """
 
     def __init__(
@@ -321,6 +395,7 @@ class SqliteStore:
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 5000,
         cache_kib: int = 16384,
+        now_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         mode = synchronous.upper()
         if mode not in _SYNCHRONOUS_MODES:
@@ -331,6 +406,7 @@ class SqliteStore:
         self.synchronous = mode
         self.busy_timeout_ms = busy_timeout_ms
         self.cache_kib = cache_kib
+        self.now_ms = now_ms
         self.commits = 0
         self.appends = 0
         self.inline_commits = 0
@@ -353,7 +429,11 @@ class SqliteStore:
         # (a job signals its end with call_soon_threadsafe, after its last use of _wconn).
         self._thread_jobs = 0
         self._busy_ms = busy_timeout_ms  # the writing connection's busy_timeout right now
-        self._uncheckpointed = 0
+        self._uncheckpointed = 0  # WAL pages (estimated) since the last checkpoint
+        # The last failed write and the bytes of values it carried, until a write commits;
+        # like the two above, only touched on the loop's thread.
+        self._write_failure: StoreError | None = None
+        self._failed_bytes = 0
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
@@ -400,7 +480,26 @@ class SqliteStore:
             self._open = False
 
     async def check(self) -> None:
-        await self._write(self._w_probe)
+        """Raise :class:`StoreError` unless a real write commits and reads back now.
+
+        While a failed write is remembered the probe writes a pad of :func:`_probe_pad`
+        bytes (kept until the next probe): only a write that needs fresh space proves that
+        a full disk has room again. Its success forgets the failure, so the store reports
+        ready again without a restart once the cause is gone.
+        """
+        failure, failed_bytes = self._write_failure, self._failed_bytes
+        pad = 0 if failure is None else _probe_pad(failed_bytes)
+        try:
+            await self._write(lambda conn: self._w_probe(conn, pad), pad_bytes=pad)
+        except StoreError as exc:
+            if failure is None:
+                raise
+            # The probe failing tells nothing new: remember the write that failed before,
+            # with its size, so that the next probe is no bigger than this one.
+            self._write_failure, self._failed_bytes = failure, failed_bytes
+            raise StoreError(f"{exc} (and before this check: {failure})") from exc
+        if self._write_failure is not None:  # a bigger write failed while we probed
+            raise StoreError(f"writes are failing: {self._write_failure}")
         probes = await self._read(self._r_probe)
         if probes is None:
             raise StoreError(f"sqlite store {self.path}: health probe row missing after write")
@@ -412,26 +511,78 @@ class SqliteStore:
             raise StoreError(f"sqlite store {self.path} is not open")
         return self._writer, self._reader
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the writer thread."""
+    async def _write(self, fn: Callable[[sqlite3.Connection], _T], *, pad_bytes: int = 0) -> _T:
+        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the writer thread
+        (``pad_bytes``: values it writes beyond its rows, for the WAL estimate)."""
         writer, _ = self._executors()
         loop = asyncio.get_running_loop()
         self._thread_jobs += 1
-        return await loop.run_in_executor(writer, self._w_job, loop, self._w_txn, fn)
+        txn = _Txn(fn, pad_bytes)
+        return await loop.run_in_executor(writer, self._w_job, loop, self._w_txn, txn)
 
-    def _w_job(self, loop: asyncio.AbstractEventLoop, job: Callable[[_A], _T], arg: _A) -> _T:
-        """Run a writer-thread job; tell the loop when the connection is free again."""
+    def _submit(
+        self, loop: asyncio.AbstractEventLoop, job: Callable[[_Report, None], None]
+    ) -> None:
+        """Queue ``job`` on the writer thread (loop's thread only)."""
+        writer, _ = self._executors()
+        self._thread_jobs += 1
+        writer.submit(self._w_job, loop, job, None)
+
+    def _w_job(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        job: Callable[[_Report, _A], _T],
+        arg: _A,
+    ) -> _T:
+        """Run a writer-thread job; then hand its report to the loop, which marks the
+        connection free again (the job no longer uses it) and settles its callers."""
+        report = _Report()
         try:
             self._w_busy_timeout(self.busy_timeout_ms)
-            return job(arg)
+            return job(report, arg)
         finally:
             try:
-                loop.call_soon_threadsafe(self._job_done)
-            except RuntimeError:  # the loop is closed: nobody will commit inline any more
+                loop.call_soon_threadsafe(self._job_done, report)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
                 pass
 
-    def _job_done(self) -> None:
+    def _job_done(self, report: _Report) -> None:
+        """A writer-thread job ended (loop's thread). In this order: the writer is free,
+        WAL and failure bookkeeping are updated (maybe queueing a checkpoint), and only
+        then the job's last callers wake up, so they see the writer as it really is."""
         self._thread_jobs -= 1
+        if report.failure is not None:
+            self._failed(report.failure, report.failed_bytes)
+        else:
+            self._committed(report.committed_bytes)
+        self._wrote(report.pages)
+        loop = asyncio.get_running_loop()
+        for request, error in report.settle:
+            if request.loop is loop:
+                _settle(request.future, error)
+            else:
+                self._notify(request, error)
+
+    def _failed(self, failure: StoreError, value_bytes: int) -> None:
+        """Remember a failed write. The size kept is the biggest since the last write that
+        proved the store sound: the WAL may hold that many stale frames to reuse."""
+        if self._write_failure is not None:
+            value_bytes = max(value_bytes, self._failed_bytes)
+        self._write_failure, self._failed_bytes = failure, value_bytes
+
+    def _committed(self, value_bytes: int) -> None:
+        """A write with ``value_bytes`` of values committed (-1: none did): it forgets a
+        remembered failure only when it was big enough to prove there is room again."""
+        if self._write_failure is not None and value_bytes >= _probe_pad(self._failed_bytes):
+            self._write_failure, self._failed_bytes = None, 0
+
+    def _wrote(self, pages: int) -> None:
+        """Count WAL pages written (loop's thread); queue a checkpoint once enough are."""
+        self._uncheckpointed += pages
+        if self._uncheckpointed < _CHECKPOINT_PAGES or self._closing or not self._open:
+            return
+        self._uncheckpointed = 0
+        self._submit(asyncio.get_running_loop(), self._w_checkpoint)
 
     def _w_busy_timeout(self, ms: int) -> None:
         """Set the writing connection's busy_timeout (only when it changes)."""
@@ -544,21 +695,28 @@ class SqliteStore:
             self._rconn.close()
             self._rconn = None
 
-    def _w_txn(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _w_txn(self, report: _Report, txn: _Txn[_T]) -> _T:
         conn = self._wconn
         if conn is None:
             raise StoreError(f"sqlite store {self.path} is not open")
+        changes = conn.total_changes
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                result = fn(conn)
+                result = txn.fn(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            raise self._fail("write failed", exc) from exc
+            error = self._fail("write failed", exc)
+            report.failure, report.failed_bytes = error, txn.pad_bytes
+            raise error from exc
+        rows = conn.total_changes - changes
+        if rows:
+            report.pages += _pages(rows, txn.pad_bytes)
+        report.committed_bytes = max(report.committed_bytes, txn.pad_bytes)
         return result
 
     def _r_txn(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -624,6 +782,11 @@ class SqliteStore:
 
     async def add_blob_ref(self, room: str, hash: str, size: int, *, now_ms: int) -> None:
         def add(conn: sqlite3.Connection) -> None:
+            # A room holding a blob exists: listed, and delete_room takes the ref with it.
+            conn.execute(
+                "INSERT INTO rooms (room, created_ms) VALUES (?, ?) ON CONFLICT (room) DO NOTHING",
+                (room, now_ms),
+            )
             conn.execute(
                 "INSERT OR IGNORE INTO blob_refs (room, hash, size, created_ms) VALUES (?,?,?,?)",
                 (room, hash, size, now_ms),
@@ -647,22 +810,12 @@ class SqliteStore:
         return await self._read(refs)
 
     async def load_room(self, room: str, *, now_ms: int) -> LoadedRoom:
+        """Only reads: a room never written is an empty record (``created_ms`` now) that
+        nothing stores; its first write creates the row."""
         loaded = await self._read(lambda conn: self._r_load(conn, room))
         if loaded is not None:
             return loaded
-
-        def create(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                """INSERT INTO rooms (room, created_ms) VALUES (?, ?)
-                   ON CONFLICT (room) DO NOTHING""",
-                (room, now_ms),
-            )
-
-        await self._write(create)
-        loaded = await self._read(lambda conn: self._r_load(conn, room))
-        if loaded is None:  # deleted between our write and read: report, don't loop
-            raise StoreError(f"room {room!r} was deleted while it was being loaded")
-        return loaded
+        return LoadedRoom(record=RoomRecord(room=room, created_ms=now_ms), entries=[])
 
     def _r_load(self, conn: sqlite3.Connection, room: str) -> LoadedRoom | None:
         record = self._r_room(conn, room)
@@ -678,19 +831,16 @@ class SqliteStore:
     async def append(self, room: str, changes: Sequence[Change]) -> None:
         if not changes:
             return
-        writer, _ = self._executors()
-        if (
-            self._inline
-            and self._thread_jobs == 0
-            and len(changes) <= _INLINE_ROWS
-            and sum(len(c.value or b"") for c in changes) <= _INLINE_BYTES
-        ):
-            error = self._commit_inline(room, changes)
-            if error is None:
-                return
-            if not isinstance(error, _Busy):
-                raise error
-            # another process holds the write lock: the writer thread waits for it
+        self._executors()  # refuses a store that is not open
+        if self._inline and self._thread_jobs == 0 and len(changes) <= _INLINE_ROWS:
+            value_bytes = _value_bytes(changes)
+            if value_bytes <= _INLINE_BYTES:
+                error = self._commit_inline(room, changes, value_bytes)
+                if error is None:
+                    return
+                if not isinstance(error, _Busy):
+                    raise error
+                # another process holds the write lock: the writer thread waits for it
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._pending_lock:
@@ -699,11 +849,12 @@ class SqliteStore:
             schedule = not self._flush_scheduled
             self._flush_scheduled = True
         if schedule:
-            self._thread_jobs += 1
-            writer.submit(self._w_job, loop, self._w_flush, None)
+            self._submit(loop, self._w_flush)
         await future
 
-    def _commit_inline(self, room: str, changes: Sequence[Change]) -> StoreError | None:
+    def _commit_inline(
+        self, room: str, changes: Sequence[Change], value_bytes: int
+    ) -> StoreError | None:
         """Commit one small batch on the calling (loop) thread; its refusal or failure."""
         conn = self._wconn
         if conn is None:
@@ -712,7 +863,7 @@ class SqliteStore:
             self._w_busy_timeout(0)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                _write_batch(conn, room, changes)
+                _write_batch(conn, room, changes, self.now_ms)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -725,19 +876,16 @@ class SqliteStore:
                 return _Busy(str(exc))
             error = self._fail("append failed", exc)
             error.__cause__ = exc
+            self._failed(error, value_bytes)
             return error
         self.commits += 1
         self.inline_commits += 1
         self.appends += 1
-        self._uncheckpointed += len(changes) + _PAGES_PER_COMMIT
-        if self._uncheckpointed >= _CHECKPOINT_PAGES:
-            self._uncheckpointed = 0
-            self._thread_jobs += 1
-            writer, _ = self._executors()
-            writer.submit(self._w_job, asyncio.get_running_loop(), self._w_checkpoint, None)
+        self._committed(value_bytes)
+        self._wrote(_pages(len(changes), value_bytes))
         return None
 
-    def _w_checkpoint(self, _: None = None) -> None:
+    def _w_checkpoint(self, report: _Report, _: None = None) -> None:
         """A PASSIVE checkpoint (never waits for readers); failures only mean "later"."""
         conn = self._wconn
         if conn is None:
@@ -748,8 +896,13 @@ class SqliteStore:
             return
         self.checkpoints += 1
 
-    def _w_flush(self, _: None = None) -> None:
-        """Commit everything queued so far, then settle each caller."""
+    def _w_flush(self, report: _Report, _: None = None) -> None:
+        """Commit everything queued so far in transactions of at most ``_GROUP_ROWS`` rows.
+
+        The callers of every transaction but the last are settled at once (the writer
+        still has work, so they would not commit inline anyway); the last ones through
+        ``report``, after the loop has seen the writer free (see :meth:`_job_done`).
+        """
         with self._pending_lock:
             queued, self._pending = self._pending, []
             self._flush_scheduled = False
@@ -759,15 +912,18 @@ class SqliteStore:
             while end < len(queued) and rows + len(queued[end].changes) <= _GROUP_ROWS:
                 rows += len(queued[end].changes)
                 end += 1
-            self._w_commit_group(queued[start:end])
-            self._uncheckpointed += rows + _PAGES_PER_COMMIT
+            outcomes = self._w_commit_group(queued[start:end], report)
             start = end
-        if self._uncheckpointed >= _CHECKPOINT_PAGES:
-            self._uncheckpointed = 0
-            self._w_checkpoint()
+            if start < len(queued):
+                for request, outcome in outcomes:
+                    self._notify(request, outcome)
+            else:
+                report.settle = outcomes
 
-    def _w_commit_group(self, group: list[_Append]) -> None:
-        """One transaction for ``group``; every caller is settled whatever happens."""
+    def _w_commit_group(
+        self, group: list[_Append], report: _Report
+    ) -> list[tuple[_Append, StoreError | None]]:
+        """One transaction for ``group``: each caller's outcome, whatever happens."""
         outcomes: list[StoreError | None]
         conn = self._wconn
         try:
@@ -775,22 +931,28 @@ class SqliteStore:
                 raise StoreError(f"sqlite store {self.path} is not open")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                outcomes = [self._w_append_one(conn, request) for request in group]
+                outcomes = [self._w_append_one(conn, request, self.now_ms) for request in group]
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         except Exception as exc:  # a caller left unsettled would wait forever
+            failed: list[tuple[_Append, StoreError | None]] = []
             for request in group:
                 error = self._fail(f"append transaction of {len(group)} batches failed", exc)
                 error.__cause__ = exc
-                self._notify(request, error)
-            return
+                failed.append((request, error))
+            report.failure = failed[0][1]
+            report.failed_bytes = sum(_value_bytes(request.changes) for request in group)
+            return failed
         self.commits += 1
         self.appends += sum(1 for outcome in outcomes if outcome is None)
-        for request, outcome in zip(group, outcomes, strict=True):
-            self._notify(request, outcome)
+        written = [r for r, outcome in zip(group, outcomes, strict=True) if outcome is None]
+        value_bytes = sum(_value_bytes(r.changes) for r in written)
+        report.pages += _pages(sum(len(r.changes) for r in written), value_bytes)
+        report.committed_bytes = max(report.committed_bytes, value_bytes)
+        return list(zip(group, outcomes, strict=True))
 
     @staticmethod
     def _notify(request: _Append, error: BaseException | None) -> None:
@@ -800,11 +962,13 @@ class SqliteStore:
             pass
 
     @staticmethod
-    def _w_append_one(conn: sqlite3.Connection, request: _Append) -> StoreError | None:
+    def _w_append_one(
+        conn: sqlite3.Connection, request: _Append, now_ms: Callable[[], int]
+    ) -> StoreError | None:
         """Write one caller's batch inside a savepoint; return its refusal, if any."""
         conn.execute("SAVEPOINT batch")
         try:
-            _write_batch(conn, request.room, request.changes)
+            _write_batch(conn, request.room, request.changes, now_ms)
         except _REFUSALS as exc:
             conn.execute("ROLLBACK TO batch")
             conn.execute("RELEASE batch")
@@ -891,10 +1055,13 @@ class SqliteStore:
     # -- health -------------------------------------------------------------------------
 
     @staticmethod
-    def _w_probe(conn: sqlite3.Connection) -> None:
+    def _w_probe(conn: sqlite3.Connection, pad: int) -> None:
+        # The pad stays until the next probe replaces it (a healthy one with nothing):
+        # freeing it at once would write as many pages again, when the disk is tightest.
         conn.execute(
-            """INSERT INTO health (id, probes) VALUES (1, 1)
-               ON CONFLICT (id) DO UPDATE SET probes = probes + 1"""
+            """INSERT INTO health (id, probes, pad) VALUES (1, 1, zeroblob(?))
+               ON CONFLICT (id) DO UPDATE SET probes = probes + 1, pad = excluded.pad""",
+            (pad,),
         )
 
     @staticmethod

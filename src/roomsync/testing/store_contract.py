@@ -19,9 +19,9 @@ the backend commits concurrent appends together and exposes an integer ``commits
 counter of append transactions; the concurrency check then asserts it grouped them.
 
 The checks follow the invariants in :mod:`roomsync.storage.base`: idempotent open, room
-records, state with seqs and tombstones, gap-free op log, group commit, and compaction
-whose base snapshot plus the remaining log replays (with :mod:`roomsync.core.merge`) to
-exactly the state table.
+records (a room never written is not stored; its first write creates it), state with seqs
+and tombstones, gap-free op log, group commit, and compaction whose base snapshot plus the
+remaining log replays (with :mod:`roomsync.core.merge`) to exactly the state table.
 """
 
 from __future__ import annotations
@@ -107,14 +107,56 @@ class StoreContract:
 
     # -- rooms --------------------------------------------------------------------------
 
-    async def test_load_room_creates_record(self, store: Store) -> None:
+    async def test_load_room_of_unknown_room_writes_nothing(self, store: Store) -> None:
         assert await store.get_room("new") is None
         loaded = await store.load_room("new", now_ms=1234)
         assert loaded.record == RoomRecord(room="new", created_ms=1234)
         assert loaded.entries == []
+        # Nothing was stored: not listed, no record, and a later load is as new.
+        assert await store.get_room("new") is None
+        assert await store.list_rooms() == []
         again = await store.load_room("new", now_ms=9999)
-        assert again.record.created_ms == 1234
-        assert await store.get_room("new") == loaded.record
+        assert again.record == RoomRecord(room="new", created_ms=9999)
+        assert await _all_changes(store, "new") == []
+        assert await store.base_snapshot("new") == []
+        assert await store.blob_refs() == set()
+        assert await store.delete_room("new") is False
+
+    async def test_append_to_a_never_loaded_room_creates_it(self, store: Store) -> None:
+        batch = [change(1, "/a", b"1"), change(2, "/b", None)]
+        await store.append("fresh", batch)
+        record = await store.get_room("fresh")
+        assert record is not None
+        assert (record.room, record.head, record.compacted_through) == ("fresh", 2, 0)
+        assert isinstance(record.created_ms, int)
+        assert [r.room for r in await store.list_rooms()] == ["fresh"]
+        loaded = await store.load_room("fresh", now_ms=record.created_ms + 5000)
+        assert loaded.record == record  # the stored record, not a new one
+        assert loaded.entries == batch
+        assert await _all_changes(store, "fresh") == batch
+        await store.append("fresh", [change(3, "/a", b"3")])
+        again = await store.get_room("fresh")
+        assert again is not None and (again.head, again.created_ms) == (3, record.created_ms)
+
+    async def test_refused_first_append_creates_nothing(self, store: Store) -> None:
+        await store.load_room("late", now_ms=1)
+        for bad in ([change(2, "/a", b"gap")], [change(1, "/a", b"1"), change(3, "/b", b"gap")]):
+            with pytest.raises(StoreError):
+                await store.append("late", bad)
+        assert await store.get_room("late") is None
+        assert await store.list_rooms() == []
+        assert await _all_changes(store, "late") == []
+
+    async def test_blob_ref_to_a_never_loaded_room_creates_it(self, store: Store) -> None:
+        h = "sha256:" + "c" * 64
+        await store.load_room("b", now_ms=1)
+        await store.add_blob_ref("b", h, 3, now_ms=77)
+        record = await store.get_room("b")
+        assert record == RoomRecord("b", created_ms=77)
+        assert [r.room for r in await store.list_rooms()] == ["b"]
+        assert await store.has_blob_ref("b", h)
+        assert await store.delete_room("b") is True
+        assert await store.blob_refs() == set()
 
     async def test_put_and_get_room(self, store: Store) -> None:
         policy: dict[str, object] = {"max_peers": 5, "rate": {"burst": [1, 2]}, "anon": True}
@@ -252,9 +294,10 @@ class StoreContract:
         record = await store.get_room("r")
         assert record is not None and record.head == seq == 6
 
-    async def test_append_refuses_unknown_room_and_bad_seqs(self, store: Store) -> None:
+    async def test_append_refuses_bad_seqs(self, store: Store) -> None:
         with pytest.raises(StoreError):
-            await store.append("ghost", [change(1, "/a", b"1")])
+            await store.append("ghost", [change(2, "/a", b"no seq 1")])
+        assert await store.get_room("ghost") is None
         await store.load_room("r", now_ms=1)
         await store.append("r", [change(1, "/a", b"1")])
         bad_batches = [
@@ -279,7 +322,7 @@ class StoreContract:
             store.append("a", [change(1, "/x", b"1")]),
             store.append("b", [change(7, "/x", b"gap")]),
             store.append("a", [change(2, "/y", b"2")]),
-            store.append("ghost", [change(1, "/x", b"1")]),
+            store.append("ghost", [change(2, "/x", b"no seq 1")]),
             store.append("b", [change(1, "/x", b"1")]),
             return_exceptions=True,
         )
@@ -292,6 +335,7 @@ class StoreContract:
         ]
         assert [c.seq for c in await _all_changes(store, "a")] == [1, 2]
         assert [c.seq for c in await _all_changes(store, "b")] == [1]
+        assert await store.get_room("ghost") is None
 
     async def test_concurrent_appends_are_all_durable_and_grouped(self, store: Store) -> None:
         rooms = [f"g{i}" for i in range(8)]
@@ -373,7 +417,7 @@ class StoreContract:
             await store.compact("ghost", 1)
 
     async def test_compact_empty_room_is_a_no_op(self, store: Store) -> None:
-        await store.load_room("e", now_ms=1)
+        await store.put_room(RoomRecord("e", created_ms=1))
         assert await store.compact("e", 10) == 0
         record = await store.get_room("e")
         assert record is not None and record.compacted_through == 0
