@@ -21,12 +21,14 @@ from roomsync.config import (
     Policy,
     ServerSettings,
     Settings,
+    StorageSettings,
     load_settings,
     redact_dsn,
     redacted,
     to_toml,
 )
 from roomsync.core.types import DATA_CAPS
+from roomsync.server.app import build_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s" * 40
@@ -130,7 +132,7 @@ def test_file(tmp_path: Path) -> None:
         [auth]
         active_kid = "k2"
         [storage]
-        backend = "postgres"
+        backend = "memory"
         postgres_dsn = "postgresql://u:p@db/rs"
         [policy]
         anonymous_caps = ["read", "presence"]
@@ -141,7 +143,8 @@ def test_file(tmp_path: Path) -> None:
     s = load_settings(path, env={})
     assert (s.server.port, s.server.dev) == (9000, True)
     assert s.auth.keys == {"k1": SECRET, "k2": SECRET.upper()} and s.auth.active_kid == "k2"
-    assert s.storage.backend == "postgres"
+    assert s.storage.backend == "memory"
+    assert s.storage.postgres_dsn == "postgresql://u:p@db/rs"
     assert s.policy.anonymous_caps == ["read", "presence"]
     assert s.policy.rate_messages_per_s == 50.0 and isinstance(s.policy.rate_messages_per_s, float)
     assert s.policy.echo_to_sender is True
@@ -331,8 +334,13 @@ def test_overrides() -> None:
             "(set both or neither)",
         ),
         (
-            '[storage]\nbackend = "postgres"',
-            "config error: storage.postgres_dsn: required when storage.backend is 'postgres'",
+            '[storage]\nbackend = "postgres"\npostgres_dsn = "postgresql://db/rs"',
+            "config error: storage.backend 'postgres' is not available yet (planned): "
+            "use 'sqlite' or 'memory'",
+        ),
+        (
+            '[storage]\nbackend = "mongo"',
+            "config error: storage.backend: Invalid enum value 'mongo'",
         ),
         (
             '[blobs]\nbackend = "s3"',
@@ -430,6 +438,40 @@ def test_env_errors(env: dict[str, str], message: str | None) -> None:
 )
 def test_override_errors(overrides: dict[str, object], message: str) -> None:
     fails(message, overrides=overrides)
+
+
+POSTGRES_PLANNED = (
+    "config error: storage.backend 'postgres' is not available yet (planned): "
+    "use 'sqlite' or 'memory'"
+)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"env": {"ROOMSYNC_STORAGE_BACKEND": "postgres"}},
+        {"overrides": {"storage.backend": "postgres"}},
+        {
+            "overrides": {
+                "storage.backend": "postgres",
+                "storage.postgres_dsn": "postgresql://u:pw@db/rs",
+            }
+        },
+    ],
+    ids=["env", "override", "override-with-dsn"],
+)
+def test_postgres_backend_is_planned_not_available(kwargs: dict[str, Any]) -> None:
+    error = fails(POSTGRES_PLANNED, **kwargs)
+    assert error.key == "storage.backend"
+
+
+def test_build_store_refuses_a_backend_it_does_not_have(tmp_path: Path) -> None:
+    """Settings built without load_settings skip its checks; build_store still says why."""
+    settings = Settings(storage=StorageSettings(backend="postgres"))
+    with pytest.raises(ConfigError) as excinfo:
+        build_store(settings)
+    assert str(excinfo.value) == POSTGRES_PLANNED
+    assert excinfo.value.key == "storage.backend"
 
 
 def test_error_key_attribute(tmp_path: Path) -> None:

@@ -35,11 +35,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve wss://")
     p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
+    # No argparse choices: the settings loader names the key and says what is planned.
     p.add_argument(
         "--storage",
         default=None,
-        choices=("sqlite", "memory"),
-        help="store backend (default sqlite in the data dir)",
+        metavar="BACKEND",
+        help="store backend: sqlite (default, in the data dir) or memory (postgres is planned)",
     )
     p.set_defaults(run=run)
 
