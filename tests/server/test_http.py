@@ -25,7 +25,7 @@ async def test_readyz_reports_each_check(srv: ServerHandle, http: aiohttp.Client
     assert resp.status == 200
     assert body["checks"]["store"] == {"ok": True, "backend": "sqlite"}
     assert body["checks"]["blobs"] == {"ok": True, "backend": "filesystem"}
-    assert "bus" not in body["checks"]  # single node: fan-out is in-process, no bus to check
+    assert body["checks"]["bus"] == {"ok": True, "backend": "memory"}  # in-process fan-out
 
 
 async def test_readyz_fails_when_store_breaks(tmp_path: Path, http: aiohttp.ClientSession) -> None:

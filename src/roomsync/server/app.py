@@ -22,6 +22,8 @@ from aiohttp import web
 from ..auth.keyfile import resolve_signing_keys
 from ..auth.tokens import Claims, TokenService
 from ..blobs.base import BlobError
+from ..bus.base import Bus
+from ..bus.memory import MemoryBus
 from ..blobs.filesystem import FilesystemBlobStore
 from ..blobs.signing import UrlSigner
 from ..config import Settings
@@ -80,6 +82,7 @@ class RoomsyncServer:
         settings: Settings,
         *,
         store: Store | None = None,
+        bus: Bus | None = None,
         now_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.settings = settings
@@ -90,6 +93,8 @@ class RoomsyncServer:
         self.tokens = TokenService(keys)
         signer = UrlSigner(url_secret(keys[self.tokens.active_kid]))
         self.blobs = BlobService(build_blob_store(settings, signer), settings, self.metrics, signer)
+        self.node_name = settings.server.node_name()
+        self.bus: Bus = bus if bus is not None else MemoryBus()
         self.rooms = RoomRegistry(
             self.store,
             self.metrics,
@@ -97,8 +102,9 @@ class RoomsyncServer:
             idle_unload_ms=settings.server.room_idle_unload_ms,
             now_ms=now_ms,
             commit_window_ms=settings.storage.commit_window_ms,
+            bus=self.bus,
+            node=self.node_name,
         )
-        self.node_name = settings.server.node_name()
         self.connections: set[_Connection] = set()
         # Connections still waiting for their hello, oldest first (dict keeps order):
         # the first to be shed when the node is at its connection cap.
@@ -140,6 +146,7 @@ class RoomsyncServer:
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         s = self.settings.server
         await self.store.open()
+        await self.bus.open()
         try:
             await self.blobs.store.open()
             self._blobs_open = True
@@ -244,6 +251,7 @@ class RoomsyncServer:
         # awaited: from Python 3.12 it also waits for every connection, a slow one included.
         self._listener = None
         await self.store.close()
+        await self.bus.close()
         if self._blobs_open:
             await self.blobs.store.close()
         event(log, "server.stopped")
@@ -339,7 +347,7 @@ class RoomsyncServer:
                     },
                 )
                 continue
-            queued += max(0, conn.out.send(PING_FRAME))
+            queued += max(0, conn.out.write(PING_FRAME))
         self._queued_bytes = queued
         self.metrics.outbound_bytes.set(queued)
 
@@ -382,6 +390,12 @@ class RoomsyncServer:
                 "error": str(exc),
                 "reason": getattr(exc, "reason", None),
             }
+        try:
+            await self.bus.check()
+            checks["bus"] = {"ok": True, "backend": self.bus.name}
+        except Exception as exc:  # reported, not raised: readyz says what is wrong
+            ok = False
+            checks["bus"] = {"ok": False, "backend": self.bus.name, "error": str(exc)}
         if self.draining:
             ok = False
             checks["draining"] = True

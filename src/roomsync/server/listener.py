@@ -83,7 +83,7 @@ class _Socket:
     here just before that CLOSE frame. ``get_write_buffer_size`` is never 0 so that
     picows always writes through :meth:`write` (its fast path would ``send()`` on the
     socket directly); it only writes handshakes and control frames, our data frames go
-    to the transport itself (see ``transport.Outbound``).
+    to the transport itself (see ``outbox.Outbox``).
     """
 
     __slots__ = ("too_big", "transport")

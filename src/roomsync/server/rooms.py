@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..bus.base import Bus, RoomEvent, Subscription
+from ..bus.memory import MemoryBus
 from ..config import Policy
 from ..core import mst as mst_mod
 from ..core.codec import b64encode, pack_data, unpack_data
@@ -50,7 +52,8 @@ from ..core.types import ACTOR_SUFFIX_SEP, actor_allowed, any_prefix_matches
 from ..storage.base import RoomRecord, Store, StoreError
 from .logs import event
 from .metrics import Metrics
-from .peer import Peer, text_frame
+from .outbox import FrameSnapshot, text_frame
+from .peer import Peer
 
 log = logging.getLogger("roomsync.rooms")
 
@@ -63,58 +66,17 @@ EAGER_ROOT_BATCH = 100
 ROOT_IDLE_S = 0.2
 #: Full-state snapshots kept per room at one head (one per distinct subscription).
 MAX_SNAPSHOTS = 8
-#: A streamed answer (catch-up, request) pauses while this much is queued for the peer.
-CATCHUP_HIGH_WATER = 1 << 20
-#: A peer that reads nothing for this long during a streamed answer is told to resync.
-CATCHUP_STALL_S = 30.0
 #: Answers (catch-up, ``request``, ``subscribe``) queued for one peer at most, the one
 #: streaming included. Waiting answers are built only when their turn comes, so a peer
 #: that asks and never reads holds one answer in memory, not one per request.
 MAX_QUEUED_ANSWERS = 8
 
 
-class FrameSnapshot:
-    """The ``pack`` frames of one answer, encoded on first use and shared by its readers.
-
-    Frames hold ``catchup_chunk`` changes each, in seq order; every frame's ``head`` is its
-    highest seq and the last one says ``done`` with ``final_head``. Peers that join a room
-    together (a join storm) stream the same frames, encoded once.
-    """
-
-    __slots__ = ("_changes", "_chunk", "_frames", "final_head", "readers")
-
-    def __init__(self, changes: list[Change], final_head: int, chunk: int) -> None:
-        self._changes = changes
-        self._chunk = chunk
-        self._frames: list[bytes] = []
-        self.final_head = final_head
-        self.readers = 0
-
-    def __len__(self) -> int:
-        return max(1, -(-len(self._changes) // self._chunk))
-
-    def frame(self, i: int) -> bytes:
-        frames = self._frames
-        while len(frames) <= i:
-            j = len(frames)
-            part = self._changes[j * self._chunk : (j + 1) * self._chunk]
-            last = j == len(self) - 1
-            msg: dict[str, Any] = {
-                "type": "pack",
-                "data": pack_data(part),
-                "head": self.final_head if last else (part[-1].seq or 0),
-            }
-            if last:
-                msg["done"] = True
-            frames.append(text_frame(msg))
-        return frames[i]
-
-
 def _group_frame(
-    pairs: list[tuple[Peer | None, Change]],
+    pairs: list[tuple[str | None, Change]],
     prefixes: tuple[str, ...],
     head: int,
-    excluded: Peer | None,
+    excluded: str | None,
 ) -> tuple[bytes, int] | None:
     """The ``pack`` frame of the changes a subscription sees (minus ``excluded``'s own),
     with their count; None when it sees none."""
@@ -150,6 +112,8 @@ class RoomHost:
     store: Store
     metrics: Metrics
     now_ms: Callable[[], int]
+    bus: Bus = field(default_factory=MemoryBus)
+    node: str = ""
     commit_window_ms: int = 0
     peers: set[Peer] = field(default_factory=set)
     refs: int = 0
@@ -166,6 +130,7 @@ class RoomHost:
     _snapshots: dict[tuple[int, tuple[str, ...]], FrameSnapshot] = field(default_factory=dict)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     presence: PresenceTable = field(init=False)
+    _subscription: Subscription | None = None
     _presence_flush: asyncio.TimerHandle | None = None
     _presence_tick: asyncio.TimerHandle | None = None
     # Rooms are created on the running loop; asking for it per write costs a getpid().
@@ -174,6 +139,8 @@ class RoomHost:
     def __post_init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._idle.set()
+        # Delivery consumes the room's events from the bus, whoever committed them.
+        self._subscription = self.bus.subscribe(self.record.room, self._on_event)
         p = self.policy
         self.presence = PresenceTable(
             ttl_ms=p.presence_ttl_ms,
@@ -301,7 +268,7 @@ class RoomHost:
             for peer in list(self.peers):
                 if "presence" in peer.session.caps and not peer.closing:
                     for frame in frames:
-                        peer.send_frame(frame)
+                        peer.out.send_frame(frame)
             if changed:
                 self.metrics.msg_out("presence", len(self.peers))
             if left:
@@ -309,6 +276,11 @@ class RoomHost:
         self._schedule_presence()
 
     def stop_timers(self) -> None:
+        """Stop everything this host does by itself: its presence timers, its rehash and
+        its subscription to the bus."""
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
         for handle in (self._presence_flush, self._presence_tick):
             if handle is not None:
                 handle.cancel()
@@ -321,24 +293,15 @@ class RoomHost:
         return FrameSnapshot(changes, self.state.durable_head, max(1, self.policy.catchup_chunk))
 
     def _queue_answer(self, peer: Peer, job: FrameSnapshot | Callable[[], FrameSnapshot]) -> None:
-        """Stream an answer to ``peer`` as chunked ``pack`` frames, the last one ``done``.
-
-        Answers stream one at a time, in request order; a waiting answer is built (from
-        the durable state as it is then) only when its turn comes. Chunks are encoded one
-        at a time and written only while the peer's socket keeps up (backpressure), so a
-        large catch-up neither builds up in memory nor trips the stream budget;
-        broadcasts for the peer are held meanwhile (:meth:`Peer.send_frame`).
-        """
-        if isinstance(job, FrameSnapshot):
-            job.readers += 1
-        peer.jobs.append(job)
-        if peer.streamer is None:
-            peer.streamer = self._loop.create_task(self._stream(peer))
+        """Stream an answer to ``peer`` after the ones queued before it (see
+        :meth:`~.outbox.Outbox.queue_answer`): built from the durable state when its turn
+        comes, paced by backpressure, broadcasts held meanwhile."""
+        peer.out.queue_answer(job)
 
     def _admit_answer(self, peer: Peer) -> None:
         """Refuse a request (``rate-limited``, the session survives) when ``peer`` already
         has :data:`MAX_QUEUED_ANSWERS` answers queued."""
-        queued = len(peer.jobs) + (1 if peer.streamer is not None else 0)
+        queued = peer.out.answers_queued()
         if queued >= MAX_QUEUED_ANSWERS:
             self.metrics.rate_limited.inc()
             raise RateLimited(
@@ -346,66 +309,6 @@ class RoomHost:
                 "their done) before sending more requests",
                 close=None,
             )
-
-    async def _stream(self, peer: Peer) -> None:
-        high_water = min(CATCHUP_HIGH_WATER, max(64 * 1024, peer.stream_budget // 2))
-        snap: FrameSnapshot | None = None
-        try:
-            while peer.jobs and not peer.closing:
-                job = peer.jobs.pop(0)
-                if isinstance(job, FrameSnapshot):
-                    snap = job
-                else:
-                    snap = job()
-                    snap.readers += 1
-                try:
-                    for i in range(len(snap)):
-                        if not peer.out.write(snap.frame(i)):
-                            return
-                        self.metrics.msg_out("pack")
-                        if not await self._drained(peer, high_water):
-                            return
-                finally:
-                    snap.readers -= 1
-                    snap = None
-        finally:
-            for waiting in peer.jobs:
-                if isinstance(waiting, FrameSnapshot):
-                    waiting.readers -= 1
-            peer.jobs.clear()
-            peer.streamer = None
-            if not peer.closing:
-                peer.release_held()
-
-    async def _drained(self, peer: Peer, high_water: int) -> bool:
-        """Wait until the peer's socket buffer is under ``high_water``; False on a stall."""
-        delay = 0.001
-        last_queued = peer.out.queued_bytes()
-        stalled_since = time.monotonic()
-        while last_queued > high_water:
-            await asyncio.sleep(delay)
-            if peer.closing:
-                return False
-            queued = peer.out.queued_bytes()
-            if queued < last_queued:
-                stalled_since = time.monotonic()
-                delay = 0.001
-            else:
-                delay = min(delay * 2, 0.005)
-                if time.monotonic() - stalled_since > CATCHUP_STALL_S:
-                    peer.close(
-                        CloseCode.RESYNC_REQUIRED,
-                        {
-                            "type": "error",
-                            "code": "resync-required",
-                            "message": f"the peer read nothing for {CATCHUP_STALL_S:.0f} s "
-                            "during a catch-up: reconnect and resync",
-                        },
-                        reason="stream-budget",
-                    )
-                    return False
-            last_queued = queued
-        return True
 
     # -- writes ------------------------------------------------------------------------
 
@@ -494,9 +397,17 @@ class RoomHost:
                     if self._snapshots:
                         # The head moved: snapshots nobody is reading are stale.
                         self._snapshots = {k: v for k, v in self._snapshots.items() if v.readers}
-                    self._broadcast(
-                        [(item.peer, c) for item in batch for c in item.accepted],
-                        accepted[-1].seq or 0,
+                    self.bus.publish(
+                        RoomEvent(
+                            self.room,
+                            tuple(accepted),
+                            tuple(
+                                item.peer.id if item.peer is not None else None
+                                for item in batch
+                                for _ in item.accepted
+                            ),
+                            self.node,
+                        )
                     )
                     self.metrics.broadcast.observe(time.perf_counter() - batch[0].t0)
                 self._deliver(batch)
@@ -572,14 +483,21 @@ class RoomHost:
             peer.send(ack)
         self.metrics.msg_out("ack", len(batch))
 
-    def _broadcast(self, pairs: list[tuple[Peer | None, Change]], head: int) -> None:
-        """One encode per (subscription, excluded author) group, the same bytes to each peer.
+    def _on_event(self, event: RoomEvent) -> None:
+        """Deliver a durable room event to this node's peers (the bus calls it).
 
+        One encode per (subscription, excluded author) group, the same bytes to each peer.
         This loop runs once per receiving peer per broadcast, so it keeps to a dict lookup
         by the peer's prefixes; only authors (excluded from their own changes unless
         ``echo_to_sender``) get frames of their own.
         """
-        authors = set() if self.policy.echo_to_sender else {p for p, _ in pairs if p is not None}
+        if self.failed is not None:
+            return
+        pairs = list(zip(event.authors, event.changes, strict=True))
+        head = event.last_seq
+        authors = (
+            set() if self.policy.echo_to_sender else {a for a in event.authors if a is not None}
+        )
         frames: dict[tuple[str, ...], tuple[bytes, int] | None] = {}
         deliveries = 0
         sent = 0
@@ -587,13 +505,13 @@ class RoomHost:
             if peer.closing or not peer.reads:
                 continue
             prefixes = peer.session.prefixes
-            if authors and peer in authors:
-                entry = _group_frame(pairs, prefixes, head, peer)
+            if authors and peer.id in authors:
+                entry = _group_frame(pairs, prefixes, head, peer.id)
             elif prefixes in frames:
                 entry = frames[prefixes]
             else:
                 entry = frames[prefixes] = _group_frame(pairs, prefixes, head, None)
-            if entry is not None and peer.send_frame(entry[0]):
+            if entry is not None and peer.out.send_frame(entry[0]):
                 deliveries += entry[1]
                 sent += 1
         if sent:
@@ -680,7 +598,11 @@ class RoomHost:
         n = 0
         for peer in list(self.peers):
             caps = peer.session.caps
-            if not peer.closing and ("read" in caps or "blob" in caps) and peer.send_frame(frame):
+            if (
+                not peer.closing
+                and ("read" in caps or "blob" in caps)
+                and peer.out.send_frame(frame)
+            ):
                 n += 1
         self.metrics.msg_out(str(obj["type"]), n)
 
@@ -776,8 +698,12 @@ class RoomRegistry:
         idle_unload_ms: int,
         now_ms: Callable[[], int],
         commit_window_ms: int = 0,
+        bus: Bus | None = None,
+        node: str = "",
     ) -> None:
         self.commit_window_ms = commit_window_ms
+        self.bus: Bus = bus if bus is not None else MemoryBus()
+        self.node = node
         self.store = store
         self.metrics = metrics
         self.policy = policy
@@ -832,6 +758,8 @@ class RoomRegistry:
             self.store,
             self.metrics,
             self.now_ms,
+            bus=self.bus,
+            node=self.node,
             commit_window_ms=self.commit_window_ms,
             quiet=self.quiet,
             on_failed=self._failed,
@@ -879,13 +807,13 @@ class RoomRegistry:
         from the store instead of waiting for the failed one's peers to go."""
         if self.hosts.get(host.room) is host:
             self.evict(host.room)
-            host.stop_timers()
 
     def evict(self, room: str) -> None:
         """Forget a loaded room now (after a restore, delete or store failure)."""
         host = self.hosts.pop(room, None)
         if host is not None:
             host.closed = True
+            host.stop_timers()  # and its bus subscription: a reload subscribes anew
             self.metrics.rooms.set(len(self.hosts))
 
     async def flush_all(self) -> None:

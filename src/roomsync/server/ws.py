@@ -31,14 +31,13 @@ from ..auth.caps import SUPPORTED_DATA_CAPS, negotiate
 from ..auth.tokens import check_room
 from ..core import messages as m
 from ..core.codec import PROTOCOL_VERSION
-from ..core.codes import CloseCode, ErrorCode
+from ..core.codes import AuthReason, CloseCode, ErrorCode
 from ..core.errors import (
     AuthError,
     ExpectedHello,
     MalformedEnvelope,
     Overload,
     RateLimited,
-    ResyncRequired,
     RoomClosed,
     RoomsyncError,
     UnsupportedVersion,
@@ -49,8 +48,9 @@ from ..core.types import actor_allowed, validate_room_id
 from ..storage.base import StoreError
 from .listener import socket_transport
 from .logs import event
-from .peer import Peer, text_frame
-from .transport import Outbound, encode_frame
+from .outbox import Outbox, text_frame
+from .peer import Peer
+from .transport import encode_frame
 
 if TYPE_CHECKING:
     from .app import RoomsyncServer
@@ -131,7 +131,9 @@ class _Connection(WSListener):
         self.server = server
         self.room_arg = room_arg
         self.ws: WSTransport | None = None
-        self.out = Outbound(None)
+        self.out = Outbox(
+            server.settings.policy.stream_budget_bytes, server.metrics, self._overflow
+        )
         self.peer: Peer | None = None
         self.host: RoomHost | None = None
         self.close_code: int | None = None
@@ -271,19 +273,19 @@ class _Connection(WSListener):
             return
         if not answer:
             return
-        queued = self.out.send(encode_frame(payload, _OP_PONG))
-        budget = (
-            self.peer.stream_budget
-            if self.peer is not None
-            else self.server.settings.policy.stream_budget_bytes
+        self.out.control(encode_frame(payload, _OP_PONG))
+
+    def _overflow(self, message: str) -> None:
+        """The outbox passed the stream budget, or the peer stalled during an answer."""
+        self.close(
+            int(CloseCode.RESYNC_REQUIRED),
+            {
+                "type": "error",
+                "code": str(ErrorCode.RESYNC_REQUIRED),
+                "message": message,
+                "reason": "stream-budget",
+            },
         )
-        if queued > budget:
-            self.fail(
-                ResyncRequired(
-                    f"outbound queue passed the stream budget ({budget} bytes): the peer "
-                    "sends pings and does not read the pongs"
-                )
-            )
 
     def _fragment(self, frame: WSFrame, now: int) -> None:
         """A message split over several frames (RFC 6455 §5.4), bounded like one frame."""
@@ -403,14 +405,13 @@ class _Connection(WSListener):
     def _closed(self, code: int, error: dict[str, Any] | str | None) -> None:
         """Record the close code once, with its metrics."""
         self.close_code = code
+        self.out.closing = True  # nothing but the error and CLOSE is written from now on
         metrics = self.server.metrics
         metrics.closes.labels(str(code)).inc()
         if isinstance(error, str):
             metrics.errors.labels(error).inc()
         elif error is not None and error.get("code") == "resync-required":
             metrics.resyncs.labels(str(error.get("reason", "retention"))).inc()
-        if self.peer is not None:
-            self.peer.closing = True
 
     def drop(self, *, graceful: bool = True) -> None:
         """End the TCP connection: after what is queued is written, or (``graceful``
@@ -461,10 +462,7 @@ class _Connection(WSListener):
             self.close(int(exc.close), fields)
 
     def send(self, obj: dict[str, Any]) -> None:
-        if self.peer is not None:
-            self.peer.send(obj)
-        else:
-            self.out.write(text_frame(obj))
+        self.out.send(obj)
         self.server.metrics.msg_out(str(obj.get("type")))
 
     # -- messages ------------------------------------------------------------------------
@@ -546,7 +544,7 @@ class _Connection(WSListener):
         try:
             granted, actor, bound, exp_ms, outcome = self._authenticate(hello, host, now)
         except AuthError as exc:
-            metrics.auth.labels(_auth_outcome(exc)).inc()
+            metrics.auth.labels(exc.reason.value).inc()
             metrics.handshakes.labels("refused").inc()
             raise
         metrics.auth.labels(outcome).inc()
@@ -560,13 +558,8 @@ class _Connection(WSListener):
             host.check_cursor(hello.cursor if hello.catchup is not False else None)
         caps = negotiate(hello.caps, granted, SUPPORTED_DATA_CAPS)
         self.session.open(caps=caps, actor=actor, prefixes=prefixes, exp_ms=exp_ms)
-        peer = Peer(
-            self.session,
-            self.out,
-            stream_budget=host.policy.stream_budget_bytes,
-            on_close=self._peer_closed,
-            now_ms=now,
-        )
+        self.out.budget = host.policy.stream_budget_bytes
+        peer = Peer(self.session, self.out, on_close=self._peer_closed, now_ms=now)
         peer.actor_bound = bound
         self.peer = peer
         server.hello_done(self)
@@ -616,7 +609,7 @@ class _Connection(WSListener):
             claims = server.tokens.verify(hello.token, now_s=now / 1000)
             check_room(claims, room)
             if server.is_revoked(claims):
-                raise AuthError("token revoked")
+                raise AuthError("token revoked", reason=AuthReason.REVOKED)
             sub = claims.sub
             if sub:
                 asked = hello.actor
@@ -626,10 +619,15 @@ class _Connection(WSListener):
             exp_ms = claims.exp * 1000 if claims.exp is not None else None
             return claims.caps, actor, sub or None, exp_ms, "ok"
         if host.record.locked:
-            raise AuthError(f"room '{room}' is locked: a token for it is required")
+            raise AuthError(
+                f"room '{room}' is locked: a token for it is required", reason=AuthReason.LOCKED
+            )
         anonymous = tuple(host.policy.anonymous_caps)
         if not anonymous:
-            raise AuthError("anonymous access is disabled: send a token")
+            raise AuthError(
+                "anonymous access is disabled: send a token",
+                reason=AuthReason.ANONYMOUS_DISABLED,
+            )
         return anonymous, hello.actor or self.session.peer, None, None, "anonymous"
 
     def _expired(self) -> None:
@@ -676,8 +674,8 @@ class _Connection(WSListener):
         self._inbox = None
         peer = self.peer
         host = self.host
+        self.out.closing = True
         if peer is not None:
-            peer.closing = True
             if peer.expiry_handle is not None:
                 peer.expiry_handle.cancel()
             if host is not None and peer in host.peers:
@@ -689,23 +687,3 @@ class _Connection(WSListener):
         self.session.close()
         self.server.hello_done(self)
         self.server.connection_closed(self)
-
-
-def _auth_outcome(exc: AuthError) -> str:
-    text = exc.message.removeprefix("auth: ")
-    for key in (
-        "token expired",
-        "bad signature",
-        "unknown kid",
-        "not valid for room",
-        "malformed",
-        "locked",
-        "anonymous",
-        "revoked",
-        "missing claim",
-        "unsupported algorithm",
-        "not yet valid",
-    ):
-        if key in text:
-            return key.replace(" ", "-")
-    return "other"

@@ -1,0 +1,256 @@
+"""The one place frames are written to a peer: its :class:`Outbox`.
+
+Every frame a connection sends goes through its outbox, from the first PONG before a
+``hello`` to the final CLOSE: broadcasts, acks, errors, streamed answers (catch-up,
+``request``, ``subscribe``) and control frames. That makes the outbox the place where
+the stream budget is enforced (SPEC §2: a peer whose queue passes it gets 4001), where
+broadcasts wait while an answer streams (so the peer sees them after the answer, in
+order), and where answers are paced by backpressure.
+
+Frames are built once (``transport.encode_frame``; server frames are unmasked, so a
+broadcast hands the same ``bytes`` to every receiver) and written straight to the
+connection's transport. picows owns the handshake and the reader; it writes only its
+own handshake, and our writes never interleave inside its frames (all synchronous).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..core.catchup import chunk_count, chunk_message
+from ..core.entries import Change
+from .transport import encode_frame
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+_json_encode = msgspec.json.Encoder().encode
+
+#: A streamed answer pauses while this much is queued for the peer.
+CATCHUP_HIGH_WATER = 1 << 20
+#: A peer that reads nothing for this long during a streamed answer is told to resync.
+CATCHUP_STALL_S = 30.0
+
+
+def text_frame(obj: dict[str, Any]) -> bytes:
+    """One JSON envelope as a ready-to-write text frame."""
+    return encode_frame(_json_encode(obj))
+
+
+class FrameSnapshot:
+    """The ``pack`` frames of one answer, encoded on first use and shared by its readers.
+
+    Peers that join a room together (a join storm) stream the same frames, encoded once;
+    the framing itself is :mod:`roomsync.core.catchup`'s.
+    """
+
+    __slots__ = ("_changes", "_chunk", "_frames", "final_head", "readers")
+
+    def __init__(self, changes: list[Change], final_head: int, chunk: int) -> None:
+        self._changes = changes
+        self._chunk = chunk
+        self._frames: list[bytes] = []
+        self.final_head = final_head
+        self.readers = 0
+
+    def __len__(self) -> int:
+        return chunk_count(len(self._changes), self._chunk)
+
+    def frame(self, i: int) -> bytes:
+        frames = self._frames
+        while len(frames) <= i:
+            frames.append(
+                text_frame(
+                    chunk_message(
+                        self._changes, len(frames), chunk=self._chunk, final_head=self.final_head
+                    )
+                )
+            )
+        return frames[i]
+
+
+class Outbox:
+    """Writes frames to one peer and keeps its queue within the stream budget.
+
+    ``on_overflow(message)`` is called once when the budget is passed or the peer stalls
+    during an answer; the connection then closes with 4001 (``resync-required``).
+    """
+
+    __slots__ = (
+        "budget",
+        "closing",
+        "held",
+        "held_bytes",
+        "jobs",
+        "metrics",
+        "on_overflow",
+        "streamer",
+        "transport",
+    )
+
+    def __init__(self, budget: int, metrics: Metrics, on_overflow: Callable[[str], None]) -> None:
+        self.transport: asyncio.BaseTransport | None = None
+        self.budget = budget
+        self.metrics = metrics
+        self.on_overflow = on_overflow
+        #: Set once the connection starts closing: data frames are dropped from then on.
+        self.closing = False
+        # While an answer streams, data frames wait here (counted against the budget).
+        self.held: list[bytes] = []
+        self.held_bytes = 0
+        self.jobs: list[FrameSnapshot | Callable[[], FrameSnapshot]] = []
+        self.streamer: asyncio.Task[None] | None = None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, frame: bytes) -> int:
+        """Write ``frame`` now, ahead of held frames (control frames, the closing error
+        and CLOSE); the bytes queued for the peer, or -1 when the transport is gone."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return -1
+        t.write(frame)  # type: ignore[attr-defined]
+        return int(t.get_write_buffer_size())  # type: ignore[attr-defined]
+
+    def send(self, obj: dict[str, Any]) -> bool:
+        return self.send_frame(text_frame(obj))
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue a data frame in order (held behind a streaming answer); False when it was
+        not written because the peer is closing or just passed its budget.
+
+        The broadcast hot path: one call per delivery.
+        """
+        if self.closing:
+            return False
+        if self.streamer is not None:
+            self.held.append(frame)
+            self.held_bytes += len(frame)
+            queued = self.held_bytes
+        else:
+            queued = self.write(frame)
+            if queued < 0:
+                return False
+        if queued > self.budget:
+            self.overflow(
+                f"outbound queue passed the stream budget ({self.budget} bytes): "
+                "reconnect and resync"
+            )
+            return False
+        return True
+
+    def control(self, frame: bytes) -> bool:
+        """Write a control frame the peer caused (a PONG) now, counted against the
+        budget like data; False when it passed the budget."""
+        if self.closing:
+            return False
+        queued = self.write(frame)
+        if queued > self.budget:
+            self.overflow(
+                f"outbound queue passed the stream budget ({self.budget} bytes): the peer "
+                "sends pings and does not read the pongs"
+            )
+            return False
+        return queued >= 0
+
+    def overflow(self, message: str) -> None:
+        if not self.closing:
+            self.on_overflow(message)
+
+    def queued_bytes(self) -> int:
+        t = self.transport
+        if t is None or t.is_closing():
+            return 0
+        return int(t.get_write_buffer_size())  # type: ignore[attr-defined]
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()  # type: ignore[attr-defined]
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()  # type: ignore[attr-defined]
+
+    # -- streamed answers ---------------------------------------------------------------------
+
+    def answers_queued(self) -> int:
+        """Answers waiting or streaming."""
+        return len(self.jobs) + (1 if self.streamer is not None else 0)
+
+    def queue_answer(self, job: FrameSnapshot | Callable[[], FrameSnapshot]) -> None:
+        """Stream an answer as chunked ``pack`` frames after those queued before it.
+
+        A waiting answer is built only when its turn comes. Chunks are encoded one at a
+        time and written only while the peer's socket keeps up (backpressure), so a large
+        answer neither builds up in memory nor trips the stream budget; data frames wait
+        in :attr:`held` meanwhile and follow the answers, in order.
+        """
+        if isinstance(job, FrameSnapshot):
+            job.readers += 1
+        self.jobs.append(job)
+        if self.streamer is None:
+            self.streamer = asyncio.get_running_loop().create_task(self._stream())
+
+    async def _stream(self) -> None:
+        high_water = min(CATCHUP_HIGH_WATER, max(64 * 1024, self.budget // 2))
+        try:
+            while self.jobs and not self.closing:
+                job = self.jobs.pop(0)
+                if isinstance(job, FrameSnapshot):
+                    snap = job
+                else:
+                    snap = job()
+                    snap.readers += 1
+                try:
+                    for i in range(len(snap)):
+                        if self.write(snap.frame(i)) < 0:
+                            return
+                        self.metrics.msg_out("pack")
+                        if not await self._drained(high_water):
+                            return
+                finally:
+                    snap.readers -= 1
+        finally:
+            for waiting in self.jobs:
+                if isinstance(waiting, FrameSnapshot):
+                    waiting.readers -= 1
+            self.jobs.clear()
+            self.streamer = None
+            if not self.closing:
+                self._release_held()
+
+    async def _drained(self, high_water: int) -> bool:
+        """Wait until the socket buffer is under ``high_water``; False on a stall."""
+        delay = 0.001
+        last_queued = self.queued_bytes()
+        stalled_since = time.monotonic()
+        while last_queued > high_water:
+            await asyncio.sleep(delay)
+            if self.closing:
+                return False
+            queued = self.queued_bytes()
+            if queued < last_queued:
+                stalled_since = time.monotonic()
+                delay = 0.001
+            else:
+                delay = min(delay * 2, 0.005)
+                if time.monotonic() - stalled_since > CATCHUP_STALL_S:
+                    self.overflow(
+                        f"the peer read nothing for {CATCHUP_STALL_S:.0f} s during a "
+                        "catch-up: reconnect and resync"
+                    )
+                    return False
+            last_queued = queued
+        return True
+
+    def _release_held(self) -> None:
+        """Write the frames held during the answers, in order."""
+        held, self.held, self.held_bytes = self.held, [], 0
+        for frame in held:
+            if not self.send_frame(frame):
+                return
