@@ -1,5 +1,5 @@
-"""Docs are part of the contract (STYLE lesson 10): every metric, message type and close
-code is documented, and the README quick start is exactly what CI runs."""
+"""Docs are part of the contract (STYLE lesson 10): every metric, message type, close code
+and error code is documented, and the README quick start is exactly what CI runs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from roomsync.core.codec import CLIENT_TYPES, SERVER_TYPES
-from roomsync.core.codes import CloseCode
+from roomsync.core.codes import CloseCode, ErrorCode
 from roomsync.server.metrics import METRIC_NAMES, Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +26,28 @@ def test_every_message_type_and_close_code_is_documented() -> None:
         assert f"`{type_}" in protocol, type_
     for code in CloseCode:
         assert f"| {int(code)} |" in protocol, code
+
+
+def test_every_error_code_is_documented() -> None:
+    protocol = (ROOT / "docs" / "protocol.md").read_text()
+    table = protocol.split("### Error codes", 1)[1].split("\n#", 1)[0]
+    documented = re.findall(r"^\| `([a-z-]+)` \|", table, re.M)
+    assert sorted(documented) == sorted(code.value for code in ErrorCode)
+
+
+#: ``"code": "<literal>"`` in source: an error code written out instead of ErrorCode.X.
+_CODE_LITERAL = re.compile(r"""["']code["']\s*:\s*["']([^"']*)["']""")
+
+
+def test_every_error_code_used_in_the_source_is_an_error_code() -> None:
+    codes = {code.value for code in ErrorCode}
+    unknown = [
+        f"{path.relative_to(ROOT)}: {literal!r}"
+        for path in sorted((ROOT / "src" / "roomsync").rglob("*.py"))
+        for literal in _CODE_LITERAL.findall(path.read_text(encoding="utf-8"))
+        if literal not in codes
+    ]
+    assert not unknown
 
 
 def test_readme_quick_start_is_two_commands_and_ci_runs_the_second() -> None:

@@ -40,6 +40,7 @@ from msgspec import Meta
 
 from roomsync.auth.keyfile import KID_RE, parse_keys_env
 from roomsync.auth.tokens import MIN_SECRET_BYTES
+from roomsync.core.errors import InternalError
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -76,17 +77,24 @@ DataCap = Literal["read", "write", "presence", "blob", "blob-direct", "reconcile
 _REDACTED = "***"
 
 
-class ConfigError(Exception):
+class ConfigError(InternalError):
     """A setting is unknown or has a bad value. ``str()`` starts with ``config error: ``.
 
     ``key`` is the dotted key at fault (``policy.max_peers``) when there is one; the
-    control plane reports it as the rejected ``field``.
+    control plane reports it as the rejected ``field``. ``message`` is the text after the
+    prefix. An operator's error, never a peer's: a peer that met one would only see
+    ``internal`` (:class:`~roomsync.core.errors.InternalError`).
     """
 
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(f"config error: {message}")
         self.message = message
         self.key = key
+
+    @property
+    def next_action(self) -> str:
+        where = f"{self.key!r}" if self.key else "the configuration"
+        return f"fix {where} in the config file, the environment or the flags"
 
 
 #: The ``storage.backend`` values this build runs. ``postgres`` (SPEC §8, several nodes on

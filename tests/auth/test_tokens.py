@@ -21,7 +21,7 @@ from roomsync.auth.tokens import (
     room_matches,
     validate_room_pattern,
 )
-from roomsync.core.codes import CloseCode
+from roomsync.core.codes import AuthReason, CloseCode
 from roomsync.core.errors import AuthError, TokenExpired
 
 S1 = "s1-" + "a" * 40
@@ -53,6 +53,24 @@ def signed(claims: dict[str, Any], secret: str = S1, kid: str | None = "k1") -> 
 
 def auth_message(excinfo: pytest.ExceptionInfo[AuthError]) -> str:
     return excinfo.value.message
+
+
+#: Message prefix -> the reason an AuthError with that message must carry.
+REASON_BY_PREFIX = {
+    "auth: malformed token: ": AuthReason.MALFORMED,
+    "auth: unsupported algorithm ": AuthReason.UNSUPPORTED_ALG,
+    "auth: unknown kid ": AuthReason.UNKNOWN_KID,
+    "auth: bad signature": AuthReason.BAD_SIGNATURE,
+    "auth: missing claim ": AuthReason.MISSING_CLAIM,
+    "auth: token expired": AuthReason.EXPIRED,
+    "auth: token not yet valid": AuthReason.NOT_YET_VALID,
+    "auth: token not valid for room ": AuthReason.WRONG_ROOM,
+}
+
+
+def expected_reason(exc: AuthError) -> AuthReason:
+    (reason,) = [r for prefix, r in REASON_BY_PREFIX.items() if exc.message.startswith(prefix)]
+    return reason
 
 
 # --- round trip -------------------------------------------------------------------------
@@ -412,6 +430,58 @@ def test_invalid_room_patterns(pattern: str) -> None:
         validate_room_pattern(pattern)
 
 
+# --- reasons ------------------------------------------------------------------------------
+
+
+def _refusals(svc: TokenService) -> list[tuple[AuthReason, Any]]:
+    expired = svc.mint(room="r", caps=[], ttl_s=1, now_s=NOW - 10)
+    ahead = svc.mint(room="r", caps=[], ttl_s=600, now_s=NOW + 600)
+    forged = TokenService({"k1": S2}).mint(room="r", caps=[], ttl_s=60, now_s=NOW)
+    alien = TokenService({"k9": S1}).mint(room="r", caps=[], ttl_s=60, now_s=NOW)
+    good = svc.verify(svc.mint(room="r", caps=[], ttl_s=60, now_s=NOW), now_s=NOW)
+    return [
+        (AuthReason.EXPIRED, lambda: svc.verify(expired, now_s=NOW)),
+        (AuthReason.NOT_YET_VALID, lambda: svc.verify(ahead, now_s=NOW)),
+        (AuthReason.MALFORMED, lambda: svc.verify("a.b", now_s=NOW)),
+        (
+            AuthReason.MALFORMED,
+            lambda: svc.verify(signed({"room": "r", "caps": [], "sub": 1}), now_s=NOW),
+        ),
+        (AuthReason.BAD_SIGNATURE, lambda: svc.verify(forged, now_s=NOW)),
+        (AuthReason.UNKNOWN_KID, lambda: svc.verify(alien, now_s=NOW)),
+        (AuthReason.UNSUPPORTED_ALG, lambda: svc.verify(forge({"alg": "none"}, {}), now_s=NOW)),
+        (AuthReason.MISSING_CLAIM, lambda: svc.verify(signed({"room": "r"}), now_s=NOW)),
+        (AuthReason.WRONG_ROOM, lambda: check_room(good, "other")),
+    ]
+
+
+def test_every_refusal_carries_its_reason(svc: TokenService) -> None:
+    """The reason is data set where the error is raised; metrics read it, not the text."""
+    for reason, refuse in _refusals(svc):
+        with pytest.raises(AuthError) as excinfo:
+            refuse()
+        assert excinfo.value.reason is reason, excinfo.value.message
+        assert excinfo.value.reason is expected_reason(excinfo.value)
+
+
+def test_auth_reasons_are_the_published_metric_labels() -> None:
+    """``roomsync_auth_total{outcome}`` values, unchanged since they were matched on text."""
+    assert [r.value for r in AuthReason] == [
+        "token-expired",
+        "bad-signature",
+        "unknown-kid",
+        "not-valid-for-room",
+        "malformed",
+        "locked",
+        "anonymous",
+        "revoked",
+        "missing-claim",
+        "unsupported-algorithm",
+        "not-yet-valid",
+        "other",
+    ]
+
+
 # --- properties ---------------------------------------------------------------------------
 
 _SERVICE = TokenService({"k1": S1, "k2": S2})
@@ -430,6 +500,7 @@ def _verify_or_auth_error(token: str) -> None:
         claims = _SERVICE.verify(token, now_s=NOW)
     except AuthError as exc:
         assert exc.message.startswith("auth: ")
+        assert exc.reason is expected_reason(exc)
     else:
         assert isinstance(claims, Claims)
     assert isinstance(_SERVICE.verifies(token), bool)

@@ -11,7 +11,7 @@ import roomsync.blobs as blobs
 
 EXPECTED = {
     "BlobBackendError",
-    "BlobError",
+    "BlobStoreError",
     "BlobMissing",
     "BlobStore",
     "BlobVerifyFailed",
@@ -33,7 +33,7 @@ def test_all_is_exact() -> None:
 
 def test_error_tree() -> None:
     for cls in (blobs.BlobMissing, blobs.BlobVerifyFailed, blobs.BlobBackendError):
-        assert issubclass(cls, blobs.BlobError)
+        assert issubclass(cls, blobs.BlobStoreError)
     assert blobs.BlobMissing("x").reason == "missing"
     assert blobs.BlobBackendError("x", reason="unavailable").reason == "unavailable"
 

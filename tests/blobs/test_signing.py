@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from roomsync.blobs import BlobError, UrlSigner, sha256_hex
+from roomsync.blobs import BlobStoreError, UrlSigner, sha256_hex
 
 SECRET = b"0123456789abcdef-signing-secret"
 HASH = sha256_hex(b"signed blob")
@@ -15,7 +15,7 @@ NOW = 1_700_000_000_000
 UPLOAD = "upload-0123456789abcdef"
 
 
-def _reason(exc: pytest.ExceptionInfo[BlobError]) -> str:
+def _reason(exc: pytest.ExceptionInfo[BlobStoreError]) -> str:
     return exc.value.reason
 
 
@@ -36,7 +36,7 @@ def test_expired_at_and_after_exp() -> None:
     signer = UrlSigner(SECRET)
     sig = signer.sign("GET", HASH, NOW, 7)
     for now in (NOW, NOW + 1):
-        with pytest.raises(BlobError) as exc:
+        with pytest.raises(BlobStoreError) as exc:
             signer.check("GET", HASH, NOW, 7, sig, now_ms=now)
         assert _reason(exc) == "expired-url"
 
@@ -53,28 +53,28 @@ def test_expired_at_and_after_exp() -> None:
 def test_any_change_breaks_the_signature(method: str, hash: str, exp: int, size: int) -> None:
     signer = UrlSigner(SECRET)
     sig = signer.sign("GET", HASH, NOW + 1000, 42)
-    with pytest.raises(BlobError) as exc:
+    with pytest.raises(BlobStoreError) as exc:
         signer.check(method, hash, exp, size, sig, now_ms=NOW)
     assert _reason(exc) == "bad-signature"
 
 
 def test_bad_signature_wins_over_expiry() -> None:
     signer = UrlSigner(SECRET)
-    with pytest.raises(BlobError) as exc:
+    with pytest.raises(BlobStoreError) as exc:
         signer.check("GET", HASH, NOW - 1, 1, "forged", now_ms=NOW)
     assert _reason(exc) == "bad-signature"
 
 
 @pytest.mark.parametrize("sig", ["", "x" * 43, "é" * 43, "short"])
 def test_garbage_signatures(sig: str) -> None:
-    with pytest.raises(BlobError) as exc:
+    with pytest.raises(BlobStoreError) as exc:
         UrlSigner(SECRET).check("GET", HASH, NOW + 1, 1, sig, now_ms=NOW)
     assert _reason(exc) == "bad-signature"
 
 
 def test_other_secret_refused() -> None:
     sig = UrlSigner(SECRET).sign("GET", HASH, NOW + 1, 1)
-    with pytest.raises(BlobError) as exc:
+    with pytest.raises(BlobStoreError) as exc:
         UrlSigner(b"another-secret-of-16+bytes").check("GET", HASH, NOW + 1, 1, sig, now_ms=NOW)
     assert _reason(exc) == "bad-signature"
 
@@ -85,7 +85,7 @@ def test_short_secret_rejected() -> None:
 
 
 def test_bad_hash_rejected() -> None:
-    with pytest.raises(BlobError) as exc:
+    with pytest.raises(BlobStoreError) as exc:
         UrlSigner(SECRET).sign("GET", "sha256:nothex", NOW, 1)
     assert _reason(exc) == "bad-hash"
 
@@ -105,10 +105,10 @@ def test_grant_url_format_and_check_query() -> None:
     query = dict(parse_qsl(parts.query))
     assert query["exp"] == str(NOW + 30_000) and query["size"] == "42"
     assert signer.check_query("PUT", HASH, query, now_ms=NOW) == 42
-    with pytest.raises(BlobError) as exc:
+    with pytest.raises(BlobStoreError) as exc:
         signer.check_query("GET", HASH, query, now_ms=NOW)
     assert _reason(exc) == "bad-signature"
-    with pytest.raises(BlobError) as exc:
+    with pytest.raises(BlobStoreError) as exc:
         signer.check_query("PUT", HASH, query, now_ms=NOW + 30_000)
     assert _reason(exc) == "expired-url"
 
@@ -123,7 +123,7 @@ def test_grant_url_format_and_check_query() -> None:
     ],
 )
 def test_check_query_needs_all_parameters(query: dict[str, str]) -> None:
-    with pytest.raises(BlobError) as exc:
+    with pytest.raises(BlobStoreError) as exc:
         UrlSigner(SECRET).check_query("GET", HASH, query, now_ms=NOW)
     assert _reason(exc) == "bad-url"
 
@@ -145,7 +145,7 @@ def test_upload_grant_round_trip() -> None:
     ticket = signer.check_upload(upload_id, query, now_ms=NOW)
     assert (ticket.upload_id, ticket.hash, ticket.size) == (UPLOAD, HASH, 42)
     assert ticket.expires_ms == NOW + 30_000
-    with pytest.raises(BlobError) as exc:
+    with pytest.raises(BlobStoreError) as exc:
         signer.check_upload(upload_id, query, now_ms=NOW + 30_000)
     assert _reason(exc) == "expired-url"
 
@@ -163,7 +163,7 @@ def test_upload_url_cannot_be_redirected(upload_id: str, edit: dict[str, str]) -
     signer = UrlSigner(SECRET)
     grant = signer.grant_upload("https://h", UPLOAD, HASH, 42, now_ms=NOW, ttl_s=30)
     _, query = _upload_query(grant.url)
-    with pytest.raises(BlobError) as exc:
+    with pytest.raises(BlobStoreError) as exc:
         signer.check_upload(upload_id, {**query, **edit}, now_ms=NOW)
     assert _reason(exc) == "bad-signature"
 
@@ -172,13 +172,13 @@ def test_blob_and_upload_signatures_never_cross() -> None:
     signer = UrlSigner(SECRET)
     down = signer.grant("GET", "https://h", HASH, 42, now_ms=NOW, ttl_s=30)
     down_query = dict(parse_qsl(urlsplit(down.url).query))
-    with pytest.raises(BlobError) as exc:
+    with pytest.raises(BlobStoreError) as exc:
         signer.check_upload(UPLOAD, {**down_query, "hash": HASH}, now_ms=NOW)
     assert _reason(exc) == "bad-signature"
     up = signer.grant_upload("https://h", UPLOAD, HASH, 42, now_ms=NOW, ttl_s=30)
     _, up_query = _upload_query(up.url)
     for method in ("GET", "PUT"):
-        with pytest.raises(BlobError) as exc:
+        with pytest.raises(BlobStoreError) as exc:
             signer.check_query(method, HASH, up_query, now_ms=NOW)
         assert _reason(exc) == "bad-signature"
 
@@ -194,6 +194,6 @@ def test_blob_and_upload_signatures_never_cross() -> None:
     ],
 )
 def test_check_upload_needs_valid_parameters(upload_id: str, query: dict[str, str]) -> None:
-    with pytest.raises(BlobError) as exc:
+    with pytest.raises(BlobStoreError) as exc:
         UrlSigner(SECRET).check_upload(upload_id, query, now_ms=NOW)
     assert _reason(exc) == "bad-url"

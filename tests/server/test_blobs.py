@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from roomsync.blobs import BlobBackendError
 from roomsync.testing.moto_server import MOTO_CREDENTIALS, put_raw_object
 from roomsync.testing.server import ServerHandle, running_server
 from roomsync.testing.wsclient import hello, recv_type
@@ -329,3 +330,30 @@ async def test_readyz_reports_a_missing_bucket(
         assert resp.status == 503
         assert body["checks"]["blobs"]["ok"] is False
         assert body["checks"]["blobs"]["reason"] == "missing-bucket"
+
+
+async def test_a_failing_backend_is_internal_never_not_found(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """A blob the room has, on a backend that fails: ``internal`` naming the backend's
+    reason (its details stay in the log), the session goes on, the failure is counted."""
+    async with running_server(tmp_path, blobs__backend="memory") as srv:
+        ws, _ = await hello(http, srv.ws_url("m"))
+        data = b"stored before the backend failed"
+        await ws.send_json(inline(data))
+        await recv_type(ws, "blob-uploaded")
+        store: Any = srv.server.blobs.store
+        store.fail_with(BlobBackendError("disk /srv/blobs on fire", reason="unavailable"))
+        await ws.send_json({"type": "blob-request", "hash": digest(data)})
+        err = await recv_type(ws, "error")
+        assert err["code"] == "internal" and err["code"] != "not-found"
+        assert "unavailable" in err["message"] and "/srv/blobs" not in err["message"]
+        assert err["ref"] == "blob-request" and err["hash"] == digest(data)
+        await ws.send_json({"type": "ping"})
+        assert (await recv_type(ws, "pong")) == {"type": "pong"}
+        store.fail_with(None)
+        await ws.send_json({"type": "blob-request", "hash": digest(data)})
+        assert base64.b64decode((await recv_type(ws, "blob"))["data"]) == data
+        metrics = await (await http.get(srv.url + "/metrics")).text()
+        assert 'roomsync_blob_ops_total{op="request",outcome="error"} 1.0' in metrics
+        assert 'roomsync_errors_total{code="internal"} 1.0' in metrics

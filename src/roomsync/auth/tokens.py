@@ -11,8 +11,9 @@ secret``) and signs with one of them (``active_kid``). Claims:
 
 Time is injected: :meth:`TokenService.verify` takes ``now_s`` and checks ``exp`` itself,
 so tests and the server's clock agree. Every failure is an :class:`AuthError` whose
-message starts with ``auth: `` (an expired token raises :class:`TokenExpired`, close
-4002); nothing else escapes, whatever the input string.
+message starts with ``auth: `` and whose ``reason`` (:class:`~roomsync.core.codes.AuthReason`)
+names the check that failed (an expired token raises :class:`TokenExpired`, close 4002);
+nothing else escapes, whatever the input string.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 import jwt
 
+from roomsync.core.codes import AuthReason
 from roomsync.core.errors import AuthError, TokenExpired
 from roomsync.core.types import ROOM_ID_RE
 
@@ -98,18 +100,21 @@ def room_matches(pattern: str, room: str) -> bool:
 
 
 def check_room(claims: Claims, room: str) -> None:
-    """Raise ``AuthError("auth: token not valid for room '<room>'")`` unless it matches."""
+    """Raise ``AuthError("auth: token not valid for room '<room>'")`` (reason
+    ``WRONG_ROOM``) unless it matches."""
     if not room_matches(claims.room, room):
-        raise AuthError(f"token not valid for room '{room}'")
+        raise AuthError(f"token not valid for room '{room}'", reason=AuthReason.WRONG_ROOM)
 
 
 def _b64url_decode(segment: str, name: str) -> bytes:
     if _B64URL_RE.fullmatch(segment) is None or len(segment) % 4 == 1:
-        raise AuthError(f"malformed token: {name} is not base64url")
+        raise AuthError(f"malformed token: {name} is not base64url", reason=AuthReason.MALFORMED)
     try:
         return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError) as exc:
-        raise AuthError(f"malformed token: {name} is not base64url") from exc
+        raise AuthError(
+            f"malformed token: {name} is not base64url", reason=AuthReason.MALFORMED
+        ) from exc
 
 
 def _json_object(data: bytes, name: str) -> dict[str, Any]:
@@ -117,21 +122,34 @@ def _json_object(data: bytes, name: str) -> dict[str, Any]:
         value = json.loads(data)
     except (ValueError, RecursionError) as exc:
         # ValueError covers bad UTF-8 and bad JSON; RecursionError absurdly deep nesting.
-        raise AuthError(f"malformed token: {name} is not JSON") from exc
+        raise AuthError(
+            f"malformed token: {name} is not JSON", reason=AuthReason.MALFORMED
+        ) from exc
     if not isinstance(value, dict):
-        raise AuthError(f"malformed token: {name} is not a JSON object")
+        raise AuthError(
+            f"malformed token: {name} is not a JSON object", reason=AuthReason.MALFORMED
+        )
     return value
 
 
 def _split(token: object) -> tuple[dict[str, Any], dict[str, Any]]:
     """Decode the header and claims of a compact JWS without checking anything else."""
     if not isinstance(token, str):
-        raise AuthError(f"malformed token: expected a string, got {type(token).__name__}")
+        raise AuthError(
+            f"malformed token: expected a string, got {type(token).__name__}",
+            reason=AuthReason.MALFORMED,
+        )
     if len(token) > MAX_TOKEN_CHARS:
-        raise AuthError(f"malformed token: longer than {MAX_TOKEN_CHARS} characters")
+        raise AuthError(
+            f"malformed token: longer than {MAX_TOKEN_CHARS} characters",
+            reason=AuthReason.MALFORMED,
+        )
     parts = token.split(".")
     if len(parts) != 3:
-        raise AuthError(f"malformed token: expected 3 dot-separated segments, got {len(parts)}")
+        raise AuthError(
+            f"malformed token: expected 3 dot-separated segments, got {len(parts)}",
+            reason=AuthReason.MALFORMED,
+        )
     header = _json_object(_b64url_decode(parts[0], "header"), "header")
     claims = _json_object(_b64url_decode(parts[1], "payload"), "payload")
     _b64url_decode(parts[2], "signature")
@@ -143,7 +161,10 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise AuthError(f"malformed token: claim '{name}' must be a number of seconds")
+        raise AuthError(
+            f"malformed token: claim '{name}' must be a number of seconds",
+            reason=AuthReason.MALFORMED,
+        )
     # A fractional NumericDate is rounded down: an exp moves earlier, never later.
     return math.floor(value)
 
@@ -152,7 +173,9 @@ def _optional_str(claims: Mapping[str, Any], name: str) -> str | None:
     value = claims.get(name)
     if value is None or isinstance(value, str):
         return value
-    raise AuthError(f"malformed token: claim '{name}' must be a string")
+    raise AuthError(
+        f"malformed token: claim '{name}' must be a string", reason=AuthReason.MALFORMED
+    )
 
 
 class TokenService:
@@ -249,26 +272,31 @@ class TokenService:
         """Check ``alg`` and resolve ``kid`` to its secret (the checks before the signature)."""
         alg = header.get("alg")
         if alg != ALGORITHM:
-            raise AuthError(f"unsupported algorithm '{alg if alg is not None else ''}'")
+            raise AuthError(
+                f"unsupported algorithm '{alg if alg is not None else ''}'",
+                reason=AuthReason.UNSUPPORTED_ALG,
+            )
         kid = header.get("kid")
         if kid is None:
             if len(self._keys) == 1:
                 return next(iter(self._keys.values()))
-            raise AuthError("unknown kid ''")
+            raise AuthError("unknown kid ''", reason=AuthReason.UNKNOWN_KID)
         if not isinstance(kid, str):
-            raise AuthError("malformed token: header 'kid' must be a string")
+            raise AuthError(
+                "malformed token: header 'kid' must be a string", reason=AuthReason.MALFORMED
+            )
         secret = self._keys.get(kid)
         if secret is None:
-            raise AuthError(f"unknown kid '{kid}'")
+            raise AuthError(f"unknown kid '{kid}'", reason=AuthReason.UNKNOWN_KID)
         return secret
 
     def _check_signature(self, token: str, secret: str) -> None:
         try:
             _JWS.decode_complete(token, secret, algorithms=[ALGORITHM])
         except jwt.InvalidSignatureError as exc:
-            raise AuthError("bad signature") from exc
+            raise AuthError("bad signature", reason=AuthReason.BAD_SIGNATURE) from exc
         except jwt.PyJWTError as exc:
-            raise AuthError(f"malformed token: {exc}") from exc
+            raise AuthError(f"malformed token: {exc}", reason=AuthReason.MALFORMED) from exc
 
     def verify(self, token: str, *, now_s: float) -> Claims:
         """Check ``token`` completely (except the room: see :func:`check_room`).
@@ -282,10 +310,10 @@ class TokenService:
         self._check_signature(token, self._secret_for(header))
         room = raw.get("room")
         if not isinstance(room, str) or not room:
-            raise AuthError("missing claim 'room'")
+            raise AuthError("missing claim 'room'", reason=AuthReason.MISSING_CLAIM)
         caps = raw.get("caps")
         if not isinstance(caps, list) or not all(isinstance(cap, str) for cap in caps):
-            raise AuthError("missing claim 'caps'")
+            raise AuthError("missing claim 'caps'", reason=AuthReason.MISSING_CLAIM)
         claims = Claims(
             sub=_optional_str(raw, "sub"),
             room=room,
@@ -300,7 +328,7 @@ class TokenService:
         nbf = _numeric_date(raw, "nbf")
         for start in (claims.iat, nbf):
             if start is not None and start > now_s + MAX_IAT_SKEW_S:
-                raise AuthError("token not yet valid")
+                raise AuthError("token not yet valid", reason=AuthReason.NOT_YET_VALID)
         return claims
 
     def verifies(self, token: str) -> bool:

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 from .base import (
     BlobBackendError,
-    BlobError,
     BlobMissing,
     BlobStore,
+    BlobStoreError,
     BlobVerifyFailed,
     UrlGrant,
     gc,
@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BlobBackendError",
-    "BlobError",
     "BlobMissing",
     "BlobStore",
+    "BlobStoreError",
     "BlobVerifyFailed",
     "FilesystemBlobStore",
     "MemoryBlobStore",

@@ -6,9 +6,11 @@ and :mod:`.s3` (S3-compatible object storage with presigned URLs).
 :mod:`roomsync.testing.blob_contract` holds the one contract suite that
 ``tests/blobs/test_contract.py`` runs against each.
 
-Errors::
+Errors (under :class:`roomsync.core.errors.InternalError`: a peer never sees their
+message, only ``internal``; the server's handlers turn the ones a peer should know about
+into ``upload-rejected``/``upload-denied`` reasons or errors of their own)::
 
-    BlobError                 .reason: a short machine reason (metrics label, reject reason)
+    BlobStoreError            .reason: a short machine reason (metrics label, reject reason)
      ├── BlobMissing          "missing": no object stored under that hash (or no staged
      │                        upload under that upload id)
      ├── BlobVerifyFailed     "hash-mismatch" / "size-mismatch" (a put was refused, nothing
@@ -50,6 +52,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..core.errors import InternalError
 from ..core.types import BLOB_HASH_RE
 
 HASH_PREFIX = "sha256:"
@@ -58,33 +61,49 @@ HASH_PREFIX = "sha256:"
 UPLOAD_ID_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
-class BlobError(Exception):
-    """Root of every blob error. ``reason`` is short and stable; the message is for humans."""
+class BlobStoreError(InternalError):
+    """Root of every blob store error. ``reason`` is short and stable; the message is for
+    humans (operators: it may name directories and buckets)."""
 
     default_reason = "error"
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
         self.reason = reason if reason is not None else self.default_reason
 
+    @property
+    def next_action(self) -> str:
+        return f"see the reason {self.reason!r}: a bad request or URL, or a failing backend"
 
-class BlobMissing(BlobError):
+
+class BlobMissing(BlobStoreError):
     """No object is stored under the hash. The client may upload it again."""
 
     default_reason = "missing"
 
+    @property
+    def next_action(self) -> str:
+        return "upload the blob again"
 
-class BlobVerifyFailed(BlobError):
+
+class BlobVerifyFailed(BlobStoreError):
     """The bytes do not match the hash or size. Nothing bad is left stored."""
 
     default_reason = "verify-failed"
 
+    @property
+    def next_action(self) -> str:
+        return "send bytes that match the announced hash and size"
 
-class BlobBackendError(BlobError):
+
+class BlobBackendError(BlobStoreError):
     """The store cannot work (permissions, missing bucket, unreachable). An operator must act."""
 
     default_reason = "backend-error"
+
+    @property
+    def next_action(self) -> str:
+        return "an operator must fix the blob backend (permissions, bucket, space, network)"
 
 
 @dataclass(frozen=True)
@@ -105,7 +124,7 @@ class UrlGrant:
 class BlobStore(Protocol):
     """A content-addressed blob store. Hashes are ``sha256:<64 lowercase hex>``.
 
-    Every method raises :class:`BlobError` with reason ``bad-hash`` for a malformed hash and
+    Every method raises :class:`BlobStoreError` with reason ``bad-hash`` for a malformed hash and
     :class:`BlobBackendError` when the storage fails.
     """
 
@@ -173,7 +192,7 @@ class BlobStore(Protocol):
         The URL is bound to ``upload_id`` (and, where the store can make the far end check
         them, to ``hash`` and ``size``): it cannot be pointed at another staging name or at
         a content address. The caller picks a fresh, unguessable ``upload_id`` per grant
-        (:data:`UPLOAD_ID_RE`; :class:`BlobError` ``bad-upload-id`` otherwise) and later
+        (:data:`UPLOAD_ID_RE`; :class:`BlobStoreError` ``bad-upload-id`` otherwise) and later
         calls :meth:`commit_upload` or :meth:`discard_upload` with it.
         """
 
@@ -209,23 +228,23 @@ def sha256_hex(data: bytes | bytearray | memoryview) -> str:
 
 
 def hash_hex(hash: str) -> str:
-    """The 64 hex digits of a valid blob hash; raise :class:`BlobError` ``bad-hash`` otherwise.
+    """The 64 hex digits of a valid blob hash; raise :class:`BlobStoreError` ``bad-hash`` otherwise.
 
     Stores call it before building a path or key from a hash, so a hash never escapes its
     directory or prefix.
     """
     if not isinstance(hash, str) or not BLOB_HASH_RE.fullmatch(hash):
-        raise BlobError(
+        raise BlobStoreError(
             f"invalid blob hash {hash!r}: expected sha256:<64 lowercase hex>", reason="bad-hash"
         )
     return hash[len(HASH_PREFIX) :]
 
 
 def check_upload_id(upload_id: str) -> str:
-    """``upload_id`` if it matches :data:`UPLOAD_ID_RE`; :class:`BlobError` ``bad-upload-id``
+    """``upload_id`` if it matches :data:`UPLOAD_ID_RE`; :class:`BlobStoreError` ``bad-upload-id``
     otherwise. Stores call it before building a staging path or key."""
     if not isinstance(upload_id, str) or not UPLOAD_ID_RE.fullmatch(upload_id):
-        raise BlobError(
+        raise BlobStoreError(
             f"invalid upload id {upload_id!r}: expected 16-128 of [A-Za-z0-9_-]",
             reason="bad-upload-id",
         )
@@ -233,9 +252,9 @@ def check_upload_id(upload_id: str) -> str:
 
 
 def check_size(size: int) -> int:
-    """``size`` if it is a non-negative int; raise :class:`BlobError` ``bad-size`` otherwise."""
+    """``size`` if it is a non-negative int; else :class:`BlobStoreError` ``bad-size``."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise BlobError(f"invalid blob size {size!r}: expected an int >= 0", reason="bad-size")
+        raise BlobStoreError(f"invalid blob size {size!r}: expected an int >= 0", reason="bad-size")
     return size
 
 

@@ -56,8 +56,8 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from .base import (
     HASH_PREFIX,
     BlobBackendError,
-    BlobError,
     BlobMissing,
+    BlobStoreError,
     StreamVerifier,
     UrlGrant,
     check_size,
@@ -170,8 +170,8 @@ class S3BlobStore:
 
     # -- errors ----------------------------------------------------------------------------
 
-    def _error(self, exc: BaseException, doing: str, *, bucket_op: bool = False) -> BlobError:
-        """The :class:`BlobError` for a failed S3 call."""
+    def _error(self, exc: BaseException, doing: str, *, bucket_op: bool = False) -> BlobStoreError:
+        """The :class:`BlobStoreError` for a failed S3 call."""
         if isinstance(exc, ClientError):
             err = exc.response.get("Error", {})
             code = str(err.get("Code", ""))
@@ -350,7 +350,7 @@ class S3BlobStore:
         # a bucket lifecycle rule for incomplete uploads catches what this misses.
         try:
             await self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        except (*_TRANSPORT_ERRORS, BlobError):
+        except (*_TRANSPORT_ERRORS, BlobStoreError):
             pass
 
     async def put(self, hash: str, data: bytes) -> None:
@@ -461,7 +461,7 @@ class S3BlobStore:
         # original error matters more than a cleanup error.
         try:
             await self._s3.delete_object(Bucket=self.bucket, Key=key)
-        except (*_TRANSPORT_ERRORS, BlobError):
+        except (*_TRANSPORT_ERRORS, BlobStoreError):
             pass
 
     async def discard_upload(self, upload_id: str) -> bool:
@@ -498,7 +498,7 @@ class S3BlobStore:
                 candidate = HASH_PREFIX + name
                 try:
                     hash_hex(candidate)
-                except BlobError:
+                except BlobStoreError:
                     continue  # the readyz probe or a foreign object under the prefix
                 yield candidate
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from .base import BlobError, UrlGrant, check_size, check_upload_id, hash_hex
+from .base import BlobStoreError, UrlGrant, check_size, check_upload_id, hash_hex
 
 #: Shortest secret accepted: 128 bits.
 MIN_SECRET_BYTES = 16
@@ -60,7 +60,7 @@ class UrlSigner:
     def check(
         self, method: str, hash: str, exp_ms: int, size: int, sig: str, *, now_ms: int
     ) -> None:
-        """Raise :class:`BlobError` ``bad-signature`` when ``sig`` was not made by :meth:`sign`
+        """Raise :class:`BlobStoreError` ``bad-signature`` when ``sig`` was not made by :meth:`sign`
         for exactly these values, or ``expired-url`` when ``now_ms >= exp_ms``.
 
         The signature is checked first (in constant time), so an edited ``exp`` reads as a
@@ -68,24 +68,24 @@ class UrlSigner:
         """
         expected = self.sign(method, hash, exp_ms, size).encode("ascii")
         if not hmac.compare_digest(expected, sig.encode("utf-8", "replace")):
-            raise BlobError(f"blob URL for {hash}: bad signature", reason="bad-signature")
+            raise BlobStoreError(f"blob URL for {hash}: bad signature", reason="bad-signature")
         if now_ms >= exp_ms:
-            raise BlobError(
+            raise BlobStoreError(
                 f"blob URL for {hash} expired at {exp_ms} (now {now_ms})", reason="expired-url"
             )
 
     def check_query(self, method: str, hash: str, query: Mapping[str, str], *, now_ms: int) -> int:
         """Check a request's query (``exp``, ``size``, ``sig``) and return the granted size.
 
-        Raises :class:`BlobError` ``bad-url`` when a parameter is missing or not a number,
+        Raises :class:`BlobStoreError` ``bad-url`` when a parameter is missing or not a number,
         then as :meth:`check`.
         """
         try:
             exp_ms = int(query["exp"])
             size = check_size(int(query["size"]))
             sig = query["sig"]
-        except (KeyError, ValueError, BlobError):
-            raise BlobError(
+        except (KeyError, ValueError, BlobStoreError):
+            raise BlobStoreError(
                 f"blob URL for {hash}: needs exp, size and sig query parameters",
                 reason="bad-url",
             ) from None
@@ -122,7 +122,7 @@ class UrlSigner:
         """Check an upload request (its path's ``upload_id`` and its query) and return what
         it grants.
 
-        Raises :class:`BlobError` ``bad-url`` when ``hash``, ``size``, ``exp`` or ``sig`` is
+        Raises :class:`BlobStoreError` ``bad-url`` when ``hash``, ``size``, ``exp`` or ``sig`` is
         missing or malformed (or the upload id is), ``bad-signature`` when the MAC does not
         cover exactly these values (checked first, in constant time) and ``expired-url``
         when ``now_ms >= exp``.
@@ -134,17 +134,17 @@ class UrlSigner:
             exp_ms = int(query["exp"])
             size = check_size(int(query["size"]))
             sig = query["sig"]
-        except (KeyError, ValueError, BlobError):
-            raise BlobError(
+        except (KeyError, ValueError, BlobStoreError):
+            raise BlobStoreError(
                 f"upload URL {upload_id!r}: needs a valid upload id and hash, size, exp "
                 "and sig query parameters",
                 reason="bad-url",
             ) from None
         expected = self.sign_upload(upload_id, hash, exp_ms, size).encode("ascii")
         if not hmac.compare_digest(expected, sig.encode("utf-8", "replace")):
-            raise BlobError(f"upload URL {upload_id}: bad signature", reason="bad-signature")
+            raise BlobStoreError(f"upload URL {upload_id}: bad signature", reason="bad-signature")
         if now_ms >= exp_ms:
-            raise BlobError(
+            raise BlobStoreError(
                 f"upload URL {upload_id} expired at {exp_ms} (now {now_ms})",
                 reason="expired-url",
             )

@@ -150,6 +150,8 @@ class BlobNotFound(BlobError):
 
 
 class BlobFetchFailed(BlobError):
-    """:meth:`RoomClient.get_blob` got bytes it cannot trust or none at all: the download
-    URL failed (``reason`` ``http-<status>: ...`` or ``network: ...``), or the bytes do not
-    match the requested hash or announced size (``hash-mismatch``, ``size-mismatch``)."""
+    """:meth:`RoomClient.get_blob` got bytes it cannot trust or none at all: the server's
+    blob backend failed (``reason`` ``internal: blob storage failed (<backend reason>) ...``;
+    the blob is not lost, retry later), the download URL failed (``http-<status>: ...`` or
+    ``network: ...``), or the bytes do not match the requested hash or announced size
+    (``hash-mismatch``, ``size-mismatch``)."""

@@ -36,7 +36,11 @@ CLOSE_ACTIONS: dict[CloseCode, str] = {
 
 
 class ErrorCode(StrEnum):
-    """``error{code}`` values and per-change refusal codes (SPEC §2 "Error codes")."""
+    """``error{code}`` values and per-change refusal codes (SPEC §2 "Error codes").
+
+    Every code the server or the SDK uses is a member here and has a row in the
+    "Error codes" table of ``docs/protocol.md`` (``tests/test_docs.py`` checks both).
+    """
 
     EXPECTED_HELLO = "expected-hello"
     AUTH = "auth"
@@ -56,7 +60,28 @@ class ErrorCode(StrEnum):
     ROOM_CLOSED = "room-closed"
     INTERNAL = "internal"
     DRAINING = "draining"
-    TOKEN_EXPIRED = "token-expired"
+    TIMEOUT = "timeout"  # a peer silent for three heartbeat intervals (closed with 1011)
+
+
+class AuthReason(StrEnum):
+    """Why an :class:`~roomsync.core.errors.AuthError` was raised.
+
+    The values are the ``outcome`` labels of ``roomsync_auth_total`` (SPEC §7 "auth
+    outcomes"), so dashboards select on them: they never change once published.
+    """
+
+    EXPIRED = "token-expired"
+    BAD_SIGNATURE = "bad-signature"
+    UNKNOWN_KID = "unknown-kid"
+    WRONG_ROOM = "not-valid-for-room"
+    MALFORMED = "malformed"
+    LOCKED = "locked"
+    ANONYMOUS_DISABLED = "anonymous"
+    REVOKED = "revoked"
+    MISSING_CLAIM = "missing-claim"
+    UNSUPPORTED_ALG = "unsupported-algorithm"
+    NOT_YET_VALID = "not-yet-valid"
+    OTHER = "other"
 
 
 class RejectClass(StrEnum):

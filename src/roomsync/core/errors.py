@@ -1,6 +1,6 @@
 """The error tree of roomsync. Every error says whose fault it is and what to do next.
 
-::
+One root for every error roomsync raises on purpose, wherever it lives::
 
     RoomsyncError                      code, close (or None: the session survives), next_action
      ├── ProtocolError                 peer broke the protocol
@@ -11,7 +11,8 @@
      ├── CodecError                    malformed-pack "bad postcard: ..." / "bad base64"
      ├── InvalidPath                   invalid-path, refused per change
      ├── InvalidRoom                   invalid-room, 1002 at connect
-     ├── AuthError                     auth "auth: <why>", 4003 (TokenExpired: 4002)
+     ├── AuthError                     auth "auth: <why>", 4003 (TokenExpired: 4002);
+     │    │                            .reason: AuthReason (the roomsync_auth_total label)
      │    └── TokenExpired
      ├── Forbidden                     forbidden, 4003 or per message
      ├── TooLarge                      too-large (FrameTooBig: 1009)
@@ -19,15 +20,34 @@
      ├── RateLimited                   rate-limited, 4008
      ├── ResyncRequired                resync-required, 4001
      ├── RoomClosed                    room-closed, 4004
-     └── Overload                      overload, 1011, with retry_after_ms
+     ├── Overload                      overload, 1011, with retry_after_ms
+     ├── InternalError                 internal, 1011: the server's own failure; a peer
+     │    │                            gets "internal server error", never the message
+     │    ├── BlobStoreError           roomsync.blobs: .reason, a short stable label
+     │    │    ├── BlobMissing         "missing": nothing stored under the hash
+     │    │    ├── BlobVerifyFailed    the bytes do not match the hash or size
+     │    │    └── BlobBackendError    the blob backend cannot work: an operator must act
+     │    └── ConfigError              roomsync.config: .key, the dotted setting at fault
+     ├── BlobNotInRoom                 roomsync.server.blobs: not-found, session survives
+     ├── BlobUnavailable               roomsync.server.blobs: internal, session survives;
+     │                                 the message names the backend's reason only
+     └── (the SDK, roomsync.client.errors)
+          ├── ConnectionClosed         the client stopped for good: close code + last error
+          │    └── ConnectError        no first session could be opened
+          ├── RequestRefused           an error answer to a request; the session goes on
+          └── BlobError                a blob operation failed: .hash, .reason
+               ├── BlobRejected        put_blob refused, nothing stored
+               ├── BlobNotFound        not-found: the room has no such blob
+               └── BlobFetchFailed     get_blob got bad bytes, none, or a backend failure
 
+Class names are unique across packages (``tests/core/test_errors.py`` checks it).
 Parsers in the core raise only these; a shell that meets anything else answers 1011
 with ``internal`` and no details (the traceback goes to the log, never to the peer).
 """
 
 from __future__ import annotations
 
-from .codes import CLOSE_ACTIONS, CloseCode, ErrorCode
+from .codes import CLOSE_ACTIONS, AuthReason, CloseCode, ErrorCode
 
 
 class RoomsyncError(Exception):
@@ -93,17 +113,29 @@ class InvalidRoom(RoomsyncError):
 
 
 class AuthError(RoomsyncError):
-    """Token problems. ``message`` always starts with ``auth: ``."""
+    """Token or access problems. ``message`` always starts with ``auth: ``.
+
+    ``reason`` says which check failed, as data: metrics and tools select on it, never
+    on the message text.
+    """
 
     code = ErrorCode.AUTH
     close: CloseCode | None = CloseCode.FORBIDDEN
 
-    def __init__(self, why: str, *, close: CloseCode | bool | None = True) -> None:
+    def __init__(
+        self, why: str, *, reason: AuthReason, close: CloseCode | bool | None = True
+    ) -> None:
         super().__init__(why if why.startswith("auth: ") else f"auth: {why}", close=close)
+        self.reason = reason
 
 
 class TokenExpired(AuthError):
+    """The token's ``exp`` has passed (at the handshake or mid-session): 4002, refresh it."""
+
     close: CloseCode | None = CloseCode.TOKEN_EXPIRED
+
+    def __init__(self, why: str, *, close: CloseCode | bool | None = True) -> None:
+        super().__init__(why, reason=AuthReason.EXPIRED, close=close)
 
 
 class Forbidden(RoomsyncError):
@@ -145,3 +177,18 @@ class Overload(RoomsyncError):
 
     def to_error_fields(self) -> dict[str, object]:
         return {**super().to_error_fields(), "retry_after_ms": self.retry_after_ms}
+
+
+class InternalError(RoomsyncError):
+    """The server's own failure (a backend, the configuration), not the peer's.
+
+    A peer that meets one gets ``error{code:"internal", message:"internal server error"}``
+    and 1011, exactly like an unexpected exception: the message, which may name
+    directories, buckets or settings, is for logs and operators only.
+    """
+
+    code = ErrorCode.INTERNAL
+    close: CloseCode | None = CloseCode.INTERNAL
+
+    def to_error_fields(self) -> dict[str, object]:
+        return {"code": str(self.code), "message": "internal server error"}

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from ..auth.keyfile import resolve_signing_keys
 from ..auth.tokens import Claims, TokenService
-from ..blobs.base import BlobError
+from ..blobs.base import BlobStoreError as BlobError
 from ..bus.base import Bus
 from ..bus.memory import MemoryBus
 from ..blobs.filesystem import FilesystemBlobStore

@@ -7,7 +7,9 @@ inline) -> the client PUTs to its own staging name -> ``blob-uploaded`` -> the s
 re-hashes the staged bytes and moves them to their content address
 (:meth:`~roomsync.blobs.BlobStore.commit_upload`) -> ``blob-available``, or
 ``upload-rejected`` and the staged bytes are deleted. Fetch: ``blob-request`` -> ``blob``
-with inline data, or a download URL grant when the peer negotiated ``blob-direct``.
+with inline data, or a download URL grant when the peer negotiated ``blob-direct``; a hash
+the room does not have is ``not-found`` (:class:`BlobNotInRoom`), a failing backend
+``internal`` naming its reason (:class:`BlobUnavailable`), never ``not-found``.
 
 Blobs are room-scoped: a room serves only hashes that were uploaded in it, inline or
 direct. A ``blob-uploaded`` counts only for a grant that this session holds, in this room,
@@ -34,14 +36,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..blobs.base import BlobBackendError, BlobError, BlobMissing, BlobStore, BlobVerifyFailed
+from ..blobs.base import BlobBackendError, BlobMissing, BlobStore, BlobStoreError, BlobVerifyFailed
 from ..blobs.base import gc as gc_blobs
 from ..blobs.filesystem import FilesystemBlobStore
 from ..blobs.memory import MemoryBlobStore
 from ..blobs.signing import UploadTicket, UrlSigner
 from ..config import Settings
 from ..core import messages as m
-from ..core.codes import ErrorCode
+from ..core.codes import CloseCode, ErrorCode
 from ..core.errors import MalformedEnvelope, RoomsyncError
 from ..core.types import validate_blob_hash
 from .logs import event
@@ -57,11 +59,26 @@ log = logging.getLogger("roomsync.blobs")
 MAX_INLINE_FETCH_BYTES = 16 * 1024 * 1024
 
 
-class BlobNotFound(RoomsyncError):
-    """``blob-request`` for a hash the room does not have: ``error{code:"not-found"}``."""
+class BlobNotInRoom(RoomsyncError):
+    """``blob-request`` for a hash the room does not have (never uploaded here, or gone
+    from the backend): ``error{code:"not-found"}``; the session goes on."""
 
     code = ErrorCode.NOT_FOUND
-    close = None
+    close: CloseCode | None = None
+
+
+class BlobUnavailable(RoomsyncError):
+    """``blob-request`` for a blob the room has while the blob backend fails:
+    ``error{code:"internal"}`` naming the backend's reason (``permission-denied``,
+    ``unavailable``, ...) but not its details; the session goes on and the peer may retry.
+    Never ``not-found``: the blob is not lost, the backend is down."""
+
+    code = ErrorCode.INTERNAL
+    close: CloseCode | None = None
+
+    def __init__(self, hash: str, reason: str) -> None:
+        super().__init__(f"blob storage failed ({reason}) reading {hash}: retry later")
+        self.reason = reason
 
 
 def url_secret(signing_secret: str) -> bytes:
@@ -179,7 +196,7 @@ class BlobService:
             return self._reject(peer, hash, "hash-mismatch", "upload")
         try:
             await self.store.put(hash, data)
-        except BlobError as exc:
+        except BlobStoreError as exc:
             return self._backend_failed(peer, hash, exc, "upload")
         await self._announce(host, peer, hash, msg.size)
         self.count("upload", "uploaded")
@@ -206,7 +223,7 @@ class BlobService:
                     now_ms=now_ms,
                     ttl_s=self.settings.blobs.url_ttl_s,
                 )
-            except BlobError as exc:
+            except BlobStoreError as exc:
                 reason = f"{exc.reason}: {exc}"
         if grant is None:
             self.count("grant", "denied")
@@ -266,7 +283,7 @@ class BlobService:
                 failure = f"no-grant: the upload grant expired at {grant.expires_ms}"
                 try:
                     await self.store.discard_upload(upload_id)
-                except BlobError as exc:
+                except BlobStoreError as exc:
                     return self._backend_failed(peer, hash, exc, "confirm")
                 continue
             # Out of the open index while the commit runs: no second confirm can pick it.
@@ -280,7 +297,7 @@ class BlobService:
                 self._set_state(grant, _GrantState.DONE)
                 failure = "verify-failed"
                 continue
-            except BlobError as exc:
+            except BlobStoreError as exc:
                 self._set_state(grant, _GrantState.DONE)
                 return self._backend_failed(peer, hash, exc, "confirm")
             try:
@@ -301,7 +318,7 @@ class BlobService:
         hash = validate_blob_hash(hash)
         if not await host.store.has_blob_ref(host.room, hash):
             self.count("request", "missing")
-            raise BlobNotFound(f"blob {hash} is not available in room {host.room!r}")
+            raise BlobNotInRoom(f"blob {hash} is not available in room {host.room!r}")
         try:
             if "blob-direct" in peer.session.caps and self.store.can_grant_urls():
                 grant = self.store.download_url(
@@ -335,13 +352,14 @@ class BlobService:
             data = await self.store.read(hash)
         except BlobMissing:
             self.count("request", "missing")
-            raise BlobNotFound(
+            raise BlobNotInRoom(
                 f"blob {hash} is referenced in room {host.room!r} but missing "
                 f"from the {self.store.name} backend"
             ) from None
         except BlobBackendError as exc:
             self.count("request", "error")
-            raise BlobNotFound(f"blob backend failed: {exc.reason}: {exc}") from None
+            self._log_backend_error(peer, hash, exc)
+            raise BlobUnavailable(hash, exc.reason) from None
         peer.send(
             {
                 "type": "blob",
@@ -352,8 +370,20 @@ class BlobService:
         )
         self.count("request", "requested")
 
-    def _backend_failed(self, peer: Peer, hash: str, exc: BlobError, op: str) -> None:
+    def _backend_failed(self, peer: Peer, hash: str, exc: BlobStoreError, op: str) -> None:
         self.count(op, "error")
+        self._log_backend_error(peer, hash, exc)
+        peer.send({"type": "upload-rejected", "hash": hash, "reason": f"{exc.reason}: {exc}"})
+        peer.send(
+            {
+                "type": "error",
+                "code": str(ErrorCode.INTERNAL),
+                "message": f"blob storage failed ({exc.reason}); nothing was stored",
+            }
+        )
+
+    def _log_backend_error(self, peer: Peer, hash: str, exc: BlobStoreError) -> None:
+        """The operator's side of a failed blob operation: the full error, in the log."""
         event(
             log,
             "blob.backend_error",
@@ -362,14 +392,6 @@ class BlobService:
             hash=hash,
             reason=exc.reason,
             error=str(exc),
-        )
-        peer.send({"type": "upload-rejected", "hash": hash, "reason": f"{exc.reason}: {exc}"})
-        peer.send(
-            {
-                "type": "error",
-                "code": "internal",
-                "message": f"blob storage failed ({exc.reason}); nothing was stored",
-            }
         )
 
     # -- housekeeping ----------------------------------------------------------------------
@@ -434,7 +456,7 @@ class BlobService:
             except BlobVerifyFailed as exc:
                 self.count("put", "rejected")
                 return _json_error(400, exc.reason, str(exc))
-            except BlobError as exc:
+            except BlobStoreError as exc:
                 self.count("put", "error")
                 return _json_error(507 if exc.reason == "no-space" else 503, exc.reason, str(exc))
             if now_ms() >= ticket.expires_ms:
@@ -442,7 +464,7 @@ class BlobService:
                 # so nothing may stay staged.
                 try:
                     await store.discard_upload(ticket.upload_id)
-                except BlobError as exc:
+                except BlobStoreError as exc:
                     self.count("put", "error")
                     return _json_error(503, exc.reason, str(exc))
                 self.count("put", "expired-url")
@@ -464,7 +486,7 @@ class BlobService:
             except BlobMissing:
                 self.count("get", "missing")
                 return _json_error(404, "missing", f"blob {hash} is not stored")
-            except BlobError as exc:
+            except BlobStoreError as exc:
                 self.count("get", "error")
                 return _json_error(503, exc.reason, str(exc))
             await resp.prepare(request)
@@ -485,7 +507,7 @@ class BlobService:
             return self.signer.check_upload(
                 request.match_info["upload_id"], request.query, now_ms=now
             )
-        except BlobError as exc:
+        except BlobStoreError as exc:
             self.count("put", exc.reason)
             return _json_error(400 if exc.reason == "bad-url" else 403, exc.reason, str(exc))
 
@@ -499,7 +521,7 @@ class BlobService:
             return self.signer.check_query(method, hash, request.query, now_ms=now)
         except MalformedEnvelope as exc:
             return _json_error(400, "bad-hash", exc.message)
-        except BlobError as exc:
+        except BlobStoreError as exc:
             self.count(method.lower(), exc.reason)
             return _json_error(403, exc.reason, str(exc))
 

@@ -21,9 +21,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from ..blobs.base import (
-    BlobError,
     BlobMissing,
     BlobStore,
+    BlobStoreError,
     BlobVerifyFailed,
     gc,
     sha256_hex,
@@ -213,7 +213,7 @@ async def check_bad_hash_refused(b: BlobBackendUnderTest) -> None:
     for bad in ("sha256:XYZ", "md5:" + "0" * 64, "sha256:" + "A" * 64, "../../etc/passwd"):
         try:
             await b.store.put(bad, b"x")
-        except BlobError as exc:
+        except BlobStoreError as exc:
             assert exc.reason == "bad-hash", exc.reason
         else:
             raise AssertionError(f"{bad!r} must be refused")
@@ -466,7 +466,7 @@ async def check_large_commit(b: BlobBackendUnderTest) -> None:
 async def _refused_upload_id(attempt: Awaitable[object], bad: str) -> None:
     try:
         await attempt
-    except BlobError as exc:
+    except BlobStoreError as exc:
         assert exc.reason == "bad-upload-id", (bad, exc.reason)
     else:
         raise AssertionError(f"upload id {bad!r} must be refused")
@@ -480,7 +480,7 @@ async def check_bad_upload_id_refused(b: BlobBackendUnderTest) -> None:
         if b.store.can_grant_urls():
             try:
                 b.store.upload_url(h, 1, upload_id=bad, now_ms=NOW_MS, ttl_s=60)
-            except BlobError as exc:
+            except BlobStoreError as exc:
                 assert exc.reason == "bad-upload-id", (bad, exc.reason)
             else:
                 raise AssertionError(f"upload id {bad!r} must not be granted")
