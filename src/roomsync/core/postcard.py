@@ -16,7 +16,7 @@ The types::
 Decoding is strict: truncated input, overlong or overflowing varints, trailing bytes,
 invalid UTF-8, unknown enum tags and lengths past the input all raise
 :class:`~roomsync.core.errors.CodecError` with message ``bad postcard: <reason>``.
-Golden vectors live in ``tests/vectors/postcard.json``.
+Golden vectors live in ``vectors/postcard.json`` (format in ``vectors/README.md``).
 """
 
 from __future__ import annotations

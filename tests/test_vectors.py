@@ -1,10 +1,11 @@
 """Golden vectors for postcard (SPEC §2) and the Merkle Search Tree (SPEC §1).
 
-``postcard.json`` and ``mst.json`` are what other implementations (JS, Rust) test
-against; ``README.md`` explains them byte by byte. The cases are defined here and the
-files are generated from them with the code under test::
+``vectors/postcard.json`` and ``vectors/mst.json`` (at the top of the repository) are what
+other implementations (the TypeScript client, JS, Rust) test against;
+``vectors/README.md`` explains them byte by byte. The cases are defined here and the files
+are generated from them with the code under test::
 
-    python tests/vectors/test_vectors.py     # rewrites postcard.json and mst.json
+    python tests/test_vectors.py     # rewrites vectors/postcard.json and vectors/mst.json
 
 To keep the vectors from being only self-referential, one MST root and its levels are
 also computed by hand below with hashlib and hand-written bytes.
@@ -34,9 +35,9 @@ from roomsync.core.postcard import (
     write_change,
 )
 
-HERE = Path(__file__).parent
-POSTCARD_FILE = HERE / "postcard.json"
-MST_FILE = HERE / "mst.json"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+POSTCARD_FILE = VECTORS / "postcard.json"
+MST_FILE = VECTORS / "mst.json"
 
 U32_MAX = 0xFFFF_FFFF
 U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
