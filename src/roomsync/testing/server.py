@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,12 +112,17 @@ async def running_server(
     *,
     settings: Settings | None = None,
     store: Store | None = None,
+    now_ms: Callable[[], int] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[ServerHandle]:
     """An in-process server on 127.0.0.1 and a free port, stopped on exit; ``store``
-    replaces the one the settings would build (e.g. a :class:`~.faults.FaultyStore`)."""
+    replaces the one the settings would build (e.g. a :class:`~.faults.FaultyStore`),
+    ``now_ms`` the wall clock the server reads (e.g. :meth:`.clock.FakeClock.now_ms`)."""
     settings = settings or test_settings(data_dir, **overrides)
-    server = RoomsyncServer(settings, store=store)
+    if now_ms is None:
+        server = RoomsyncServer(settings, store=store)
+    else:
+        server = RoomsyncServer(settings, store=store, now_ms=now_ms)
     await server.start("127.0.0.1", 0)
     assert server.port is not None
     scheme = "https" if settings.server.tls_cert else "http"
