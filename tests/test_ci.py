@@ -1,0 +1,85 @@
+"""What ``.ci/run`` enforces: the suite, then mypy strict and ruff, any failure fatal.
+
+The script runs here with stand-ins for ``pip`` and ``python`` first on ``PATH``: they log
+their arguments and exit with the code a test picks, so the order of the steps and the
+exit codes are checked without installing or running anything for real.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CI = ROOT / ".ci" / "run"
+
+STEPS = [
+    "pip install -e .[test]",
+    "python -m pytest",
+    "python -m mypy --strict src/roomsync",
+    "python -m ruff check src tests",
+    "python -m ruff format --check src tests",
+]
+
+# Logs "<name> <args>" and exits with $CI_FAKE_RC_<n> for the n-th command (default 0).
+STUB = """#!/usr/bin/env bash
+n=$(( $(wc -l < "$CI_FAKE_LOG") + 1 ))
+echo "$(basename "$0") $*" >> "$CI_FAKE_LOG"
+var="CI_FAKE_RC_$n"
+exit "${!var:-0}"
+"""
+
+
+def run_ci(tmp_path: Path, **exit_codes: int) -> tuple[int, list[str], str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("pip", "python"):
+        stub = bin_dir / name
+        stub.write_text(STUB)
+        stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    log = tmp_path / "log"
+    log.write_text("")
+    bash = shutil.which("bash")
+    assert bash is not None
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "CI_FAKE_LOG": str(log),
+        **{f"CI_FAKE_RC_{step}": str(rc) for step, rc in exit_codes.items()},
+    }
+    done = subprocess.run(
+        [bash, str(CI)], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    return done.returncode, log.read_text().splitlines(), done.stderr
+
+
+def test_runs_the_suite_then_mypy_then_ruff(tmp_path: Path) -> None:
+    rc, steps, _ = run_ci(tmp_path)
+    assert rc == 0
+    assert steps == STEPS
+
+
+def test_no_tests_collected_fails(tmp_path: Path) -> None:
+    rc, steps, stderr = run_ci(tmp_path, **{"2": 5})
+    assert rc == 5
+    assert steps == STEPS[:2]
+    assert "collected no tests" in stderr
+
+
+@pytest.mark.parametrize("failing", [1, 2, 3, 4, 5])
+def test_any_failing_step_fails_ci_and_stops_it(tmp_path: Path, failing: int) -> None:
+    rc, steps, _ = run_ci(tmp_path, **{str(failing): 1})
+    assert rc == 1
+    assert steps == STEPS[:failing]
+
+
+def test_the_test_extra_installs_the_checkers() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
+    names = {req.split(">=")[0].split("[")[0] for req in project["optional-dependencies"]["test"]}
+    assert {"pytest", "mypy", "ruff"} <= names
+    assert all(">=" in req for req in project["optional-dependencies"]["test"])
