@@ -15,6 +15,7 @@ blobs.
 from __future__ import annotations
 
 from ..core.entries import Change
+from ..core.presence_view import PresenceEvent, PresenceInfo
 from ..core.reconcile import ReconcileResult
 from ..core.replica import RefusedChange, SupersededChange
 from .backoff import Backoff
@@ -28,7 +29,6 @@ from .errors import (
     ConnectionClosed,
     RequestRefused,
 )
-from .presence import PresenceEvent, PresenceInfo
 from .room import ChangeStream, PresenceStream, RoomClient, connect, ws_url
 from .stats import ConnectionStats, RetryWait
 

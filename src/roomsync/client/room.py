@@ -87,6 +87,7 @@ from ..core.codes import ErrorCode
 from ..core.entries import Change
 from ..core.errors import CodecError, RoomsyncError
 from ..core.mst import EMPTY_ROOT_HEX
+from ..core.presence_view import PresenceEvent, PresenceInfo, PresenceView
 from ..core.reconcile import DEFAULT_MAX_HASHES, ReconcileResult
 from ..core.reconcile import reconcile as reconcile_flow
 from ..core.replica import (
@@ -119,7 +120,6 @@ from .errors import (
     ConnectionClosed,
     RequestRefused,
 )
-from .presence import PresenceEvent, PresenceInfo, PresenceView
 from .stats import ConnectionStats, RetryWait
 
 log = logging.getLogger("roomsync.client")

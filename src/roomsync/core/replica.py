@@ -81,12 +81,14 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from itertools import islice
 from typing import Any
 
 from .entries import Change
 from .hlc import HybridClock
 from .merge import wins
 from .mst import MerkleSearchTree
+from .packing import PackLimits, next_pack_length, oversize
 from .room import MAX_ACTOR_BYTES
 from .types import any_prefix_matches, prefix_matches, validate_path, validate_prefix
 
@@ -94,9 +96,6 @@ DEFAULT_MAX_INFLIGHT = 4
 """Packs in flight at once. The server answers every pack with exactly one ``ack``, in
 order (a pack refused as a whole too: ``refused[{index: -1}]``), so acks settle packs
 FIFO. Writes made while the window is full are batched into the next pack."""
-
-_PACK_OVERHEAD = 10
-"""Bytes of a ``Pack`` besides its changes: the varint change count (at most 10)."""
 
 
 class SyncMode(Enum):
@@ -205,27 +204,6 @@ class Received:
 
     changed: list[Change]
     finished: Answer | None = None
-
-
-def _varint_len(value: int) -> int:
-    n = 1
-    while value >= 0x80:
-        value >>= 7
-        n += 1
-    return n
-
-
-def encoded_size(change: Change) -> int:
-    """Bytes of ``change`` inside a postcard ``Pack`` (computed, not encoded)."""
-    path = len(change.path.encode("utf-8"))
-    actor = len(change.actor.encode("utf-8"))
-    size = _varint_len(path) + path + _varint_len(change.ts) + _varint_len(change.counter)
-    size += _varint_len(actor) + actor + 1  # + the Op tag
-    if change.value is not None:
-        size += _varint_len(len(change.value)) + len(change.value)
-    if change.seq is None:
-        return size + 1
-    return size + 1 + _varint_len(change.seq)
 
 
 def _vanished(entry: Change) -> Change:
@@ -365,24 +343,19 @@ class Replica:
         """
         if not self._buffer or len(self._inflight) >= self.max_inflight:
             return None
-        pack: list[Change] = []
+        queued = self._buffer.values()
+        pack = list(islice(queued, next_pack_length(queued, PackLimits(max_changes, max_bytes))))
         first: list[bool] = []
-        size = _PACK_OVERHEAD
-        for path, change in list(self._buffer.items()):
-            n = encoded_size(change)
-            if pack and (len(pack) >= max_changes or size + n > max_bytes):
-                break
-            pack.append(change)
+        for change in pack:
             first.append(change not in self._sent)
             self._sent.add(change)
-            size += n
-            del self._buffer[path]
+            del self._buffer[change.path]
         self._inflight.append(_Flight(pack, self._seen_seq, tuple(first)))
         return pack
 
     def refuse_oversize(self, max_bytes: int) -> Settled:
         """Refuse (code ``too-large``) queued writes that alone exceed ``max_bytes``."""
-        big = [c for c in self._buffer.values() if encoded_size(c) + _PACK_OVERHEAD > max_bytes]
+        big = oversize(self._buffer.values(), PackLimits(1, max_bytes))
         for change in big:
             del self._buffer[change.path]
         return self._refuse(

@@ -1,11 +1,17 @@
-"""The SDK's view of the other peers' presence (SPEC §5), sans I/O.
+"""The client's view of the other peers' presence (SPEC §5), sans I/O.
 
-Presence is ephemeral per-peer JSON state: never room state, never in :attr:`root`. The
-view starts from the ``welcome`` snapshot, then follows the server's batched
-``presence{peers}`` frames and ``presence-leave{peer}``. A peer whose state is ``null``
-has no presence: that is how a client clears its own (the protocol has no client leave
-message), so a ``null`` state removes the peer from the view and reports it as left.
-The client's own peer is never in the view.
+Presence is ephemeral per-peer JSON state: never room state, never in the canonical hash.
+The view starts from the ``welcome`` snapshot, then follows the server's batched
+``presence{peers}`` frames and ``presence-leave{peer}``. The rules every client follows:
+
+* a peer whose state is ``null`` has no presence: that is how a client clears its own
+  (the protocol has no client leave message), so a ``null`` state removes the peer from
+  the view and reports it as left;
+* the client's own peer (the welcome's ``peer``) is never in the view;
+* when the connection drops the view is emptied (everyone reported as left): nobody is
+  known to be present until the next welcome's snapshot, which replaces it whole.
+
+Each update returns the :class:`PresenceEvent` to report (empty when nothing changed).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ class PresenceInfo:
 
 @dataclass(frozen=True, slots=True)
 class PresenceEvent:
-    """What changed in :attr:`RoomClient.presence`: peers with a new state, peers gone."""
+    """What changed in the view (``RoomClient.presence``): peers with a new state, peers gone."""
 
     changed: tuple[PresenceInfo, ...] = ()
     left: tuple[str, ...] = ()
