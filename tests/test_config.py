@@ -28,7 +28,7 @@ from roomsync.config import (
     to_toml,
 )
 from roomsync.core.types import DATA_CAPS
-from roomsync.server.app import build_store
+from roomsync.storage.factory import build_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s" * 40

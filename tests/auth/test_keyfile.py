@@ -16,8 +16,10 @@ from roomsync.auth.keyfile import (
     load_or_create_keys,
     parse_keys_env,
     resolve_signing_keys,
+    signing_keys,
 )
 from roomsync.auth.tokens import TokenService
+from roomsync.config import load_settings
 
 SECRET = "x" * 40
 
@@ -146,3 +148,20 @@ def test_resolve_falls_back_to_key_file(tmp_path: Path) -> None:
     keys = resolve_signing_keys({}, "", tmp_path)
     assert (tmp_path / KEYFILE_NAME).exists()
     assert resolve_signing_keys({}, "", tmp_path) == keys
+
+
+def test_signing_keys_of_a_nodes_settings(tmp_path: Path) -> None:
+    """What serve and token mint share: configured keys, else the data dir's file."""
+    configured = load_settings(
+        env={},
+        overrides={
+            "auth.keys": {"a": SECRET, "b": "z" * 40},
+            "auth.active_kid": "b",
+            "server.data_dir": str(tmp_path),
+        },
+    )
+    assert list(signing_keys(configured)) == ["b", "a"]
+    assert not (tmp_path / KEYFILE_NAME).exists()
+    bare = load_settings(env={}, overrides={"server.data_dir": str(tmp_path)})
+    keys = signing_keys(bare)
+    assert (tmp_path / KEYFILE_NAME).exists() and signing_keys(bare) == keys

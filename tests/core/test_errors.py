@@ -58,7 +58,7 @@ def test_every_class_in_the_tree_is_drawn_in_the_docstring() -> None:
     drawing = errors.__doc__ or ""
     for cls in _exception_classes():
         if issubclass(cls, RoomsyncError):
-            assert re.search(rf"── {cls.__name__}(\s|$)", drawing, re.M), cls.__name__
+            assert re.search(rf"^[ │├└─]*{cls.__name__}(\s|$)", drawing, re.M), cls.__name__
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from roomsync.cli.replay_cmd import replay_room
 from roomsync.client import Backoff, RoomClient, connect
 from roomsync.core.codec import unpack_data
+from roomsync.replay import replay
 from roomsync.testing.server import ServerHandle, running_server, wait_until
 
 ROOM = "converge"
@@ -76,9 +76,9 @@ async def test_three_clients_converge_with_server_and_replay(tmp_path: Path, see
             assert sum(c.stats.welcomes for c in clients) > 3  # sessions were really dropped
             items = [dict(c.items()) for c in clients]
             assert items[0] == items[1] == items[2]
-            report = await replay_room(srv.server.store, ROOM)
-            assert report["match"] is True
-            assert report["replayed_root"] == report["live_root"] == server_root
+            report = await replay(srv.server.store, ROOM)
+            assert report.match is True
+            assert report.replayed_root == report.live_root == server_root
         finally:
             for c in clients:
                 await c.close()

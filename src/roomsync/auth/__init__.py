@@ -16,7 +16,13 @@ from .caps import (
     parse_caps,
     validate_cap,
 )
-from .keyfile import load_keys, load_or_create_keys, parse_keys_env, resolve_signing_keys
+from .keyfile import (
+    load_keys,
+    load_or_create_keys,
+    parse_keys_env,
+    resolve_signing_keys,
+    signing_keys,
+)
 from .tokens import Claims, TokenService, check_room, room_matches, validate_room_pattern
 
 __all__ = [
@@ -34,6 +40,7 @@ __all__ = [
     "parse_keys_env",
     "resolve_signing_keys",
     "room_matches",
+    "signing_keys",
     "validate_cap",
     "validate_room_pattern",
 ]

@@ -10,7 +10,8 @@ created on first use with a random 32-byte secret, readable by its owner only (0
 To rotate, add a key, point ``active_kid`` at it, and remove the old key once the tokens
 it signed have expired. Keys given in the configuration (``auth.keys`` or the
 ``ROOMSYNC_AUTH_KEYS`` environment variable, parsed by :func:`parse_keys_env`) take
-precedence over the file: see :func:`resolve_signing_keys`.
+precedence over the file: see :func:`resolve_signing_keys`, or :func:`signing_keys` for
+a node's settings.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # config imports this module (key ids, ROOMSYNC_AUTH_KEYS)
+    from ..config import Settings
 
 __all__ = [
     "KEYFILE_NAME",
@@ -29,6 +34,7 @@ __all__ = [
     "load_or_create_keys",
     "parse_keys_env",
     "resolve_signing_keys",
+    "signing_keys",
 ]
 
 KEYFILE_NAME = "signing-keys.json"
@@ -150,3 +156,15 @@ def resolve_signing_keys(
     if active_kid not in configured:
         raise ValueError(f"active kid {active_kid!r} is not among the configured keys")
     return _active_first(configured, active_kid)
+
+
+def signing_keys(settings: Settings) -> dict[str, str]:
+    """The signing keys of a node, active first: ``auth.keys`` (with ``auth.active_kid``)
+    if configured, else ``<server.data_dir>/signing-keys.json``, created on first use.
+
+    ``roomsync serve`` and ``roomsync token`` both call this, so tokens minted by the CLI
+    verify on a server that shares its settings or data directory.
+    """
+    return resolve_signing_keys(
+        settings.auth.keys, settings.auth.active_kid, Path(settings.server.data_dir)
+    )

@@ -1,8 +1,10 @@
 """``roomsync replay``: recompute canonical hashes from the op log (SPEC §7 evidence).
 
-Replays the compacted base plus the op log with the LWW rule, printing the canonical MST
-root at checkpoints, and compares the final root with the live state's root. Exit 0 when
-they match (or when ``--to-seq`` stops early), 1 when they differ, 2 on usage errors.
+Prints the report of :func:`roomsync.replay.replay`: the canonical MST root at
+checkpoints of the replayed base plus op log, and whether the final root equals the live
+state's root. Exit 0 when they match (or when ``--to-seq`` stops early), 1 when they
+differ or the room cannot be replayed, 2 on usage errors. Opens the store the settings
+name and nothing else: no server code is imported.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ import asyncio
 import json
 from typing import Any
 
-from ..core.entries import Change
-from ..core.merge import merge_into
-from ..core.mst import build_root
-from ..server.app import build_store
+from ..config import Settings
+from ..replay import ReplayReport, replay
+from ..storage.factory import build_store
 from .common import add_config_flags, die, settings_from
 
 
@@ -36,81 +37,34 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    return asyncio.run(_replay(settings, args))
+    report = asyncio.run(_replay(settings, args))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print(report)
+    return 1 if report.match is False else 0
 
 
-async def replay_room(
-    store: Any, room: str, *, to_seq: int | None = None, every: int = 0
-) -> dict[str, Any]:
-    """Replay ``room`` from ``store``; returns the report ``roomsync replay`` prints."""
-    record = await store.get_room(room)
-    if record is None:
-        raise LookupError(f"room {room!r} does not exist in this store")
-    base = await store.base_snapshot(room)
-    state: dict[str, Change] = {}
-    merge_into(state, base)
-    head = record.head
-    stop = head if to_seq is None else min(to_seq, head)
-    step = every or max(1, (stop - record.compacted_through) // 10)
-    checkpoints: list[dict[str, Any]] = []
-    cursor = record.compacted_through
-    next_mark = cursor + step
-    while cursor < stop:
-        rows = await store.changes_since(room, cursor, limit=10_000)
-        if not rows:
-            break
-        for change in rows:
-            if change.seq is None or change.seq > stop:
-                cursor = stop
-                break
-            if change.seq != cursor + 1:
-                raise ValueError(f"op log gap: seq {cursor + 1} missing before {change.seq}")
-            merge_into(state, [change])
-            cursor = change.seq
-            if cursor >= next_mark:
-                checkpoints.append({"seq": cursor, "root": build_root(state.values())})
-                next_mark = cursor + step
-    replayed_root = build_root(state.values())
-    loaded = await store.load_room(room, now_ms=0)
-    live_root = build_root(loaded.entries)
-    report: dict[str, Any] = {
-        "room": room,
-        "compacted_through": record.compacted_through,
-        "head": head,
-        "replayed_to": cursor,
-        "checkpoints": checkpoints,
-        "replayed_root": replayed_root,
-        "live_root": live_root,
-        "live_count": sum(1 for c in loaded.entries if c.value is not None),
-    }
-    report["match"] = replayed_root == live_root if cursor == head else None
-    return report
-
-
-async def _replay(settings: Any, args: argparse.Namespace) -> int:
+async def _replay(settings: Settings, args: argparse.Namespace) -> ReplayReport:
     store = build_store(settings)
     await store.open()
     try:
-        report = await replay_room(store, args.room, to_seq=args.to_seq, every=args.every)
+        return await replay(store, args.room, to_seq=args.to_seq, every=args.every or None)
     except (LookupError, ValueError) as exc:
         die(str(exc))
     finally:
         await store.close()
-    if args.json:
-        print(json.dumps(report, indent=2))
+
+
+def _print(report: ReplayReport) -> None:
+    print(f"room {report.room}: base through seq {report.compacted_through}, head {report.head}")
+    for cp in report.checkpoints:
+        print(f"  seq {cp.seq:>10}  {cp.root}")
+    print(f"replayed to seq {report.replayed_to}: {report.replayed_root}")
+    print(f"live root ({report.live_count} entries): {report.live_root}")
+    if report.match is True:
+        print("MATCH: replay reproduces the live canonical hash")
+    elif report.match is False:
+        print("MISMATCH: replay differs from the live canonical hash")
     else:
-        print(
-            f"room {report['room']}: base through seq {report['compacted_through']}, "
-            f"head {report['head']}"
-        )
-        for cp in report["checkpoints"]:
-            print(f"  seq {cp['seq']:>10}  {cp['root']}")
-        print(f"replayed to seq {report['replayed_to']}: {report['replayed_root']}")
-        print(f"live root ({report['live_count']} entries): {report['live_root']}")
-        if report["match"] is True:
-            print("MATCH: replay reproduces the live canonical hash")
-        elif report["match"] is False:
-            print("MISMATCH: replay differs from the live canonical hash")
-        else:
-            print("partial replay (--to-seq): no comparison with the live root")
-    return 1 if report["match"] is False else 0
+        print("partial replay (--to-seq): no comparison with the live root")

@@ -10,9 +10,10 @@ import sys
 import time
 from typing import Any
 
+from ..auth.keyfile import signing_keys
 from ..auth.tokens import TokenService
 from ..core.types import DATA_CAPS
-from ..server.app import RoomsyncServer, signing_keys
+from ..server.app import RoomsyncServer
 from ..server.logs import setup_logging
 from .common import add_config_flags, die, settings_from
 

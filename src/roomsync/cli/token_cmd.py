@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 from ..auth.caps import parse_caps
+from ..auth.keyfile import signing_keys
 from ..auth.tokens import TokenService
 from ..core.errors import AuthError
-from ..server.app import signing_keys
 from .common import add_config_flags, die, settings_from
 
 _TTL_RE = re.compile(r"(\d+)([smhd]?)")

@@ -14,24 +14,22 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..auth.keyfile import resolve_signing_keys
+from ..auth.keyfile import signing_keys
 from ..auth.tokens import Claims, TokenService
 from ..blobs.base import BlobStoreError as BlobError
-from ..bus.base import Bus
-from ..bus.memory import MemoryBus
 from ..blobs.filesystem import FilesystemBlobStore
 from ..blobs.signing import UrlSigner
+from ..bus.base import Bus
+from ..bus.memory import MemoryBus
 from ..config import Settings
 from ..core.codes import CloseCode, ErrorCode
 from ..core.errors import Overload
 from ..storage.base import Store
-from ..storage.memory import MemoryStore
-from ..storage.sqlite import SqliteStore
+from ..storage.factory import build_store
 from . import http
 from .blobs import BlobService, build_blob_store, url_secret
 from .listener import Listener
@@ -50,30 +48,6 @@ log = logging.getLogger("roomsync.server")
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
-
-
-def build_store(settings: Settings) -> Store:
-    """The store ``settings`` name; ConfigError for a backend this build cannot run."""
-    from ..config import storage_backend_unavailable
-
-    backend = settings.storage.backend
-    if backend == "memory":
-        return MemoryStore()
-    if backend == "sqlite":
-        path = Path(settings.server.data_dir) / "roomsync.db"
-        return SqliteStore(
-            path,
-            synchronous=settings.storage.sqlite_synchronous,
-            cache_kib=settings.storage.sqlite_cache_kib,
-        )
-    raise storage_backend_unavailable(backend)
-
-
-def signing_keys(settings: Settings) -> dict[str, str]:
-    """Configured keys (active first), else the data dir's key file (created on first start)."""
-    return resolve_signing_keys(
-        settings.auth.keys, settings.auth.active_kid, Path(settings.server.data_dir)
-    )
 
 
 class RoomsyncServer:
