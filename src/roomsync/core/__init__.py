@@ -5,4 +5,36 @@ random numbers: time, randomness and ids are passed in. The server (``roomsync.s
 the client SDK (``roomsync.client``) and the CLI are thin shells over it. A test
 (``tests/core/test_purity.py``) fails the build if a module here imports asyncio, socket,
 threading, time, os or random.
+
+The public API of the core is its modules, one concept each, which is also how the
+TypeScript client ports it: import names from them (``from roomsync.core.codec import
+parse_client``) or the module itself (``from roomsync.core import messages as m``).
+``__all__`` lists them (``tests/test_exports.py`` keeps it exact); importing the package
+imports none of them.
 """
+
+__all__ = [
+    "blobflow",
+    "catchup",
+    "codec",
+    "codes",
+    "entries",
+    "errors",
+    "hlc",
+    "keepalive",
+    "limits",
+    "merge",
+    "messages",
+    "mst",
+    "packing",
+    "postcard",
+    "presence",
+    "presence_view",
+    "ratelimit",
+    "reconcile",
+    "reconnect",
+    "replica",
+    "room",
+    "session",
+    "types",
+]

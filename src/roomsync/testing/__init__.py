@@ -1,0 +1,27 @@
+"""The published test kit: what roomsync's own tests use, for apps and ports to use too.
+
+Its API is its modules; import from them. Importing the package imports none of them (some
+need test-only dependencies: ``moto[server]``, ``trustme``).
+
+- :mod:`.server`: a real server in-process (``running_server``) or as a subprocess
+  (``server_process``), with test settings, tokens and ``wait_until``.
+- :mod:`.clock`: :class:`~.clock.FakeClock`, the time every ``now_ms`` reads, moved by the test.
+- :mod:`.wsclient` and :mod:`.rawws`: protocol-level WebSocket clients, polite and hostile.
+- :mod:`.store_contract`, :mod:`.blob_contract`, :mod:`.bus_contract`: the contract suites
+  every store, blob store and bus backend passes.
+- :mod:`.faults`: a store whose commits fail on demand.
+- :mod:`.moto_server` and :mod:`.tls`: a local S3 and a throwaway certificate authority.
+"""
+
+__all__ = [
+    "blob_contract",
+    "bus_contract",
+    "clock",
+    "faults",
+    "moto_server",
+    "rawws",
+    "server",
+    "store_contract",
+    "tls",
+    "wsclient",
+]
