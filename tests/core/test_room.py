@@ -133,3 +133,27 @@ def test_changes_under_follows_segments_not_characters() -> None:
         "/b",
         "/a/z",
     ]
+
+
+def test_client_changes_checks_the_pack_as_a_whole() -> None:
+    import pytest
+
+    from roomsync.core.codec import pack_data
+    from roomsync.core.errors import CodecError, Forbidden, TooLarge
+    from roomsync.core.room import client_changes
+
+    ok = [Change("/a", 1, 0, "alice#t", b"1")]
+    kw = {"max_pack_bytes": 1000, "max_changes": 2, "bound_actor": "alice"}
+    assert client_changes(pack_data(ok), **kw) == ok  # type: ignore[arg-type]
+    with pytest.raises(TooLarge, match="max_pack_bytes"):
+        client_changes(pack_data([Change("/a", 1, 0, "alice", b"x" * 2000)]), **kw)  # type: ignore[arg-type]
+    with pytest.raises(TooLarge, match="max_changes_per_pack"):
+        client_changes(pack_data(ok * 3), **kw)  # type: ignore[arg-type]
+    with pytest.raises(CodecError, match="seq: None"):
+        client_changes(pack_data([ok[0].with_seq(3)]), **kw)  # type: ignore[arg-type]
+    with pytest.raises(CodecError, match="bad base64"):
+        client_changes("***", **kw)  # type: ignore[arg-type]
+    with pytest.raises(Forbidden, match="'bob'"):
+        client_changes(pack_data([Change("/a", 1, 0, "bob", b"1")]), **kw)  # type: ignore[arg-type]
+    anonymous = {**kw, "bound_actor": None}
+    assert client_changes(pack_data([Change("/a", 1, 0, "bob", b"1")]), **anonymous)  # type: ignore[arg-type]

@@ -82,3 +82,16 @@ def test_rate_limit_refuses_then_closes() -> None:
     with pytest.raises(RateLimited) as info:
         s.receive({"type": "ping"}, 10, 110)
     assert info.value.close == 4008
+
+
+def test_frames_that_are_not_json_text_get_the_error_of_the_phase() -> None:
+    from roomsync.core.codes import CloseCode, ErrorCode
+
+    s = make()
+    assert s.undecodable("x").code == ErrorCode.EXPECTED_HELLO
+    assert s.binary_frame().code == ErrorCode.EXPECTED_HELLO
+    s.open(caps=("read",), actor="a", prefixes=("/",), exp_ms=None)
+    bad = s.undecodable("unexpected character")
+    assert bad.code == ErrorCode.MALFORMED_ENVELOPE and "unexpected character" in bad.message
+    assert s.binary_frame().code == ErrorCode.MALFORMED_ENVELOPE
+    assert bad.close == CloseCode.PROTOCOL_ERROR

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from roomsync.core.handshake import SUPPORTED_DATA_CAPS, WILDCARD, negotiate
 from roomsync.core.types import DATA_CAPS
 
 __all__ = [
@@ -28,12 +29,6 @@ __all__ = [
     "parse_caps",
     "validate_cap",
 ]
-
-#: The data caps this server implements; the third input of :func:`negotiate`.
-SUPPORTED_DATA_CAPS: frozenset[str] = frozenset(DATA_CAPS)
-
-#: The cap that grants everything.
-WILDCARD = "*"
 
 _NAME = r"[a-z][a-z0-9-]*"
 _CONTROL_CAP_RE = re.compile(rf"({_NAME}):({_NAME}|\*)")
@@ -66,29 +61,6 @@ def parse_caps(text: str) -> tuple[str, ...]:
         if cap and validate_cap(cap) not in caps:
             caps.append(cap)
     return tuple(caps)
-
-
-def negotiate(
-    requested: Iterable[str] | None,
-    granted: Iterable[str],
-    supported: Iterable[str],
-) -> tuple[str, ...]:
-    """The data caps of a session: requested ∩ granted ∩ supported, in DATA_CAPS order.
-
-    ``requested is None`` (no ``caps`` in ``hello``) asks for everything granted, as does
-    a requested ``*``. A granted ``*`` grants every supported data cap. Control caps and
-    unknown names in any input are ignored: they never become session caps.
-    """
-    granted_set = set(granted)
-    if WILDCARD in granted_set:
-        granted_set = set(DATA_CAPS)
-    if requested is None:
-        wanted = granted_set
-    else:
-        requested_set = set(requested)
-        wanted = granted_set if WILDCARD in requested_set else granted_set & requested_set
-    supported_set = set(supported)
-    return tuple(cap for cap in DATA_CAPS if cap in wanted and cap in supported_set)
 
 
 def covers(granted: Iterable[str], required: str) -> bool:

@@ -26,11 +26,13 @@ import bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from .codec import unpack_data
 from .codes import ErrorCode
 from .entries import Change
+from .errors import CodecError, Forbidden, TooLarge
 from .merge import wins
 from .mst import MerkleSearchTree
-from .types import any_prefix_matches, path_error
+from .types import ACTOR_SUFFIX_SEP, actor_allowed, any_prefix_matches, path_error
 
 MAX_ACTOR_BYTES = 256
 #: New paths are inserted into the sorted index one by one up to this many per query;
@@ -74,6 +76,45 @@ def refusal(change: Change, *, now_ms: int, limits: ApplyLimits) -> tuple[ErrorC
             f"(max skew {limits.max_clock_skew_ms} ms)"
         )
     return None
+
+
+def client_changes(
+    data: object,
+    *,
+    max_pack_bytes: int,
+    max_changes: int,
+    bound_actor: str | None,
+) -> list[Change]:
+    """Decode a client ``pack``'s ``data`` and check it as a whole (SPEC §2, §3).
+
+    Raises :class:`TooLarge` (more than ``max_pack_bytes`` of postcard, or more than
+    ``max_changes`` changes), :class:`CodecError` (bad base64 / postcard, or a change that
+    carries a seq: clients send ``seq: None``) or :class:`Forbidden` (a change whose actor
+    the session's token does not allow, see :func:`~.types.actor_allowed`). A pack that
+    passes goes to :meth:`RoomState.apply`, which judges each change on its own.
+    """
+    if isinstance(data, str) and len(data) > max_pack_bytes * 4 // 3 + 4:
+        raise TooLarge(
+            f"pack of {len(data) * 3 // 4} bytes exceeds max_pack_bytes {max_pack_bytes}: "
+            "split it"
+        )
+    changes = unpack_data(data)
+    if len(changes) > max_changes:
+        raise TooLarge(
+            f"pack of {len(changes)} changes exceeds max_changes_per_pack {max_changes}: "
+            "split it"
+        )
+    for change in changes:
+        if change.seq is not None:
+            raise CodecError("bad postcard: clients must send seq: None")
+        if bound_actor is not None and not actor_allowed(bound_actor, change.actor):
+            raise Forbidden(
+                f"change actor {change.actor[:64]!r} is not this session's: with a token "
+                f"for {bound_actor!r}, write as {bound_actor!r} or "
+                f"{bound_actor + ACTOR_SUFFIX_SEP}<suffix>",
+                close=None,
+            )
+    return changes
 
 
 class PathIndex:

@@ -120,6 +120,19 @@ class Session:
             self.prefixes = tuple(validate_prefix(p) for p in msg.paths) or ("/",)
         return msg
 
+    def undecodable(self, detail: str) -> ProtocolError:
+        """The error for a text frame that is not JSON: ``expected-hello`` before the
+        hello, ``malformed-envelope`` after (both close with 1002)."""
+        if self.phase is Phase.AWAIT_HELLO:
+            return ExpectedHello("the first frame must be a JSON hello")
+        return MalformedEnvelope(f"frame is not valid JSON: {detail}")
+
+    def binary_frame(self) -> ProtocolError:
+        """The error for a binary frame (this protocol version sends JSON text)."""
+        if self.phase is Phase.AWAIT_HELLO:
+            return ExpectedHello("the first frame must be a JSON hello")
+        return MalformedEnvelope("binary frames are not used: send JSON text")
+
     def open(
         self, *, caps: tuple[str, ...], actor: str, prefixes: tuple[str, ...], exp_ms: int | None
     ) -> None:

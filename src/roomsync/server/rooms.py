@@ -34,21 +34,18 @@ from ..bus.base import Bus, RoomEvent, Subscription
 from ..bus.memory import MemoryBus
 from ..config import Policy
 from ..core import mst as mst_mod
-from ..core.codec import b64encode, pack_data, unpack_data
+from ..core.codec import b64encode, pack_data
 from ..core.codes import CloseCode
 from ..core.entries import Change
 from ..core.errors import (
-    CodecError,
-    Forbidden,
     Overload,
     RateLimited,
     ResyncRequired,
     RoomClosed,
-    TooLarge,
 )
 from ..core.presence import PresenceTable
-from ..core.room import ApplyLimits, RoomState
-from ..core.types import ACTOR_SUFFIX_SEP, actor_allowed, any_prefix_matches
+from ..core.room import ApplyLimits, RoomState, client_changes
+from ..core.types import any_prefix_matches
 from ..storage.base import RoomRecord, Store, StoreError
 from .logs import event
 from .metrics import Metrics
@@ -196,21 +193,6 @@ class RoomHost:
         """The highest durable seq: what a peer can be caught up to."""
         return self.state.durable_head
 
-    def check_cursor(self, cursor: int | None) -> None:
-        """Raise ResyncRequired (4001) when a hello's cursor cannot be caught up from."""
-        state = self.state
-        if cursor:
-            if cursor > state.durable_head:
-                raise ResyncRequired(
-                    f"cursor {cursor} is ahead of the room head {state.durable_head}: "
-                    "the room was restored or replaced; do a full resync"
-                )
-            if cursor < state.compacted_through:
-                raise ResyncRequired(
-                    f"cursor {cursor} is older than retention "
-                    f"(compacted through {state.compacted_through}); do a full resync"
-                )
-
     def refuse_pack(self, peer: Peer, code: str, message: str) -> None:
         """Refuse a whole pack with an ack that keeps its place among the pending acks."""
         peer.pending_acks += 1
@@ -317,27 +299,12 @@ class RoomHost:
         the commit."""
         t0 = time.perf_counter()
         self._check_writable()
-        if len(data) > self.policy.max_pack_bytes * 4 // 3 + 4:
-            raise TooLarge(
-                f"pack of {len(data) * 3 // 4} bytes exceeds max_pack_bytes "
-                f"{self.policy.max_pack_bytes}: split it"
-            )
-        changes = unpack_data(data)
-        if len(changes) > self.policy.max_changes_per_pack:
-            raise TooLarge(
-                f"pack of {len(changes)} changes exceeds max_changes_per_pack "
-                f"{self.policy.max_changes_per_pack}: split it"
-            )
-        bound = peer.actor_bound
-        for change in changes:
-            if change.seq is not None:
-                raise CodecError("bad postcard: clients must send seq: None")
-            if bound is not None and not actor_allowed(bound, change.actor):
-                raise Forbidden(
-                    f"change actor {change.actor[:64]!r} is not this session's: with a token "
-                    f"for {bound!r}, write as {bound!r} or {bound + ACTOR_SUFFIX_SEP}<suffix>",
-                    close=None,
-                )
+        changes = client_changes(
+            data,
+            max_pack_bytes=self.policy.max_pack_bytes,
+            max_changes=self.policy.max_changes_per_pack,
+            bound_actor=peer.actor_bound,
+        )
         result = self.state.apply(changes, now_ms=self.now_ms(), limits=self.limits(), pending=True)
         m = self.metrics
         m.pack_apply.observe(time.perf_counter() - t0)

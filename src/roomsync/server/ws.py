@@ -27,10 +27,9 @@ from urllib.parse import unquote
 import msgspec
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest
 
-from ..auth.caps import SUPPORTED_DATA_CAPS, negotiate
 from ..auth.tokens import check_room
+from ..core import handshake
 from ..core import messages as m
-from ..core.codec import PROTOCOL_VERSION
 from ..core.codes import AuthReason, CloseCode, ErrorCode
 from ..core.errors import (
     AuthError,
@@ -38,13 +37,11 @@ from ..core.errors import (
     MalformedEnvelope,
     Overload,
     RateLimited,
-    RoomClosed,
     RoomsyncError,
-    UnsupportedVersion,
 )
 from ..core.ratelimit import RateLimiter, Verdict
 from ..core.session import Phase, Session, hello_prefixes
-from ..core.types import actor_allowed, validate_room_id
+from ..core.types import validate_room_id
 from ..storage.base import StoreError
 from .listener import socket_transport
 from .logs import event
@@ -239,10 +236,7 @@ class _Connection(WSListener):
             self._fragment(frame, now)
         elif kind is WSMsgType.BINARY:
             self.server.metrics.msg_in("binary")
-            if self.session.phase is Phase.AWAIT_HELLO:
-                self.fail(ExpectedHello("the first frame must be a JSON hello"))
-            else:
-                self.fail(MalformedEnvelope("binary frames are not used: send JSON text"))
+            self.fail(self.session.binary_frame())
         elif kind is WSMsgType.PING:
             self._control(frame.get_payload_as_bytes(), now, answer=True)
         elif kind is WSMsgType.PONG:
@@ -334,10 +328,7 @@ class _Connection(WSListener):
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             # msgspec raises RecursionError for JSON nested past its depth limit.
             metrics.msg_in("invalid")
-            if self.session.phase is Phase.AWAIT_HELLO:
-                self.fail(ExpectedHello("the first frame must be a JSON hello"))
-            else:
-                self.fail(MalformedEnvelope(f"frame is not valid JSON: {exc}"))
+            self.fail(self.session.undecodable(str(exc)))
             return
         del payload
         try:
@@ -515,15 +506,16 @@ class _Connection(WSListener):
     # -- handshake -------------------------------------------------------------------------
 
     async def _on_hello(self, hello: m.Hello, now: int) -> None:
+        """The I/O around :mod:`roomsync.core.handshake`: load the room, verify the token,
+        then admit and welcome as the core decides."""
         server = self.server
         metrics = server.metrics
-        if hello.v != PROTOCOL_VERSION:
+        try:
+            handshake.check_version(hello)
+            prefixes = hello_prefixes(hello)
+        except RoomsyncError:
             metrics.handshakes.labels("refused").inc()
-            raise UnsupportedVersion(
-                f"protocol version {hello.v} is not supported; this server speaks "
-                f"v{PROTOCOL_VERSION}"
-            )
-        prefixes = hello_prefixes(hello)
+            raise
         room = self.session.room
         try:
             host = await server.rooms.acquire(room)
@@ -533,102 +525,84 @@ class _Connection(WSListener):
         self.host = host  # released by _cleanup, also when the peer left meanwhile
         if self._disconnected or self.close_code is not None:
             return
-        if host.failed is not None:
-            metrics.handshakes.labels("refused").inc()
-            raise Overload(
-                f"room {room!r} is reloading after a store failure: retry",
+        policy = host.policy
+        view = handshake.RoomView(
+            room=room,
+            locked=host.record.locked,
+            closed=host.record.closed or host.closed,
+            failed=host.failed is not None,
+            peers=len(host.peers),
+            max_peers=policy.max_peers,
+            durable_head=host.head,
+            compacted_through=host.state.compacted_through,
+            anonymous_caps=tuple(policy.anonymous_caps),
+        )
+        try:
+            grant = self._verify_token(hello, room, now)
+            admission = handshake.admit(
+                hello,
+                view,
+                grant,
+                fallback_actor=self.session.peer,
                 retry_after_ms=server.retry_hint_ms(),
             )
-        if host.record.closed or host.closed:
-            raise RoomClosed(f"room {room!r} is closed")
-        try:
-            granted, actor, bound, exp_ms, outcome = self._authenticate(hello, host, now)
         except AuthError as exc:
             metrics.auth.labels(exc.reason.value).inc()
             metrics.handshakes.labels("refused").inc()
             raise
-        metrics.auth.labels(outcome).inc()
-        if len(host.peers) >= host.policy.max_peers:
+        except RoomsyncError:
             metrics.handshakes.labels("refused").inc()
-            raise Overload(
-                f"room {room!r} is full ({host.policy.max_peers} peers)",
-                retry_after_ms=server.retry_hint_ms(),
-            )
-        if "read" in granted or "*" in granted:
-            host.check_cursor(hello.cursor if hello.catchup is not False else None)
-        caps = negotiate(hello.caps, granted, SUPPORTED_DATA_CAPS)
-        self.session.open(caps=caps, actor=actor, prefixes=prefixes, exp_ms=exp_ms)
-        self.out.budget = host.policy.stream_budget_bytes
+            raise
+        metrics.auth.labels(admission.outcome).inc()
+        self.session.open(
+            caps=admission.caps, actor=admission.actor, prefixes=prefixes, exp_ms=admission.exp_ms
+        )
+        self.out.budget = policy.stream_budget_bytes
         peer = Peer(self.session, self.out, on_close=self._peer_closed, now_ms=now)
-        peer.actor_bound = bound
+        peer.actor_bound = admission.bound
         self.peer = peer
         server.hello_done(self)
-        if exp_ms is not None:
+        if admission.exp_ms is not None:
             loop = asyncio.get_running_loop()
-            delay = max(0.0, (exp_ms - server.now_ms()) / 1000)
+            delay = max(0.0, (admission.exp_ms - server.now_ms()) / 1000)
             peer.expiry_handle = loop.call_later(delay, self._expired)
-        welcome = m.Welcome(
-            v=PROTOCOL_VERSION,
-            session=self.session.session,
-            peer=peer.id,
-            room=room,
-            caps=list(caps),
-            head=host.head,
-            root=host.state.root,
-            heartbeat_ms=server.settings.server.heartbeat_ms,
-            limits=host.welcome_limits(server.settings.server.max_frame_bytes),
-            presence=server.presence_snapshot(host),
-            node=server.node_name,
-            actor=actor,
-        ).to_wire()
-        self.send(welcome)
+        self.send(
+            handshake.welcome(
+                session=self.session.session,
+                peer=peer.id,
+                room=room,
+                admission=admission,
+                head=host.head,
+                root=host.state.root,
+                heartbeat_ms=server.settings.server.heartbeat_ms,
+                limits=host.welcome_limits(server.settings.server.max_frame_bytes),
+                presence=server.presence_snapshot(host),
+                node=server.node_name,
+            )
+        )
         metrics.handshakes.labels("welcome").inc()
         metrics.peers.inc()
         self._log(
             "session.welcome",
-            actor=actor,
-            caps=list(caps),
+            actor=admission.actor,
+            caps=list(admission.caps),
             cursor=hello.cursor,
             head=host.head,
         )
         host.join(peer, hello.cursor, catchup=hello.catchup is not False)
 
-    def _authenticate(
-        self, hello: m.Hello, host: RoomHost, now: int
-    ) -> tuple[tuple[str, ...], str, str | None, int | None, str]:
-        """(granted caps, actor, the actor changes are bound to or None, expiry ms or
-        None, auth outcome) or AuthError.
-
-        With a token that names a ``sub``, the session writes as ``sub`` or
-        ``sub#<suffix>`` (the hello's ``actor`` when it has that form, else ``sub``);
-        :func:`~roomsync.core.types.actor_allowed` checks every change of its packs.
-        """
+    def _verify_token(self, hello: m.Hello, room: str, now: int) -> handshake.TokenGrant | None:
+        """The hello's token checked (signature, expiry, room, revocation), or None when
+        it sent none; AuthError otherwise."""
+        if not hello.token:
+            return None
         server = self.server
-        room = host.room
-        if hello.token:
-            claims = server.tokens.verify(hello.token, now_s=now / 1000)
-            check_room(claims, room)
-            if server.is_revoked(claims):
-                raise AuthError("token revoked", reason=AuthReason.REVOKED)
-            sub = claims.sub
-            if sub:
-                asked = hello.actor
-                actor = asked if asked and actor_allowed(sub, asked) else sub
-            else:
-                actor = hello.actor or self.session.peer
-            exp_ms = claims.exp * 1000 if claims.exp is not None else None
-            return claims.caps, actor, sub or None, exp_ms, "ok"
-        if host.record.locked:
-            raise AuthError(
-                f"room '{room}' is locked: a token for it is required", reason=AuthReason.LOCKED
-            )
-        anonymous = tuple(host.policy.anonymous_caps)
-        if not anonymous:
-            raise AuthError(
-                "anonymous access is disabled: send a token",
-                reason=AuthReason.ANONYMOUS_DISABLED,
-            )
-        return anonymous, hello.actor or self.session.peer, None, None, "anonymous"
+        claims = server.tokens.verify(hello.token, now_s=now / 1000)
+        check_room(claims, room)
+        if server.is_revoked(claims):
+            raise AuthError("token revoked", reason=AuthReason.REVOKED)
+        exp_ms = claims.exp * 1000 if claims.exp is not None else None
+        return handshake.TokenGrant(sub=claims.sub, caps=claims.caps, exp_ms=exp_ms)
 
     def _expired(self) -> None:
         self.close(
