@@ -1,4 +1,4 @@
-"""Settings: defaults, file, environment, overrides, errors, redaction, docs (config.py)."""
+"""Settings: defaults, file, environment, overrides, errors, redaction, docs (config/)."""
 
 from __future__ import annotations
 

@@ -1,41 +1,20 @@
 """Structured JSON logs (SPEC §7) with redaction of tokens, signatures and blob data.
 
 Log through :func:`event`: ``event(log, "session.closed", room=..., peer=..., code=4001)``.
-Values under sensitive keys are replaced by ``"***"`` and anything shaped like a JWT or a
-URL signature is masked wherever it appears, so a token pasted into a message cannot leak.
+Every record goes through :mod:`roomsync.redaction`: values under sensitive keys are
+replaced by ``"***"`` and anything shaped like a JWT or a URL signature is masked wherever
+it appears, so a token pasted into a message cannot leak.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from typing import Any
 
-SENSITIVE_KEYS = frozenset(
-    {"token", "authorization", "secret", "sig", "signature", "data", "key", "keys", "password"}
-)
-_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-_SIG_RE = re.compile(r"((?:sig|signature|X-Amz-Signature|X-Amz-Credential)=)[^&\s\"']+")
-
-
-def redact_text(text: str) -> str:
-    return _SIG_RE.sub(r"\1***", _JWT_RE.sub("***", text))
-
-
-def redact(value: Any, key: str | None = None) -> Any:
-    """A copy of ``value`` safe to log or put in an evidence bundle."""
-    if key is not None and key.lower() in SENSITIVE_KEYS and value not in (None, "", [], {}):
-        return "***"
-    if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        return redact_text(value)
-    return value
+from ..redaction import redact, redact_text
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,0 +1,173 @@
+"""The room policy (SPEC §6 ``policy``): behaviour limits every room gets, as one value.
+
+:class:`Policy` is the ``[policy]`` section of the settings (the global defaults) and the
+domain object rooms read their limits from. Per-room overrides (the control plane's
+``policy set``, planned) are patches applied with :meth:`Policy.patched`, validated by the
+same rules. No policy key is secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from .errors import ConfigError, validation_error
+
+__all__ = ["DataCap", "Policy"]
+
+#: A data capability (SPEC §3); equal to ``roomsync.core.types.DATA_CAPS`` (a test checks).
+DataCap = Literal["read", "write", "presence", "blob", "blob-direct", "reconcile"]
+
+
+class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[policy]``: room behaviour limits, the defaults of every room.
+
+    A struct with the options of every settings section (unknown fields are errors,
+    fields are keyword-only); :meth:`patched` applies a per-room override.
+    """
+
+    anonymous_caps: Annotated[
+        list[DataCap],
+        Meta(
+            description=(
+                "Data caps granted to peers without a token in unlocked rooms; empty means "
+                "anonymous peers get no access."
+            )
+        ),
+    ] = []
+    rate_messages_per_s: Annotated[
+        float,
+        Meta(
+            ge=0.001,
+            le=1e9,
+            description="Per-peer token-bucket refill, messages per second (over the limit: 4008).",
+        ),
+    ] = 200.0
+    rate_bytes_per_s: Annotated[
+        float,
+        Meta(
+            ge=1.0,
+            le=1e15,
+            description="Per-peer token-bucket refill, received bytes per second.",
+        ),
+    ] = 2097152.0
+    rate_burst_messages: Annotated[
+        int,
+        Meta(ge=1, description="Token-bucket capacity in messages (the allowed burst)."),
+    ] = 400
+    rate_burst_bytes: Annotated[
+        int,
+        Meta(ge=1, description="Token-bucket capacity in bytes."),
+    ] = 4194304
+    rate_grace_ms: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "How long a peer may stay over its rate limit (messages refused with "
+                "`rate-limited`) before it is closed with 4008."
+            ),
+        ),
+    ] = 1000
+    max_pack_bytes: Annotated[
+        int,
+        Meta(ge=1, description="Largest decoded pack; larger ones are refused with `too-large`."),
+    ] = 1048576
+    max_changes_per_pack: Annotated[
+        int,
+        Meta(ge=1, description="Most changes in one pack."),
+    ] = 10000
+    max_value_bytes: Annotated[
+        int,
+        Meta(ge=1, description="Largest value of one change; larger changes are refused."),
+    ] = 262144
+    stream_budget_bytes: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="A peer's outbound queue limit; a peer further behind gets 4001.",
+        ),
+    ] = 8388608
+    broadcast_window_ms: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=1000,
+            description="Extra wait that coalesces broadcasts (presence: at least 10 ms); "
+            "0 sends at the end of the event-loop turn.",
+        ),
+    ] = 0
+    echo_to_sender: Annotated[
+        bool,
+        Meta(
+            description="Also broadcast a peer's own changes back to it (it always gets an `ack`)."
+        ),
+    ] = False
+    retention_changes: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description=(
+                "Changes kept in the op log for cursor catch-up; an older cursor gets 4001."
+            ),
+        ),
+    ] = 100000
+    max_clock_skew_ms: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="Changes stamped further than this ahead of the server clock are refused.",
+        ),
+    ] = 60000
+    blob_max_bytes: Annotated[
+        int,
+        Meta(ge=1, description="Largest blob accepted, inline or direct."),
+    ] = 67108864
+    presence_ttl_ms: Annotated[
+        int,
+        Meta(ge=1, description="A peer's presence expires when not refreshed within this time."),
+    ] = 30000
+    presence_max_bytes: Annotated[
+        int,
+        Meta(ge=1, description="Largest presence state of one peer (JSON bytes)."),
+    ] = 4096
+    presence_max_members: Annotated[
+        int,
+        Meta(ge=1, description="Most peers with presence state in one room."),
+    ] = 500
+    presence_leave_grace_ms: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="Delay before `presence-leave` is broadcast after a disconnect.",
+        ),
+    ] = 0
+    max_peers: Annotated[
+        int,
+        Meta(ge=1, description="Most peers connected to one room at once."),
+    ] = 1000
+    catchup_chunk: Annotated[
+        int,
+        Meta(ge=1, description="Changes per pack during catch-up."),
+    ] = 1000
+
+    def patched(self, patch: Mapping[str, object]) -> Policy:
+        """A validated copy with ``patch`` (field name -> new value) applied.
+
+        Values must have their JSON types (no string coercion). Raises
+        :class:`ConfigError` with ``key`` ``policy.<field>`` on an unknown field or a bad
+        value; ``self`` is never modified.
+        """
+        known = Policy.__struct_fields__
+        for name in patch:
+            if name not in known:
+                raise ConfigError(f"unknown key 'policy.{name}'", key=f"policy.{name}")
+        data: dict[str, Any] = msgspec.to_builtins(self)
+        data.update(patch)
+        try:
+            return msgspec.convert(data, Policy)
+        except msgspec.ValidationError as exc:
+            raise validation_error(exc, data, prefix="policy") from None
