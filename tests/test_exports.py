@@ -99,6 +99,28 @@ EXPECTED: dict[str, list[str]] = {
         "connect",
         "ws_url",
     ],
+    # Settings: the schema, Policy, the loader and their one error (config/ re-exports them).
+    "roomsync.config": [
+        "DEFAULT_CONFIG_FILE",
+        "ENV_PREFIX",
+        "SECRET_KEYS",
+        "SECTIONS",
+        "STORAGE_BACKENDS",
+        "AuthSettings",
+        "BlobSettings",
+        "ConfigError",
+        "DataCap",
+        "LogSettings",
+        "Policy",
+        "ServerSettings",
+        "Settings",
+        "StorageSettings",
+        "load_settings",
+        "redact_dsn",
+        "redacted",
+        "storage_backend_unavailable",
+        "to_toml",
+    ],
     # The test kit's API is its modules too.
     "roomsync.testing": [
         "blob_contract",
