@@ -21,6 +21,7 @@ One root for every error roomsync raises on purpose, wherever it lives::
      ├── ResyncRequired                resync-required, 4001
      ├── RoomClosed                    room-closed, 4004
      ├── Overload                      overload, 1011, with retry_after_ms
+     ├── Draining                      draining, 1012: the node drains, reconnect elsewhere
      ├── InternalError                 internal, 1011: the server's own failure; a peer
      │    │                            gets "internal server error", never the message
      │    ├── BlobStoreError           roomsync.blobs: .reason, a short stable label
@@ -177,6 +178,13 @@ class Overload(RoomsyncError):
 
     def to_error_fields(self) -> dict[str, object]:
         return {**super().to_error_fields(), "retry_after_ms": self.retry_after_ms}
+
+
+class Draining(RoomsyncError):
+    """The node is draining (shutdown or ``topology drain``): reconnect, maybe elsewhere."""
+
+    code = ErrorCode.DRAINING
+    close: CloseCode | None = CloseCode.RESTARTING
 
 
 class InternalError(RoomsyncError):

@@ -2,36 +2,32 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
 from .. import __version__
-
-if TYPE_CHECKING:
-    from .app import RoomsyncServer
+from .node import Node
 
 
-def add_routes(app: web.Application, server: RoomsyncServer) -> None:
+def add_routes(app: web.Application, node: Node) -> None:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response(
             {
                 "ok": True,
                 "version": __version__,
-                "node": server.node_name,
-                "uptime_ms": server.now_ms() - server.started_ms,
-                "connections": len(server.connections),
-                "rooms": len(server.rooms.hosts),
-                "draining": server.draining,
+                "node": node.name,
+                "uptime_ms": node.now_ms() - node.started_ms,
+                "connections": len(node.connections),
+                "rooms": len(node.rooms.hosts),
+                "draining": node.draining,
             }
         )
 
     async def readyz(request: web.Request) -> web.Response:
-        report = await server.readiness()
+        report = await node.readiness()
         return web.json_response(report, status=200 if report["ok"] else 503)
 
     async def metrics(request: web.Request) -> web.Response:
-        body, content_type = server.metrics.render()
+        body, content_type = node.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     app.router.add_get("/healthz", healthz)

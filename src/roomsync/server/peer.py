@@ -1,17 +1,14 @@
-"""A welcomed peer as its room sees it: its core session, its outbox, its room."""
+"""A welcomed peer as its room sees it: its core session and its outbox."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core.codes import CloseCode
 from ..core.session import Session
 from .outbox import Outbox
-
-if TYPE_CHECKING:
-    from .rooms import RoomHost
 
 
 class Peer:
@@ -22,7 +19,6 @@ class Peer:
         "__weakref__",
         "actor_bound",
         "expiry_handle",
-        "host",
         "last_seen_ms",
         "on_close",
         "out",
@@ -43,7 +39,6 @@ class Peer:
         self.reads = "read" in session.caps  # caps are fixed for a session
         self.out = out
         self.on_close = on_close
-        self.host: RoomHost | None = None
         #: With a token naming a ``sub``: the actor every change must be written as
         #: (``sub`` or ``sub#<suffix>``); None for anonymous sessions.
         self.actor_bound: str | None = None

@@ -164,7 +164,6 @@ class RoomHost:
         ``catchup`` False (hello ``catchup: false``) skips the catch-up: the client will
         reconcile through the MST instead of receiving the whole state.
         """
-        peer.host = self
         self.peers.add(peer)
         if not peer.reads or not catchup:
             return

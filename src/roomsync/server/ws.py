@@ -45,12 +45,12 @@ from ..core.types import validate_room_id
 from ..storage.base import StoreError
 from .listener import socket_transport
 from .logs import event
+from .node import Node
 from .outbox import Outbox, text_frame
 from .peer import Peer
 from .transport import encode_frame
 
 if TYPE_CHECKING:
-    from .app import RoomsyncServer
     from .rooms import RoomHost
 
 log = logging.getLogger("roomsync.ws")
@@ -89,7 +89,7 @@ def too_big_error(max_frame_bytes: int) -> bytes:
 class Endpoint:
     """picows's listener factory for ``/ws/{room_id}``: one :class:`_Connection` each."""
 
-    def __init__(self, server: RoomsyncServer) -> None:
+    def __init__(self, server: Node) -> None:
         self.server = server
 
     def __call__(self, request: WSUpgradeRequest) -> _Connection | None:
@@ -124,7 +124,7 @@ class _Connection(WSListener):
         "ws",
     )
 
-    def __init__(self, server: RoomsyncServer, room_arg: str) -> None:
+    def __init__(self, server: Node, room_arg: str) -> None:
         self.server = server
         self.room_arg = room_arg
         self.ws: WSTransport | None = None
@@ -173,19 +173,9 @@ class _Connection(WSListener):
         server = self.server
         server.connection_opened(self)
         try:
-            if server.draining:
-                self.close(
-                    int(CloseCode.RESTARTING),
-                    {
-                        "type": "error",
-                        "code": str(ErrorCode.DRAINING),
-                        "message": "node is draining: reconnect, possibly to another node",
-                    },
-                )
-                return
-            overload = server.admission_refusal(self)
-            if overload is not None:
-                self.fail(overload)
+            refusal = server.admission_refusal(self)
+            if refusal is not None:
+                self.fail(refusal)
                 return
             self.session.room = validate_room_id(self.room_arg)
         except RoomsyncError as exc:
@@ -577,7 +567,7 @@ class _Connection(WSListener):
                 heartbeat_ms=server.settings.server.heartbeat_ms,
                 limits=host.welcome_limits(server.settings.server.max_frame_bytes),
                 presence=server.presence_snapshot(host),
-                node=server.node_name,
+                node=server.name,
             )
         )
         metrics.handshakes.labels("welcome").inc()

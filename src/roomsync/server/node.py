@@ -1,0 +1,279 @@
+"""The one owner of a node's state: its connections, admission, revocations, liveness,
+readiness and drain.
+
+Everything that changes what this node admits goes through :class:`Node`: the handshake
+(``ws.py``) asks it whether a connection may stay (:meth:`Node.admission_refusal`) and
+whether a token is revoked; the control plane (issue 11) will revoke tokens and drain
+through it; ``/healthz`` and ``/readyz`` read it. It knows connections only through the
+small :class:`Connection` Protocol, so it imports neither the WebSocket shell nor the
+HTTP app (no import cycles: ``app`` builds everything, ``ws`` and ``http`` depend on
+``node``, never the other way round).
+
+``drain()`` stops admitting, closes every peer with 1012 and waits (bounded by
+``server.shutdown_grace_ms``) until their CLOSE frames are written; the node keeps
+serving HTTP. ``RoomsyncServer.stop()`` drains and then closes the store and backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..auth.tokens import Claims, TokenService
+from ..bus.base import Bus
+from ..config import Settings
+from ..core.codes import CloseCode, ErrorCode
+from ..core.errors import Draining, Overload, RoomsyncError
+from ..storage.base import Store
+from .blobs import BlobService
+from .logs import event
+from .memory import release_free_memory
+from .metrics import Metrics
+from .outbox import Outbox
+from .rooms import RoomHost, RoomRegistry
+from .transport import PING_FRAME
+
+log = logging.getLogger("roomsync.node")
+
+#: A peer silent for this many heartbeat intervals is closed (1011 ``timeout``).
+LIVENESS_HEARTBEATS = 3
+
+
+class Connection(Protocol):
+    """What the node needs of a connection (``ws._Connection`` is one)."""
+
+    close_code: int | None
+    last_seen_ms: int
+    out: Outbox
+
+    def close(self, code: int, error: dict[str, Any] | None = None) -> None: ...
+
+    def shed(self, exc: RoomsyncError) -> None: ...
+
+    def drop(self, *, graceful: bool = True) -> None: ...
+
+
+class Node:
+    """This node: what it serves, who is connected, what it admits."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics,
+        store: Store,
+        bus: Bus,
+        rooms: RoomRegistry,
+        blobs: BlobService,
+        tokens: TokenService,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self.settings = settings
+        self.name = settings.server.node_name()
+        self.metrics = metrics
+        self.store = store
+        self.bus = bus
+        self.rooms = rooms
+        self.blobs = blobs
+        self.tokens = tokens
+        self.now_ms = now_ms
+        self.started_ms = now_ms()
+        self.connections: set[Connection] = set()
+        # Connections still waiting for their hello, oldest first (dict keeps order):
+        # the first to be shed when the node is at its connection cap.
+        self._pre_hello: dict[Connection, None] = {}
+        self.draining = False
+        self.revoked_subs: set[str] = set()
+        self.revoked_jtis: set[str] = set()
+        self.blobs_open = False
+        self._queued_bytes = 0  # all peers' outbound bytes, sampled each heartbeat
+
+    # -- connections and admission ---------------------------------------------------------
+
+    def connection_opened(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        self.metrics.connections.set(len(self.connections))
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self._pre_hello.pop(conn, None)
+        self.metrics.connections.set(len(self.connections))
+
+    def awaiting_hello(self, conn: Connection) -> None:
+        """``conn`` is admitted and has ``server.hello_timeout_ms`` to send its hello."""
+        self._pre_hello[conn] = None
+
+    def hello_done(self, conn: Connection) -> None:
+        """``conn`` was welcomed or is gone: it no longer counts as waiting for a hello."""
+        self._pre_hello.pop(conn, None)
+
+    def retry_hint_ms(self) -> int:
+        """A jittered retry hint so refused clients do not come back in lockstep."""
+        return 500 + random.randint(0, 1000)
+
+    def admission_refusal(self, newcomer: Connection) -> RoomsyncError | None:
+        """Why ``newcomer`` may not stay (draining, connection cap, full queues), or None.
+
+        At the connection cap the oldest connection that has not sent its hello is shed
+        first, so connections that never speak cannot lock honest peers out.
+        """
+        s = self.settings.server
+        if self.draining:
+            return Draining("node is draining: reconnect, possibly to another node")
+        if len(self.connections) > s.max_connections and not self._shed_pre_hello(newcomer):
+            return Overload(
+                f"server at its connection limit ({s.max_connections}): retry later",
+                retry_after_ms=self.retry_hint_ms(),
+            )
+        if self._queued_bytes > s.max_queued_bytes:
+            return Overload(
+                "server outbound queues are full: retry later", retry_after_ms=self.retry_hint_ms()
+            )
+        return None
+
+    def _shed_pre_hello(self, newcomer: Connection) -> bool:
+        for conn in self._pre_hello:
+            if conn is newcomer:
+                continue
+            del self._pre_hello[conn]
+            self.metrics.shed.inc()
+            conn.shed(
+                Overload(
+                    "connection shed: the node is at its connection limit and this one "
+                    "sent no hello",
+                    retry_after_ms=self.retry_hint_ms(),
+                )
+            )
+            # It is gone from the cap now, whatever its socket still does.
+            self.connections.discard(conn)
+            return True
+        return False
+
+    # -- revocation ------------------------------------------------------------------------
+
+    def is_revoked(self, claims: Claims) -> bool:
+        return (claims.sub is not None and claims.sub in self.revoked_subs) or (
+            claims.jti is not None and claims.jti in self.revoked_jtis
+        )
+
+    def presence_snapshot(self, host: RoomHost) -> list[dict[str, Any]]:
+        return host.presence.snapshot()
+
+    # -- liveness --------------------------------------------------------------------------
+
+    async def heartbeat_loop(self) -> None:
+        """Every heartbeat: ping and reap peers, free memory after unloads, sweep blob
+        grants. Runs until cancelled."""
+        interval = self.settings.server.heartbeat_ms / 1000
+        unloads_seen = 0
+        while True:
+            await asyncio.sleep(interval)
+            self.reap()
+            unloads = self.rooms.unloads
+            if unloads != unloads_seen:  # rooms were freed since the last beat
+                unloads_seen = unloads
+                release_free_memory()
+            if self.blobs.grants:
+                try:
+                    await self.blobs.sweep(self.now_ms(), await self.store.blob_refs())
+                except Exception as exc:  # a failing sweep must not stop the heartbeat
+                    event(log, "blob.sweep_failed", level=logging.WARNING, error=str(exc))
+
+    def reap(self) -> None:
+        """Ping every peer; close those silent for :data:`LIVENESS_HEARTBEATS` intervals."""
+        now = self.now_ms()
+        limit = LIVENESS_HEARTBEATS * self.settings.server.heartbeat_ms
+        queued = 0
+        for conn in list(self.connections):
+            if conn.close_code is not None:
+                continue
+            if now - conn.last_seen_ms > limit:
+                conn.close(
+                    int(CloseCode.INTERNAL),
+                    {
+                        "type": "error",
+                        "code": str(ErrorCode.TIMEOUT),
+                        "message": f"no frame from the peer for {limit} ms: closing",
+                    },
+                )
+                continue
+            queued += max(0, conn.out.write(PING_FRAME))
+        self._queued_bytes = queued
+        self.metrics.outbound_bytes.set(queued)
+
+    # -- drain -----------------------------------------------------------------------------
+
+    async def drain(self, *, deadline: float | None = None) -> None:
+        """Admit no one from now on, close every peer with 1012 (``draining``) and wait,
+        until ``deadline`` (``time.monotonic()``; default: now + shutdown grace), for
+        their CLOSE frames to be written. Connections still open then are dropped."""
+        self.draining = True
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.server.shutdown_grace_ms / 1000
+        event(log, "node.draining", node=self.name, connections=len(self.connections))
+        for conn in list(self.connections):
+            conn.close(
+                int(CloseCode.RESTARTING),
+                {
+                    "type": "error",
+                    "code": str(ErrorCode.DRAINING),
+                    "message": "node is draining: reconnect, possibly to another node",
+                },
+            )
+        # Everything is bounded by the deadline: a store that hangs delays the drain by
+        # at most the grace (what it did not commit was not acknowledged either).
+        try:
+            await asyncio.wait_for(self.rooms.flush_all(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            event(log, "node.flush_timeout", level=logging.WARNING, node=self.name)
+        # Peers answer our CLOSE as soon as they read it. Once every remaining connection
+        # has its queue (the 1012 CLOSE last) written to the kernel, or after the grace,
+        # the connections end; what was written still reaches the peer.
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            if all(conn.out.queued_bytes() == 0 for conn in self.connections):
+                break
+        for conn in list(self.connections):
+            conn.drop(graceful=conn.out.queued_bytes() == 0)
+
+    # -- readiness -------------------------------------------------------------------------
+
+    async def readiness(self) -> dict[str, Any]:
+        """``/readyz``: each check's outcome; ``ok`` only when all pass and not draining."""
+        checks: dict[str, Any] = {}
+        ok = True
+        backend = self.settings.storage.backend
+        try:
+            await self.store.check()
+            checks["store"] = {"ok": True, "backend": backend}
+        except Exception as exc:  # any failure makes us unready; the reason is reported
+            ok = False
+            checks["store"] = {"ok": False, "backend": backend, "error": str(exc)}
+        try:
+            if not self.blobs_open:  # it failed at start: try again, it may have recovered
+                await self.blobs.store.open()
+                self.blobs_open = True
+            await self.blobs.store.check()
+            checks["blobs"] = {"ok": True, "backend": self.blobs.store.name}
+        except Exception as exc:  # reported, not raised: readyz says what is wrong
+            ok = False
+            checks["blobs"] = {
+                "ok": False,
+                "backend": self.blobs.store.name,
+                "error": str(exc),
+                "reason": getattr(exc, "reason", None),
+            }
+        try:
+            await self.bus.check()
+            checks["bus"] = {"ok": True, "backend": self.bus.name}
+        except Exception as exc:  # reported, not raised: readyz says what is wrong
+            ok = False
+            checks["bus"] = {"ok": False, "backend": self.bus.name, "error": str(exc)}
+        if self.draining:
+            ok = False
+            checks["draining"] = True
+        return {"ok": ok, "checks": checks, "node": self.name}
