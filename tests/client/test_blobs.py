@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,6 @@ from typing import Any
 import pytest
 
 import roomsync.client.blobs as blobs_module
-import roomsync.client.room as room_module
 from roomsync.client import (
     Backoff,
     BlobInfo,
@@ -22,6 +22,8 @@ from roomsync.client import (
     RoomClient,
     connect,
 )
+from roomsync.core import blobflow
+from roomsync.core.blobflow import HttpPut
 from roomsync.testing.moto_server import MOTO_CREDENTIALS
 from roomsync.testing.server import ServerHandle, running_server, wait_until
 
@@ -230,11 +232,12 @@ async def test_failed_verification_surfaces_blob_rejected(
     """S3 (moto) accepts other bytes at the presigned URL; the server's verification does not."""
     real_put = blobs_module.http_put
 
-    async def tampering_put(*args: Any) -> str | None:
-        http, url, method, headers, data, ssl = args
-        return await real_put(http, url, method, headers, b"X" * len(data), ssl)
+    async def tampering_put(
+        http: Any, step: HttpPut, ssl: Any
+    ) -> blobflow.HttpResponse | blobflow.HttpFailure:
+        return await real_put(http, dataclasses.replace(step, body=b"X" * len(step.body)), ssl)
 
-    monkeypatch.setattr(room_module, "http_put", tampering_put)
+    monkeypatch.setattr(blobs_module, "http_put", tampering_put)
     async with serve(tmp_path, **s3_overrides(moto_endpoint, bucket)) as srv:
         client = await open_client(srv)
         data = b"the real bytes" * 50

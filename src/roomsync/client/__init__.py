@@ -9,7 +9,11 @@
         await room.flush()
 
 See ``docs/sdk.md`` for reconnect, resync, offline and cursor semantics, presence and
-blobs.
+blobs. The modules behind this API are private: :mod:`.room_client` (the
+:class:`RoomClient` facade), :mod:`.connection` (lifecycle), :mod:`.local_replica`
+(reads, writes, subscriptions), :mod:`.reconciler` (MST), :mod:`.presence`,
+:mod:`.blobs`; each is a thin asyncio shell over the rules in :mod:`roomsync.core`
+(``reconnect``, ``keepalive``, ``packing``, ``blobflow``, ``presence_view``, ``replica``).
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from __future__ import annotations
 from ..core.entries import Change
 from ..core.presence_view import PresenceEvent, PresenceInfo
 from ..core.reconcile import ReconcileResult
+from ..core.reconnect import Backoff
 from ..core.replica import RefusedChange, SupersededChange
-from .backoff import Backoff
 from .blobs import BlobInfo
+from .connection import ws_url
 from .errors import (
     BlobError,
     BlobFetchFailed,
@@ -29,7 +34,8 @@ from .errors import (
     ConnectionClosed,
     RequestRefused,
 )
-from .room import ChangeStream, PresenceStream, RoomClient, connect, ws_url
+from .events import ChangeStream, PresenceStream
+from .room_client import RoomClient, connect
 from .stats import ConnectionStats, RetryWait
 
 __all__ = [

@@ -7,9 +7,7 @@ from typing import Any
 
 from ..core.codes import CLOSE_ACTIONS, CloseCode, ErrorCode
 from ..core.errors import RoomsyncError
-
-#: Close code used when the connection ended without a close frame (RFC 6455 §7.1.5).
-ABNORMAL_CLOSURE = 1006
+from ..core.reconnect import ABNORMAL_CLOSURE
 
 
 def _close_code(code: int) -> CloseCode | None:

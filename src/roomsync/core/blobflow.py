@@ -119,11 +119,17 @@ def verify(hash: str, data: bytes, size: int | None) -> str | None:
 # -- steps and their answers ---------------------------------------------------------------
 
 
+BlobFrame = m.RequestUpload | m.BlobUpload | m.BlobUploaded | m.BlobRequest
+"""The frames the flows send (the keys of :data:`REPLIES`)."""
+BlobReply = m.UploadUrl | m.UploadDenied | m.BlobUploaded | m.UploadRejected | m.Blob
+"""The server frames that reply to them (:data:`REPLY_TYPES`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SendFrame:
     """Send ``message``; answer with the server frame that replies to it (module doc)."""
 
-    message: m.Message
+    message: BlobFrame
 
 
 @dataclass(frozen=True, slots=True)
