@@ -95,3 +95,35 @@ def test_frames_that_are_not_json_text_get_the_error_of_the_phase() -> None:
     assert bad.code == ErrorCode.MALFORMED_ENVELOPE and "unexpected character" in bad.message
     assert s.binary_frame().code == ErrorCode.MALFORMED_ENVELOPE
     assert bad.close == CloseCode.PROTOCOL_ERROR
+
+
+def test_deadlines_come_from_the_session() -> None:
+    from roomsync.core.codes import CloseCode, ErrorCode
+    from roomsync.core.session import LIVENESS_HEARTBEATS
+
+    limiter = RateLimiter(
+        messages_per_s=10, burst_messages=10, bytes_per_s=1e9, burst_bytes=10**9,
+        grace_ms=1000, now_ms=1000,
+    )  # fmt: skip
+    s = Session(
+        session="s", peer="p", room="r", limiter=limiter,
+        now_ms=1000, hello_timeout_ms=500, heartbeat_ms=100,
+    )  # fmt: skip
+    assert s.next_deadline() == 1300  # liveness (3 x 100) comes before the hello deadline
+    assert s.due(1299) is None
+    silent = s.due(1300)
+    assert silent is not None and silent.code == ErrorCode.TIMEOUT
+    assert silent.close == CloseCode.INTERNAL
+    s.seen(1290)
+    assert s.next_deadline() == 1500 and s.due(1499) is None
+    late = s.due(1500)
+    assert late is not None and late.code == ErrorCode.EXPECTED_HELLO
+    s.open(caps=("read",), actor="a", prefixes=("/",), exp_ms=1450)
+    assert s.next_deadline() == 1450  # the token expires before the liveness limit
+    expired = s.due(1450)
+    assert expired is not None and expired.close == CloseCode.TOKEN_EXPIRED
+    assert expired.message == "auth: token expired"
+    s.exp_ms = None
+    assert s.next_deadline() == 1290 + LIVENESS_HEARTBEATS * 100
+    s.close()
+    assert s.next_deadline() is None and s.due(10**9) is None

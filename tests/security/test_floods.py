@@ -221,3 +221,19 @@ async def test_sigterm_drains_within_the_grace_during_a_flood(tmp_path: Path) ->
             assert code == 0
             assert time.monotonic() - t0 < 1.0 + 4.0  # the grace, plus process exit
             await flooder.close()
+
+
+async def test_a_silent_peer_is_closed_after_three_heartbeats(tmp_path: Path) -> None:
+    """The liveness deadline of the core session: no frame (not even a PONG to our
+    PINGs) for 3 heartbeat intervals closes with ``timeout`` + 1011."""
+    async with running_server(tmp_path, server__heartbeat_ms=100) as srv:
+        silent = await RawWebSocket.open(srv.host, srv.port, "/ws/r")
+        await silent.send_json({"type": "hello", "v": 1, "actor": "s"})
+        t0 = time.monotonic()
+        frames, code = await silent.until_close(timeout=5)
+        assert code == 1011
+        errors = [f.json() for f in frames if f.opcode == 1 and f.json()["type"] == "error"]
+        assert errors[-1]["code"] == "timeout"
+        assert 0.25 < time.monotonic() - t0 < 3
+        assert any(f.opcode == OP_PING for f in frames)  # it was pinged, never answered
+        await silent.close()

@@ -22,6 +22,7 @@ One root for every error roomsync raises on purpose, wherever it lives::
      ├── RoomClosed                    room-closed, 4004
      ├── Overload                      overload, 1011, with retry_after_ms
      ├── Draining                      draining, 1012: the node drains, reconnect elsewhere
+     ├── PeerSilent                    timeout, 1011: no frame for 3 heartbeat intervals
      ├── InternalError                 internal, 1011: the server's own failure; a peer
      │    │                            gets "internal server error", never the message
      │    ├── BlobStoreError           roomsync.blobs: .reason, a short stable label
@@ -185,6 +186,13 @@ class Draining(RoomsyncError):
 
     code = ErrorCode.DRAINING
     close: CloseCode | None = CloseCode.RESTARTING
+
+
+class PeerSilent(RoomsyncError):
+    """No frame from the peer for three heartbeat intervals (SPEC §5 liveness): 1011."""
+
+    code = ErrorCode.TIMEOUT
+    close: CloseCode | None = CloseCode.INTERNAL
 
 
 class InternalError(RoomsyncError):

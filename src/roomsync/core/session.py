@@ -19,8 +19,11 @@ from .errors import (
     ExpectedHello,
     Forbidden,
     MalformedEnvelope,
+    PeerSilent,
     ProtocolError,
     RateLimited,
+    RoomsyncError,
+    TokenExpired,
     UnknownType,
 )
 from .ratelimit import RateLimiter, Verdict
@@ -61,13 +64,28 @@ def _caps_set(caps: tuple[str, ...]) -> frozenset[str]:
     return frozenset(caps)
 
 
+#: A peer silent for this many heartbeat intervals is closed (SPEC §5: liveness).
+LIVENESS_HEARTBEATS = 3
+
+
 class Session:
-    """Protocol state of one connected peer. Pure: the shell passes ``now_ms``."""
+    """Protocol state of one connected peer. Pure: the shell passes ``now_ms``.
+
+    Deadlines come from here, the shell only sleeps until them: :meth:`next_deadline`
+    is the earliest instant something may be due (the hello deadline, the token's
+    expiry, the liveness limit), and :meth:`due` says what is due at ``now_ms``. Every
+    frame from the peer moves the liveness limit (:meth:`seen`), so the shell need not
+    re-arm its timer per frame: when it fires early, :meth:`due` answers None and the
+    shell sleeps until the next deadline.
+    """
 
     __slots__ = (
         "actor",
         "caps",
         "exp_ms",
+        "heartbeat_ms",
+        "hello_deadline_ms",
+        "last_seen_ms",
         "limiter",
         "peer",
         "phase",
@@ -76,7 +94,17 @@ class Session:
         "session",
     )
 
-    def __init__(self, *, session: str, peer: str, room: str, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        *,
+        session: str,
+        peer: str,
+        room: str,
+        limiter: RateLimiter,
+        now_ms: int = 0,
+        hello_timeout_ms: int = 5_000,
+        heartbeat_ms: int = 15_000,
+    ) -> None:
         self.session = session
         self.peer = peer
         self.room = room
@@ -86,6 +114,43 @@ class Session:
         self.actor = peer
         self.prefixes: tuple[str, ...] = ("/",)
         self.exp_ms: int | None = None
+        self.hello_deadline_ms = now_ms + hello_timeout_ms
+        self.heartbeat_ms = heartbeat_ms
+        self.last_seen_ms = now_ms
+
+    # -- deadlines ------------------------------------------------------------------------
+
+    def seen(self, now_ms: int) -> None:
+        """A frame (any frame) arrived from the peer."""
+        self.last_seen_ms = now_ms
+
+    def next_deadline(self) -> int | None:
+        """The earliest instant (ms) at which :meth:`due` may answer something; None
+        once closed."""
+        if self.phase is Phase.CLOSED:
+            return None
+        liveness = self.last_seen_ms + LIVENESS_HEARTBEATS * self.heartbeat_ms
+        if self.phase is Phase.AWAIT_HELLO:
+            return min(self.hello_deadline_ms, liveness)
+        if self.exp_ms is not None:
+            return min(self.exp_ms, liveness)
+        return liveness
+
+    def due(self, now_ms: int) -> RoomsyncError | None:
+        """The error to close with when a deadline has passed at ``now_ms``, else None:
+        no hello in time (``expected-hello``, 1002), the token expired (``auth``, 4002),
+        or the peer went silent (``timeout``, 1011)."""
+        if self.phase is Phase.CLOSED:
+            return None
+        if self.phase is Phase.AWAIT_HELLO and now_ms >= self.hello_deadline_ms:
+            return ExpectedHello("no hello received in time")
+        if self.phase is Phase.OPEN and self.exp_ms is not None and now_ms >= self.exp_ms:
+            return TokenExpired("token expired")
+        silent = now_ms - self.last_seen_ms
+        limit = LIVENESS_HEARTBEATS * self.heartbeat_ms
+        if silent >= limit:
+            return PeerSilent(f"no frame from the peer for {silent} ms (limit {limit} ms)")
+        return None
 
     def receive(self, obj: Any, nbytes: int, now_ms: int) -> m.Message:
         """Check one decoded frame against rate limits, the phase table and caps.

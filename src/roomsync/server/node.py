@@ -39,15 +39,11 @@ from .transport import PING_FRAME
 
 log = logging.getLogger("roomsync.node")
 
-#: A peer silent for this many heartbeat intervals is closed (1011 ``timeout``).
-LIVENESS_HEARTBEATS = 3
-
 
 class Connection(Protocol):
     """What the node needs of a connection (``ws._Connection`` is one)."""
 
     close_code: int | None
-    last_seen_ms: int
     out: Outbox
 
     def close(self, code: int, error: dict[str, Any] | None = None) -> None: ...
@@ -184,24 +180,13 @@ class Node:
                     event(log, "blob.sweep_failed", level=logging.WARNING, error=str(exc))
 
     def reap(self) -> None:
-        """Ping every peer; close those silent for :data:`LIVENESS_HEARTBEATS` intervals."""
-        now = self.now_ms()
-        limit = LIVENESS_HEARTBEATS * self.settings.server.heartbeat_ms
+        """Ping every peer (their liveness deadline is the core session's, see
+        :meth:`~roomsync.core.session.Session.due`) and sample the bytes queued for
+        them all (the ``max_queued_bytes`` admission check)."""
         queued = 0
         for conn in list(self.connections):
-            if conn.close_code is not None:
-                continue
-            if now - conn.last_seen_ms > limit:
-                conn.close(
-                    int(CloseCode.INTERNAL),
-                    {
-                        "type": "error",
-                        "code": str(ErrorCode.TIMEOUT),
-                        "message": f"no frame from the peer for {limit} ms: closing",
-                    },
-                )
-                continue
-            queued += max(0, conn.out.write(PING_FRAME))
+            if conn.close_code is None:
+                queued += max(0, conn.out.write(PING_FRAME))
         self._queued_bytes = queued
         self.metrics.outbound_bytes.set(queued)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +17,6 @@ class Peer:
     __slots__ = (
         "__weakref__",
         "actor_bound",
-        "expiry_handle",
-        "last_seen_ms",
         "on_close",
         "out",
         "pending_acks",
@@ -33,7 +30,6 @@ class Peer:
         out: Outbox,
         *,
         on_close: Callable[[Peer, CloseCode, dict[str, Any] | None], None],
-        now_ms: int,
     ) -> None:
         self.session = session
         self.reads = "read" in session.caps  # caps are fixed for a session
@@ -42,9 +38,7 @@ class Peer:
         #: With a token naming a ``sub``: the actor every change must be written as
         #: (``sub`` or ``sub#<suffix>``); None for anonymous sessions.
         self.actor_bound: str | None = None
-        self.last_seen_ms = now_ms
         self.pending_acks = 0
-        self.expiry_handle: asyncio.TimerHandle | None = None
 
     @property
     def id(self) -> str:

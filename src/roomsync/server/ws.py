@@ -33,7 +33,6 @@ from ..core import messages as m
 from ..core.codes import AuthReason, CloseCode, ErrorCode
 from ..core.errors import (
     AuthError,
-    ExpectedHello,
     MalformedEnvelope,
     Overload,
     RateLimited,
@@ -107,15 +106,14 @@ class _Connection(WSListener):
         "_busy",
         "_cleaned",
         "_closer",
+        "_deadline",
         "_disconnected",
         "_fragments",
         "_fragments_size",
-        "_hello_timer",
         "_inbox",
         "_paused",
         "close_code",
         "host",
-        "last_seen_ms",
         "out",
         "peer",
         "room_arg",
@@ -139,12 +137,13 @@ class _Connection(WSListener):
         self._paused = False
         self._fragments: list[bytes] | None = None
         self._fragments_size = 0
-        self._hello_timer: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self._closer: asyncio.TimerHandle | None = None
         self._disconnected = False
         self._cleaned = False
         policy = server.settings.policy
         now = server.now_ms()
+        timing = server.settings.server
         self.session = Session(
             session=_new_id("s"),
             peer=_new_id("p"),
@@ -157,8 +156,10 @@ class _Connection(WSListener):
                 grace_ms=policy.rate_grace_ms,
                 now_ms=now,
             ),
+            now_ms=now,
+            hello_timeout_ms=timing.hello_timeout_ms,
+            heartbeat_ms=timing.heartbeat_ms,
         )
-        self.last_seen_ms = now
 
     # -- picows callbacks ------------------------------------------------------------------
 
@@ -185,8 +186,7 @@ class _Connection(WSListener):
             self._internal_error()
             return
         server.awaiting_hello(self)
-        deadline = server.settings.server.hello_timeout_ms / 1000
-        self._hello_timer = asyncio.get_running_loop().call_later(deadline, self._hello_late)
+        self._arm()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         try:
@@ -212,9 +212,7 @@ class _Connection(WSListener):
 
     def _on_ws_frame(self, frame: WSFrame) -> None:
         now = self.server.now_ms()
-        self.last_seen_ms = now
-        if self.peer is not None:
-            self.peer.last_seen_ms = now
+        self.session.seen(now)
         kind = frame.msg_type
         if self.close_code is not None:  # closing: wait for the peer's CLOSE, drop the rest
             if kind is WSMsgType.CLOSE:
@@ -352,10 +350,28 @@ class _Connection(WSListener):
             self._paused = False
             self.out.resume_reading()
 
-    def _hello_late(self) -> None:
-        self._hello_timer = None
-        if self.session.phase is Phase.AWAIT_HELLO and self.close_code is None:
-            self.shed(ExpectedHello("no hello received in time"))
+    def _arm(self) -> None:
+        """Sleep until the session's next deadline (:meth:`Session.next_deadline`)."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        at = self.session.next_deadline()
+        if at is not None and self.close_code is None:
+            delay = max(0.0, (at - self.server.now_ms()) / 1000)
+            self._deadline = asyncio.get_running_loop().call_later(delay, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        """A deadline may have passed: close as the core says, else sleep on."""
+        self._deadline = None
+        if self.close_code is not None:
+            return
+        due = self.session.due(self.server.now_ms())
+        if due is None:
+            self._arm()  # the peer spoke since: the liveness limit moved
+        elif self.session.phase is Phase.AWAIT_HELLO:
+            self.shed(due)
+        else:
+            self.fail(due)
 
     def shed(self, exc: RoomsyncError) -> None:
         """Close a connection that never sent ``hello``: the error and CLOSE are written,
@@ -467,9 +483,6 @@ class _Connection(WSListener):
             self.fail(exc, ref=type_ if isinstance(type_, str) else None)
             return None
         if isinstance(msg, m.Hello):
-            if self._hello_timer is not None:
-                self._hello_timer.cancel()
-                self._hello_timer = None
             return msg, self._on_hello(msg, now)
         if msg.type in _BLOB_TYPES:
             assert self.host is not None and self.peer is not None
@@ -548,14 +561,11 @@ class _Connection(WSListener):
             caps=admission.caps, actor=admission.actor, prefixes=prefixes, exp_ms=admission.exp_ms
         )
         self.out.budget = policy.stream_budget_bytes
-        peer = Peer(self.session, self.out, on_close=self._peer_closed, now_ms=now)
+        peer = Peer(self.session, self.out, on_close=self._peer_closed)
         peer.actor_bound = admission.bound
         self.peer = peer
         server.hello_done(self)
-        if admission.exp_ms is not None:
-            loop = asyncio.get_running_loop()
-            delay = max(0.0, (admission.exp_ms - server.now_ms()) / 1000)
-            peer.expiry_handle = loop.call_later(delay, self._expired)
+        self._arm()  # the hello deadline is gone; the token's expiry may be the next one
         self.send(
             handshake.welcome(
                 session=self.session.session,
@@ -594,12 +604,6 @@ class _Connection(WSListener):
         exp_ms = claims.exp * 1000 if claims.exp is not None else None
         return handshake.TokenGrant(sub=claims.sub, caps=claims.caps, exp_ms=exp_ms)
 
-    def _expired(self) -> None:
-        self.close(
-            int(CloseCode.TOKEN_EXPIRED),
-            {"type": "error", "code": "auth", "message": "auth: token expired"},
-        )
-
     # -- messages after welcome ------------------------------------------------------------
 
     def _dispatch(self, msg: m.Message, prefixes_before: tuple[str, ...]) -> None:
@@ -631,17 +635,15 @@ class _Connection(WSListener):
         if self._cleaned:
             return
         self._cleaned = True
-        for timer in (self._hello_timer, self._closer):
+        for timer in (self._deadline, self._closer):
             if timer is not None:
                 timer.cancel()
-        self._hello_timer = self._closer = None
+        self._deadline = self._closer = None
         self._inbox = None
         peer = self.peer
         host = self.host
         self.out.closing = True
         if peer is not None:
-            if peer.expiry_handle is not None:
-                peer.expiry_handle.cancel()
             if host is not None and peer in host.peers:
                 host.leave(peer)
                 self.server.metrics.peers.dec()
