@@ -14,10 +14,12 @@ server:
 * ``cursor``: the highest seq up to which this replica has every change of its
   subscription, i.e. what it sends as ``hello.cursor`` to resume.
 
-It never reads the clock, sleeps, or touches a socket: the shell passes ``now_ms``, feeds
-it decoded server messages (:meth:`Replica.receive`, :meth:`Replica.on_ack`) and asks it
-what to send (:meth:`Replica.start_session`, :meth:`Replica.take_outgoing`,
-:meth:`Replica.expect_paths`, :meth:`Replica.expect_subscribe`).
+Packs are cut from the queue by :mod:`.packing` (``take_outgoing`` takes the limits
+of the welcome). It never reads the clock, sleeps, or touches a socket: the shell passes
+``now_ms``, feeds it decoded server messages (:meth:`Replica.receive`,
+:meth:`Replica.on_ack`) and asks it what to send (:meth:`Replica.start_session`,
+:meth:`Replica.take_outgoing`, :meth:`Replica.expect_paths`,
+:meth:`Replica.expect_subscribe`).
 
 The cursor rule
 ---------------
