@@ -870,6 +870,11 @@ def test_every_message_type_has_a_valid_vector_in_each_direction() -> None:
     assert {t for _, t in seen} == set(CLASSES)
 
 
+def test_case_names_are_unique() -> None:
+    names = [c["name"] for c in ENVELOPES["valid"] + ENVELOPES["invalid"]]
+    assert len(names) == len(set(names))
+
+
 def test_invalid_vectors_cover_every_documented_error() -> None:
     cases = ENVELOPES["invalid"]
     classes = {c["error"]["class"] for c in cases}

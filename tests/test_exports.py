@@ -23,6 +23,7 @@ EXPECTED: dict[str, list[str]] = {
         "codes",
         "entries",
         "errors",
+        "handshake",
         "hlc",
         "keepalive",
         "limits",

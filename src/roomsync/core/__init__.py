@@ -20,6 +20,7 @@ __all__ = [
     "codes",
     "entries",
     "errors",
+    "handshake",
     "hlc",
     "keepalive",
     "limits",
