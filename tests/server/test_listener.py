@@ -225,3 +225,20 @@ async def test_closed_connections_leave_nothing_behind(
     assert not srv.server.connections
     gc.collect()
     assert [o for o in gc.get_objects() if isinstance(o, _Connection)] == []
+
+
+async def test_an_upgrade_after_http_on_the_same_pooled_session_is_a_websocket(
+    srv: ServerHandle,
+) -> None:
+    """aiohttp reuses a kept-alive connection for ws_connect; the listener routes only a
+    connection's first request, so HTTP answers close their connection and the upgrade
+    comes on a fresh one (it used to get 426 from aiohttp)."""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(3):
+            async with http.get(srv.url + "/healthz") as resp:
+                assert resp.status == 200
+                assert resp.headers.get("Connection", "").lower() == "close"
+            ws = await http.ws_connect(srv.ws_url("r"))
+            await ws.send_json({"type": "hello", "v": 1})
+            assert (await ws.receive_json(timeout=10))["type"] == "welcome"
+            await ws.close()

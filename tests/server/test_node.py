@@ -25,11 +25,8 @@ async def test_drain_closes_peers_with_1012_and_keeps_serving_http(
             assert resp.status == 200 and (await resp.json())["draining"] is True
         async with http.get(srv.url + "/readyz") as resp:
             assert resp.status == 503 and (await resp.json())["checks"]["draining"] is True
-        # A fresh session: the router reads only a connection's first request, so an
-        # upgrade on a kept-alive HTTP connection would reach aiohttp (426).
-        async with aiohttp.ClientSession() as fresh:
-            late = await connect(fresh, srv.ws_url("r"))
-            seen, code = await closed(late)
+        late = await connect(http, srv.ws_url("r"))  # the same pooled session as above
+        seen, code = await closed(late)
         assert code == 1012 and seen[-1]["code"] == "draining"
         assert srv.server.node.connections == set() or all(
             c.close_code is not None for c in srv.server.node.connections

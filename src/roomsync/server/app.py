@@ -134,6 +134,18 @@ class RoomsyncServer:
                 headers={"Upgrade": "websocket", "Connection": "Upgrade"},
             )
 
+        async def one_request_per_connection(
+            request: web.Request, response: web.StreamResponse
+        ) -> None:
+            # The listener picks the plane (picows or aiohttp) from a connection's first
+            # request only; a client that reuses a kept-alive HTTP connection for its
+            # WebSocket upgrade (aiohttp's pooled sessions do, the SDK among them, after a
+            # blob PUT) would reach aiohttp and get 426. Closing after each HTTP answer
+            # makes every upgrade arrive on a fresh connection.
+            response.force_close()
+            response.headers["Connection"] = "close"  # so the client knows before reusing
+
+        app.on_response_prepare.append(one_request_per_connection)
         app.router.add_get("/ws/{room_id}", ws_route)
         http.add_routes(app, self.node)
         self.blobs.add_routes(app, self.now_ms)
