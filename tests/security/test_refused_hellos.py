@@ -74,3 +74,30 @@ async def test_refused_hellos_leave_nothing_on_disk(tmp_path: Path) -> None:
         assert await srv.server.store.list_rooms() == []
         wal = db.with_name(db.name + "-wal")
         assert not wal.exists() or wal.stat().st_size < 1 << 20
+
+
+async def test_refused_hellos_leave_no_room_loaded(tmp_path: Path) -> None:
+    """With the production idle-unload delay, a refused hello's empty room is unloaded
+    at once (it used to stay in memory for room_idle_unload_ms, one per room id)."""
+    from roomsync.testing.server import wait_until
+
+    async with (
+        running_server(tmp_path, dev=False, server__room_idle_unload_ms=30_000) as srv,
+        aiohttp.ClientSession() as http,
+    ):
+        for i in range(50):
+            _, code = await _refused_hello(http, srv, f"probe-{i}", _bad_token(srv, i))
+            assert code == 4003
+        await wait_until(lambda: not srv.server.rooms.hosts, timeout=5)
+        # A room that holds state still waits out the idle delay.
+        token = srv.mint("kept", ("read", "write"))
+        from roomsync.core.codec import pack_data
+        from roomsync.core.entries import Change
+        from roomsync.testing.wsclient import hello, recv_type
+
+        ws, _ = await hello(http, srv.ws_url("kept"), token=token)
+        await ws.send_json({"type": "pack", "data": pack_data([Change("/a", 1, 0, "x", b"1")])})
+        await recv_type(ws, "ack")
+        await ws.close()
+        await wait_until(lambda: srv.server.rooms.hosts["kept"].refs == 0, timeout=5)
+        assert "kept" in srv.server.rooms.hosts

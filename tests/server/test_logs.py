@@ -28,7 +28,12 @@ async def test_server_logs_are_json_and_redacted(tmp_path: Path) -> None:
             _, code = await closed(ws)
             assert code == 4003
     finally:
-        logging.getLogger("roomsync").handlers.clear()
+        # Undo setup_logging entirely: a logger left with propagate=False hides the
+        # records of every later test's caplog (the SDK's retry-log tests among them).
+        logger = logging.getLogger("roomsync")
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
     text = stream.getvalue()
     assert token not in text and bad not in text
     assert token.split(".")[2] not in text

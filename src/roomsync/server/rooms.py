@@ -354,7 +354,9 @@ class RoomHost:
                 if accepted:
                     t0 = time.perf_counter()
                     try:
-                        await self.store.append(self.room, accepted)
+                        await self.store.append(
+                            self.room, accepted, expected_head=(accepted[0].seq or 0) - 1
+                        )
                     except (StoreError, OSError) as exc:
                         self._store_failed(batch, exc)
                         return
@@ -740,7 +742,10 @@ class RoomRegistry:
         host.refs -= 1
         if host.refs <= 0 and self.hosts.get(host.room) is host:
             loop = asyncio.get_running_loop()
-            if self.idle_unload_ms <= 0 or host.closed:
+            # A room that holds nothing (a refused hello's, or one never written) costs
+            # nothing to load again: unload it now, so refused hellos to many room ids
+            # do not keep a host each in memory for room_idle_unload_ms.
+            if self.idle_unload_ms <= 0 or host.closed or not host.state.entries:
                 self._start_unload(host)
             else:
                 host.unload_handle = loop.call_later(
