@@ -57,3 +57,19 @@ def test_limits() -> None:
     t.update("p1", "a", 1, 1, 0)
     with pytest.raises(TooLarge, match="presence_max_members"):
         t.update("p2", "b", 1, 1, 0)
+
+
+def test_next_deadline_is_the_earliest_expiry_or_leave() -> None:
+    from roomsync.core.presence import PresenceTable
+
+    t = PresenceTable(ttl_ms=1000, max_bytes=1000, max_members=10, leave_grace_ms=200)
+    assert t.next_deadline() is None
+    t.update("a", "ann", {"x": 1}, 8, now_ms=100)
+    t.update("b", "bob", {"x": 1}, 8, now_ms=500)
+    assert t.next_deadline() == 1101  # expire() removes a when now - seen > ttl
+    assert t.expire(1100) == [] and t.expire(1101) == ["a"]
+    t.touch("b", 1200)
+    t.disconnect("b", 1300)
+    assert t.next_deadline() == 1500  # the leave grace comes before b's TTL
+    assert t.expire(1499) == [] and t.expire(1500) == ["b"]
+    assert t.next_deadline() is None

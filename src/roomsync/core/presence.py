@@ -111,6 +111,17 @@ class PresenceTable:
             self._leave(peer)
         return gone
 
+    def next_deadline(self) -> int | None:
+        """The earliest instant (ms) at which :meth:`expire` may remove someone, or None
+        when the table is empty. Heartbeats move it later, so a shell that sleeps until
+        it may wake early: :meth:`expire` then removes nobody and the shell sleeps on."""
+        soonest: int | None = None
+        for e in self.entries.values():
+            due = e.leaving_at_ms if e.leaving_at_ms is not None else e.seen_ms + self.ttl_ms + 1
+            if soonest is None or due < soonest:
+                soonest = due
+        return soonest
+
     def take_dirty(self) -> tuple[list[dict[str, Any]], list[str]]:
         """The batch of this window: (changed entries, peers that left); resets both."""
         changed = [self.entries[p].wire() for p in self._dirty if p in self.entries]

@@ -226,9 +226,11 @@ class RoomHost:
         if self._presence_flush is None and self.presence.has_pending():
             window = max(self.policy.broadcast_window_ms, PRESENCE_MIN_WINDOW_MS) / 1000
             self._presence_flush = loop.call_later(window, self._flush_presence)
-        if self._presence_tick is None and len(self.presence):
-            period = min(self.policy.presence_ttl_ms / 4, 1000) / 1000
-            self._presence_tick = loop.call_later(period, self._expire_presence)
+        if self._presence_tick is None:
+            due = self.presence.next_deadline()  # the core says when someone may expire
+            if due is not None:
+                delay = max(0, due - self.now_ms()) / 1000
+                self._presence_tick = loop.call_later(delay, self._expire_presence)
 
     def _expire_presence(self) -> None:
         self._presence_tick = None
