@@ -14,7 +14,7 @@ async def _store(changes: list[Change], *, compact_through: int = 0) -> MemorySt
     store = MemoryStore()
     await store.open()
     await store.load_room("m", now_ms=0)
-    await store.append("m", changes)
+    await store.append("m", changes, expected_head=0)
     if compact_through:
         await store.compact("m", compact_through)
     return store

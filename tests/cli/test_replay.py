@@ -30,7 +30,7 @@ async def make_room(tmp_path: Path) -> list[Change]:
         Change(f"/k{i % 7}", i + 1, 0, "a", None if i % 5 == 4 else b"%d" % i, i + 1)
         for i in range(40)
     ]
-    await store.append("r", changes)
+    await store.append("r", changes, expected_head=0)
     await store.compact("r", 15)
     await store.close()
     return changes

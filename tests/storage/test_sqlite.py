@@ -12,7 +12,7 @@ import pytest
 
 from roomsync.core.entries import Change
 from roomsync.storage import sqlite as sqlite_module
-from roomsync.storage.base import RoomRecord, StoreError
+from roomsync.storage.base import RoomRecord, StoreConflict, StoreError
 from roomsync.storage.sqlite import MIGRATIONS, SqliteStore
 
 
@@ -40,7 +40,7 @@ def _raw(path: Path) -> sqlite3.Connection:
 
 
 async def test_schema_migrations_and_pragmas(store: SqliteStore) -> None:
-    assert store.migrations_applied == [m.version for m in MIGRATIONS] == [1, 2, 3, 4]
+    assert store.migrations_applied == [m.version for m in MIGRATIONS] == [1, 2, 3, 4, 5]
     conn = _raw(store.path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -56,7 +56,7 @@ async def test_schema_migrations_and_pragmas(store: SqliteStore) -> None:
         }
         assert tables >= expected
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
-        assert versions == [1, 2, 3, 4]
+        assert versions == [1, 2, 3, 4, 5]
         columns = {
             table: [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
             for table in ("rooms", "entries", "oplog", "base_entries", "health")
@@ -81,7 +81,7 @@ async def test_schema_migrations_and_pragmas(store: SqliteStore) -> None:
 
 async def test_append_is_committed_when_it_returns(store: SqliteStore) -> None:
     await store.load_room("r", now_ms=1)
-    await store.append("r", [_change(1, "/a"), _change(2, "/b", None)])
+    await store.append("r", [_change(1, "/a"), _change(2, "/b", None)], expected_head=0)
     conn = _raw(store.path)  # another connection sees the rows: they are committed
     try:
         assert conn.execute("SELECT head FROM rooms WHERE room='r'").fetchone() == (2,)
@@ -101,7 +101,7 @@ async def test_failed_transaction_fails_every_caller(store: SqliteStore) -> None
     blocker.execute("BEGIN IMMEDIATE")  # holds the write lock past busy_timeout
     try:
         results = await asyncio.gather(
-            *(store.append(room, [_change(1)]) for room in ("a", "b", "c")),
+            *(store.append(room, [_change(1)], expected_head=0) for room in ("a", "b", "c")),
             return_exceptions=True,
         )
     finally:
@@ -114,7 +114,9 @@ async def test_failed_transaction_fails_every_caller(store: SqliteStore) -> None
         assert isinstance(error.__cause__, sqlite3.OperationalError)
     # Nothing was written, and the store recovers once the lock is gone.
     assert await store.changes_since("a", 0, limit=10) == []
-    await asyncio.gather(*(store.append(room, [_change(1)]) for room in ("a", "b", "c")))
+    await asyncio.gather(
+        *(store.append(room, [_change(1)], expected_head=0) for room in ("a", "b", "c"))
+    )
     for room in ("a", "b", "c"):
         assert await store.changes_since(room, 0, limit=10) == [_change(1)]
 
@@ -122,12 +124,12 @@ async def test_failed_transaction_fails_every_caller(store: SqliteStore) -> None
 async def test_cancelled_caller_does_not_wedge_the_writer(thread_store: SqliteStore) -> None:
     store = thread_store
     await store.load_room("r", now_ms=1)
-    task = asyncio.ensure_future(store.append("r", [_change(1)]))
+    task = asyncio.ensure_future(store.append("r", [_change(1)], expected_head=0))
     await asyncio.sleep(0)  # the batch is queued
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await store.append("r", [_change(2)])  # the cancelled batch still committed first
+    await store.append("r", [_change(2)], expected_head=1)  # the cancelled batch committed first
     assert [c.seq for c in await store.changes_since("r", 0, limit=10)] == [1, 2]
 
 
@@ -136,7 +138,7 @@ async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
     store = SqliteStore(path, synchronous="full")
     await store.open()
     await store.load_room("r", now_ms=1)
-    await store.append("r", [_change(1, "/a"), _change(2, "/b")])
+    await store.append("r", [_change(1, "/a"), _change(2, "/b")], expected_head=0)
     await store.compact("r", 1)
     await store.close()
     again = SqliteStore(path)
@@ -192,7 +194,10 @@ async def test_group_transactions_are_bounded(
     for room in rooms:
         await store.load_room(room, now_ms=1)
     await asyncio.gather(
-        *(store.append(room, [_change(s, f"/{s}") for s in (1, 2, 3, 4)]) for room in rooms)
+        *(
+            store.append(room, [_change(s, f"/{s}") for s in (1, 2, 3, 4)], expected_head=0)
+            for room in rooms
+        )
     )
     assert store.appends == 12
     assert store.commits >= 12 * 4 // 10
@@ -204,7 +209,7 @@ async def test_caller_may_reuse_its_list(thread_store: SqliteStore) -> None:
     store = thread_store
     await store.load_room("r", now_ms=1)
     batch = [_change(1, "/a")]
-    pending = asyncio.ensure_future(store.append("r", batch))
+    pending = asyncio.ensure_future(store.append("r", batch, expected_head=0))
     await asyncio.sleep(0)
     batch[0] = _change(1, "/mutated")
     await pending
@@ -213,18 +218,19 @@ async def test_caller_may_reuse_its_list(thread_store: SqliteStore) -> None:
 
 async def test_small_appends_commit_inline_big_ones_on_the_writer(store: SqliteStore) -> None:
     await store.load_room("r", now_ms=1)
-    await store.append("r", [_change(1, "/a")])
+    await store.append("r", [_change(1, "/a")], expected_head=0)
     assert (store.commits, store.inline_commits) == (1, 1)
     big = [_change(s, f"/{s}") for s in range(2, 2 + sqlite_module._INLINE_ROWS + 1)]
-    pending = asyncio.ensure_future(store.append("r", big))
+    pending = asyncio.ensure_future(store.append("r", big, expected_head=1))
     await asyncio.sleep(0)  # the big batch is on the writer thread now
-    small = _change(big[-1].seq + 1, "/z")  # type: ignore[operator]
+    big_head = len(big) + 1
+    small = _change(big_head + 1, "/z")
     # While the writer has work, a small append queues behind it instead of going inline.
-    await asyncio.gather(pending, store.append("r", [small]))
+    await asyncio.gather(pending, store.append("r", [small], expected_head=big_head))
     assert store.inline_commits == 1
     seqs = [c.seq for c in await store.changes_since("r", 0, limit=1000)]
-    assert seqs == list(range(1, small.seq + 1))  # type: ignore[operator]
-    await store.append("r", [_change(small.seq + 1, "/y")])  # type: ignore[operator]
+    assert seqs == list(range(1, big_head + 2))
+    await store.append("r", [_change(big_head + 2, "/y")], expected_head=big_head + 1)
     assert store.inline_commits == 2  # the writer is idle again
 
 
@@ -238,12 +244,12 @@ async def test_inline_append_waits_for_another_process_on_the_writer(tmp_path: P
         loop = asyncio.get_running_loop()
         loop.call_later(0.2, blocker.execute, "ROLLBACK")
         started = loop.time()
-        await store.append("r", [_change(1)])  # not an error: waited on the writer thread
+        await store.append("r", [_change(1)], expected_head=0)  # waited on the writer thread
         assert loop.time() - started >= 0.15
         blocker.close()
         assert store.inline_commits == 0
         assert await store.changes_since("r", 0, limit=10) == [_change(1)]
-        await store.append("r", [_change(2)])
+        await store.append("r", [_change(2)], expected_head=1)
         assert store.inline_commits == 1
     finally:
         await store.close()
@@ -252,11 +258,11 @@ async def test_inline_append_waits_for_another_process_on_the_writer(tmp_path: P
 async def test_inline_refusal_fails_only_its_caller(store: SqliteStore) -> None:
     await store.load_room("r", now_ms=1)
     with pytest.raises(StoreError, match="expected seq 1, got 5"):
-        await store.append("r", [_change(5)])
+        await store.append("r", [_change(5)], expected_head=0)
     with pytest.raises(StoreError, match="expected seq 1, got 3"):
-        await store.append("nope", [_change(3)])
+        await store.append("nope", [_change(3)], expected_head=0)
     assert await store.get_room("nope") is None  # the refused batch created nothing
-    await store.append("r", [_change(1)])
+    await store.append("r", [_change(1)], expected_head=0)
     assert await store.changes_since("r", 0, limit=10) == [_change(1)]
 
 
@@ -267,7 +273,7 @@ async def test_the_store_checkpoints_its_wal(store: SqliteStore) -> None:
     wal = store.path.with_name(store.path.name + "-wal")
     biggest = 0
     for seq in range(1, 3001):
-        await store.append("r", [_change(seq, f"/{seq % 7}")])
+        await store.append("r", [_change(seq, f"/{seq % 7}")], expected_head=seq - 1)
         if seq % 100 == 0:
             await asyncio.sleep(0.01)  # let a scheduled checkpoint run
             biggest = max(biggest, wal.stat().st_size)
@@ -281,9 +287,9 @@ async def test_appends_with_big_values_take_the_writer(store: SqliteStore) -> No
     than _INLINE_BYTES of values goes to the writer thread even when it is idle."""
     await store.load_room("r", now_ms=1)
     big = b"x" * (sqlite_module._INLINE_BYTES + 1)
-    await store.append("r", [_change(1, "/big", big)])
+    await store.append("r", [_change(1, "/big", big)], expected_head=0)
     assert (store.commits, store.inline_commits) == (1, 0)
-    await store.append("r", [_change(2, "/small")])
+    await store.append("r", [_change(2, "/small")], expected_head=1)
     assert (store.commits, store.inline_commits) == (2, 1)
     assert [c.value for c in await store.changes_since("r", 0, limit=10)] == [big, b"v"]
 
@@ -312,7 +318,7 @@ async def test_append_creates_the_room_with_the_store_clock(tmp_path: Path) -> N
     try:
         loaded = await store.load_room("r", now_ms=1)
         assert loaded.record.created_ms == 1  # in memory only
-        await store.append("r", [_change(1)])
+        await store.append("r", [_change(1)], expected_head=0)
         assert await store.get_room("r") == RoomRecord("r", created_ms=4242, head=1)
         await store.put_room(RoomRecord("r", created_ms=7, locked=True))
         assert await store.get_room("r") == RoomRecord("r", created_ms=7, locked=True, head=1)
@@ -323,13 +329,13 @@ async def test_append_creates_the_room_with_the_store_clock(tmp_path: Path) -> N
 async def test_group_committed_first_appends_create_their_rooms(thread_store: SqliteStore) -> None:
     store = thread_store
     results = await asyncio.gather(
-        store.append("x", [_change(1)]),
-        store.append("y", [_change(2)]),  # refused inside the group: creates nothing
-        store.append("x", [_change(2)]),
-        store.append("z", [_change(1)]),
+        store.append("x", [_change(1)], expected_head=0),
+        store.append("y", [_change(2)], expected_head=1),  # refused in the group: creates nothing
+        store.append("x", [_change(2)], expected_head=1),
+        store.append("z", [_change(1)], expected_head=0),
         return_exceptions=True,
     )
-    assert [type(r) for r in results] == [type(None), StoreError, type(None), type(None)]
+    assert [type(r) for r in results] == [type(None), StoreConflict, type(None), type(None)]
     assert [r.room for r in await store.list_rooms()] == ["x", "z"]
     record = await store.get_room("x")
     assert record is not None and record.head == 2
@@ -363,12 +369,12 @@ async def test_a_version_3_database_gains_the_probe_pad(
         patch.setattr(sqlite_module, "MIGRATIONS", MIGRATIONS[:3])
         old = SqliteStore(path)
         await old.open()
-        await old.append("r", [_change(1)])
+        await old.append("r", [_change(1)], expected_head=0)
         await old.close()
     store = SqliteStore(path)
     await store.open()
     try:
-        assert store.migrations_applied == [4]
+        assert store.migrations_applied == [4, 5]
         await store.check()
         assert await store.changes_since("r", 0, limit=10) == [_change(1)]
     finally:

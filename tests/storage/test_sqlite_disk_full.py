@@ -66,7 +66,7 @@ async def _exhaust(store: SqliteStore, room: str, filler: Path) -> tuple[int, li
     while True:
         assert seq <= DISK_BYTES // 1024, "the disk never filled up"
         try:
-            await store.append(room, _changes(seq, 1, 1024))
+            await store.append(room, _changes(seq, 1, 1024), expected_head=seq - 1)
         except StoreError as exc:
             assert "full" in str(exc)
             break
@@ -74,7 +74,7 @@ async def _exhaust(store: SqliteStore, room: str, filler: Path) -> tuple[int, li
     os.truncate(filler, FILLER_BYTES - 64 * 1024)
     big = _changes(seq, 1, BIG_VALUE)
     with pytest.raises(StoreError, match="disk is full"):
-        await store.append(room, big)
+        await store.append(room, big, expected_head=seq - 1)
     return seq, big
 
 
@@ -93,7 +93,7 @@ async def test_check_fails_while_the_disk_is_full_and_recovers(tmp_path: Path) -
                 assert str(store.path) in str(info.value)
             filler.unlink()
             await store.check()  # no restart: the probe proves there is room again
-            await store.append("r", big)
+            await store.append("r", big, expected_head=seq - 1)
             await store.check()
             loaded = await store.load_room("r", now_ms=0)
             assert loaded.record.head == seq + len(big) - 1

@@ -36,7 +36,7 @@ async def writer(store, room):
             Change(f"/k/{{s}}", 1000 + s, 0, "w", b"v%d" % s, s)
             for s in range(seq + 1, seq + {BATCH} + 1)
         ]
-        await store.append(room, batch)
+        await store.append(room, batch, expected_head=seq)
         seq += {BATCH}
         print(room, seq, flush=True)
 
@@ -116,11 +116,11 @@ async def test_reopening_runs_no_migration_twice(tmp_path: Path) -> None:
         await store.open()  # idempotent: no second migration pass
         applied.append(store.migrations_applied)
         await store.close()
-    assert applied == [[1, 2, 3, 4], [], []]
+    assert applied == [[1, 2, 3, 4, 5], [], []]
     conn = sqlite3.connect(path)
     try:
         rows = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
-        assert [version for version, _name in rows] == [1, 2, 3, 4]
+        assert [version for version, _name in rows] == [1, 2, 3, 4, 5]
     finally:
         conn.close()
 

@@ -46,6 +46,7 @@ from ..core import messages as m
 from ..core.codes import CloseCode, ErrorCode
 from ..core.errors import MalformedEnvelope, RoomsyncError
 from ..core.types import validate_blob_hash
+from ..storage.base import BlobRefs, all_blob_refs
 from .logs import event
 
 if TYPE_CHECKING:
@@ -420,13 +421,14 @@ class BlobService:
             del self.grants[upload_id]
         return swept
 
-    async def collect_garbage(self, referenced: set[str]) -> list[str]:
-        """Delete every stored blob that no room references (room/archive deletion calls it).
+    async def collect_garbage(self, refs: BlobRefs) -> list[str]:
+        """Delete every stored blob that no room of ``refs`` (the room store) references
+        (room/archive deletion calls it).
 
         Hashes of live grants are kept too: a commit may have stored the object and not yet
         written the room's reference.
         """
-        keep = referenced | {g.hash for g in self.grants.values()}
+        keep = await all_blob_refs(refs) | {g.hash for g in self.grants.values()}
         deleted = await gc_blobs(self.store, keep)
         if deleted:
             self.count("gc", "deleted")

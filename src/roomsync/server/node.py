@@ -175,7 +175,7 @@ class Node:
                 release_free_memory()
             if self.blobs.grants:
                 try:
-                    await self.blobs.sweep(self.now_ms(), await self.store.blob_refs())
+                    await self.blobs.sweep(self.now_ms())
                 except Exception as exc:  # a failing sweep must not stop the heartbeat
                     event(log, "blob.sweep_failed", level=logging.WARNING, error=str(exc))
 

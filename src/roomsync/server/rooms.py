@@ -356,7 +356,9 @@ class RoomHost:
                 if accepted:
                     t0 = time.perf_counter()
                     try:
-                        await self.store.append(self.room, accepted)
+                        await self.store.append(
+                            self.room, accepted, expected_head=(accepted[0].seq or 0) - 1
+                        )
                     except (StoreError, OSError) as exc:
                         self._store_failed(batch, exc)
                         return

@@ -1,33 +1,93 @@
-"""What the server needs from a store (SPEC §1, §2, §8): rooms, state, op log, archives later.
+"""What a node needs from a store (SPEC §1, §2, §8), as small Protocols, one per concept.
 
-Implementations: :mod:`.memory` (tests, ``--storage memory``), :mod:`.sqlite` (the embedded
-default, WAL, one writer) and later ``postgres``. ``tests/storage/test_contract.py`` runs
-one contract suite against every implementation.
+::
+
+    Store  (what the server holds; existing type hints keep using it)
+     ├── StoreLifecycle   open, close, check
+     ├── RoomCatalog      get_room, put_room, list_rooms, delete_room, load_room
+     ├── OpLog            append (fenced by expected_head), changes_since, base_snapshot, compact
+     ├── BlobRefs         add_blob_ref, has_blob_ref, blob_refs (paged); all_blob_refs(store)
+     └── Revocations      add_revocation, is_revoked, list_revocations
+
+Code that needs one concept asks for its Protocol (replay needs a ``RoomCatalog`` and an
+``OpLog``, blob garbage collection ``BlobRefs``), so a new backend, or a wrapper in a test,
+implements what is used and nothing more. Implementations: :mod:`.memory` (tests,
+``--storage memory``), :mod:`.sqlite` (the embedded default, WAL, one writer) and later
+``postgres`` (issue 15). :mod:`roomsync.testing.store_contract` is the one contract suite,
+one section per Protocol, that ``tests/storage/test_contract.py`` runs against every
+implementation.
 
 Invariants every store keeps:
 
+- **The store is the seq authority (fencing).** ``append(room, changes, expected_head=h)``
+  writes only if the room's head in the store is ``h`` at the moment of the write, checked
+  atomically with it (SQLite: inside the same ``BEGIN IMMEDIATE`` transaction), and only
+  if the batch's seqs are exactly ``h+1 .. h+n``. A head that moved is refused with
+  :class:`StoreConflict` (room, expected and actual head), a batch that does not continue
+  ``h`` with :class:`StoreError`; either way nothing of the batch is written. So two
+  writers (two nodes, or a node and a stale copy of itself) can never write the same
+  seq: of two appends with the same expected head exactly one wins, and the loser must
+  reload the room from the store. A room never written has head 0.
 - ``append`` writes the op-log rows *and* the state entries of a batch in one transaction;
   when it returns, the batch is durable (it survives ``kill -9`` of the process).
-- seqs in the op log of a room are gap-free and increasing; the caller assigns them.
+- seqs in the op log of a room are gap-free and increasing.
 - the state table holds, per path, the winning change (tombstones included) with the seq
   that last changed it; it always equals ``base snapshot + op log`` replayed with LWW.
 - ``compact(room, through_seq)`` folds op-log rows ``<= through_seq`` into the base
   snapshot, drops them from the log, purges tombstones whose seq ``<= through_seq`` from
   the state, and records ``compacted_through``; a cursor older than that cannot catch up.
+- only ``append`` moves ``head`` and only ``compact`` moves ``compacted_through``:
+  ``put_room`` writes a room's metadata (``created_ms``, ``locked``, ``closed``,
+  ``policy``) and never those two, whatever the record it is given says.
 - a room never written costs nothing: ``load_room`` of an unknown room only reads and
   hands out an empty record (head 0) that nothing stores; the first write that needs the
   room (``append`` of seq 1, ``add_blob_ref``, ``put_room``) creates it. Until then it is
   not listed, ``get_room`` returns None and ``delete_room`` returns False.
+- revocations are node-wide, not per room (``delete_room`` keeps them), and shared by
+  every node on the same store: a token revoked through one node is refused by all.
+- paged listings (``list_rooms``, ``blob_refs``, ``list_revocations``) are ordered by
+  their key and resume strictly after the cursor, so a page never repeats an item; a
+  cursor is opaque to callers.
+
+The rules every backend applies alike are functions here, so no two backends disagree:
+:func:`check_batch` (the batch shape ``append`` accepts), :func:`check_page_limit`,
+:func:`check_revocation` and :func:`merge_revocation` (what re-revoking stores), and
+:func:`revocation_cursor` / :func:`revocation_key` (the listing cursor).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol
 
 from ..core.entries import Change
+
+__all__ = [
+    "BLOB_REFS_PAGE",
+    "REVOCATION_KINDS",
+    "BlobRefs",
+    "LoadedRoom",
+    "OpLog",
+    "Revocation",
+    "RevocationKind",
+    "Revocations",
+    "RoomCatalog",
+    "RoomRecord",
+    "Store",
+    "StoreConflict",
+    "StoreError",
+    "StoreLifecycle",
+    "all_blob_refs",
+    "check_batch",
+    "check_page_limit",
+    "check_revocation",
+    "merge_revocation",
+    "revocation_cursor",
+    "revocation_key",
+    "wall_clock_ms",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +111,26 @@ class LoadedRoom:
     entries: list[Change]  # the state table, tombstones included, each with its seq
 
 
+RevocationKind = Literal["sub", "jti"]
+#: What a revocation names: every token of a subject (``sub``) or one token (``jti``).
+REVOCATION_KINDS: tuple[RevocationKind, ...] = ("sub", "jti")
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A revoked subject or token id. From ``expires_ms`` on (None: never) it no longer
+    applies; for a ``jti`` that is usually the token's own ``exp``, after which the token
+    is refused anyway."""
+
+    kind: RevocationKind
+    value: str
+    created_ms: int
+    expires_ms: int | None = None
+
+    def applies(self, now_ms: int) -> bool:
+        return self.expires_ms is None or now_ms < self.expires_ms
+
+
 def wall_clock_ms() -> int:
     """Wall-clock milliseconds: the default clock of stores (``created_ms`` of rooms that
     ``append`` creates); tests inject their own."""
@@ -58,15 +138,96 @@ def wall_clock_ms() -> int:
 
 
 class StoreError(Exception):
-    """The store failed (I/O, permissions, corruption); the message names the cause."""
+    """The store failed (I/O, permissions, corruption) or refused a write; the message
+    names the cause."""
 
 
-class Store(Protocol):
+class StoreConflict(StoreError):
+    """``append`` found the room's head elsewhere than the caller expected: another writer
+    committed first (fencing). Nothing was written; reload the room from the store."""
+
+    def __init__(self, room: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"append to room {room!r} refused: expected head {expected}, the store has "
+            f"{actual} (another writer moved it; reload the room)"
+        )
+        self.room = room
+        self.expected = expected
+        self.actual = actual
+
+
+def check_batch(room: str, expected_head: int, changes: Sequence[Change]) -> None:
+    """Raise :class:`StoreError` unless ``changes`` carry exactly the seqs
+    ``expected_head+1 .. expected_head+n`` (the shape ``append`` accepts; the store then
+    compares ``expected_head`` with its head)."""
+    if expected_head < 0:
+        raise StoreError(f"append to room {room!r}: expected head {expected_head} is negative")
+    expected = expected_head + 1
+    for change in changes:
+        if change.seq != expected:
+            raise StoreError(
+                f"append to room {room!r}: expected seq {expected}, got {change.seq} "
+                f"(a batch after head {expected_head} carries seqs {expected_head + 1}.."
+                f"{expected_head + len(changes)} without gaps)"
+            )
+        expected += 1
+
+
+def check_page_limit(limit: int) -> None:
+    """Raise :class:`ValueError` for a page size a cursor listing cannot advance with."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+
+
+def check_revocation(kind: str, value: str) -> None:
+    """Raise :class:`ValueError` for a revocation no store accepts."""
+    if kind not in REVOCATION_KINDS:
+        raise ValueError(f"revocation kind must be one of {list(REVOCATION_KINDS)}, not {kind!r}")
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"revocation {kind} must be a non-empty string")
+
+
+def merge_revocation(
+    stored: Revocation | None,
+    kind: RevocationKind,
+    value: str,
+    *,
+    now_ms: int,
+    expires_ms: int | None,
+) -> tuple[Revocation, bool]:
+    """What ``add_revocation`` stores when ``stored`` is there, and whether it is new."""
+    if stored is not None and stored.applies(now_ms):
+        longer = (
+            None
+            if stored.expires_ms is None or expires_ms is None
+            else max(stored.expires_ms, expires_ms)
+        )
+        return replace(stored, expires_ms=longer), False
+    return Revocation(kind, value, now_ms, expires_ms), True
+
+
+def revocation_cursor(revocation: Revocation) -> str:
+    """The cursor that resumes a listing after ``revocation``."""
+    return f"{revocation.kind}:{revocation.value}"
+
+
+def revocation_key(cursor: str | None) -> tuple[str, str]:
+    """``(kind, value)`` a listing resumes after (``("", "")``: from the start)."""
+    if cursor is None:
+        return "", ""
+    kind, sep, value = cursor.partition(":")
+    if not sep or kind not in REVOCATION_KINDS:
+        raise ValueError(f"not a revocation cursor: {cursor!r}")
+    return kind, value
+
+
+class StoreLifecycle(Protocol):
     async def open(self) -> None:
         """Connect, create or migrate the schema. Idempotent."""
 
     async def close(self) -> None:
-        """Flush pending writes and release connections."""
+        """Flush pending writes and release connections. Idempotent; ``open`` again
+        brings the same data back."""
 
     async def check(self) -> None:
         """Raise :class:`StoreError` when the store cannot serve reads and writes (readyz).
@@ -75,13 +236,19 @@ class Store(Protocol):
         prove the failure over commits: the check makes such a real write itself.
         """
 
-    async def get_room(self, room: str) -> RoomRecord | None: ...
+
+class RoomCatalog(Protocol):
+    async def get_room(self, room: str) -> RoomRecord | None:
+        """The stored record, or None for a room never written (or deleted)."""
 
     async def put_room(self, record: RoomRecord) -> None:
-        """Insert or replace a room's metadata (not its head: ``append`` moves that)."""
+        """Insert or replace a room's metadata (``created_ms``, ``locked``, ``closed``,
+        ``policy``). Never its ``head`` or ``compacted_through``: a new room starts at 0,
+        an existing one keeps its own, whatever ``record`` says."""
 
     async def list_rooms(self, *, limit: int = 100, cursor: str | None = None) -> list[RoomRecord]:
-        """Rooms ordered by id, starting after ``cursor``."""
+        """Rooms ordered by id, starting after ``cursor`` (the last id of the previous
+        page), at most ``limit``."""
 
     async def delete_room(self, room: str) -> bool:
         """Remove a room, its state, op log and blob references. True when it existed."""
@@ -90,15 +257,21 @@ class Store(Protocol):
         """The room's record and state. Only reads: for a room never written, an empty
         record (head 0, ``created_ms`` = ``now_ms``) that is not stored."""
 
-    async def append(self, room: str, changes: Sequence[Change]) -> None:
-        """Durably append accepted changes (each with its seq) to the op log and state.
 
-        The first append to a room never written (seqs from 1) creates its record, with
-        ``created_ms`` from the store's clock. A batch whose seqs do not continue the head
-        is refused with :class:`StoreError` and writes nothing.
+class OpLog(Protocol):
+    async def append(self, room: str, changes: Sequence[Change], *, expected_head: int) -> None:
+        """Durably append accepted changes to the op log and state, fenced.
 
-        Concurrent calls may be group-committed into one transaction; each call returns
-        only once its own changes are committed.
+        ``expected_head`` is the head the caller believes the room has: the seq before the
+        batch's first change. The write happens only if the store's head is exactly that,
+        checked atomically with the write (else :class:`StoreConflict`), and the batch's
+        seqs must be ``expected_head+1 .. expected_head+n`` (else :class:`StoreError`);
+        a refused batch writes nothing. An empty batch writes and checks nothing.
+
+        The first append to a room never written (``expected_head`` 0) creates its record,
+        with ``created_ms`` from the store's clock. Concurrent calls may be group-committed
+        into one transaction; each call returns only once its own changes are committed,
+        and batches of one room are applied in call order.
         """
 
     async def changes_since(self, room: str, since: int, *, limit: int) -> list[Change]:
@@ -110,7 +283,9 @@ class Store(Protocol):
     async def compact(self, room: str, through_seq: int) -> int:
         """Fold op-log rows ``<= through_seq`` into the base; return rows removed."""
 
-    # -- blob references (SPEC §4: blobs are room-scoped; unreferenced ones are collected) --
+
+class BlobRefs(Protocol):
+    """Blob references (SPEC §4: blobs are room-scoped; unreferenced ones are collected)."""
 
     async def add_blob_ref(self, room: str, hash: str, size: int, *, now_ms: int) -> None:
         """Record that ``hash`` was announced in ``room`` (idempotent); creates the room's
@@ -119,5 +294,58 @@ class Store(Protocol):
     async def has_blob_ref(self, room: str, hash: str) -> bool:
         """True when ``hash`` was announced in ``room``."""
 
-    async def blob_refs(self) -> set[str]:
-        """Every hash referenced by any room (the live set for blob garbage collection)."""
+    async def blob_refs(
+        self, *, limit: int, cursor: str | None = None
+    ) -> tuple[list[str], str | None]:
+        """One page of the hashes referenced by any room, each once, in order, after
+        ``cursor``: ``(hashes, next_cursor)``, ``next_cursor`` None on the last page.
+        ``limit`` (at least 1, else :class:`ValueError`) bounds the page."""
+
+
+class Revocations(Protocol):
+    """Revoked token subjects and ids (``room revoke``), shared by every node."""
+
+    async def add_revocation(
+        self, kind: RevocationKind, value: str, *, now_ms: int, expires_ms: int | None = None
+    ) -> bool:
+        """Revoke every token of subject ``value`` (``kind`` ``sub``) or the token with id
+        ``value`` (``jti``), until ``expires_ms`` (None: for good). True when no revocation
+        of it applied at ``now_ms`` yet. Revoking again while it applies keeps the longer
+        of the two expiries (and its ``created_ms``); once it has lapsed, revoking again
+        starts a new one. A kind other than ``sub``/``jti`` or an empty value raise
+        :class:`ValueError`, and nothing is written."""
+
+    async def is_revoked(self, sub: str | None, jti: str | None, *, now_ms: int) -> bool:
+        """True when a token with this ``sub`` or this ``jti`` (either may be None) is
+        revoked at ``now_ms``."""
+
+    async def list_revocations(
+        self, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[Revocation], str | None]:
+        """One page of revocations ordered by ``(kind, value)``, expired ones included
+        (with their ``expires_ms``): ``(revocations, next_cursor)``, None on the last page.
+        ``limit`` (at least 1, else :class:`ValueError`) bounds the page."""
+
+
+class Store(StoreLifecycle, RoomCatalog, OpLog, BlobRefs, Revocations, Protocol):
+    """Everything a node holds: every Protocol above in one backend."""
+
+
+#: Hashes per page when :func:`all_blob_refs` walks the references.
+BLOB_REFS_PAGE = 1000
+
+
+async def all_blob_refs(store: BlobRefs, *, page: int = BLOB_REFS_PAGE) -> set[str]:
+    """Every hash referenced by any room: the live set for blob garbage collection.
+
+    Walks :meth:`BlobRefs.blob_refs` page by page, so it is not one snapshot: a reference
+    added meanwhile may be missed, exactly as if it had been added right after a snapshot
+    (callers keep in-flight hashes themselves, as ``BlobService.collect_garbage`` does).
+    """
+    refs: set[str] = set()
+    cursor: str | None = None
+    while True:
+        hashes, cursor = await store.blob_refs(limit=page, cursor=cursor)
+        refs.update(hashes)
+        if cursor is None:
+            return refs

@@ -6,9 +6,12 @@ where it could be mutated (the ``policy`` dict; lists), so callers never alias s
 :class:`~roomsync.core.entries.Change` and :class:`~roomsync.storage.base.RoomRecord` are
 frozen and their bytes immutable, so they are shared as they are.
 
-Like the SQLite store, ``append`` refuses (:class:`StoreError`, nothing written) a batch
-whose seqs do not continue the room's head without gaps; ``load_room`` of an unknown room
-stores nothing, and the first ``append`` (``add_blob_ref``, ``put_room``) creates it.
+Like the SQLite store, ``append`` is fenced: it compares ``expected_head`` with the room's
+head and writes the batch in one step with no ``await`` in between, so of two appends with
+the same expected head exactly one wins (the other gets :class:`StoreConflict`), and a
+batch whose seqs do not continue ``expected_head`` is refused (:class:`StoreError`);
+nothing of a refused batch is written. ``load_room`` of an unknown room stores nothing,
+and the first ``append`` (``add_blob_ref``, ``put_room``) creates it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,23 @@ from dataclasses import dataclass, field, replace
 
 from ..core.entries import Change
 from ..core.merge import merge_into
-from .base import LoadedRoom, RoomRecord, StoreError, wall_clock_ms
+from .base import (
+    LoadedRoom,
+    Revocation,
+    RevocationKind,
+    RoomRecord,
+    StoreConflict,
+    StoreError,
+    check_batch,
+    check_page_limit,
+    check_revocation,
+    merge_revocation,
+    revocation_cursor,
+    revocation_key,
+    wall_clock_ms,
+)
+
+__all__ = ["MemoryStore"]
 
 
 @dataclass(slots=True)
@@ -40,20 +59,9 @@ def _seq_of(change: Change) -> int:
     return change.seq
 
 
-def _check_batch(room: str, head: int, changes: Sequence[Change]) -> None:
-    """Raise :class:`StoreError` unless ``changes`` carry seqs ``head+1, head+2, ...``."""
-    expected = head + 1
-    for change in changes:
-        if change.seq != expected:
-            raise StoreError(
-                f"append to room {room!r}: expected seq {expected}, got {change.seq} "
-                f"(seqs must continue the op log without gaps)"
-            )
-        expected += 1
-
-
 class MemoryStore:
-    """Rooms, state and op log in dicts; ``append`` is atomic per call.
+    """Rooms, state, op log, blob references and revocations in dicts; each call is atomic
+    (no ``await`` inside).
 
     ``commits`` counts committed ``append`` calls (one "transaction" each: nothing to
     group here), so contract checks can read it on any store. ``now_ms`` stamps
@@ -64,6 +72,7 @@ class MemoryStore:
         self.now_ms = now_ms
         self._rooms: dict[str, _Room] = {}
         self._blob_refs: dict[str, dict[str, int]] = {}
+        self._revocations: dict[tuple[str, str], Revocation] = {}
         self._open = False
         self.commits = 0
 
@@ -117,9 +126,52 @@ class MemoryStore:
         self._require_open()
         return hash in self._blob_refs.get(room, {})
 
-    async def blob_refs(self) -> set[str]:
+    async def blob_refs(
+        self, *, limit: int, cursor: str | None = None
+    ) -> tuple[list[str], str | None]:
         self._require_open()
-        return {h for refs in self._blob_refs.values() for h in refs}
+        check_page_limit(limit)
+        hashes = sorted({h for refs in self._blob_refs.values() for h in refs})
+        start = 0 if cursor is None else bisect_right(hashes, cursor)
+        page = hashes[start : start + limit]
+        more = start + limit < len(hashes)
+        return page, page[-1] if more else None
+
+    # -- revocations -------------------------------------------------------------------
+
+    async def add_revocation(
+        self, kind: RevocationKind, value: str, *, now_ms: int, expires_ms: int | None = None
+    ) -> bool:
+        self._require_open()
+        check_revocation(kind, value)
+        stored, new = merge_revocation(
+            self._revocations.get((kind, value)),
+            kind,
+            value,
+            now_ms=now_ms,
+            expires_ms=expires_ms,
+        )
+        self._revocations[(kind, value)] = stored
+        return new
+
+    async def is_revoked(self, sub: str | None, jti: str | None, *, now_ms: int) -> bool:
+        self._require_open()
+        for kind, value in (("sub", sub), ("jti", jti)):
+            revocation = None if value is None else self._revocations.get((kind, value))
+            if revocation is not None and revocation.applies(now_ms):
+                return True
+        return False
+
+    async def list_revocations(
+        self, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[Revocation], str | None]:
+        self._require_open()
+        check_page_limit(limit)
+        keys = sorted(self._revocations)
+        start = 0 if cursor is None else bisect_right(keys, revocation_key(cursor))
+        page = [self._revocations[k] for k in keys[start : start + limit]]
+        more = start + limit < len(keys)
+        return page, revocation_cursor(page[-1]) if more else None
 
     async def load_room(self, room: str, *, now_ms: int) -> LoadedRoom:
         self._require_open()
@@ -129,12 +181,15 @@ class MemoryStore:
         entries = [state.entries[p] for p in sorted(state.entries)]
         return LoadedRoom(record=_copy_record(state.record), entries=entries)
 
-    async def append(self, room: str, changes: Sequence[Change]) -> None:
+    async def append(self, room: str, changes: Sequence[Change], *, expected_head: int) -> None:
         self._require_open()
         if not changes:
             return
+        check_batch(room, expected_head, changes)
         state = self._rooms.get(room)
-        _check_batch(room, 0 if state is None else state.record.head, changes)
+        head = 0 if state is None else state.record.head
+        if head != expected_head:
+            raise StoreConflict(room, expected_head, head)
         if state is None:
             state = self._rooms[room] = _Room(RoomRecord(room=room, created_ms=self.now_ms()))
         batch = list(changes)

@@ -27,6 +27,13 @@ PASSIVE checkpoint on the writer thread every ``_CHECKPOINT_PAGES`` (estimated) 
 *Every* commit counts towards it (appends, inline or not, room and blob-reference writes,
 compactions, health probes), so the WAL stays bounded whatever the mix of writes.
 
+Fencing: :meth:`SqliteStore.append` reads ``rooms.head`` inside the batch's own
+``BEGIN IMMEDIATE`` transaction (or its SAVEPOINT in a group) and refuses the batch with
+:class:`~roomsync.storage.base.StoreConflict` unless it equals the caller's
+``expected_head``. The write lock is held from that read to the COMMIT, so two writers on
+one database file (two stores, two processes, two nodes) can never both write a seq:
+whichever commits second finds the head moved.
+
 Rooms cost nothing until written: :meth:`SqliteStore.load_room` of an unknown room only
 reads, and the ``rooms`` row is created by the first write that needs it (``append``,
 ``add_blob_ref``, ``put_room``). A hello that is refused leaves nothing on disk.
@@ -42,8 +49,8 @@ has room.
 Group commit: :meth:`SqliteStore.append` queues its batch and wakes the writer. The writer
 takes *everything* queued when it starts (in transactions of at most ``_GROUP_ROWS`` rows),
 so appends that arrive while a commit is running share the next one. Each batch runs
-inside its own SAVEPOINT: a batch the store refuses (unknown room, seq not continuing the
-room's head) fails alone, while a failing transaction (disk full, database locked past
+inside its own SAVEPOINT: a batch the store refuses (a head that moved, a constraint)
+fails alone, while a failing transaction (disk full, database locked past
 ``busy_timeout``) fails every caller in it. A caller's awaitable resolves only after the
 COMMIT that carries its rows; batches of one room are applied in call order. The callers
 of a job's last transaction are settled by the same loop callback that marks the writer
@@ -77,7 +84,21 @@ from typing import Any, Final, Generic, TypeVar
 
 from ..core.entries import Change
 from ..core.merge import merge_into, wins
-from .base import LoadedRoom, RoomRecord, StoreError, wall_clock_ms
+from .base import (
+    LoadedRoom,
+    Revocation,
+    RevocationKind,
+    RoomRecord,
+    StoreConflict,
+    StoreError,
+    check_batch,
+    check_page_limit,
+    check_revocation,
+    merge_revocation,
+    revocation_cursor,
+    revocation_key,
+    wall_clock_ms,
+)
 
 __all__ = ["MIGRATIONS", "Migration", "SqliteStore"]
 
@@ -189,6 +210,20 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         "health probe padding: check() proves a failed store can write again",
         ("ALTER TABLE health ADD COLUMN pad BLOB",),
     ),
+    Migration(
+        5,
+        "revocations shared by every node on the store (room revoke)",
+        (
+            # expires_ms NULL: for good.
+            """CREATE TABLE revocations (
+                kind TEXT NOT NULL CHECK (kind IN ('sub', 'jti')),
+                value TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                expires_ms INTEGER,
+                PRIMARY KEY (kind, value)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 _CREATE_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -231,6 +266,7 @@ def _insert_rows(conn: sqlite3.Connection, sql: dict[int, str], params: list[Any
 
 
 _ROOM_COLUMNS = "room, created_ms, locked, closed, head, compacted_through, policy"
+_REVOCATION_COLUMNS = "kind, value, created_ms, expires_ms"
 _CHANGE_COLUMNS = "path, ts, counter, actor, value, seq"
 
 _Row = tuple[Any, ...]
@@ -284,8 +320,21 @@ def _record(row: _Row) -> RoomRecord:
     )
 
 
+def _revocation(row: _Row) -> Revocation:
+    kind, value, created_ms, expires_ms = row
+    return Revocation(kind, value, created_ms, expires_ms)
+
+
 class _Refused(Exception):
     """A batch the store will not write; only its own caller fails."""
+
+
+class _Conflict(_Refused):
+    """The room's head is not the one the batch expects (fencing)."""
+
+    def __init__(self, room: str, expected: int, actual: int) -> None:
+        super().__init__(room, expected, actual)
+        self.room, self.expected, self.actual = room, expected, actual
 
 
 # What refuses one batch (its caller alone fails): our own checks, a constraint, a
@@ -294,7 +343,11 @@ _REFUSALS = (_Refused, sqlite3.IntegrityError, OverflowError)
 
 
 def _refusal(exc: BaseException) -> StoreError:
-    error = StoreError(str(exc) if isinstance(exc, _Refused) else f"append refused: {exc}")
+    error: StoreError
+    if isinstance(exc, _Conflict):
+        error = StoreConflict(exc.room, exc.expected, exc.actual)
+    else:
+        error = StoreError(f"append refused: {exc}")
     error.__cause__ = exc
     return error
 
@@ -304,25 +357,28 @@ class _Busy(StoreError):
 
 
 def _write_batch(
-    conn: sqlite3.Connection, room: str, changes: Sequence[Change], now_ms: Callable[[], int]
+    conn: sqlite3.Connection,
+    room: str,
+    changes: Sequence[Change],
+    expected_head: int,
+    now_ms: Callable[[], int],
 ) -> None:
     """The op-log rows, the entries and the head of one batch, inside the caller's
-    transaction; raises :class:`_Refused` when the seqs do not continue the room's head.
-    The first batch of a room never written creates its row (``created_ms`` now)."""
+    transaction (which holds the write lock, so the head read here is the head the
+    COMMIT lands on). Raises :class:`_Conflict` when the room's head is not
+    ``expected_head`` (a batch whose seqs do not continue it was refused before, by
+    :func:`~roomsync.storage.base.check_batch`). The first batch of a room never written
+    creates its row (``created_ms`` now)."""
     row = conn.execute("SELECT head FROM rooms WHERE room = ?", (room,)).fetchone()
+    head = 0 if row is None else row[0]
+    if head != expected_head:
+        raise _Conflict(room, expected_head, head)
     if row is None:  # a refused batch rolls this back with the rest
         conn.execute("INSERT INTO rooms (room, created_ms) VALUES (?, ?)", (room, now_ms()))
-        expected = 1
-    else:
-        expected = row[0] + 1
+    expected = expected_head + 1
     params: list[Any] = []
     extend = params.extend
     for change in changes:
-        if change.seq != expected:
-            raise _Refused(
-                f"append to room {room!r}: expected seq {expected}, got {change.seq} "
-                f"(seqs must continue the op log without gaps)"
-            )
         ts = change.ts
         extend(
             (
@@ -345,6 +401,7 @@ def _write_batch(
 class _Append:
     room: str
     changes: Sequence[Change]
+    expected_head: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
 
@@ -803,11 +860,85 @@ class SqliteStore:
 
         return await self._read(has)
 
-    async def blob_refs(self) -> set[str]:
-        def refs(conn: sqlite3.Connection) -> set[str]:
-            return {row[0] for row in conn.execute("SELECT DISTINCT hash FROM blob_refs")}
+    async def blob_refs(
+        self, *, limit: int, cursor: str | None = None
+    ) -> tuple[list[str], str | None]:
+        check_page_limit(limit)
+
+        def refs(conn: sqlite3.Connection) -> tuple[list[str], str | None]:
+            # One row more than the page says whether another page follows (blob_refs_hash
+            # serves the order and the DISTINCT).
+            rows = conn.execute(
+                "SELECT DISTINCT hash FROM blob_refs WHERE hash > ? ORDER BY hash LIMIT ?",
+                ("" if cursor is None else cursor, limit + 1),
+            ).fetchall()
+            page = [row[0] for row in rows[:limit]]
+            return page, page[-1] if len(rows) > limit else None
 
         return await self._read(refs)
+
+    # -- revocations --------------------------------------------------------------------
+
+    async def add_revocation(
+        self, kind: RevocationKind, value: str, *, now_ms: int, expires_ms: int | None = None
+    ) -> bool:
+        check_revocation(kind, value)
+
+        def add(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                f"SELECT {_REVOCATION_COLUMNS} FROM revocations WHERE kind = ? AND value = ?",
+                (kind, value),
+            ).fetchone()
+            stored, new = merge_revocation(
+                None if row is None else _revocation(row),
+                kind,
+                value,
+                now_ms=now_ms,
+                expires_ms=expires_ms,
+            )
+            if new or stored.expires_ms != row[3]:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO revocations ({_REVOCATION_COLUMNS}) VALUES (?,?,?,?)",
+                    (stored.kind, stored.value, stored.created_ms, stored.expires_ms),
+                )
+            return new
+
+        return await self._write(add)
+
+    async def is_revoked(self, sub: str | None, jti: str | None, *, now_ms: int) -> bool:
+        keys = [(kind, value) for kind, value in (("sub", sub), ("jti", jti)) if value is not None]
+        if not keys:
+            return False
+
+        def revoked(conn: sqlite3.Connection) -> bool:
+            for kind, value in keys:
+                row = conn.execute(
+                    """SELECT 1 FROM revocations WHERE kind = ? AND value = ?
+                       AND (expires_ms IS NULL OR expires_ms > ?)""",
+                    (kind, value, now_ms),
+                ).fetchone()
+                if row is not None:
+                    return True
+            return False
+
+        return await self._read(revoked)
+
+    async def list_revocations(
+        self, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[Revocation], str | None]:
+        check_page_limit(limit)
+        kind, value = revocation_key(cursor)
+
+        def page(conn: sqlite3.Connection) -> tuple[list[Revocation], str | None]:
+            rows = conn.execute(
+                f"""SELECT {_REVOCATION_COLUMNS} FROM revocations
+                    WHERE (kind, value) > (?, ?) ORDER BY kind, value LIMIT ?""",
+                (kind, value, limit + 1),
+            ).fetchall()
+            items = [_revocation(row) for row in rows[:limit]]
+            return items, revocation_cursor(items[-1]) if len(rows) > limit else None
+
+        return await self._read(page)
 
     async def load_room(self, room: str, *, now_ms: int) -> LoadedRoom:
         """Only reads: a room never written is an empty record (``created_ms`` now) that
@@ -828,14 +959,15 @@ class SqliteStore:
 
     # -- op log -------------------------------------------------------------------------
 
-    async def append(self, room: str, changes: Sequence[Change]) -> None:
+    async def append(self, room: str, changes: Sequence[Change], *, expected_head: int) -> None:
         if not changes:
             return
         self._executors()  # refuses a store that is not open
+        check_batch(room, expected_head, changes)
         if self._inline and self._thread_jobs == 0 and len(changes) <= _INLINE_ROWS:
             value_bytes = _value_bytes(changes)
             if value_bytes <= _INLINE_BYTES:
-                error = self._commit_inline(room, changes, value_bytes)
+                error = self._commit_inline(room, changes, expected_head, value_bytes)
                 if error is None:
                     return
                 if not isinstance(error, _Busy):
@@ -845,7 +977,7 @@ class SqliteStore:
         future: asyncio.Future[None] = loop.create_future()
         with self._pending_lock:
             # A tuple: the writer thread reads the batch later, the caller may reuse its list.
-            self._pending.append(_Append(room, tuple(changes), loop, future))
+            self._pending.append(_Append(room, tuple(changes), expected_head, loop, future))
             schedule = not self._flush_scheduled
             self._flush_scheduled = True
         if schedule:
@@ -853,7 +985,7 @@ class SqliteStore:
         await future
 
     def _commit_inline(
-        self, room: str, changes: Sequence[Change], value_bytes: int
+        self, room: str, changes: Sequence[Change], expected_head: int, value_bytes: int
     ) -> StoreError | None:
         """Commit one small batch on the calling (loop) thread; its refusal or failure."""
         conn = self._wconn
@@ -863,7 +995,7 @@ class SqliteStore:
             self._w_busy_timeout(0)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                _write_batch(conn, room, changes, self.now_ms)
+                _write_batch(conn, room, changes, expected_head, self.now_ms)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -968,7 +1100,7 @@ class SqliteStore:
         """Write one caller's batch inside a savepoint; return its refusal, if any."""
         conn.execute("SAVEPOINT batch")
         try:
-            _write_batch(conn, request.room, request.changes, now_ms)
+            _write_batch(conn, request.room, request.changes, request.expected_head, now_ms)
         except _REFUSALS as exc:
             conn.execute("ROLLBACK TO batch")
             conn.execute("RELEASE batch")

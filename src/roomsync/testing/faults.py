@@ -46,14 +46,14 @@ class FaultyStore:
         self._gate = asyncio.Event()
         return self._gate
 
-    async def append(self, room: str, changes: Sequence[Change]) -> None:
+    async def append(self, room: str, changes: Sequence[Change], *, expected_head: int) -> None:
         if self._gate is not None:
             await self._gate.wait()
         if self._failures > 0:
             self._failures -= 1
             self.failed_appends += 1
             raise StoreError(self._error)
-        await self.inner.append(room, changes)
+        await self.inner.append(room, changes, expected_head=expected_head)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -1,4 +1,4 @@
-"""The contract every :class:`~roomsync.storage.base.Store` keeps, as a reusable test class.
+"""The contract every :class:`~roomsync.storage.base.Store` keeps, as reusable test classes.
 
 Subclass :class:`StoreContract` in a test module, give it a ``store`` fixture that yields
 an *opened* store (and closes it afterwards), and pytest runs every check against that
@@ -18,25 +18,56 @@ Needs pytest with pytest-asyncio (``asyncio_mode = "auto"``). Set ``group_commit
 the backend commits concurrent appends together and exposes an integer ``commits``
 counter of append transactions; the concurrency check then asserts it grouped them.
 
-The checks follow the invariants in :mod:`roomsync.storage.base`: idempotent open, room
-records (a room never written is not stored; its first write creates it), state with seqs
-and tombstones, gap-free op log, group commit, and compaction whose base snapshot plus the
-remaining log replays (with :mod:`roomsync.core.merge`) to exactly the state table.
+One section per Protocol of :mod:`roomsync.storage.base`, each a class of its own;
+:class:`StoreContract` is all of them. The checks follow the invariants stated there:
+
+- :class:`LifecycleContract` (``StoreLifecycle``): idempotent open and close, a closed
+  store refuses, reopening brings the data back.
+- :class:`RoomCatalogContract` (``RoomCatalog``): a room never written is not stored and
+  its first write creates it; records round-trip; ``put_room`` never moves ``head`` or
+  ``compacted_through``, also between concurrent appends; listing pages; deletion.
+- :class:`OpLogContract` (``OpLog``): state with seqs and tombstones, gap-free op log,
+  group commit, fencing (a stale ``expected_head`` is refused with ``StoreConflict`` and
+  writes nothing, of two appends with the same expected head exactly one wins, a gap is
+  refused), and compaction whose base snapshot plus the remaining log replays (with
+  :mod:`roomsync.core.merge`) to exactly the state table.
+- :class:`BlobRefsContract` (``BlobRefs``): references are room-scoped, go with their
+  room, and page in order, each hash once.
+- :class:`RevocationsContract` (``Revocations``): by ``sub`` and by ``jti``, expiry,
+  re-revoking, paging, refusals, and they survive a reopen and room deletion.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import pytest
 
 from ..core.entries import Change
 from ..core.merge import live_items, merge_into, wins
-from ..storage.base import RoomRecord, Store, StoreError
+from ..storage.base import (
+    REVOCATION_KINDS,
+    Revocation,
+    RevocationKind,
+    RoomRecord,
+    Store,
+    StoreConflict,
+    StoreError,
+    all_blob_refs,
+)
 
-__all__ = ["StoreContract", "change", "replay"]
+__all__ = [
+    "BlobRefsContract",
+    "LifecycleContract",
+    "OpLogContract",
+    "RevocationsContract",
+    "RoomCatalogContract",
+    "StoreContract",
+    "change",
+    "replay",
+]
 
 _U64_MAX = (1 << 64) - 1
 
@@ -71,17 +102,12 @@ async def _state(store: Store, room: str) -> dict[str, Change]:
     return {c.path: c for c in loaded.entries}
 
 
-class StoreContract:
-    """Checks for one backend; subclasses provide the ``store`` fixture (opened)."""
-
-    #: The backend groups concurrent appends and counts transactions in ``store.commits``.
-    group_commits: ClassVar[bool] = False
-
-    # -- lifecycle ----------------------------------------------------------------------
+class LifecycleContract:
+    """``StoreLifecycle``: open, close, check."""
 
     async def test_open_is_idempotent(self, store: Store) -> None:
         await store.load_room("r", now_ms=5)
-        await store.append("r", [change(1, "/x", b"1")])
+        await store.append("r", [change(1, "/x", b"1")], expected_head=0)
         await store.open()
         await store.open()
         await store.check()
@@ -95,17 +121,19 @@ class StoreContract:
 
     async def test_closed_store_refuses_then_reopens(self, store: Store) -> None:
         await store.load_room("r", now_ms=1)
-        await store.append("r", [change(1, "/x", b"1")])
+        await store.append("r", [change(1, "/x", b"1")], expected_head=0)
         await store.close()
         await store.close()
         with pytest.raises(StoreError):
             await store.check()
         with pytest.raises(StoreError):
-            await store.append("r", [change(2, "/x", b"2")])
+            await store.append("r", [change(2, "/x", b"2")], expected_head=1)
         await store.open()
         assert (await store.load_room("r", now_ms=1)).record.head == 1
 
-    # -- rooms --------------------------------------------------------------------------
+
+class RoomCatalogContract:
+    """``RoomCatalog``: room records; a room never written costs nothing."""
 
     async def test_load_room_of_unknown_room_writes_nothing(self, store: Store) -> None:
         assert await store.get_room("new") is None
@@ -119,12 +147,12 @@ class StoreContract:
         assert again.record == RoomRecord(room="new", created_ms=9999)
         assert await _all_changes(store, "new") == []
         assert await store.base_snapshot("new") == []
-        assert await store.blob_refs() == set()
+        assert await all_blob_refs(store) == set()
         assert await store.delete_room("new") is False
 
     async def test_append_to_a_never_loaded_room_creates_it(self, store: Store) -> None:
         batch = [change(1, "/a", b"1"), change(2, "/b", None)]
-        await store.append("fresh", batch)
+        await store.append("fresh", batch, expected_head=0)
         record = await store.get_room("fresh")
         assert record is not None
         assert (record.room, record.head, record.compacted_through) == ("fresh", 2, 0)
@@ -134,7 +162,7 @@ class StoreContract:
         assert loaded.record == record  # the stored record, not a new one
         assert loaded.entries == batch
         assert await _all_changes(store, "fresh") == batch
-        await store.append("fresh", [change(3, "/a", b"3")])
+        await store.append("fresh", [change(3, "/a", b"3")], expected_head=2)
         again = await store.get_room("fresh")
         assert again is not None and (again.head, again.created_ms) == (3, record.created_ms)
 
@@ -142,21 +170,12 @@ class StoreContract:
         await store.load_room("late", now_ms=1)
         for bad in ([change(2, "/a", b"gap")], [change(1, "/a", b"1"), change(3, "/b", b"gap")]):
             with pytest.raises(StoreError):
-                await store.append("late", bad)
+                await store.append("late", bad, expected_head=0)
+        with pytest.raises(StoreConflict):  # a room never written has head 0
+            await store.append("late", [change(2, "/a", b"stale")], expected_head=1)
         assert await store.get_room("late") is None
         assert await store.list_rooms() == []
         assert await _all_changes(store, "late") == []
-
-    async def test_blob_ref_to_a_never_loaded_room_creates_it(self, store: Store) -> None:
-        h = "sha256:" + "c" * 64
-        await store.load_room("b", now_ms=1)
-        await store.add_blob_ref("b", h, 3, now_ms=77)
-        record = await store.get_room("b")
-        assert record == RoomRecord("b", created_ms=77)
-        assert [r.room for r in await store.list_rooms()] == ["b"]
-        assert await store.has_blob_ref("b", h)
-        assert await store.delete_room("b") is True
-        assert await store.blob_refs() == set()
 
     async def test_put_and_get_room(self, store: Store) -> None:
         policy: dict[str, object] = {"max_peers": 5, "rate": {"burst": [1, 2]}, "anon": True}
@@ -182,7 +201,7 @@ class StoreContract:
         await store.put_room(RoomRecord("h", created_ms=1, head=50, compacted_through=40))
         fresh = await store.get_room("h")
         assert fresh is not None and (fresh.head, fresh.compacted_through) == (0, 0)
-        await store.append("h", [change(1, "/a", b"1"), change(2, "/b", b"2")])
+        await store.append("h", [change(1, "/a", b"1"), change(2, "/b", b"2")], expected_head=0)
         await store.compact("h", 1)
         await store.put_room(RoomRecord("h", created_ms=2, locked=True, head=0))
         got = await store.get_room("h")
@@ -215,8 +234,8 @@ class StoreContract:
     async def test_delete_room_removes_state_log_and_base(self, store: Store) -> None:
         await store.load_room("d", now_ms=1)
         await store.load_room("keep", now_ms=1)
-        await store.append("d", [change(1, "/a", b"1"), change(2, "/b", b"2")])
-        await store.append("keep", [change(1, "/a", b"k")])
+        await store.append("d", [change(1, "/a", b"1"), change(2, "/b", b"2")], expected_head=0)
+        await store.append("keep", [change(1, "/a", b"k")], expected_head=0)
         await store.compact("d", 1)
         assert await store.delete_room("d") is True
         assert await store.delete_room("d") is False
@@ -226,10 +245,30 @@ class StoreContract:
         assert [r.room for r in await store.list_rooms()] == ["keep"]
         reborn = await store.load_room("d", now_ms=2)
         assert (reborn.record.head, reborn.record.created_ms, reborn.entries) == (0, 2, [])
-        await store.append("d", [change(1, "/a", b"again")])
+        await store.append("d", [change(1, "/a", b"again")], expected_head=0)
         assert (await store.load_room("keep", now_ms=0)).entries == [change(1, "/a", b"k")]
 
-    # -- append, state and op log -------------------------------------------------------
+    async def test_put_room_between_appends_never_moves_the_head(self, store: Store) -> None:
+        await store.put_room(RoomRecord("race", created_ms=1))
+        calls = []
+        for i in range(12):
+            batch = [change(i + 1, f"/{i % 5}", b"%d" % i)]
+            calls.append(store.append("race", batch, expected_head=i))
+            # A record read before the append, written back after it: its head is stale.
+            stale = RoomRecord("race", created_ms=2, locked=True, head=i, compacted_through=i)
+            calls.append(store.put_room(stale))
+        await asyncio.gather(*calls)
+        got = await store.get_room("race")
+        assert got is not None
+        assert (got.head, got.compacted_through, got.locked, got.created_ms) == (12, 0, True, 2)
+        await store.append("race", [change(13, "/x", b"x")], expected_head=12)
+
+
+class OpLogContract:
+    """``OpLog``: fenced appends, state and op log, group commit, compaction."""
+
+    #: The backend groups concurrent appends and counts transactions in ``store.commits``.
+    group_commits: ClassVar[bool] = False
 
     async def test_append_then_load_returns_entries_with_seqs(self, store: Store) -> None:
         await store.load_room("r", now_ms=1)
@@ -240,7 +279,7 @@ class StoreContract:
             change(4, "/todos/1/title", b'"oat milk"'),
             change(5, "/todos/2/title", None),
         ]
-        await store.append("r", batch)
+        await store.append("r", batch, expected_head=0)
         loaded = await store.load_room("r", now_ms=1)
         assert loaded.record.head == 5
         assert loaded.entries == [
@@ -259,7 +298,7 @@ class StoreContract:
             Change("/t", (1 << 63) + 5, 3, "", b"\x00", 2),
             Change("/t2", 0, 0, "z" * 200, None, 3),
         ]
-        await store.append("r", writes)
+        await store.append("r", writes, expected_head=0)
         assert await _all_changes(store, "r") == writes
         assert (await store.load_room("r", now_ms=1)).entries == sorted(
             writes, key=lambda c: c.path
@@ -270,9 +309,9 @@ class StoreContract:
         await store.load_room("other", now_ms=1)
         first = [change(s, f"/k{s % 3}", b"%d" % s) for s in range(1, 8)]
         second = [change(s, f"/k{s % 4}", None if s % 2 else b"v") for s in range(8, 13)]
-        await store.append("r", first)
-        await store.append("other", [change(1, "/o", b"o")])
-        await store.append("r", second)
+        await store.append("r", first, expected_head=0)
+        await store.append("other", [change(1, "/o", b"o")], expected_head=0)
+        await store.append("r", second, expected_head=7)
         everything = first + second
         assert await _all_changes(store, "r") == everything
         assert await store.changes_since("r", 0, limit=4) == everything[:4]
@@ -286,20 +325,21 @@ class StoreContract:
         assert (await store.load_room("r", now_ms=1)).record.head == 0
         seq = 0
         for size in (1, 3, 2):
-            await store.append("r", [change(seq + i + 1, f"/p{i}", b"x") for i in range(size)])
+            batch = [change(seq + i + 1, f"/p{i}", b"x") for i in range(size)]
+            await store.append("r", batch, expected_head=seq)
             seq += size
             record = await store.get_room("r")
             assert record is not None and record.head == seq
-        await store.append("r", [])
+        await store.append("r", [], expected_head=seq)
         record = await store.get_room("r")
         assert record is not None and record.head == seq == 6
 
     async def test_append_refuses_bad_seqs(self, store: Store) -> None:
         with pytest.raises(StoreError):
-            await store.append("ghost", [change(2, "/a", b"no seq 1")])
+            await store.append("ghost", [change(2, "/a", b"no seq 1")], expected_head=0)
         assert await store.get_room("ghost") is None
         await store.load_room("r", now_ms=1)
-        await store.append("r", [change(1, "/a", b"1")])
+        await store.append("r", [change(1, "/a", b"1")], expected_head=0)
         bad_batches = [
             [change(3, "/a", b"gap")],
             [change(1, "/a", b"replay")],
@@ -307,30 +347,31 @@ class StoreContract:
             [Change("/a", 5000, 0, "a", b"no seq")],
         ]
         for bad in bad_batches:
-            with pytest.raises(StoreError):
-                await store.append("r", bad)
+            with pytest.raises(StoreError) as refused:
+                await store.append("r", bad, expected_head=1)
+            assert not isinstance(refused.value, StoreConflict)  # the batch's fault
         # A refused batch writes nothing, not even its valid prefix.
         assert await _all_changes(store, "r") == [change(1, "/a", b"1")]
         assert (await store.load_room("r", now_ms=1)).entries == [change(1, "/a", b"1")]
-        await store.append("r", [change(2, "/a", b"2")])
+        await store.append("r", [change(2, "/a", b"2")], expected_head=1)
         assert (await store.load_room("r", now_ms=1)).record.head == 2
 
     async def test_refused_batch_does_not_fail_its_neighbours(self, store: Store) -> None:
         for room in ("a", "b"):
             await store.load_room(room, now_ms=1)
         results = await asyncio.gather(
-            store.append("a", [change(1, "/x", b"1")]),
-            store.append("b", [change(7, "/x", b"gap")]),
-            store.append("a", [change(2, "/y", b"2")]),
-            store.append("ghost", [change(2, "/x", b"no seq 1")]),
-            store.append("b", [change(1, "/x", b"1")]),
+            store.append("a", [change(1, "/x", b"1")], expected_head=0),
+            store.append("b", [change(7, "/x", b"gap")], expected_head=0),
+            store.append("a", [change(2, "/y", b"2")], expected_head=1),
+            store.append("ghost", [change(2, "/x", b"stale")], expected_head=1),
+            store.append("b", [change(1, "/x", b"1")], expected_head=0),
             return_exceptions=True,
         )
         assert [type(r) for r in results] == [
             type(None),
             StoreError,
             type(None),
-            StoreError,
+            StoreConflict,
             type(None),
         ]
         assert [c.seq for c in await _all_changes(store, "a")] == [1, 2]
@@ -349,6 +390,7 @@ class StoreContract:
                 store.append(
                     room,
                     [change(b * size + i + 1, f"/{b}/{i}", room.encode()) for i in range(size)],
+                    expected_head=b * size,
                 )
             )
             for b in range(batches)
@@ -364,6 +406,105 @@ class StoreContract:
         if self.group_commits:
             commits = getattr(store, "commits", 0) - commits_before
             assert 0 < commits < len(tasks)
+
+    # -- fencing: the store is the seq authority ---------------------------------------
+
+    async def test_stale_expected_head_is_refused_and_writes_nothing(self, store: Store) -> None:
+        first = [change(1, "/a", b"1"), change(2, "/b", b"2")]
+        await store.append("f", first, expected_head=0)
+        for stale in (0, 1, 3, 50):
+            batch = [change(stale + 1, "/a", b"stale"), change(stale + 2, "/c", b"stale")]
+            with pytest.raises(StoreConflict) as conflict:
+                await store.append("f", batch, expected_head=stale)
+            error = conflict.value
+            assert (error.room, error.expected, error.actual) == ("f", stale, 2)
+            message = str(error)
+            assert "'f'" in message and f"expected head {stale}" in message
+            assert "has 2" in message
+        assert await _all_changes(store, "f") == first
+        assert await _state(store, "f") == {c.path: c for c in first}
+        record = await store.get_room("f")
+        assert record is not None and record.head == 2
+        await store.append("f", [change(3, "/c", b"3")], expected_head=2)
+        assert [c.seq for c in await _all_changes(store, "f")] == [1, 2, 3]
+
+    async def test_stale_first_append_creates_nothing(self, store: Store) -> None:
+        with pytest.raises(StoreConflict) as conflict:
+            await store.append("new", [change(4, "/a", b"x")], expected_head=3)
+        assert (conflict.value.expected, conflict.value.actual) == (3, 0)
+        assert await store.get_room("new") is None
+        assert await store.list_rooms() == []
+
+    async def test_same_expected_head_exactly_one_wins(self, store: Store) -> None:
+        """Two writers (two nodes) that both believe the head is ``h``: one commits, the
+        other gets StoreConflict; the op log holds the winner's changes only."""
+        head = 0
+        for round_ in range(6):
+            room = "w"
+            batches = [
+                [change(head + 1, "/doc", b"A%d" % round_, actor="node-a")],
+                [
+                    change(head + 1, "/doc", b"B%d" % round_, actor="node-b"),
+                    change(head + 2, "/other", b"B", actor="node-b"),
+                ],
+            ]
+            if round_ % 2:
+                batches.reverse()
+            results = await asyncio.gather(
+                *(store.append(room, b, expected_head=head) for b in batches),
+                return_exceptions=True,
+            )
+            winners = [b for b, r in zip(batches, results, strict=True) if r is None]
+            losers = [r for r in results if r is not None]
+            assert len(winners) == 1 and len(losers) == 1, results
+            assert isinstance(losers[0], StoreConflict)
+            assert losers[0].expected == head
+            assert losers[0].actual == head + len(winners[0])
+            assert await store.changes_since(room, head, limit=100) == winners[0]
+            head += len(winners[0])
+            record = await store.get_room(room)
+            assert record is not None and record.head == head
+        seqs = [c.seq for c in await _all_changes(store, "w")]
+        assert seqs == list(range(1, head + 1))
+
+    async def test_same_expected_head_on_a_new_room_exactly_one_creates_it(
+        self, store: Store
+    ) -> None:
+        results = await asyncio.gather(
+            *(
+                store.append(
+                    "born", [change(1, "/who", actor.encode(), actor=actor)], expected_head=0
+                )
+                for actor in ("a", "b", "c")
+            ),
+            return_exceptions=True,
+        )
+        assert sum(r is None for r in results) == 1
+        assert all(isinstance(r, StoreConflict) for r in results if r is not None)
+        assert [r.room for r in await store.list_rooms()] == ["born"]
+        assert len(await _all_changes(store, "born")) == 1
+
+    async def test_a_gap_is_refused(self, store: Store) -> None:
+        await store.append("g", [change(1, "/a", b"1")], expected_head=0)
+        bad_batches = [
+            [change(3, "/a", b"skips 2")],
+            [change(2, "/a", b"ok"), change(4, "/b", b"skips 3")],
+            [change(2, "/a", b"ok"), change(2, "/b", b"repeats 2")],
+            [change(2, "/a", b"ok"), change(1, "/b", b"goes back")],
+        ]
+        for bad in bad_batches:
+            with pytest.raises(StoreError) as refused:
+                await store.append("g", bad, expected_head=1)
+            assert not isinstance(refused.value, StoreConflict)
+        # seqs that do not follow the *declared* head are refused, even where they would
+        # follow the stored one, and so is a negative head
+        with pytest.raises(StoreError):
+            await store.append("g", [change(2, "/a", b"x")], expected_head=0)
+        with pytest.raises(StoreError):
+            await store.append("g", [change(0, "/a", b"x")], expected_head=-1)
+        assert await _all_changes(store, "g") == [change(1, "/a", b"1")]
+        record = await store.get_room("g")
+        assert record is not None and record.head == 1
 
     # -- compaction ---------------------------------------------------------------------
 
@@ -383,8 +524,8 @@ class StoreContract:
             change(9, "/c", b"c1"),
             change(10, "/c", None),
         ]
-        await store.append("c", before)
-        await store.append("c", after)
+        await store.append("c", before, expected_head=0)
+        await store.append("c", after, expected_head=6)
         assert await store.compact("c", 6) == 6
         assert await store.base_snapshot("c") == [change(6, "/b", b"b2")]
         assert await _all_changes(store, "c") == after
@@ -409,7 +550,7 @@ class StoreContract:
         loaded = await store.load_room("c", now_ms=1)
         assert loaded.record.compacted_through == 10
         assert loaded.entries == [change(8, "/e", b"e2")]
-        await store.append("c", [change(11, "/a", b"a2")])
+        await store.append("c", [change(11, "/a", b"a2")], expected_head=10)
         assert await _all_changes(store, "c", 10) == [change(11, "/a", b"a2")]
 
     async def test_compact_unknown_room_raises(self, store: Store) -> None:
@@ -433,6 +574,7 @@ class StoreContract:
             model: dict[str, Change] = {}
             head = 0
             for _step in range(25):
+                before_batch = head
                 batch: list[Change] = []
                 for _ in range(rng.randint(1, 6)):
                     candidate = Change(
@@ -447,7 +589,7 @@ class StoreContract:
                         accepted = candidate.with_seq(head)
                         model[accepted.path] = accepted
                         batch.append(accepted)
-                await store.append(room, batch)
+                await store.append(room, batch, expected_head=before_batch)
                 if rng.random() < 0.25:
                     through = rng.randint(0, head)
                     record = await store.get_room(room)
@@ -467,6 +609,21 @@ class StoreContract:
                 log = await _all_changes(store, room, record.compacted_through)
                 assert replay(base, log) == state
 
+
+class BlobRefsContract:
+    """``BlobRefs``: room-scoped references, paged for garbage collection."""
+
+    async def test_blob_ref_to_a_never_loaded_room_creates_it(self, store: Store) -> None:
+        h = "sha256:" + "c" * 64
+        await store.load_room("b", now_ms=1)
+        await store.add_blob_ref("b", h, 3, now_ms=77)
+        record = await store.get_room("b")
+        assert record == RoomRecord("b", created_ms=77)
+        assert [r.room for r in await store.list_rooms()] == ["b"]
+        assert await store.has_blob_ref("b", h)
+        assert await store.delete_room("b") is True
+        assert await all_blob_refs(store) == set()
+
     async def test_blob_refs_are_room_scoped_and_go_with_the_room(self, store: Store) -> None:
         h1, h2 = "sha256:" + "a" * 64, "sha256:" + "b" * 64
         await store.load_room("r1", now_ms=1)
@@ -476,7 +633,136 @@ class StoreContract:
         await store.add_blob_ref("r2", h2, 20, now_ms=5)
         assert await store.has_blob_ref("r1", h1)
         assert not await store.has_blob_ref("r2", h1)
-        assert await store.blob_refs() == {h1, h2}
+        assert await all_blob_refs(store) == {h1, h2}
         assert await store.delete_room("r1")
         assert not await store.has_blob_ref("r1", h1)
-        assert await store.blob_refs() == {h2}
+        assert await all_blob_refs(store) == {h2}
+
+    async def test_blob_refs_page_in_order_each_hash_once(self, store: Store) -> None:
+        assert await store.blob_refs(limit=10) == ([], None)
+        hashes = [f"sha256:{i:064x}" for i in range(25)]
+        for i, h in enumerate(hashes):
+            await store.add_blob_ref(f"room{i % 3}", h, i, now_ms=i)
+            if i % 4 == 0:  # the same blob in another room is still one hash
+                await store.add_blob_ref(f"room{(i + 1) % 3}", h, i, now_ms=i)
+        for limit in (1, 4, 5, 25, 100):
+            seen: list[str] = []
+            cursor: str | None = None
+            pages = 0
+            while True:
+                page, cursor = await store.blob_refs(limit=limit, cursor=cursor)
+                pages += 1
+                assert 0 < len(page) <= limit
+                seen += page
+                if cursor is None:
+                    break
+                assert cursor == page[-1]
+            assert seen == sorted(hashes)
+            assert pages == -(-len(hashes) // limit)  # no empty page at the end
+        assert await store.blob_refs(limit=3, cursor=hashes[-1]) == ([], None)
+        assert await store.blob_refs(limit=2, cursor=hashes[10]) == (hashes[11:13], hashes[12])
+        assert await all_blob_refs(store, page=7) == set(hashes)
+        assert await all_blob_refs(store) == set(hashes)
+        for bad in (0, -1):
+            with pytest.raises(ValueError):
+                await store.blob_refs(limit=bad)
+
+
+class RevocationsContract:
+    """``Revocations``: revoked subjects and token ids, shared by every node on a store."""
+
+    async def test_revoke_by_sub_and_by_jti(self, store: Store) -> None:
+        assert not await store.is_revoked("alice", "t1", now_ms=1)
+        assert await store.add_revocation("sub", "alice", now_ms=10) is True
+        assert await store.add_revocation("sub", "alice", now_ms=11) is False
+        assert await store.is_revoked("alice", None, now_ms=12)
+        assert await store.is_revoked("alice", "any-token", now_ms=12)
+        assert not await store.is_revoked(None, "alice", now_ms=12)  # the kind matters
+        assert not await store.is_revoked("bob", "t1", now_ms=12)
+        assert await store.add_revocation("jti", "t1", now_ms=13) is True
+        assert await store.is_revoked("bob", "t1", now_ms=14)
+        assert await store.is_revoked(None, "t1", now_ms=14)
+        assert not await store.is_revoked("t1", None, now_ms=14)
+        assert not await store.is_revoked(None, None, now_ms=14)
+        listed, cursor = await store.list_revocations()
+        assert listed == [Revocation("jti", "t1", 13), Revocation("sub", "alice", 10)]
+        assert cursor is None
+
+    async def test_revocations_expire_and_extend(self, store: Store) -> None:
+        assert await store.add_revocation("jti", "t2", now_ms=10, expires_ms=1000)
+        assert await store.is_revoked(None, "t2", now_ms=999)
+        assert not await store.is_revoked(None, "t2", now_ms=1000)
+        # Revoking again while it applies keeps the longer expiry (and its created_ms).
+        assert await store.add_revocation("jti", "t2", now_ms=500, expires_ms=2000) is False
+        assert await store.add_revocation("jti", "t2", now_ms=600, expires_ms=1200) is False
+        assert await store.is_revoked(None, "t2", now_ms=1999)
+        assert not await store.is_revoked(None, "t2", now_ms=2000)
+        assert (await store.list_revocations())[0] == [Revocation("jti", "t2", 10, 2000)]
+        assert await store.add_revocation("jti", "t2", now_ms=700) is False  # now for good
+        assert await store.is_revoked(None, "t2", now_ms=10**15)
+        assert await store.add_revocation("jti", "t2", now_ms=800, expires_ms=900) is False
+        assert (await store.list_revocations())[0] == [Revocation("jti", "t2", 10, None)]
+        # Once lapsed, revoking again is a new revocation.
+        assert await store.add_revocation("sub", "carol", now_ms=0, expires_ms=100)
+        assert not await store.is_revoked("carol", None, now_ms=150)
+        assert await store.add_revocation("sub", "carol", now_ms=200, expires_ms=300) is True
+        assert await store.is_revoked("carol", None, now_ms=250)
+        listed, _ = await store.list_revocations()
+        assert Revocation("sub", "carol", 200, 300) in listed
+
+    async def test_list_revocations_pages_by_kind_and_value(self, store: Store) -> None:
+        assert await store.list_revocations() == ([], None)
+        added: list[Revocation] = []
+        for i, value in enumerate(["zed", "a:b", "b", "a", "a:", "ü", "A"]):
+            for kind in REVOCATION_KINDS:
+                if (i + len(kind) + (kind == "sub")) % 3:
+                    now = 100 + i
+                    expires = None if i % 2 else now + 5
+                    new = await store.add_revocation(kind, value, now_ms=now, expires_ms=expires)
+                    assert new
+                    added.append(Revocation(kind, value, now, expires))
+        expected = sorted(added, key=lambda r: (r.kind, r.value))
+        for limit in (1, 2, 3, len(expected), 100):
+            seen: list[Revocation] = []
+            cursor: str | None = None
+            while True:
+                page, cursor = await store.list_revocations(limit=limit, cursor=cursor)
+                assert 0 < len(page) <= limit
+                seen += page
+                if cursor is None:
+                    break
+            assert seen == expected  # expired ones are listed too, with their expiry
+        for bad in (0, -3):
+            with pytest.raises(ValueError):
+                await store.list_revocations(limit=bad)
+        with pytest.raises(ValueError):
+            await store.list_revocations(cursor="not-a-cursor")
+
+    async def test_bad_revocations_are_refused_and_write_nothing(self, store: Store) -> None:
+        with pytest.raises(ValueError):
+            await store.add_revocation(cast(RevocationKind, "room"), "r", now_ms=1)
+        with pytest.raises(ValueError):
+            await store.add_revocation("sub", "", now_ms=1)
+        assert await store.list_revocations() == ([], None)
+
+    async def test_revocations_survive_reopen_and_room_deletion(self, store: Store) -> None:
+        await store.append("r", [change(1, "/a", b"1")], expected_head=0)
+        await store.add_revocation("sub", "mallory", now_ms=5)
+        await store.add_revocation("jti", "tok", now_ms=6, expires_ms=10**13)
+        assert await store.delete_room("r")
+        await store.close()
+        await store.open()
+        assert await store.is_revoked("mallory", None, now_ms=7)
+        assert await store.is_revoked(None, "tok", now_ms=7)
+        assert len((await store.list_revocations())[0]) == 2
+
+
+class StoreContract(
+    LifecycleContract,
+    RoomCatalogContract,
+    OpLogContract,
+    BlobRefsContract,
+    RevocationsContract,
+):
+    """Every section: what a full :class:`~roomsync.storage.base.Store` keeps. Subclasses
+    provide the ``store`` fixture (opened)."""
