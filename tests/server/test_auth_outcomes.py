@@ -68,7 +68,7 @@ async def test_each_refusal_counts_under_its_reason(
     make_token: Callable[[ServerHandle], str | None],
 ) -> None:
     async with running_server(tmp_path, dev=False) as srv:
-        srv.server.revoked_subs.add("mallory")
+        await srv.server.node.revoke("sub", "mallory")
         await _refused_hello(http, srv, "room-1", make_token(srv))
         assert await _outcomes(http, srv) == {outcome: 1.0}
 

@@ -55,3 +55,46 @@ def test_server_modules_import_each_other_one_way() -> None:
 
     cycles = sorted(m for m in deps if reaches(m, m, {m}))
     assert cycles == []
+
+
+async def test_revoke_closes_matching_sessions_persists_and_refuses_reconnects(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with running_server(tmp_path, dev=False) as srv:
+        mallory = srv.mint("r", ("read", "write"), actor="mallory")
+        alice = srv.mint("r", ("read", "write"), actor="alice")
+        m_ws, _ = await hello(http, srv.ws_url("r"), token=mallory)
+        a_ws, _ = await hello(http, srv.ws_url("r"), token=alice)
+        new, closed_n = await srv.server.node.revoke("sub", "mallory")
+        assert (new, closed_n) == (True, 1)
+        seen, code = await closed(m_ws)
+        assert code == 4003 and seen[-1]["message"] == "auth: token revoked"
+        await a_ws.send_json({"type": "ping"})  # alice is untouched
+        assert (await a_ws.receive_json(timeout=5))["type"] == "pong"
+        again = await connect(http, srv.ws_url("r"))
+        await again.send_json({"type": "hello", "v": 1, "token": mallory})
+        seen, code = await closed(again)
+        assert code == 4003 and "revoked" in seen[-1]["message"]
+        assert (await srv.server.node.revoke("sub", "mallory")) == (False, 0)
+    # A restart on the same data dir still refuses the token: it was persisted.
+    async with running_server(tmp_path, dev=False) as srv:
+        ws = await connect(http, srv.ws_url("r"))
+        await ws.send_json({"type": "hello", "v": 1, "token": mallory})
+        seen, code = await closed(ws)
+        assert code == 4003 and "revoked" in seen[-1]["message"]
+
+
+async def test_room_records_change_through_the_node(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with running_server(tmp_path) as srv:
+        ws, _ = await hello(http, srv.ws_url("r"))  # anonymous (dev)
+        record = await srv.server.node.set_room("r", locked=True)
+        assert record.locked and (await srv.server.store.get_room("r")).locked  # type: ignore[union-attr]
+        late = await connect(http, srv.ws_url("r"))
+        await late.send_json({"type": "hello", "v": 1})
+        seen, code = await closed(late)
+        assert code == 4003 and "locked" in seen[-1]["message"]
+        await srv.server.node.set_room("r", closed=True)
+        seen, code = await closed(ws)
+        assert code == 4004 and seen[-1]["code"] == "room-closed"

@@ -79,6 +79,7 @@ class TokenGrant:
     sub: str | None
     caps: tuple[str, ...]
     exp_ms: int | None
+    jti: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

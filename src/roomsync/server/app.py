@@ -104,10 +104,6 @@ class RoomsyncServer:
         return self.node.draining
 
     @property
-    def revoked_subs(self) -> set[str]:
-        return self.node.revoked_subs
-
-    @property
     def started_ms(self) -> int:
         return self.node.started_ms
 
@@ -154,6 +150,7 @@ class RoomsyncServer:
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         s = self.settings.server
         await self.store.open()
+        await self.node.load_revocations()
         await self.bus.open()
         try:
             await self.blobs.store.open()

@@ -28,12 +28,13 @@ from ..bus.base import Bus
 from ..config import Settings
 from ..core.codes import CloseCode, ErrorCode
 from ..core.errors import Draining, Overload, RoomsyncError
-from ..storage.base import Store
+from ..storage.base import RevocationKind, RoomRecord, Store
 from .blobs import BlobService
 from .logs import event
 from .memory import release_free_memory
 from .metrics import Metrics
 from .outbox import Outbox
+from .peer import Peer
 from .rooms import RoomHost, RoomRegistry
 from .transport import PING_FRAME
 
@@ -45,6 +46,7 @@ class Connection(Protocol):
 
     close_code: int | None
     out: Outbox
+    peer: Peer | None
 
     def close(self, code: int, error: dict[str, Any] | None = None) -> None: ...
 
@@ -83,8 +85,8 @@ class Node:
         # the first to be shed when the node is at its connection cap.
         self._pre_hello: dict[Connection, None] = {}
         self.draining = False
-        self.revoked_subs: set[str] = set()
-        self.revoked_jtis: set[str] = set()
+        # The store's revocations (the source of truth), cached: kind -> value -> expires.
+        self._revoked: dict[RevocationKind, dict[str, int | None]] = {"sub": {}, "jti": {}}
         self.blobs_open = False
         self._queued_bytes = 0  # all peers' outbound bytes, sampled each heartbeat
 
@@ -151,10 +153,73 @@ class Node:
 
     # -- revocation ------------------------------------------------------------------------
 
-    def is_revoked(self, claims: Claims) -> bool:
-        return (claims.sub is not None and claims.sub in self.revoked_subs) or (
-            claims.jti is not None and claims.jti in self.revoked_jtis
+    async def load_revocations(self) -> None:
+        """Read every revocation from the store into the handshake's cache (at start)."""
+        cursor: str | None = None
+        while True:
+            page, cursor = await self.store.list_revocations(limit=1000, cursor=cursor)
+            for r in page:
+                self._revoked[r.kind][r.value] = r.expires_ms
+            if cursor is None:
+                return
+
+    def is_revoked(self, claims: Claims, now_ms: int) -> bool:
+        """True when the token's ``sub`` or ``jti`` is revoked at ``now_ms``."""
+        checks: tuple[tuple[RevocationKind, str | None], ...] = (
+            ("sub", claims.sub),
+            ("jti", claims.jti),
         )
+        for kind, value in checks:
+            if value is None:
+                continue
+            known = self._revoked[kind]
+            if value in known:
+                expires = known[value]
+                if expires is None or now_ms < expires:
+                    return True
+        return False
+
+    async def revoke(
+        self, kind: RevocationKind, value: str, *, expires_ms: int | None = None
+    ) -> tuple[bool, int]:
+        """Revoke tokens by ``sub`` or ``jti`` (persisted first), refuse them at the
+        handshake from now on, and close the live sessions they opened with 4003.
+        Returns (whether it was not revoked before, sessions closed)."""
+        now = self.now_ms()
+        new = await self.store.add_revocation(kind, value, now_ms=now, expires_ms=expires_ms)
+        known = self._revoked[kind]
+        before = known.get(value, 0)
+        # The store keeps the longer expiry of one that still applies (None: for good).
+        if new or value not in known:
+            known[value] = expires_ms
+        elif before is not None:
+            known[value] = None if expires_ms is None else max(before, expires_ms)
+        closed = 0
+        for conn in list(self.connections):
+            peer = conn.peer
+            if peer is None or conn.close_code is not None:
+                continue
+            if (kind == "sub" and peer.actor_bound == value) or (
+                kind == "jti" and peer.token_jti == value
+            ):
+                conn.close(
+                    int(CloseCode.FORBIDDEN),
+                    {
+                        "type": "error",
+                        "code": str(ErrorCode.AUTH),
+                        "message": "auth: token revoked",
+                    },
+                )
+                closed += 1
+        event(log, "node.revoked", kind=kind, value=value, closed=closed)
+        return new, closed
+
+    async def set_room(self, room: str, **changes: Any) -> RoomRecord:
+        """Lock, unlock, close or reopen a room (``locked=``, ``closed=``): persisted,
+        applied to the loaded room at once (see :meth:`RoomRegistry.update_record`)."""
+        record = await self.rooms.update_record(room, **changes)
+        event(log, "room.updated", room=room, **changes)
+        return record
 
     def presence_snapshot(self, host: RoomHost) -> list[dict[str, Any]]:
         return host.presence.snapshot()

@@ -22,6 +22,7 @@ class Peer:
         "pending_acks",
         "reads",
         "session",
+        "token_jti",
     )
 
     def __init__(
@@ -38,6 +39,8 @@ class Peer:
         #: With a token naming a ``sub``: the actor every change must be written as
         #: (``sub`` or ``sub#<suffix>``); None for anonymous sessions.
         self.actor_bound: str | None = None
+        #: The ``jti`` of the session's token, so a revocation by jti can find it.
+        self.token_jti: str | None = None
         self.pending_acks = 0
 
     @property

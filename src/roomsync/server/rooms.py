@@ -24,6 +24,7 @@ really holds (and the seq of the failed change is reused by a change that exists
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -774,6 +775,23 @@ class RoomRegistry:
         self.metrics.rooms.set(len(self.hosts))
         self.metrics.room_unloads.inc()
         self.unloads += 1
+
+    async def update_record(self, room: str, **changes: Any) -> RoomRecord:
+        """Change a room's durable record (``locked``, ``closed``, ``policy``): persisted
+        first, then seen by the loaded room at once. Closing ends its live sessions with
+        4004 (``room-closed``). This is the one way room records change."""
+        host = self.hosts.get(room)
+        current = host.record if host is not None else await self.store.get_room(room)
+        if current is None:
+            current = RoomRecord(room=room, created_ms=self.now_ms())
+        record = dataclasses.replace(current, **changes)
+        await self.store.put_room(record)
+        host = self.hosts.get(room)  # the await may have loaded or unloaded it
+        if host is not None:
+            host.record = record
+            if record.closed:
+                host.close_all(CloseCode.ROOM_CLOSED, "room-closed", f"room {room!r} is closed")
+        return record
 
     def _failed(self, host: RoomHost) -> None:
         """A commit of ``host`` failed: forget it now, so new peers load a fresh copy

@@ -563,6 +563,7 @@ class _Connection(WSListener):
         self.out.budget = policy.stream_budget_bytes
         peer = Peer(self.session, self.out, on_close=self._peer_closed)
         peer.actor_bound = admission.bound
+        peer.token_jti = grant.jti if grant is not None else None
         self.peer = peer
         server.hello_done(self)
         self._arm()  # the hello deadline is gone; the token's expiry may be the next one
@@ -599,10 +600,10 @@ class _Connection(WSListener):
         server = self.server
         claims = server.tokens.verify(hello.token, now_s=now / 1000)
         check_room(claims, room)
-        if server.is_revoked(claims):
+        if server.is_revoked(claims, now):
             raise AuthError("token revoked", reason=AuthReason.REVOKED)
         exp_ms = claims.exp * 1000 if claims.exp is not None else None
-        return handshake.TokenGrant(sub=claims.sub, caps=claims.caps, exp_ms=exp_ms)
+        return handshake.TokenGrant(sub=claims.sub, caps=claims.caps, exp_ms=exp_ms, jti=claims.jti)
 
     # -- messages after welcome ------------------------------------------------------------
 
