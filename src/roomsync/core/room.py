@@ -95,14 +95,12 @@ def client_changes(
     """
     if isinstance(data, str) and len(data) > max_pack_bytes * 4 // 3 + 4:
         raise TooLarge(
-            f"pack of {len(data) * 3 // 4} bytes exceeds max_pack_bytes {max_pack_bytes}: "
-            "split it"
+            f"pack of {len(data) * 3 // 4} bytes exceeds max_pack_bytes {max_pack_bytes}: split it"
         )
     changes = unpack_data(data)
     if len(changes) > max_changes:
         raise TooLarge(
-            f"pack of {len(changes)} changes exceeds max_changes_per_pack {max_changes}: "
-            "split it"
+            f"pack of {len(changes)} changes exceeds max_changes_per_pack {max_changes}: split it"
         )
     for change in changes:
         if change.seq is not None:
