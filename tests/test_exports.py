@@ -128,6 +128,7 @@ EXPECTED: dict[str, list[str]] = {
         "bus_contract",
         "clock",
         "faults",
+        "link",
         "moto_server",
         "rawws",
         "server",

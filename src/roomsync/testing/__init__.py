@@ -6,6 +6,9 @@ need test-only dependencies: ``moto[server]``, ``trustme``).
 - :mod:`.server`: a real server in-process (``running_server``) or as a subprocess
   (``server_process``), with test settings, tokens and ``wait_until``.
 - :mod:`.clock`: :class:`~.clock.FakeClock`, the time every ``now_ms`` reads, moved by the test.
+- :mod:`.link`: :class:`~.link.FakeRoom` and :class:`~.link.FakeLink`, client replicas and a
+  pure server room (the core's session, handshake and room state) over an in-memory link
+  whose frames the test delivers: protocol tests without sockets or sleeps.
 - :mod:`.wsclient` and :mod:`.rawws`: protocol-level WebSocket clients, polite and hostile.
 - :mod:`.store_contract`, :mod:`.blob_contract`, :mod:`.bus_contract`: the contract suites
   every store, blob store and bus backend passes.
@@ -18,6 +21,7 @@ __all__ = [
     "bus_contract",
     "clock",
     "faults",
+    "link",
     "moto_server",
     "rawws",
     "server",
