@@ -454,14 +454,14 @@ VALID: list[Valid] = [
     (
         "error",
         "server",
-        "code + message; fields other than code and message are also kept in extra",
+        "code + message; fields other than code, message, retry_after_ms and ref go to extra",
         {"type": "error", "code": "expected-hello", "message": "first frame must be hello"},
         None,
     ),
     (
         "error-overload",
         "server",
-        "overload with its retry hint (also kept in extra, as it came)",
+        "overload with its retry hint (its own field, not in extra)",
         {
             "type": "error",
             "code": "overload",
@@ -473,7 +473,7 @@ VALID: list[Valid] = [
     (
         "error-with-ref",
         "server",
-        "ref names the message type that caused the error, hash the blob; both in extra",
+        "ref names the message type that caused the error (its own field); hash the blob (extra)",
         {
             "type": "error",
             "code": "not-found",

@@ -255,7 +255,12 @@ _SERVER_PARSERS: dict[str, Callable[[_Fields], m.Message]] = {
         code=f.string("code"),
         message=f.string("message"),
         retry_after_ms=f.integer("retry_after_ms", optional=True),
-        extra={k: v for k, v in f.obj.items() if k not in ("type", "code", "message")},
+        ref=f.string("ref", optional=True, max_len=64),
+        extra={
+            k: v
+            for k, v in f.obj.items()
+            if k not in ("type", "code", "message", "retry_after_ms", "ref")
+        },
     ),
 }
 
