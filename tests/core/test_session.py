@@ -127,3 +127,16 @@ def test_deadlines_come_from_the_session() -> None:
     assert s.next_deadline() == 1290 + LIVENESS_HEARTBEATS * 100
     s.close()
     assert s.next_deadline() is None and s.due(10**9) is None
+
+
+def test_timer_deadline_leaves_liveness_to_the_heartbeat() -> None:
+    limiter = RateLimiter(
+        messages_per_s=10, burst_messages=10, bytes_per_s=1e9, burst_bytes=10**9,
+        grace_ms=1000, now_ms=0,
+    )  # fmt: skip
+    s = Session(session="s", peer="p", room="r", limiter=limiter, hello_timeout_ms=500)
+    assert s.timer_deadline() == 500
+    s.open(caps=("read",), actor="a", prefixes=("/",), exp_ms=None)
+    assert s.timer_deadline() is None  # an idle, token-less peer needs no timer
+    s.exp_ms = 9_000
+    assert s.timer_deadline() == 9_000

@@ -76,7 +76,10 @@ class Session:
     expiry, the liveness limit), and :meth:`due` says what is due at ``now_ms``. Every
     frame from the peer moves the liveness limit (:meth:`seen`), so the shell need not
     re-arm its timer per frame: when it fires early, :meth:`due` answers None and the
-    shell sleeps until the next deadline.
+    shell sleeps until the next deadline. :meth:`timer_deadline` leaves the liveness
+    limit out: a server that checks :meth:`due` at every heartbeat anyway (it pings each
+    peer then) needs a timer per connection only for the deadlines that must be met on
+    time, and none at all for an idle, welcomed, token-less peer.
     """
 
     __slots__ = (
@@ -135,6 +138,15 @@ class Session:
         if self.exp_ms is not None:
             return min(self.exp_ms, liveness)
         return liveness
+
+    def timer_deadline(self) -> int | None:
+        """The hello deadline (before the hello) or the token's expiry (after), or None:
+        :meth:`next_deadline` without the liveness limit."""
+        if self.phase is Phase.AWAIT_HELLO:
+            return self.hello_deadline_ms
+        if self.phase is Phase.OPEN:
+            return self.exp_ms
+        return None
 
     def due(self, now_ms: int) -> RoomsyncError | None:
         """The error to close with when a deadline has passed at ``now_ms``, else None:

@@ -54,6 +54,8 @@ class Connection(Protocol):
 
     def drop(self, *, graceful: bool = True) -> None: ...
 
+    def check_deadlines(self, now_ms: int) -> bool: ...
+
 
 class Node:
     """This node: what it serves, who is connected, what it admits."""
@@ -245,12 +247,13 @@ class Node:
                     event(log, "blob.sweep_failed", level=logging.WARNING, error=str(exc))
 
     def reap(self) -> None:
-        """Ping every peer (their liveness deadline is the core session's, see
-        :meth:`~roomsync.core.session.Session.due`) and sample the bytes queued for
-        them all (the ``max_queued_bytes`` admission check)."""
+        """Close the connections whose deadlines passed (liveness included: the core
+        session decides, :meth:`~roomsync.core.session.Session.due`), ping the others and
+        sample the bytes queued for them all (the ``max_queued_bytes`` admission check)."""
+        now = self.now_ms()
         queued = 0
         for conn in list(self.connections):
-            if conn.close_code is None:
+            if not conn.check_deadlines(now):
                 queued += max(0, conn.out.write(PING_FRAME))
         self._queued_bytes = queued
         self.metrics.outbound_bytes.set(queued)

@@ -101,9 +101,11 @@ class Outbox:
         #: Set once the connection starts closing: data frames are dropped from then on.
         self.closing = False
         # While an answer streams, data frames wait here (counted against the budget).
-        self.held: list[bytes] = []
+        # Both lists are made on first use: most connections never need them, and an
+        # idle connection's memory is what the node's capacity is measured in.
+        self.held: list[bytes] | None = None
         self.held_bytes = 0
-        self.jobs: list[FrameSnapshot | Callable[[], FrameSnapshot]] = []
+        self.jobs: list[FrameSnapshot | Callable[[], FrameSnapshot]] | None = None
         self.streamer: asyncio.Task[None] | None = None
 
     # -- writing ---------------------------------------------------------------------------
@@ -129,7 +131,10 @@ class Outbox:
         if self.closing:
             return False
         if self.streamer is not None:
-            self.held.append(frame)
+            if self.held is None:
+                self.held = [frame]
+            else:
+                self.held.append(frame)
             self.held_bytes += len(frame)
             queued = self.held_bytes
         else:
@@ -180,7 +185,7 @@ class Outbox:
 
     def answers_queued(self) -> int:
         """Answers waiting or streaming."""
-        return len(self.jobs) + (1 if self.streamer is not None else 0)
+        return len(self.jobs or ()) + (1 if self.streamer is not None else 0)
 
     def queue_answer(self, job: FrameSnapshot | Callable[[], FrameSnapshot]) -> None:
         """Stream an answer as chunked ``pack`` frames after those queued before it.
@@ -192,7 +197,10 @@ class Outbox:
         """
         if isinstance(job, FrameSnapshot):
             job.readers += 1
-        self.jobs.append(job)
+        if self.jobs is None:
+            self.jobs = [job]
+        else:
+            self.jobs.append(job)
         if self.streamer is None:
             self.streamer = asyncio.get_running_loop().create_task(self._stream())
 
@@ -216,10 +224,10 @@ class Outbox:
                 finally:
                     snap.readers -= 1
         finally:
-            for waiting in self.jobs:
+            for waiting in self.jobs or ():
                 if isinstance(waiting, FrameSnapshot):
                     waiting.readers -= 1
-            self.jobs.clear()
+            self.jobs = None
             self.streamer = None
             if not self.closing:
                 self._release_held()
@@ -250,7 +258,7 @@ class Outbox:
 
     def _release_held(self) -> None:
         """Write the frames held during the answers, in order."""
-        held, self.held, self.held_bytes = self.held, [], 0
-        for frame in held:
+        held, self.held, self.held_bytes = self.held, None, 0
+        for frame in held or ():
             if not self.send_frame(frame):
                 return

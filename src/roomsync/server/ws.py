@@ -351,27 +351,35 @@ class _Connection(WSListener):
             self.out.resume_reading()
 
     def _arm(self) -> None:
-        """Sleep until the session's next deadline (:meth:`Session.next_deadline`)."""
+        """Sleep until the hello deadline or the token's expiry
+        (:meth:`Session.timer_deadline`); liveness is checked at every heartbeat by
+        :meth:`check_deadlines`, so an idle welcomed peer holds no timer."""
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        at = self.session.next_deadline()
+        at = self.session.timer_deadline()
         if at is not None and self.close_code is None:
             delay = max(0.0, (at - self.server.now_ms()) / 1000)
             self._deadline = asyncio.get_running_loop().call_later(delay, self._on_deadline)
 
     def _on_deadline(self) -> None:
-        """A deadline may have passed: close as the core says, else sleep on."""
         self._deadline = None
+        if not self.check_deadlines(self.server.now_ms()):
+            self._arm()
+
+    def check_deadlines(self, now_ms: int) -> bool:
+        """Close the connection if one of the session's deadlines has passed (as the core
+        says: :meth:`Session.due`); True when it was closed."""
         if self.close_code is not None:
-            return
-        due = self.session.due(self.server.now_ms())
+            return True
+        due = self.session.due(now_ms)
         if due is None:
-            self._arm()  # the peer spoke since: the liveness limit moved
-        elif self.session.phase is Phase.AWAIT_HELLO:
+            return False
+        if self.session.phase is Phase.AWAIT_HELLO:
             self.shed(due)
         else:
             self.fail(due)
+        return True
 
     def shed(self, exc: RoomsyncError) -> None:
         """Close a connection that never sent ``hello``: the error and CLOSE are written,
