@@ -15,14 +15,9 @@ from roomsync.config import ConfigError
 from roomsync.core.codes import CLOSE_ACTIONS, AuthReason, CloseCode, ErrorCode
 from roomsync.core.errors import AuthError, InternalError, RoomsyncError, TokenExpired
 
-#: Public errors that join the tree in another part of issue 10 (StoreError, with its
-#: StoreConflict, once the server's blob paths handle and log it like BlobStoreError; the
-#: bus seam brings BusError). Everything else must be in.
-_JOINING_ELSEWHERE = {
-    "roomsync.storage.base.StoreError",
-    "roomsync.storage.base.StoreConflict",
-    "roomsync.bus.base.BusError",
-}
+#: Public errors allowed outside the tree: none (every error roomsync raises on purpose
+#: is a RoomsyncError).
+_JOINING_ELSEWHERE: set[str] = set()
 
 
 def _exception_classes() -> list[type[BaseException]]:

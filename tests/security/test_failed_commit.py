@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from roomsync.core.codec import pack_data, unpack_data
 from roomsync.core.entries import Change
@@ -149,3 +150,37 @@ async def test_full_disk_on_tmpfs_leaks_no_phantom(
         loaded = await srv.server.store.changes_since("r", 0, limit=1_000_000)
         stored = {c.seq: c.path for c in loaded}
         assert {s: c.path for s, c in received.items()} == {s: stored[s] for s in received}
+
+
+async def test_a_store_failure_in_a_blob_path_is_logged_and_retryable(
+    tmp_path: Path, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """StoreError is an InternalError now: the peer gets overload + retry_after_ms (never
+    the store's message, which may name files), the log gets the cause."""
+    import base64
+    import hashlib
+    import logging
+
+    caplog.set_level(logging.ERROR, logger="roomsync")
+    faulty = FaultyStore(SqliteStore(tmp_path / "roomsync.db"))
+    async with running_server(tmp_path, store=faulty.as_store()) as srv:
+        ws, _ = await hello(http, srv.ws_url("r"), actor="u")
+        data = b"blob bytes"
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        faulty.fail_method("add_blob_ref", message="disk I/O error at /var/secret/db")
+        await ws.send_json(
+            {
+                "type": "blob-upload",
+                "hash": digest,
+                "size": len(data),
+                "data": base64.b64encode(data).decode(),
+            }
+        )
+        seen, code = await closed(ws)
+        error = seen[-1]
+        assert code == 1011 and error["code"] == "overload" and "retry_after_ms" in error
+        assert "/var/secret" not in error["message"]
+        assert any(
+            "disk I/O error" in r.getMessage() or "disk I/O error" in str(getattr(r, "fields", ""))
+            for r in caplog.records
+        )

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..core.entries import Change
+from ..core.errors import InternalError
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,5 +84,5 @@ class Bus(Protocol):
         """Call ``handler`` with every event of ``room`` published from now on."""
 
 
-class BusError(Exception):
+class BusError(InternalError):
     """The bus cannot carry events (connection lost, misconfigured); the message says why."""

@@ -29,7 +29,10 @@ One root for every error roomsync raises on purpose, wherever it lives::
      │    │    ├── BlobMissing         "missing": nothing stored under the hash
      │    │    ├── BlobVerifyFailed    the bytes do not match the hash or size
      │    │    └── BlobBackendError    the blob backend cannot work: an operator must act
-     │    └── ConfigError              roomsync.config: .key, the dotted setting at fault
+     │    ├── ConfigError              roomsync.config: .key, the dotted setting at fault
+     │    ├── StoreError               roomsync.storage: the store failed or refused a write
+     │    │    └── StoreConflict       fencing: another writer moved the room's head
+     │    └── BusError                 roomsync.bus: events cannot be carried
      ├── BlobNotInRoom                 roomsync.server.blobs: not-found, session survives
      ├── BlobUnavailable               roomsync.server.blobs: internal, session survives;
      │                                 the message names the backend's reason only

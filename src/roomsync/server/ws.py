@@ -331,6 +331,14 @@ class _Connection(WSListener):
     async def _await(self, msg: m.Message, work: Coroutine[Any, Any, None]) -> None:
         try:
             await work
+        except StoreError as exc:
+            # A backend failure is the operator's to read (it may name files), the peer's
+            # to retry: logged in full, answered as a retryable overload.
+            self.server.metrics.store_errors.inc()
+            self._log("store.failed", level=logging.ERROR, ref=msg.type, error=str(exc))
+            self._message_failed(
+                msg, Overload("the store failed; retry", retry_after_ms=self.server.retry_hint_ms())
+            )
         except RoomsyncError as exc:
             self._message_failed(msg, exc)
         except Exception:

@@ -63,6 +63,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from ..core.entries import Change
+from ..core.errors import InternalError
 
 __all__ = [
     "BLOB_REFS_PAGE",
@@ -137,9 +138,10 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class StoreError(Exception):
+class StoreError(InternalError):
     """The store failed (I/O, permissions, corruption) or refused a write; the message
-    names the cause."""
+    names the cause (for operators: it may name files and databases, so the server logs
+    it and tells peers only that the store failed, with a retry hint)."""
 
 
 class StoreConflict(StoreError):

@@ -29,6 +29,7 @@ class FaultyStore:
         self._error = "database or disk is full (injected)"
         self.failed_appends = 0
         self._gate: asyncio.Event | None = None
+        self._method_failures: dict[str, int] = {}
 
     def as_store(self) -> Store:
         """This wrapper, typed as the :class:`Store` it stands for."""
@@ -55,5 +56,23 @@ class FaultyStore:
             raise StoreError(self._error)
         await self.inner.append(room, changes, expected_head=expected_head)
 
+    def fail_method(self, name: str, n: int = 1, message: str | None = None) -> None:
+        """Make the next ``n`` calls of store method ``name`` (e.g. ``add_blob_ref``)
+        raise :class:`StoreError` without calling the real store."""
+        self._method_failures[name] = n
+        if message is not None:
+            self._error = message
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        attr = getattr(self.inner, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            left = self._method_failures.get(name, 0)
+            if left > 0:
+                self._method_failures[name] = left - 1
+                raise StoreError(self._error)
+            return await attr(*args, **kwargs)
+
+        return call if asyncio.iscoroutinefunction(attr) else attr
