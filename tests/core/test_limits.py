@@ -51,3 +51,18 @@ def test_invalid_values_count_as_not_announced(bad: Any) -> None:
         "presence_ttl_ms",
     ]
     assert WelcomeLimits.parse(dict.fromkeys(names, bad)) == WelcomeLimits()
+
+
+def test_announced_is_what_the_client_reads() -> None:
+    from roomsync.config import Policy
+    from roomsync.core.limits import ANNOUNCED, WelcomeLimits, announced
+
+    policy = Policy()
+    limits = announced(policy, max_frame_bytes=2048)
+    assert list(limits) == ["max_frame_bytes", *ANNOUNCED]
+    read = WelcomeLimits.parse(limits)
+    assert (read.max_frame_bytes, read.max_pack_bytes, read.presence_ttl_ms) == (
+        2048,
+        policy.max_pack_bytes,
+        policy.presence_ttl_ms,
+    )

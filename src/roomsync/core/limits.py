@@ -1,4 +1,5 @@
-"""The client's reading of ``welcome.limits`` (SPEC §2), sans I/O.
+"""``welcome.limits`` (SPEC §2), sans I/O: what the server announces
+(:func:`announced`) and the client's reading of it (:class:`WelcomeLimits`).
 
 The server announces its limits in ``welcome{limits}``; the SDK sizes its packs
 (:mod:`.packing`), its inline blob uploads (:mod:`.blobflow`) and its presence state and
@@ -11,7 +12,47 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+#: The policy values ``welcome.limits`` announces, in this order.
+ANNOUNCED = (
+    "max_pack_bytes",
+    "max_changes_per_pack",
+    "max_value_bytes",
+    "rate_messages_per_s",
+    "rate_bytes_per_s",
+    "stream_budget_bytes",
+    "blob_max_bytes",
+    "presence_max_bytes",
+    "presence_ttl_ms",
+    "max_clock_skew_ms",
+    "retention_changes",
+)
+
+
+class LimitsPolicy(Protocol):
+    """The part of a room's effective policy that ``welcome.limits`` announces."""
+
+    max_pack_bytes: int
+    max_changes_per_pack: int
+    max_value_bytes: int
+    rate_messages_per_s: float
+    rate_bytes_per_s: float
+    stream_budget_bytes: int
+    blob_max_bytes: int
+    presence_max_bytes: int
+    presence_ttl_ms: int
+    max_clock_skew_ms: int
+    retention_changes: int
+
+
+def announced(policy: LimitsPolicy, *, max_frame_bytes: int) -> dict[str, Any]:
+    """The ``welcome.limits`` object for a room's effective ``policy``."""
+    out: dict[str, Any] = {"max_frame_bytes": max_frame_bytes}
+    for key in ANNOUNCED:
+        out[key] = getattr(policy, key)
+    return out
+
 
 DEFAULT_MAX_FRAME_BYTES = 1 << 20
 DEFAULT_MAX_PACK_BYTES = 1 << 20

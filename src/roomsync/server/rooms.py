@@ -44,6 +44,7 @@ from ..core.errors import (
     ResyncRequired,
     RoomClosed,
 )
+from ..core.limits import announced
 from ..core.presence import PresenceTable
 from ..core.room import ApplyLimits, RoomState, client_changes
 from ..core.types import any_prefix_matches
@@ -595,21 +596,8 @@ class RoomHost:
             peer.close(code, err)
 
     def welcome_limits(self, max_frame_bytes: int) -> dict[str, Any]:
-        p = self.policy
-        return {
-            "max_frame_bytes": max_frame_bytes,
-            "max_pack_bytes": p.max_pack_bytes,
-            "max_changes_per_pack": p.max_changes_per_pack,
-            "max_value_bytes": p.max_value_bytes,
-            "rate_messages_per_s": p.rate_messages_per_s,
-            "rate_bytes_per_s": p.rate_bytes_per_s,
-            "stream_budget_bytes": p.stream_budget_bytes,
-            "blob_max_bytes": p.blob_max_bytes,
-            "presence_max_bytes": p.presence_max_bytes,
-            "presence_ttl_ms": p.presence_ttl_ms,
-            "max_clock_skew_ms": p.max_clock_skew_ms,
-            "retention_changes": p.retention_changes,
-        }
+        """``welcome.limits`` for this room's effective policy (:mod:`roomsync.core.limits`)."""
+        return announced(self.policy, max_frame_bytes=max_frame_bytes)
 
 
 class QuietRehash:

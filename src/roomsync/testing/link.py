@@ -87,7 +87,7 @@ from ..core.codes import ErrorCode
 from ..core.entries import Change
 from ..core.errors import ResyncRequired, RoomClosed, RoomsyncError
 from ..core.handshake import RoomView, TokenGrant, admit, check_version, welcome
-from ..core.limits import WelcomeLimits
+from ..core.limits import WelcomeLimits, announced
 from ..core.mst import serve_nodes
 from ..core.packing import DEFAULT_PACK_LIMITS, PackLimits, path_chunks
 from ..core.ratelimit import RateLimiter
@@ -508,22 +508,8 @@ class FakeRoom:
                 peer.send({"type": "pack", "data": pack_data(changes), "head": head})
 
     def _welcome_limits(self) -> dict[str, Any]:
-        """``welcome.limits``: the keys ``server/rooms.py`` announces, from the policy."""
-        p = self.policy
-        return {
-            "max_frame_bytes": self.max_frame_bytes,
-            "max_pack_bytes": p.max_pack_bytes,
-            "max_changes_per_pack": p.max_changes_per_pack,
-            "max_value_bytes": p.max_value_bytes,
-            "rate_messages_per_s": p.rate_messages_per_s,
-            "rate_bytes_per_s": p.rate_bytes_per_s,
-            "stream_budget_bytes": p.stream_budget_bytes,
-            "blob_max_bytes": p.blob_max_bytes,
-            "presence_max_bytes": p.presence_max_bytes,
-            "presence_ttl_ms": p.presence_ttl_ms,
-            "max_clock_skew_ms": p.max_clock_skew_ms,
-            "retention_changes": p.retention_changes,
-        }
+        """``welcome.limits``, announced as the server does (:mod:`roomsync.core.limits`)."""
+        return announced(self.policy, max_frame_bytes=self.max_frame_bytes)
 
 
 class FakeLink:
