@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -78,18 +80,12 @@ def test_replay_to_seq_is_partial(tmp_path: Path) -> None:
 
 def test_replay_detects_a_diverged_live_state(tmp_path: Path) -> None:
     asyncio.run(make_room(tmp_path))
-
-    async def corrupt() -> None:
-        store = SqliteStore(tmp_path / "roomsync.db")
-        await store.open()
-        await store._write(
-            lambda conn: conn.execute(
-                "UPDATE entries SET value = x'00' WHERE room = 'r' AND value IS NOT NULL"
-            )
-        )
-        await store.close()
-
-    asyncio.run(corrupt())
+    # Another process edits the live state behind the op log's back.
+    with contextlib.closing(sqlite3.connect(tmp_path / "roomsync.db")) as conn, conn:
+        edited = conn.execute(
+            "UPDATE entries SET value = x'00' WHERE room = 'r' AND value IS NOT NULL"
+        ).rowcount
+    assert edited > 0
     out = run("replay", "--data-dir", str(tmp_path), "--room", "r")
     assert out.returncode == 1 and "MISMATCH" in out.stdout
 

@@ -15,7 +15,8 @@ import aiohttp
 
 from roomsync.core.codec import pack_data
 from roomsync.core.entries import Change
-from roomsync.testing.server import ServerHandle, running_server
+from roomsync.testing.rawws import RawWebSocket
+from roomsync.testing.server import ServerHandle, running_server, wait_until
 from roomsync.testing.wsclient import hello, recv
 
 
@@ -196,11 +197,7 @@ async def test_dropped_connection_leaves_the_room(
     assert (await client.read_json())["type"] == "welcome"
     client.writer.transport.abort()  # no CLOSE frame
     client.close()
-    for _ in range(200):
-        if not srv.server.connections:
-            break
-        await asyncio.sleep(0.01)
-    assert not srv.server.connections
+    await wait_until(lambda: not srv.server.connections, timeout=5)
     assert "drop" not in srv.server.rooms.hosts or not srv.server.rooms.hosts["drop"].peers
     metrics = await (await http.get(srv.url + "/metrics")).text()
     assert 'roomsync_closes_total{code="1006"} 1.0' in metrics
@@ -213,16 +210,15 @@ async def test_closed_connections_leave_nothing_behind(
     from roomsync.server.ws import _Connection
 
     for i in range(20):
-        ws, _ = await hello(http, srv.ws_url(f"leak{i % 3}"))
         if i % 2:
+            ws, _ = await hello(http, srv.ws_url(f"leak{i % 3}"))
             await ws.close()
         else:
-            ws._response.connection.transport.abort()  # type: ignore[union-attr]
-    for _ in range(200):
-        if not srv.server.connections:
-            break
-        await asyncio.sleep(0.01)
-    assert not srv.server.connections
+            raw = await RawWebSocket.open(srv.host, srv.port, f"/ws/leak{i % 3}")
+            await raw.send_json({"type": "hello", "v": 1})
+            assert (await raw.read_frame()).json()["type"] == "welcome"
+            await raw.close()  # the socket is dropped, no CLOSE frame
+    await wait_until(lambda: not srv.server.connections, timeout=5)
     gc.collect()
     assert [o for o in gc.get_objects() if isinstance(o, _Connection)] == []
 

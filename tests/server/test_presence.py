@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
 import aiohttp
 
+from roomsync.testing.clock import FakeClock
 from roomsync.testing.server import ServerHandle, running_server
 from roomsync.testing.wsclient import hello, recv, recv_type
 
@@ -75,15 +75,28 @@ async def test_presence_expires_without_heartbeat(
 
 
 async def test_heartbeat_keeps_presence_alive(tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    async with running_server(tmp_path, policy__presence_ttl_ms=300) as srv:
+    """800 ms of server time pass in 100 ms steps: the peer that pings stays, the silent
+    one (present since the same instant) expires, on the server's own expiry timer."""
+    clock = FakeClock()
+    async with running_server(tmp_path, policy__presence_ttl_ms=300, now_ms=clock.now_ms) as srv:
         a, wa = await hello(http, srv.ws_url("t"))
+        silent, w_silent = await hello(http, srv.ws_url("t"))
         b, _ = await hello(http, srv.ws_url("t"))
+        await silent.send_json({"type": "presence", "state": "quiet"})
         await a.send_json({"type": "presence", "state": "here"})
-        await recv_type(b, "presence")
+        shown: set[str] = set()
+        while shown != {wa["peer"], w_silent["peer"]}:
+            shown |= {p["peer"] for p in (await recv_type(b, "presence"))["peers"]}
         for _ in range(8):
-            await asyncio.sleep(0.1)
+            clock.advance(100)
             await a.send_json({"type": "ping"})
-        assert [p["peer"] for p in srv.server.rooms.hosts["t"].presence.snapshot()] == [wa["peer"]]
+            assert await recv_type(a, "pong") == {"type": "pong"}  # the server saw it now
+        leave = await recv_type(b, "presence-leave", timeout=5)
+        assert leave["peer"] == w_silent["peer"]
+        _c, wc = await hello(http, srv.ws_url("t"))
+        assert [p["peer"] for p in wc["presence"]] == [wa["peer"]]
+        metrics = await (await http.get(srv.url + "/metrics")).text()
+        assert "roomsync_presence_expired_total 1.0" in metrics
         await a.close()
         await b.close()
 
