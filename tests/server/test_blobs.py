@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from roomsync.blobs import BlobBackendError
+from roomsync.blobs import BlobBackendError, MemoryBlobStore
 from roomsync.testing.moto_server import MOTO_CREDENTIALS, put_raw_object
 from roomsync.testing.server import ServerHandle, running_server
 from roomsync.testing.wsclient import hello, recv_type
@@ -357,3 +357,30 @@ async def test_a_failing_backend_is_internal_never_not_found(
         metrics = await (await http.get(srv.url + "/metrics")).text()
         assert 'roomsync_blob_ops_total{op="request",outcome="error"} 1.0' in metrics
         assert 'roomsync_errors_total{code="internal"} 1.0' in metrics
+
+
+async def test_an_upload_to_a_failing_backend_names_the_reason_not_the_place(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """upload-rejected carries the backend's short reason; the message (which names the
+    directory or bucket) stays in the log."""
+    async with running_server(tmp_path, blobs__backend="memory") as srv:
+        store = srv.server.blobs.store
+        assert isinstance(store, MemoryBlobStore)
+        store.fail_with(
+            BlobBackendError("disk /srv/blobs is read-only", reason="permission-denied")
+        )
+        ws, _ = await hello(http, srv.ws_url("r"))
+        data = b"some bytes"
+        await ws.send_json(
+            {
+                "type": "blob-upload",
+                "hash": "sha256:" + hashlib.sha256(data).hexdigest(),
+                "size": len(data),
+                "data": base64.b64encode(data).decode(),
+            }
+        )
+        rejected = await recv_type(ws, "upload-rejected")
+        assert rejected["reason"] == "permission-denied"
+        error = await recv_type(ws, "error")
+        assert error["code"] == "internal" and "/srv/blobs" not in error["message"]

@@ -374,7 +374,9 @@ class BlobService:
     def _backend_failed(self, peer: Peer, hash: str, exc: BlobStoreError, op: str) -> None:
         self.count(op, "error")
         self._log_backend_error(peer, hash, exc)
-        peer.send({"type": "upload-rejected", "hash": hash, "reason": f"{exc.reason}: {exc}"})
+        # The reason only: the message is the operator's (it may name directories or
+        # buckets) and went to the log above.
+        peer.send({"type": "upload-rejected", "hash": hash, "reason": exc.reason})
         peer.send(
             {
                 "type": "error",
