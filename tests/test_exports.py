@@ -42,6 +42,15 @@ EXPECTED: dict[str, list[str]] = {
         "session",
         "types",
     ],
+    "roomsync.control": [
+        "REGISTRY",
+        "Command",
+        "Context",
+        "Payload",
+        "Registry",
+        "Rejected",
+        "handlers",
+    ],
     "roomsync.auth": [
         "DATA_CAPS",
         "SUPPORTED_DATA_CAPS",

@@ -114,6 +114,20 @@ class ServerSettings(_Section):
             description="Heartbeat interval announced in `welcome` and used for WebSocket pings.",
         ),
     ] = 15000
+    control_rate_per_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description=(
+                "Control-plane requests per second per operator (token `sub`), a token "
+                "bucket; more are refused `rate-limited` (429 with `Retry-After`)."
+            ),
+        ),
+    ] = 20.0
+    control_burst: Annotated[
+        int,
+        Meta(ge=1, description="Control-plane requests an operator may send in a burst."),
+    ] = 40
     hello_timeout_ms: Annotated[
         int,
         Meta(

@@ -33,6 +33,17 @@ One root for every error roomsync raises on purpose, wherever it lives::
      │    ├── StoreError               roomsync.storage: the store failed or refused a write
      │    │    └── StoreConflict       fencing: another writer moved the room's head
      │    └── BusError                 roomsync.bus: events cannot be carried
+     ├── Rejected                      roomsync.control: a control command refused, with
+     │    │                            its reject class, code, field? and required?
+     │    └── ControlRejected          roomsync.control.client: the client's, one per class:
+     │         ├── ControlUnauthenticated
+     │         ├── ControlForbidden
+     │         ├── ControlInvalidPayload
+     │         ├── ControlNotFound
+     │         ├── ControlPreconditionFailed
+     │         ├── ControlConflict
+     │         ├── ControlRateLimited
+     │         └── ControlUnavailable
      ├── BlobNotInRoom                 roomsync.server.blobs: not-found, session survives
      ├── BlobUnavailable               roomsync.server.blobs: internal, session survives;
      │                                 the message names the backend's reason only

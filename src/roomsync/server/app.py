@@ -31,6 +31,7 @@ from ..storage.base import Store
 from ..storage.factory import build_store
 from . import http
 from .blobs import BlobService, build_blob_store, url_secret
+from .control import ControlRoute
 from .listener import Listener
 from .logs import event
 from .metrics import Metrics
@@ -144,6 +145,7 @@ class RoomsyncServer:
         app.on_response_prepare.append(one_request_per_connection)
         app.router.add_get("/ws/{room_id}", ws_route)
         http.add_routes(app, self.node)
+        ControlRoute(self.node).add_to(app)
         self.blobs.add_routes(app, self.now_ms)
         return app
 

@@ -45,6 +45,14 @@ class Metrics:
             METRIC_NAMES[name] = doc
             return Histogram(name, doc, buckets=_LATENCY_BUCKETS, registry=r)
 
+        self.control_requests = counter(
+            "roomsync_control_requests_total",
+            "Control-plane requests by family, command and outcome (ok or the reject class).",
+            ("family", "command", "outcome"),
+        )
+        self.control_seconds = histogram(
+            "roomsync_control_seconds", "Histogram: control-plane request handling time."
+        )
         self.connections = gauge("roomsync_connections", "Open WebSocket connections.")
         self.rooms = gauge("roomsync_rooms_loaded", "Rooms loaded in memory.")
         self.peers = gauge("roomsync_peers", "Welcomed peers across all rooms.")

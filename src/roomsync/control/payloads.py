@@ -1,0 +1,51 @@
+"""Payloads of the control commands (SPEC §6), validated before any handler runs.
+
+Field names are shared across families (``room``, ``node``, ``limit``, ``cursor``, ...).
+Unknown fields are refused, types and constraints are checked by msgspec, and the first
+offending field is named in the ``invalid-payload`` reject.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+RoomId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
+Limit = Annotated[int, Meta(ge=1, le=1000)]
+
+
+class Payload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every payload: unknown fields are an error."""
+
+
+class Empty(Payload):
+    """No fields."""
+
+
+class RoomRef(Payload):
+    room: RoomId
+
+
+class RoomCreate(Payload):
+    room: RoomId
+    locked: bool = False
+
+
+class RoomList(Payload):
+    limit: Limit = 100
+    cursor: str | None = None
+
+
+class Revoke(Payload):
+    """Exactly one of ``sub`` or ``jti``; ``expires_ms`` ends the revocation (default:
+    never)."""
+
+    sub: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    jti: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    expires_ms: Annotated[int, Meta(ge=0)] | None = None
+
+
+class NodeRef(Payload):
+    node: Annotated[str, Meta(min_length=1, max_length=256)]
