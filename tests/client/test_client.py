@@ -14,7 +14,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-import roomsync.client
 from roomsync.client import (
     Backoff,
     Change,
@@ -82,35 +81,6 @@ async def open_client(srv: ServerHandle, **kwargs: Any) -> RoomClient:
 
 
 # -- basics --------------------------------------------------------------------------------
-
-
-def test_public_api_is_curated() -> None:
-    assert sorted(roomsync.client.__all__) == [
-        "Backoff",
-        "BlobError",
-        "BlobFetchFailed",
-        "BlobInfo",
-        "BlobNotFound",
-        "BlobRejected",
-        "Change",
-        "ChangeStream",
-        "ConnectError",
-        "ConnectionClosed",
-        "ConnectionStats",
-        "PresenceEvent",
-        "PresenceInfo",
-        "PresenceStream",
-        "ReconcileResult",
-        "RefusedChange",
-        "RequestRefused",
-        "RetryWait",
-        "RoomClient",
-        "SupersededChange",
-        "connect",
-        "ws_url",
-    ]
-    for name in roomsync.client.__all__:
-        assert getattr(roomsync.client, name) is not None
 
 
 def test_ws_url() -> None:
