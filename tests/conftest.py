@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from roomsync.testing.moto_server import create_bucket, moto_server
+from roomsync.testing.moto_server import create_bucket, moto_server, s3_blob_settings
 from roomsync.testing.server import ServerHandle, running_server
 from roomsync.testing.tls import TlsFiles, self_signed
 
@@ -46,3 +47,17 @@ def bucket(moto_endpoint: str) -> str:
 def tls(tmp_path: Path) -> TlsFiles:
     """A certificate for 127.0.0.1 from a throwaway CA, and a client context trusting it."""
     return self_signed(tmp_path)
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+async def bsrv(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ServerHandle]:
+    """A dev-mode server with 1 MiB blobs, once on filesystem blobs and once on S3 (moto)."""
+    overrides: dict[str, Any] = {"policy__blob_max_bytes": 1 << 20}
+    if request.param == "s3":
+        overrides.update(
+            s3_blob_settings(
+                request.getfixturevalue("moto_endpoint"), request.getfixturevalue("bucket")
+            )
+        )
+    async with running_server(tmp_path, **overrides) as handle:
+        yield handle

@@ -24,7 +24,7 @@ from roomsync.client import (
 )
 from roomsync.core import blobflow
 from roomsync.core.blobflow import HttpPut
-from roomsync.testing.moto_server import MOTO_CREDENTIALS
+from roomsync.testing.moto_server import s3_blob_settings
 from roomsync.testing.server import ServerHandle, running_server, wait_until
 
 ROOM = "blob-room"
@@ -70,22 +70,13 @@ async def open_client(srv: ServerHandle, **kwargs: Any) -> RoomClient:
     return client
 
 
-def s3_overrides(endpoint: str, bucket: str) -> dict[str, Any]:
-    return {
-        "blobs__backend": "s3",
-        "blobs__s3_bucket": bucket,
-        "blobs__s3_endpoint_url": endpoint,
-        "blobs__s3_access_key_id": MOTO_CREDENTIALS["access_key_id"],
-        "blobs__s3_secret_access_key": MOTO_CREDENTIALS["secret_access_key"],
-    }
-
-
 @pytest.fixture(params=["filesystem", "s3"])
 async def bsrv(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ServerHandle]:
+    """conftest's ``bsrv``, through ``serve`` so the test's clients close first."""
     overrides: dict[str, Any] = {"policy__blob_max_bytes": 1 << 20}
     if request.param == "s3":
         overrides.update(
-            s3_overrides(
+            s3_blob_settings(
                 request.getfixturevalue("moto_endpoint"), request.getfixturevalue("bucket")
             )
         )
@@ -238,7 +229,7 @@ async def test_failed_verification_surfaces_blob_rejected(
         return await real_put(http, dataclasses.replace(step, body=b"X" * len(step.body)), ssl)
 
     monkeypatch.setattr(blobs_module, "http_put", tampering_put)
-    async with serve(tmp_path, **s3_overrides(moto_endpoint, bucket)) as srv:
+    async with serve(tmp_path, **s3_blob_settings(moto_endpoint, bucket)) as srv:
         client = await open_client(srv)
         data = b"the real bytes" * 50
         with pytest.raises(BlobRejected) as info:

@@ -54,3 +54,12 @@ def test_bytes_bucket() -> None:
     assert r.check(50, 0) is Verdict.REFUSE
     # A frame bigger than the burst passes when the bucket is full rather than never.
     assert r.check(10_000, 1000) is Verdict.ALLOW
+
+
+def test_from_policy_takes_the_policy_rates() -> None:
+    from roomsync.config import Policy
+
+    policy = Policy(rate_burst_messages=2, rate_messages_per_s=1.0, rate_grace_ms=50)
+    limiter = RateLimiter.from_policy(policy, now_ms=0)
+    assert (limiter.messages.burst, limiter.grace_ms) == (2.0, 50)
+    assert limiter.bytes.burst == float(policy.rate_burst_bytes)

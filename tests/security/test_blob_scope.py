@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from roomsync.testing.moto_server import MOTO_CREDENTIALS
-from roomsync.testing.server import ServerHandle, running_server
+from roomsync.testing.server import ServerHandle
 from roomsync.testing.wsclient import hello, recv
 
 Ws = aiohttp.ClientWebSocketResponse
@@ -57,29 +54,6 @@ def digest(data: bytes) -> str:
 
 
 H = digest(SECRET)
-
-
-def s3_overrides(endpoint: str, bucket: str) -> dict[str, Any]:
-    return {
-        "blobs__backend": "s3",
-        "blobs__s3_bucket": bucket,
-        "blobs__s3_endpoint_url": endpoint,
-        "blobs__s3_access_key_id": MOTO_CREDENTIALS["access_key_id"],
-        "blobs__s3_secret_access_key": MOTO_CREDENTIALS["secret_access_key"],
-    }
-
-
-@pytest.fixture(params=["filesystem", "s3"])
-async def bsrv(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    overrides: dict[str, Any] = {"policy__blob_max_bytes": 1 << 20}
-    if request.param == "s3":
-        overrides.update(
-            s3_overrides(
-                request.getfixturevalue("moto_endpoint"), request.getfixturevalue("bucket")
-            )
-        )
-    async with running_server(tmp_path, **overrides) as handle:
-        yield handle
 
 
 async def exchange(ws: Ws, *messages: dict[str, Any]) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,7 +13,7 @@ import aiohttp
 import pytest
 
 from roomsync.blobs import BlobBackendError, MemoryBlobStore
-from roomsync.testing.moto_server import MOTO_CREDENTIALS, put_raw_object
+from roomsync.testing.moto_server import put_raw_object, s3_blob_settings
 from roomsync.testing.server import ServerHandle, running_server
 from roomsync.testing.wsclient import hello, recv_type
 
@@ -48,23 +47,6 @@ def inline(data: bytes, **extra: Any) -> dict[str, Any]:
         "data": base64.b64encode(data).decode(),
         **extra,
     }
-
-
-@pytest.fixture(params=["filesystem", "s3"])
-async def bsrv(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    overrides: dict[str, Any] = {"policy__blob_max_bytes": 1 << 20}
-    if request.param == "s3":
-        endpoint = request.getfixturevalue("moto_endpoint")
-        bucket = request.getfixturevalue("bucket")
-        overrides.update(
-            blobs__backend="s3",
-            blobs__s3_bucket=bucket,
-            blobs__s3_endpoint_url=endpoint,
-            blobs__s3_access_key_id=MOTO_CREDENTIALS["access_key_id"],
-            blobs__s3_secret_access_key=MOTO_CREDENTIALS["secret_access_key"],
-        )
-    async with running_server(tmp_path, **overrides) as handle:
-        yield handle
 
 
 async def test_inline_upload_announce_and_fetch(
@@ -318,12 +300,7 @@ async def test_readyz_reports_a_missing_bucket(
     tmp_path: Path, moto_endpoint: str, http: aiohttp.ClientSession
 ) -> None:
     async with running_server(
-        tmp_path,
-        blobs__backend="s3",
-        blobs__s3_bucket="roomsync-no-such-bucket",
-        blobs__s3_endpoint_url=moto_endpoint,
-        blobs__s3_access_key_id=MOTO_CREDENTIALS["access_key_id"],
-        blobs__s3_secret_access_key=MOTO_CREDENTIALS["secret_access_key"],
+        tmp_path, **s3_blob_settings(moto_endpoint, "roomsync-no-such-bucket")
     ) as srv:
         resp = await http.get(srv.url + "/readyz")
         body = await resp.json()

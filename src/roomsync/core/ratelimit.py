@@ -11,6 +11,7 @@ tokens trickle back) is closed after the grace.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Protocol
 
 
 class Verdict(Enum):
@@ -41,6 +42,16 @@ class TokenBucket:
         return False
 
 
+class RatePolicy(Protocol):
+    """The rate settings of a policy (``roomsync.config.Policy`` is one)."""
+
+    rate_messages_per_s: float
+    rate_burst_messages: int
+    rate_bytes_per_s: float
+    rate_burst_bytes: int
+    rate_grace_ms: int
+
+
 class RateLimiter:
     """Messages and bytes buckets plus the grace timer that turns refusals into a close."""
 
@@ -62,6 +73,18 @@ class RateLimiter:
         self.grace_ms = grace_ms
         self.limited_since_ms: int | None = None
         self.last_refused_ms: int | None = None
+
+    @classmethod
+    def from_policy(cls, policy: RatePolicy, *, now_ms: int) -> RateLimiter:
+        """A session's limiter with the policy's rates, bursts and grace."""
+        return cls(
+            messages_per_s=policy.rate_messages_per_s,
+            burst_messages=policy.rate_burst_messages,
+            bytes_per_s=policy.rate_bytes_per_s,
+            burst_bytes=policy.rate_burst_bytes,
+            grace_ms=policy.rate_grace_ms,
+            now_ms=now_ms,
+        )
 
     def check(self, nbytes: int, now_ms: int) -> Verdict:
         self.messages.refill(now_ms)

@@ -316,20 +316,12 @@ class FakeRoom:
 
     def _new_peer(self, link: FakeLink, grant: TokenGrant | None) -> _Peer:
         self._ids += 1
-        p = self.policy
         now = self.clock.now_ms()
         session = Session(
             session=f"s{self._ids}",
             peer=f"p{self._ids}",
             room=self.room,
-            limiter=RateLimiter(
-                messages_per_s=p.rate_messages_per_s,
-                burst_messages=p.rate_burst_messages,
-                bytes_per_s=p.rate_bytes_per_s,
-                burst_bytes=p.rate_burst_bytes,
-                grace_ms=p.rate_grace_ms,
-                now_ms=now,
-            ),
+            limiter=RateLimiter.from_policy(self.policy, now_ms=now),
             now_ms=now,
             hello_timeout_ms=self.hello_timeout_ms,
             heartbeat_ms=self.heartbeat_ms,

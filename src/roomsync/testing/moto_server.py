@@ -35,6 +35,18 @@ MOTO_CREDENTIALS: dict[str, str] = {
 }
 
 
+def s3_blob_settings(endpoint_url: str, bucket: str) -> dict[str, Any]:
+    """``running_server`` overrides for blobs in ``bucket`` on the moto server at
+    ``endpoint_url``."""
+    return {
+        "blobs__backend": "s3",
+        "blobs__s3_bucket": bucket,
+        "blobs__s3_endpoint_url": endpoint_url,
+        "blobs__s3_access_key_id": MOTO_CREDENTIALS["access_key_id"],
+        "blobs__s3_secret_access_key": MOTO_CREDENTIALS["secret_access_key"],
+    }
+
+
 @contextmanager
 def moto_server(host: str = "127.0.0.1") -> Iterator[str]:
     """Run a moto server for the duration of the block; yield its endpoint URL.
