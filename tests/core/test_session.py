@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from roomsync.core import messages as m
-from roomsync.core.errors import ExpectedHello, Forbidden, ProtocolError, RateLimited
+from roomsync.core.errors import (
+    ExpectedHello,
+    Forbidden,
+    MalformedEnvelope,
+    ProtocolError,
+    RateLimited,
+)
 from roomsync.core.ratelimit import RateLimiter
 from roomsync.core.session import ALLOWED, Phase, Session
 
@@ -44,10 +50,16 @@ def test_open_session_checks_caps_per_type() -> None:
         s.receive({"type": "hello", "v": 1}, 10, 0)
 
 
-def test_subscribe_replaces_prefixes() -> None:
+def test_subscribe_replaces_prefixes_only_when_applied() -> None:
     s = make()
     s.open(caps=("read",), actor="a", prefixes=("/",), exp_ms=None)
-    s.receive({"type": "subscribe", "paths": ["/a/", "/b"]}, 10, 0)
+    msg = s.receive({"type": "subscribe", "paths": ["/a/", "/b"]}, 10, 0)
+    assert s.prefixes == ("/",)  # the room may still refuse its answer
+    assert isinstance(msg, m.Subscribe)
+    assert s.resubscribe(msg.paths) == ("/",)
+    assert s.prefixes == ("/a", "/b")
+    with pytest.raises(MalformedEnvelope):
+        s.resubscribe(("no-slash",))
     assert s.prefixes == ("/a", "/b")
 
 

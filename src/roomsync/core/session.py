@@ -193,9 +193,15 @@ class Session:
         cap = allowed[msg.type]
         if cap is not None and cap not in self.caps:
             raise Forbidden(f"{msg.type} needs capability '{cap}'", close=None)
-        if isinstance(msg, m.Subscribe):
-            self.prefixes = tuple(validate_prefix(p) for p in msg.paths) or ("/",)
         return msg
+
+    def resubscribe(self, paths: tuple[str, ...]) -> tuple[str, ...]:
+        """Apply a ``subscribe``'s prefixes (validated: MalformedEnvelope, the session
+        survives) and return the ones they replace. The shell calls it once the room has
+        admitted the answer, so a refused ``subscribe`` changes nothing."""
+        new = tuple(validate_prefix(p) for p in paths) or ("/",)
+        old, self.prefixes = self.prefixes, new
+        return old
 
     def undecodable(self, detail: str) -> ProtocolError:
         """The error for a text frame that is not JSON: ``expected-hello`` before the

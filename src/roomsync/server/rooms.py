@@ -546,20 +546,17 @@ class RoomHost:
 
         self._queue_answer(peer, build)
 
-    def resubscribed(self, peer: Peer, old: tuple[str, ...]) -> None:
-        """After ``subscribe``: send the state of paths the new prefixes add.
+    def resubscribe(self, peer: Peer, paths: tuple[str, ...]) -> None:
+        """``subscribe``: admit its answer (``rate-limited`` refuses it and changes
+        nothing), replace the peer's prefixes, then send the state the new ones add.
 
-        Found through the sorted path index (one range per new prefix), so the cost is the
-        answer's, not the room's; the answer waits its turn like any other.
+        The added paths are found through the sorted path index (one range per new
+        prefix), so the cost is the answer's, not the room's; the answer waits its turn
+        like any other. (``subscribe`` needs ``read``, so the peer always reads.)
         """
+        self._admit_answer(peer)
+        old = peer.session.resubscribe(paths)
         new = peer.session.prefixes
-        if not peer.reads:
-            return
-        try:
-            self._admit_answer(peer)
-        except RateLimited:
-            peer.session.prefixes = old  # refused: the subscription stays as it was
-            raise
         self._queue_answer(
             peer, lambda: self._snapshot(self.state.changes_under(new, excluding=old))
         )

@@ -481,7 +481,6 @@ class _Connection(WSListener):
         metrics = self.server.metrics
         type_ = obj.get("type") if isinstance(obj, dict) else None
         metrics.msg_in(type_ if isinstance(type_, str) and len(type_) < 32 else "invalid")
-        prefixes_before = self.session.prefixes  # `subscribe` replaces them in receive()
         try:
             msg = self.session.receive(obj, nbytes, now)
         except RoomsyncError as exc:
@@ -497,7 +496,7 @@ class _Connection(WSListener):
             assert self.host is not None and self.peer is not None
             return msg, self.server.blobs.handle(self.host, self.peer, msg, now)
         try:
-            self._dispatch(msg, prefixes_before)
+            self._dispatch(msg)
         except RoomsyncError as exc:
             self._message_failed(msg, exc)
         return None
@@ -616,7 +615,7 @@ class _Connection(WSListener):
 
     # -- messages after welcome ------------------------------------------------------------
 
-    def _dispatch(self, msg: m.Message, prefixes_before: tuple[str, ...]) -> None:
+    def _dispatch(self, msg: m.Message) -> None:
         host = self.host
         peer = self.peer
         assert host is not None and peer is not None
@@ -628,7 +627,7 @@ class _Connection(WSListener):
             else:
                 host.answer_since(peer, msg.since or 0)
         elif isinstance(msg, m.Subscribe):
-            host.resubscribed(peer, prefixes_before)
+            host.resubscribe(peer, msg.paths)
         elif isinstance(msg, m.MstRoot):
             self.send(host.mst_root())
         elif isinstance(msg, m.MstGet):

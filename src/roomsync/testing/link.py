@@ -358,7 +358,6 @@ class FakeRoom:
             return
         type_ = obj.get("type") if isinstance(obj, dict) else None
         ref = type_ if isinstance(type_, str) else None
-        before = session.prefixes  # `subscribe` replaces them in receive()
         try:
             msg = session.receive(obj, len(text.encode("utf-8")), now)
         except RoomsyncError as exc:
@@ -373,7 +372,7 @@ class FakeRoom:
                 "test it against the real server (roomsync.testing.server)"
             )
         try:
-            self._dispatch(peer, msg, before, now)
+            self._dispatch(peer, msg, now)
         except RoomsyncError as exc:
             if msg.type == "pack":
                 self._refuse_pack(peer, exc)
@@ -386,7 +385,7 @@ class FakeRoom:
             ack = {"type": "ack", "seqs": [], "refused": refused}
             self._queue.append(_Submitted(peer, [], ack))
 
-    def _dispatch(self, peer: _Peer, msg: m.Message, before: tuple[str, ...], now: int) -> None:
+    def _dispatch(self, peer: _Peer, msg: m.Message, now: int) -> None:
         state = self.state
         if isinstance(msg, m.Hello):
             self._hello(peer, msg)
@@ -405,8 +404,8 @@ class FakeRoom:
                 )
             self._answer(peer, state.changes_since(since, peer.session.prefixes))
         elif isinstance(msg, m.Subscribe):
-            if peer.reads:
-                self._answer(peer, state.changes_under(peer.session.prefixes, excluding=before))
+            before = peer.session.resubscribe(msg.paths)
+            self._answer(peer, state.changes_under(peer.session.prefixes, excluding=before))
         elif isinstance(msg, m.MstRoot):
             peer.send({"type": "mst-root", "root": state.root, "count": state.live_count()})
         elif isinstance(msg, m.MstGet):
