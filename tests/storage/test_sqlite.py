@@ -40,7 +40,7 @@ def _raw(path: Path) -> sqlite3.Connection:
 
 
 async def test_schema_migrations_and_pragmas(store: SqliteStore) -> None:
-    assert store.migrations_applied == [m.version for m in MIGRATIONS] == [1, 2, 3, 4, 5]
+    assert store.migrations_applied == [m.version for m in MIGRATIONS] == [1, 2, 3, 4, 5, 6]
     conn = _raw(store.path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -56,7 +56,7 @@ async def test_schema_migrations_and_pragmas(store: SqliteStore) -> None:
         }
         assert tables >= expected
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
-        assert versions == [1, 2, 3, 4, 5]
+        assert versions == [1, 2, 3, 4, 5, 6]
         columns = {
             table: [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
             for table in ("rooms", "entries", "oplog", "base_entries", "health")
@@ -69,6 +69,13 @@ async def test_schema_migrations_and_pragmas(store: SqliteStore) -> None:
             "head",
             "compacted_through",
             "policy",
+            "lineage_head",
+            "source",
+            "checkpoint",
+            "node",
+            "tick_n",
+            "tick_interval_ms",
+            "tick_at_ms",
         ]
         assert columns["entries"] == columns["base_entries"] == [
             "room", "path", "ts", "counter", "actor", "value", "seq"
@@ -374,7 +381,7 @@ async def test_a_version_3_database_gains_the_probe_pad(
     store = SqliteStore(path)
     await store.open()
     try:
-        assert store.migrations_applied == [4, 5]
+        assert store.migrations_applied == [4, 5, 6]
         await store.check()
         assert await store.changes_since("r", 0, limit=10) == [_change(1)]
     finally:

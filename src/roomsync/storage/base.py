@@ -7,7 +7,12 @@
      ├── RoomCatalog      get_room, put_room, list_rooms, delete_room, load_room
      ├── OpLog            append (fenced by expected_head), changes_since, base_snapshot, compact
      ├── BlobRefs         add_blob_ref, has_blob_ref, blob_refs (paged); all_blob_refs(store)
-     └── Revocations      add_revocation, is_revoked, list_revocations
+     ├── Revocations      add_revocation, is_revoked, list_revocations
+     ├── Archives         put_archive, get_archive, archive_chunk, list_archives,
+     │                    delete_archive, forks_of; lineage(store, room)
+     ├── Proposals        put_proposal, get_proposal
+     ├── QuerySpecs       put_query, get_query, list_queries, delete_query
+     └── Settings         get_setting, put_setting (node-wide, e.g. the global policy)
 
 Code that needs one concept asks for its Protocol (replay needs a ``RoomCatalog`` and an
 ``OpLog``, blob garbage collection ``BlobRefs``), so a new backend, or a wrapper in a test,
@@ -36,9 +41,12 @@ Invariants every store keeps:
 - ``compact(room, through_seq)`` folds op-log rows ``<= through_seq`` into the base
   snapshot, drops them from the log, purges tombstones whose seq ``<= through_seq`` from
   the state, and records ``compacted_through``; a cursor older than that cannot catch up.
-- only ``append`` moves ``head`` and only ``compact`` moves ``compacted_through``:
-  ``put_room`` writes a room's metadata (``created_ms``, ``locked``, ``closed``,
-  ``policy``) and never those two, whatever the record it is given says.
+- only ``append`` and ``replace_state`` move ``head``, and only ``compact`` and
+  ``replace_state`` move ``compacted_through``: ``put_room`` writes a room's metadata
+  (``created_ms``, ``locked``, ``closed``, ``policy``, lineage, placement, tick) and
+  never those two, whatever the record it is given says.
+- archives are kept when their room is deleted (so a deleted room can be restored), as
+  are its proposals; query specs and settings are node-wide.
 - a room never written costs nothing: ``load_room`` of an unknown room only reads and
   hands out an empty record (head 0) that nothing stores; the first write that needs the
   room (``append`` of seq 1, ``add_blob_ref``, ``put_room``) creates it. Until then it is
@@ -57,6 +65,7 @@ The rules every backend applies alike are functions here, so no two backends dis
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -67,23 +76,36 @@ from ..core.errors import InternalError
 
 __all__ = [
     "BLOB_REFS_PAGE",
+    "LINEAGE_MAX",
     "REVOCATION_KINDS",
+    "ArchiveRecord",
+    "Archives",
     "BlobRefs",
+    "LineageReader",
     "LoadedRoom",
     "OpLog",
+    "ProposalRecord",
+    "ProposalState",
+    "Proposals",
+    "QuerySpecs",
     "Revocation",
     "RevocationKind",
     "Revocations",
     "RoomCatalog",
     "RoomRecord",
+    "Settings",
     "Store",
     "StoreConflict",
     "StoreError",
     "StoreLifecycle",
     "all_blob_refs",
+    "archive_cursor_key",
+    "check_archive",
     "check_batch",
     "check_page_limit",
     "check_revocation",
+    "json_copy",
+    "lineage",
     "merge_revocation",
     "revocation_cursor",
     "revocation_key",
@@ -93,7 +115,14 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class RoomRecord:
-    """Durable room metadata. ``policy`` holds per-room policy overrides (JSON-able)."""
+    """Durable room metadata. ``policy`` holds per-room policy overrides (JSON-able).
+
+    Control-plane state of the room lives here too: ``lineage_head`` (the newest archive
+    of its lineage, SPEC §6), ``source``/``checkpoint`` (for a forked child: its parent
+    and the archive it was forked from), ``node`` (``topology place``: the node that owns
+    its ticks and compaction) and the tick counter (``tick_n``, ``tick_interval_ms`` (0:
+    no timer), ``tick_at_ms``: when it last advanced).
+    """
 
     room: str
     created_ms: int
@@ -102,6 +131,53 @@ class RoomRecord:
     head: int = 0
     compacted_through: int = 0
     policy: dict[str, object] = field(default_factory=dict)
+    lineage_head: str | None = None
+    source: str | None = None
+    checkpoint: str | None = None
+    node: str | None = None
+    tick_n: int = 0
+    tick_interval_ms: int = 0
+    tick_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveRecord:
+    """An archive (SPEC §6): a snapshot of ``room`` at ``head`` (format and ``ref`` in
+    :mod:`roomsync.core.archive`), stored as ``chunks`` chunks of ``size`` bytes in all.
+    ``root`` and ``count`` are the state's canonical root and live entries; ``parent`` is
+    the archive before it in the room's lineage (None: the first)."""
+
+    ref: str
+    room: str
+    head: int
+    root: str
+    count: int
+    size: int
+    chunks: int
+    created_ms: int
+    parent: str | None = None
+
+
+ProposalState = Literal["draft", "validated", "invalid", "promoted", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalRecord:
+    """A promotion proposal (SPEC §6): the child ``room``'s ``changes`` since
+    ``checkpoint`` (an archive of ``source``, its parent), in path order, without seqs.
+    ``validate`` records ``conflicts``, the ``resolve`` choice and the parent's head it
+    saw (``validated_head``); ``promote`` needs that head unchanged."""
+
+    proposal: str
+    room: str
+    source: str
+    checkpoint: str
+    state: ProposalState
+    changes: tuple[Change, ...]
+    created_ms: int
+    conflicts: tuple[str, ...] = ()
+    resolve: str | None = None
+    validated_head: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +284,37 @@ def merge_revocation(
     return Revocation(kind, value, now_ms, expires_ms), True
 
 
+def check_archive(record: ArchiveRecord, chunks: Sequence[bytes]) -> None:
+    """Raise :class:`ValueError` unless ``chunks`` are what ``record`` describes."""
+    if len(chunks) != record.chunks or sum(len(c) for c in chunks) != record.size:
+        raise ValueError(
+            f"archive {record.ref}: {len(chunks)} chunks of {sum(len(c) for c in chunks)} "
+            f"bytes, the record says {record.chunks} of {record.size}"
+        )
+
+
+def archive_cursor_key(cursor: str | None) -> int:
+    """The insertion number a newest-first archive listing resumes below."""
+    if cursor is None:
+        return 1 << 62
+    try:
+        return int(cursor)
+    except ValueError:
+        raise ValueError(f"not an archive cursor: {cursor!r}") from None
+
+
+def json_copy(value: dict[str, object], *, what: str) -> dict[str, object]:
+    """A deep copy of a JSON object through its JSON text (:class:`StoreError` when it is
+    not JSON), so a store holds exactly what it would read back from disk."""
+    try:
+        copied = json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{what} is not JSON: {exc}") from exc
+    if not isinstance(copied, dict):
+        raise StoreError(f"{what} is not a JSON object")
+    return copied
+
+
 def revocation_cursor(revocation: Revocation) -> str:
     """The cursor that resumes a listing after ``revocation``."""
     return f"{revocation.kind}:{revocation.value}"
@@ -276,6 +383,20 @@ class OpLog(Protocol):
         and batches of one room are applied in call order.
         """
 
+    async def replace_state(
+        self, room: str, entries: Sequence[Change], *, expected_head: int
+    ) -> int:
+        """Replace the room's whole state with the live ``entries`` (``archive restore``,
+        ``room fork``), fenced like :meth:`append`; return the new head.
+
+        The entries get the seqs ``expected_head+1 .. expected_head+n`` in the order
+        given; the head becomes ``expected_head + n + 1`` (a replace always moves it, so
+        no cursor from before it is current), the op log is emptied and the room is
+        compacted through the new head (base = state), so every older cursor needs a full
+        resync. Tombstones among ``entries`` are dropped. A room never written is created
+        (with ``expected_head`` 0). One transaction: on failure nothing changed.
+        """
+
     async def changes_since(self, room: str, since: int, *, limit: int) -> list[Change]:
         """Op-log rows with ``seq > since`` in seq order, at most ``limit``."""
 
@@ -329,8 +450,117 @@ class Revocations(Protocol):
         ``limit`` (at least 1, else :class:`ValueError`) bounds the page."""
 
 
-class Store(StoreLifecycle, RoomCatalog, OpLog, BlobRefs, Revocations, Protocol):
+class Archives(Protocol):
+    """Archive snapshots and their lineage links (SPEC §6 ``archive``)."""
+
+    async def put_archive(self, record: ArchiveRecord, chunks: Sequence[bytes]) -> bool:
+        """Store an archive's record and chunks in one transaction; True when it is new.
+        An archive with the same ref is kept as it is (same bytes, by construction) and
+        False returned. ``chunks`` must match ``record.chunks`` and ``record.size``
+        (else :class:`ValueError`, nothing written)."""
+
+    async def get_archive(self, ref: str) -> ArchiveRecord | None:
+        """The record of ``ref``, or None."""
+
+    async def archive_chunk(self, ref: str, index: int) -> bytes:
+        """Chunk ``index`` (0: the header) of archive ``ref``; :class:`StoreError` when
+        it is not stored."""
+
+    async def list_archives(
+        self, room: str, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[ArchiveRecord], str | None]:
+        """One page of the archives of ``room``, newest first: ``(records, next_cursor)``,
+        None on the last page. ``limit`` (at least 1, else :class:`ValueError`)."""
+
+    async def delete_archive(self, ref: str) -> bool:
+        """Remove an archive and its chunks; True when it existed. Lineage stays linked:
+        archives whose ``parent`` was ``ref`` get ``ref``'s parent, and a room whose
+        ``lineage_head`` was ``ref`` gets it too. (Refusing to delete a fork's checkpoint
+        is the caller's rule, with :meth:`forks_of`.)"""
+
+    async def forks_of(self, ref: str) -> list[str]:
+        """The rooms whose ``checkpoint`` is ``ref``, by id."""
+
+
+class Proposals(Protocol):
+    """Promotion proposals (SPEC §6 ``room propose``..``reject``)."""
+
+    async def put_proposal(self, record: ProposalRecord) -> None:
+        """Insert or replace a proposal."""
+
+    async def get_proposal(self, proposal: str) -> ProposalRecord | None:
+        """The proposal, or None."""
+
+
+class QuerySpecs(Protocol):
+    """Named query specs (SPEC §6 ``query``), node-wide; a spec is a JSON object."""
+
+    async def put_query(self, name: str, spec: dict[str, object]) -> bool:
+        """Define or replace ``name``; True when it is new."""
+
+    async def get_query(self, name: str) -> dict[str, object] | None:
+        """The spec of ``name``, or None."""
+
+    async def list_queries(
+        self, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[tuple[str, dict[str, object]]], str | None]:
+        """One page of ``(name, spec)`` ordered by name, after ``cursor``."""
+
+    async def delete_query(self, name: str) -> bool:
+        """Drop ``name``; True when it existed."""
+
+
+class Settings(Protocol):
+    """Node-wide settings that operators change at run time (``policy set`` without a
+    room), as JSON objects by key; shared by every node on the store."""
+
+    async def get_setting(self, key: str) -> dict[str, object] | None:
+        """The stored object of ``key``, or None."""
+
+    async def put_setting(self, key: str, value: dict[str, object]) -> None:
+        """Store ``value`` (JSON-able, else :class:`StoreError`) under ``key``."""
+
+
+class Store(
+    StoreLifecycle,
+    RoomCatalog,
+    OpLog,
+    BlobRefs,
+    Revocations,
+    Archives,
+    Proposals,
+    QuerySpecs,
+    Settings,
+    Protocol,
+):
     """Everything a node holds: every Protocol above in one backend."""
+
+
+#: How far :func:`lineage` walks at most (a longer chain is cut there).
+LINEAGE_MAX = 10_000
+
+
+class LineageReader(RoomCatalog, Archives, Protocol):
+    """What :func:`lineage` reads: room records and archives."""
+
+
+async def lineage(
+    store: LineageReader, room: str, *, limit: int = LINEAGE_MAX
+) -> list[ArchiveRecord]:
+    """The lineage of ``room`` (SPEC §6): its archives from ``lineage_head`` along their
+    ``parent`` links, newest first, at most ``limit``. Empty for an unknown room."""
+    record = await store.get_room(room)
+    out: list[ArchiveRecord] = []
+    ref = None if record is None else record.lineage_head
+    seen: set[str] = set()
+    while ref is not None and len(out) < limit and ref not in seen:
+        seen.add(ref)
+        archive = await store.get_archive(ref)
+        if archive is None:
+            break
+        out.append(archive)
+        ref = archive.parent
+    return out
 
 
 #: Hashes per page when :func:`all_blob_refs` walks the references.

@@ -24,15 +24,20 @@ from dataclasses import dataclass, field, replace
 from ..core.entries import Change
 from ..core.merge import merge_into
 from .base import (
+    ArchiveRecord,
     LoadedRoom,
+    ProposalRecord,
     Revocation,
     RevocationKind,
     RoomRecord,
     StoreConflict,
     StoreError,
+    archive_cursor_key,
+    check_archive,
     check_batch,
     check_page_limit,
     check_revocation,
+    json_copy,
     merge_revocation,
     revocation_cursor,
     revocation_key,
@@ -73,6 +78,12 @@ class MemoryStore:
         self._rooms: dict[str, _Room] = {}
         self._blob_refs: dict[str, dict[str, int]] = {}
         self._revocations: dict[tuple[str, str], Revocation] = {}
+        # ref -> (record, chunks, insertion number: the newest-first order of listings)
+        self._archives: dict[str, tuple[ArchiveRecord, tuple[bytes, ...], int]] = {}
+        self._archive_seq = 0
+        self._proposals: dict[str, ProposalRecord] = {}
+        self._queries: dict[str, dict[str, object]] = {}
+        self._settings: dict[str, dict[str, object]] = {}
         self._open = False
         self.commits = 0
 
@@ -199,6 +210,27 @@ class MemoryStore:
         state.record = replace(state.record, head=_seq_of(batch[-1]))
         self.commits += 1
 
+    async def replace_state(
+        self, room: str, entries: Sequence[Change], *, expected_head: int
+    ) -> int:
+        self._require_open()
+        state = self._rooms.get(room)
+        head = 0 if state is None else state.record.head
+        if head != expected_head:
+            raise StoreConflict(room, expected_head, head)
+        if state is None:
+            state = self._rooms[room] = _Room(RoomRecord(room=room, created_ms=self.now_ms()))
+        live = [c for c in entries if c.value is not None]
+        fresh = {c.path: c.with_seq(expected_head + i) for i, c in enumerate(live, 1)}
+        if len(fresh) != len(live):
+            raise StoreError(f"replace_state of room {room!r}: a path is given twice")
+        new_head = expected_head + len(live) + 1
+        state.entries = fresh
+        state.base = dict(fresh)
+        state.oplog = []
+        state.record = replace(state.record, head=new_head, compacted_through=new_head)
+        return new_head
+
     async def changes_since(self, room: str, since: int, *, limit: int) -> list[Change]:
         self._require_open()
         state = self._rooms.get(room)
@@ -234,3 +266,103 @@ class MemoryStore:
             del state.entries[path]
         state.record = replace(state.record, compacted_through=through)
         return len(folded)
+
+    # -- archives ------------------------------------------------------------------------
+
+    async def put_archive(self, record: ArchiveRecord, chunks: Sequence[bytes]) -> bool:
+        self._require_open()
+        check_archive(record, chunks)
+        if record.ref in self._archives:
+            return False
+        self._archive_seq += 1
+        self._archives[record.ref] = (record, tuple(chunks), self._archive_seq)
+        return True
+
+    async def get_archive(self, ref: str) -> ArchiveRecord | None:
+        self._require_open()
+        held = self._archives.get(ref)
+        return None if held is None else held[0]
+
+    async def archive_chunk(self, ref: str, index: int) -> bytes:
+        self._require_open()
+        held = self._archives.get(ref)
+        if held is None or not 0 <= index < len(held[1]):
+            raise StoreError(f"archive {ref} has no chunk {index}")
+        return held[1][index]
+
+    async def list_archives(
+        self, room: str, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[ArchiveRecord], str | None]:
+        self._require_open()
+        check_page_limit(limit)
+        after = archive_cursor_key(cursor)
+        mine = sorted(
+            ((n, rec) for rec, _, n in self._archives.values() if rec.room == room and n < after),
+            key=lambda item: -item[0],
+        )
+        page = mine[:limit]
+        more = len(mine) > limit
+        return [rec for _, rec in page], str(page[-1][0]) if more else None
+
+    async def delete_archive(self, ref: str) -> bool:
+        self._require_open()
+        held = self._archives.pop(ref, None)
+        if held is None:
+            return False
+        parent = held[0].parent
+        for other, (rec, chunks, n) in list(self._archives.items()):
+            if rec.parent == ref:
+                self._archives[other] = (replace(rec, parent=parent), chunks, n)
+        for state in self._rooms.values():
+            if state.record.lineage_head == ref:
+                state.record = replace(state.record, lineage_head=parent)
+        return True
+
+    async def forks_of(self, ref: str) -> list[str]:
+        self._require_open()
+        return sorted(r for r, state in self._rooms.items() if state.record.checkpoint == ref)
+
+    # -- proposals, query specs, settings ------------------------------------------------
+
+    async def put_proposal(self, record: ProposalRecord) -> None:
+        self._require_open()
+        self._proposals[record.proposal] = record
+
+    async def get_proposal(self, proposal: str) -> ProposalRecord | None:
+        self._require_open()
+        return self._proposals.get(proposal)
+
+    async def put_query(self, name: str, spec: dict[str, object]) -> bool:
+        self._require_open()
+        new = name not in self._queries
+        self._queries[name] = json_copy(spec, what=f"query {name!r}")
+        return new
+
+    async def get_query(self, name: str) -> dict[str, object] | None:
+        self._require_open()
+        spec = self._queries.get(name)
+        return None if spec is None else copy.deepcopy(spec)
+
+    async def list_queries(
+        self, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[tuple[str, dict[str, object]]], str | None]:
+        self._require_open()
+        check_page_limit(limit)
+        names = sorted(self._queries)
+        start = 0 if cursor is None else bisect_right(names, cursor)
+        page = names[start : start + limit]
+        more = start + limit < len(names)
+        return [(n, copy.deepcopy(self._queries[n])) for n in page], page[-1] if more else None
+
+    async def delete_query(self, name: str) -> bool:
+        self._require_open()
+        return self._queries.pop(name, None) is not None
+
+    async def get_setting(self, key: str) -> dict[str, object] | None:
+        self._require_open()
+        value = self._settings.get(key)
+        return None if value is None else copy.deepcopy(value)
+
+    async def put_setting(self, key: str, value: dict[str, object]) -> None:
+        self._require_open()
+        self._settings[key] = json_copy(value, what=f"setting {key!r}")

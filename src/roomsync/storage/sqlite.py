@@ -84,16 +84,22 @@ from typing import Any, Final, Generic, TypeVar
 
 from ..core.entries import Change
 from ..core.merge import merge_into, wins
+from ..core.postcard import decode_pack, encode_pack
 from .base import (
+    ArchiveRecord,
     LoadedRoom,
+    ProposalRecord,
     Revocation,
     RevocationKind,
     RoomRecord,
     StoreConflict,
     StoreError,
+    archive_cursor_key,
+    check_archive,
     check_batch,
     check_page_limit,
     check_revocation,
+    json_copy,
     merge_revocation,
     revocation_cursor,
     revocation_key,
@@ -224,6 +230,64 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        6,
+        "control plane: lineage, placement and ticks of rooms, archives, proposals, "
+        "query specs, settings",
+        (
+            "ALTER TABLE rooms ADD COLUMN lineage_head TEXT",
+            "ALTER TABLE rooms ADD COLUMN source TEXT",
+            "ALTER TABLE rooms ADD COLUMN checkpoint TEXT",
+            "ALTER TABLE rooms ADD COLUMN node TEXT",
+            "ALTER TABLE rooms ADD COLUMN tick_n INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE rooms ADD COLUMN tick_interval_ms INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE rooms ADD COLUMN tick_at_ms INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX rooms_checkpoint ON rooms (checkpoint) WHERE checkpoint IS NOT NULL",
+            # Not tied to rooms: an archive outlives its room (a deleted room is restorable).
+            # n orders listings newest first.
+            """CREATE TABLE archives (
+                n INTEGER PRIMARY KEY AUTOINCREMENT,
+                ref TEXT NOT NULL UNIQUE,
+                room TEXT NOT NULL,
+                head INTEGER NOT NULL,
+                root TEXT NOT NULL,
+                count INTEGER NOT NULL,
+                size INTEGER NOT NULL,
+                chunks INTEGER NOT NULL,
+                created_ms INTEGER NOT NULL,
+                parent TEXT
+            )""",
+            "CREATE INDEX archives_room ON archives (room, n)",
+            "CREATE INDEX archives_parent ON archives (parent) WHERE parent IS NOT NULL",
+            """CREATE TABLE archive_chunks (
+                ref TEXT NOT NULL,
+                idx INTEGER NOT NULL,
+                data BLOB NOT NULL,
+                PRIMARY KEY (ref, idx)
+            ) WITHOUT ROWID""",
+            # changes: the snapshot body encoding of roomsync.core.archive (postcard packs).
+            """CREATE TABLE proposals (
+                proposal TEXT NOT NULL PRIMARY KEY,
+                room TEXT NOT NULL,
+                source TEXT NOT NULL,
+                checkpoint TEXT NOT NULL,
+                state TEXT NOT NULL,
+                changes BLOB NOT NULL,
+                created_ms INTEGER NOT NULL,
+                conflicts TEXT NOT NULL DEFAULT '[]',
+                resolve TEXT,
+                validated_head INTEGER
+            ) WITHOUT ROWID""",
+            """CREATE TABLE query_specs (
+                name TEXT NOT NULL PRIMARY KEY,
+                spec TEXT NOT NULL
+            ) WITHOUT ROWID""",
+            """CREATE TABLE settings (
+                key TEXT NOT NULL PRIMARY KEY,
+                value TEXT NOT NULL
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 _CREATE_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -265,7 +329,15 @@ def _insert_rows(conn: sqlite3.Connection, sql: dict[int, str], params: list[Any
             done += size
 
 
-_ROOM_COLUMNS = "room, created_ms, locked, closed, head, compacted_through, policy"
+_ROOM_COLUMNS = (
+    "room, created_ms, locked, closed, head, compacted_through, policy, "
+    "lineage_head, source, checkpoint, node, tick_n, tick_interval_ms, tick_at_ms"
+)
+_ARCHIVE_COLUMNS = "ref, room, head, root, count, size, chunks, created_ms, parent"
+_PROPOSAL_COLUMNS = (
+    "proposal, room, source, checkpoint, state, changes, created_ms, conflicts, resolve, "
+    "validated_head"
+)
 _REVOCATION_COLUMNS = "kind, value, created_ms, expires_ms"
 _CHANGE_COLUMNS = "path, ts, counter, actor, value, seq"
 
@@ -308,7 +380,8 @@ def _changes(rows: list[_Row]) -> list[Change]:
 
 
 def _record(row: _Row) -> RoomRecord:
-    room, created_ms, locked, closed, head, compacted_through, policy = row
+    (room, created_ms, locked, closed, head, compacted_through, policy, lineage_head, source,
+     checkpoint, node, tick_n, tick_interval_ms, tick_at_ms) = row  # fmt: skip
     return RoomRecord(
         room=room,
         created_ms=created_ms,
@@ -317,7 +390,40 @@ def _record(row: _Row) -> RoomRecord:
         head=head,
         compacted_through=compacted_through,
         policy=json.loads(policy),
+        lineage_head=lineage_head,
+        source=source,
+        checkpoint=checkpoint,
+        node=node,
+        tick_n=tick_n,
+        tick_interval_ms=tick_interval_ms,
+        tick_at_ms=tick_at_ms,
     )
+
+
+def _archive(row: _Row) -> ArchiveRecord:
+    ref, room, head, root, count, size, chunks, created_ms, parent = row
+    return ArchiveRecord(ref, room, head, root, count, size, chunks, created_ms, parent)
+
+
+def _proposal(row: _Row) -> ProposalRecord:
+    (proposal, room, source, checkpoint, state, changes, created_ms, conflicts, resolve,
+     validated_head) = row  # fmt: skip
+    return ProposalRecord(
+        proposal=proposal,
+        room=room,
+        source=source,
+        checkpoint=checkpoint,
+        state=state,
+        changes=tuple(decode_pack(bytes(changes))),
+        created_ms=created_ms,
+        conflicts=tuple(json.loads(conflicts)),
+        resolve=resolve,
+        validated_head=validated_head,
+    )
+
+
+def _json_text(value: dict[str, object], what: str) -> str:
+    return json.dumps(json_copy(value, what=what), sort_keys=True, separators=(",", ":"))
 
 
 def _revocation(row: _Row) -> Revocation:
@@ -804,16 +910,34 @@ class SqliteStore:
             policy = json.dumps(record.policy, sort_keys=True, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             raise StoreError(f"policy of room {record.room!r} is not JSON: {exc}") from exc
-        params = (record.room, record.created_ms, int(record.locked), int(record.closed), policy)
+        params = (
+            record.room,
+            record.created_ms,
+            int(record.locked),
+            int(record.closed),
+            policy,
+            record.lineage_head,
+            record.source,
+            record.checkpoint,
+            record.node,
+            record.tick_n,
+            record.tick_interval_ms,
+            record.tick_at_ms,
+        )
 
         def put(conn: sqlite3.Connection) -> None:
             # An upsert, not INSERT OR REPLACE: replacing would cascade-delete the state.
             conn.execute(
-                """INSERT INTO rooms (room, created_ms, locked, closed, policy)
-                   VALUES (?, ?, ?, ?, ?)
+                """INSERT INTO rooms (room, created_ms, locked, closed, policy, lineage_head,
+                       source, checkpoint, node, tick_n, tick_interval_ms, tick_at_ms)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (room) DO UPDATE SET created_ms = excluded.created_ms,
                        locked = excluded.locked, closed = excluded.closed,
-                       policy = excluded.policy""",
+                       policy = excluded.policy, lineage_head = excluded.lineage_head,
+                       source = excluded.source, checkpoint = excluded.checkpoint,
+                       node = excluded.node, tick_n = excluded.tick_n,
+                       tick_interval_ms = excluded.tick_interval_ms,
+                       tick_at_ms = excluded.tick_at_ms""",
                 params,
             )
 
@@ -1108,6 +1232,44 @@ class SqliteStore:
         conn.execute("RELEASE batch")
         return None
 
+    async def replace_state(
+        self, room: str, entries: Sequence[Change], *, expected_head: int
+    ) -> int:
+        live = [c for c in entries if c.value is not None]
+        if len({c.path for c in live}) != len(live):
+            raise StoreError(f"replace_state of room {room!r}: a path is given twice")
+
+        def replace_all(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT head FROM rooms WHERE room = ?", (room,)).fetchone()
+            head = 0 if row is None else row[0]
+            if head != expected_head:
+                raise StoreConflict(room, expected_head, head)
+            if row is None:
+                conn.execute(
+                    "INSERT INTO rooms (room, created_ms) VALUES (?, ?)", (room, self.now_ms())
+                )
+            for table in ("oplog", "entries", "base_entries"):
+                conn.execute(f"DELETE FROM {table} WHERE room = ?", (room,))
+            # Rows in bounded slices: the flat parameter list never holds the whole room.
+            step = 4096
+            for start in range(0, len(live), step):
+                params: list[Any] = []
+                for seq, change in enumerate(live[start : start + step], expected_head + 1 + start):
+                    params.extend(
+                        (room, seq, change.path, _ts_in(change.ts), change.counter,
+                         change.actor, change.value)
+                    )  # fmt: skip
+                _insert_rows(conn, _UPSERT_ENTRY, params)
+                _insert_rows(conn, _UPSERT_BASE, params)
+            new_head = expected_head + len(live) + 1
+            conn.execute(
+                "UPDATE rooms SET head = ?, compacted_through = ? WHERE room = ?",
+                (new_head, new_head, room),
+            )
+            return new_head
+
+        return await self._write(replace_all, pad_bytes=2 * _value_bytes(live))
+
     async def changes_since(self, room: str, since: int, *, limit: int) -> list[Change]:
         def since_rows(conn: sqlite3.Connection) -> list[Change]:
             rows = conn.execute(
@@ -1200,3 +1362,170 @@ class SqliteStore:
     def _r_probe(conn: sqlite3.Connection) -> int | None:
         row = conn.execute("SELECT probes FROM health WHERE id = 1").fetchone()
         return None if row is None else int(row[0])
+
+    # -- archives -----------------------------------------------------------------------
+
+    async def put_archive(self, record: ArchiveRecord, chunks: Sequence[bytes]) -> bool:
+        check_archive(record, chunks)
+        r = record
+
+        def put(conn: sqlite3.Connection) -> bool:
+            inserted = conn.execute(
+                f"""INSERT INTO archives ({_ARCHIVE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)
+                    ON CONFLICT (ref) DO NOTHING""",
+                (r.ref, r.room, r.head, r.root, r.count, r.size, r.chunks, r.created_ms, r.parent),
+            ).rowcount
+            if not inserted:
+                return False
+            conn.executemany(
+                "INSERT INTO archive_chunks (ref, idx, data) VALUES (?, ?, ?)",
+                ((r.ref, i, data) for i, data in enumerate(chunks)),
+            )
+            return True
+
+        return await self._write(put, pad_bytes=record.size)
+
+    async def get_archive(self, ref: str) -> ArchiveRecord | None:
+        def get(conn: sqlite3.Connection) -> ArchiveRecord | None:
+            row = conn.execute(
+                f"SELECT {_ARCHIVE_COLUMNS} FROM archives WHERE ref = ?", (ref,)
+            ).fetchone()
+            return None if row is None else _archive(row)
+
+        return await self._read(get)
+
+    async def archive_chunk(self, ref: str, index: int) -> bytes:
+        def chunk(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT data FROM archive_chunks WHERE ref = ? AND idx = ?", (ref, index)
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        data = await self._read(chunk)
+        if data is None:
+            raise StoreError(f"archive {ref} has no chunk {index}")
+        return data
+
+    async def list_archives(
+        self, room: str, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[ArchiveRecord], str | None]:
+        check_page_limit(limit)
+        below = archive_cursor_key(cursor)
+
+        def page(conn: sqlite3.Connection) -> tuple[list[ArchiveRecord], str | None]:
+            rows = conn.execute(
+                f"""SELECT n, {_ARCHIVE_COLUMNS} FROM archives WHERE room = ? AND n < ?
+                    ORDER BY n DESC LIMIT ?""",
+                (room, below, limit + 1),
+            ).fetchall()
+            items = [_archive(row[1:]) for row in rows[:limit]]
+            return items, str(rows[limit - 1][0]) if len(rows) > limit else None
+
+        return await self._read(page)
+
+    async def delete_archive(self, ref: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT parent FROM archives WHERE ref = ?", (ref,)).fetchone()
+            if row is None:
+                return False
+            conn.execute("UPDATE archives SET parent = ? WHERE parent = ?", (row[0], ref))
+            conn.execute("UPDATE rooms SET lineage_head = ? WHERE lineage_head = ?", (row[0], ref))
+            conn.execute("DELETE FROM archive_chunks WHERE ref = ?", (ref,))
+            conn.execute("DELETE FROM archives WHERE ref = ?", (ref,))
+            return True
+
+        return await self._write(delete)
+
+    async def forks_of(self, ref: str) -> list[str]:
+        def forks(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT room FROM rooms WHERE checkpoint = ? ORDER BY room", (ref,)
+            ).fetchall()
+            return [row[0] for row in rows]
+
+        return await self._read(forks)
+
+    # -- proposals, query specs, settings -----------------------------------------------
+
+    async def put_proposal(self, record: ProposalRecord) -> None:
+        r = record
+        params = (
+            r.proposal, r.room, r.source, r.checkpoint, r.state, encode_pack(r.changes),
+            r.created_ms, json.dumps(list(r.conflicts)), r.resolve, r.validated_head,
+        )  # fmt: skip
+
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT OR REPLACE INTO proposals ({_PROPOSAL_COLUMNS}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                params,
+            )
+
+        await self._write(put, pad_bytes=len(params[5]))
+
+    async def get_proposal(self, proposal: str) -> ProposalRecord | None:
+        def get(conn: sqlite3.Connection) -> ProposalRecord | None:
+            row = conn.execute(
+                f"SELECT {_PROPOSAL_COLUMNS} FROM proposals WHERE proposal = ?", (proposal,)
+            ).fetchone()
+            return None if row is None else _proposal(row)
+
+        return await self._read(get)
+
+    async def put_query(self, name: str, spec: dict[str, object]) -> bool:
+        text = _json_text(spec, f"query {name!r}")
+
+        def put(conn: sqlite3.Connection) -> bool:
+            known = conn.execute("SELECT 1 FROM query_specs WHERE name = ?", (name,)).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO query_specs (name, spec) VALUES (?, ?)", (name, text)
+            )
+            return known is None
+
+        return await self._write(put)
+
+    async def get_query(self, name: str) -> dict[str, object] | None:
+        def get(conn: sqlite3.Connection) -> dict[str, object] | None:
+            row = conn.execute("SELECT spec FROM query_specs WHERE name = ?", (name,)).fetchone()
+            return None if row is None else dict(json.loads(row[0]))
+
+        return await self._read(get)
+
+    async def list_queries(
+        self, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[tuple[str, dict[str, object]]], str | None]:
+        check_page_limit(limit)
+
+        def page(
+            conn: sqlite3.Connection,
+        ) -> tuple[list[tuple[str, dict[str, object]]], str | None]:
+            rows = conn.execute(
+                "SELECT name, spec FROM query_specs WHERE name > ? ORDER BY name LIMIT ?",
+                ("" if cursor is None else cursor, limit + 1),
+            ).fetchall()
+            items = [(name, dict(json.loads(spec))) for name, spec in rows[:limit]]
+            return items, items[-1][0] if len(rows) > limit else None
+
+        return await self._read(page)
+
+    async def delete_query(self, name: str) -> bool:
+        return await self._write(
+            lambda conn: (
+                conn.execute("DELETE FROM query_specs WHERE name = ?", (name,)).rowcount > 0
+            )
+        )
+
+    async def get_setting(self, key: str) -> dict[str, object] | None:
+        def get(conn: sqlite3.Connection) -> dict[str, object] | None:
+            row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+            return None if row is None else dict(json.loads(row[0]))
+
+        return await self._read(get)
+
+    async def put_setting(self, key: str, value: dict[str, object]) -> None:
+        text = _json_text(value, f"setting {key!r}")
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, text)
+            )
+        )

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 from typing import ClassVar, cast
 
 import pytest
@@ -49,6 +50,8 @@ from ..core.entries import Change
 from ..core.merge import live_items, merge_into, wins
 from ..storage.base import (
     REVOCATION_KINDS,
+    ArchiveRecord,
+    ProposalRecord,
     Revocation,
     RevocationKind,
     RoomRecord,
@@ -56,14 +59,20 @@ from ..storage.base import (
     StoreConflict,
     StoreError,
     all_blob_refs,
+    lineage,
 )
 
 __all__ = [
+    "ArchivesContract",
     "BlobRefsContract",
     "LifecycleContract",
     "OpLogContract",
+    "ProposalsContract",
+    "QuerySpecsContract",
+    "ReplaceStateContract",
     "RevocationsContract",
     "RoomCatalogContract",
+    "SettingsContract",
     "StoreContract",
     "change",
     "replay",
@@ -757,12 +766,225 @@ class RevocationsContract:
         assert len((await store.list_revocations())[0]) == 2
 
 
+def _archive(ref_n: int, room: str, *, parent: str | None = None) -> ArchiveRecord:
+    chunks = _chunks(ref_n)
+    return ArchiveRecord(
+        ref=f"sha256:{ref_n:064x}",
+        room=room,
+        head=ref_n,
+        root="00" * 32,
+        count=ref_n,
+        size=sum(len(c) for c in chunks),
+        chunks=len(chunks),
+        created_ms=100 + ref_n,
+        parent=parent,
+    )
+
+
+def _chunks(ref_n: int) -> list[bytes]:
+    return [b"header-%d" % ref_n, b"\x00" * (ref_n % 5), b"body-%d" % ref_n]
+
+
+class ReplaceStateContract:
+    """``OpLog.replace_state``: a whole state replaced at once (restore, fork), fenced."""
+
+    async def test_replace_state_reseqs_compacts_and_moves_head(self, store: Store) -> None:
+        await store.append("r", [change(1, "/a", b"1"), change(2, "/b", b"2")], expected_head=0)
+        await store.append("r", [change(3, "/a", None)], expected_head=2)
+        restored = [
+            Change("/x", 10, 0, "p", b"x"),
+            Change("/gone", 11, 0, "p", None),  # tombstones are dropped
+            Change("/y", 12, 1, "q", b"y"),
+        ]
+        head = await store.replace_state("r", restored, expected_head=3)
+        assert head == 3 + 2 + 1
+        record = await store.get_room("r")
+        assert record is not None
+        assert (record.head, record.compacted_through) == (6, 6)
+        assert await _state(store, "r") == {
+            "/x": Change("/x", 10, 0, "p", b"x", 4),
+            "/y": Change("/y", 12, 1, "q", b"y", 5),
+        }
+        assert await _all_changes(store, "r") == []
+        assert sorted(c.path for c in await store.base_snapshot("r")) == ["/x", "/y"]
+        # The log continues after the new head.
+        await store.append("r", [change(7, "/z", b"z")], expected_head=6)
+        assert [c.seq for c in await _all_changes(store, "r")] == [7]
+
+    async def test_replace_state_is_fenced_and_creates_rooms(self, store: Store) -> None:
+        await store.append("r", [change(1, "/a", b"1")], expected_head=0)
+        with pytest.raises(StoreConflict):
+            await store.replace_state("r", [Change("/x", 1, 0, "p", b"x")], expected_head=0)
+        assert await _state(store, "r") == {"/a": change(1, "/a", b"1")}
+        assert await store.replace_state("new", [], expected_head=0) == 1
+        record = await store.get_room("new")
+        assert record is not None and record.head == 1
+        with pytest.raises(StoreError):
+            await store.replace_state(
+                "r", [Change("/x", 1, 0, "p", b"x"), Change("/x", 2, 0, "p", b"y")], expected_head=1
+            )
+        assert await _state(store, "r") == {"/a": change(1, "/a", b"1")}
+
+    async def test_control_fields_of_records_round_trip(self, store: Store) -> None:
+        record = RoomRecord(
+            room="c",
+            created_ms=5,
+            locked=True,
+            policy={"max_peers": 3},
+            lineage_head="sha256:" + "1" * 64,
+            source="parent",
+            checkpoint="sha256:" + "2" * 64,
+            node="n1",
+            tick_n=7,
+            tick_interval_ms=250,
+            tick_at_ms=99,
+        )
+        await store.put_room(record)
+        assert await store.get_room("c") == record
+        await store.append("c", [change(1, "/a", b"1")], expected_head=0)
+        loaded = await store.load_room("c", now_ms=0)
+        assert loaded.record == replace(record, head=1)
+
+
+class ArchivesContract:
+    """``Archives``: snapshots by ref, listed newest first per room, lineage kept linked."""
+
+    async def test_put_get_chunks_and_idempotence(self, store: Store) -> None:
+        a = _archive(1, "r")
+        assert await store.put_archive(a, _chunks(1)) is True
+        assert await store.put_archive(replace(a, created_ms=999), _chunks(1)) is False
+        assert await store.get_archive(a.ref) == a
+        assert [await store.archive_chunk(a.ref, i) for i in range(a.chunks)] == _chunks(1)
+        with pytest.raises(StoreError):
+            await store.archive_chunk(a.ref, a.chunks)
+        with pytest.raises(StoreError):
+            await store.archive_chunk("sha256:" + "f" * 64, 0)
+        assert await store.get_archive("sha256:" + "f" * 64) is None
+        with pytest.raises(ValueError):
+            await store.put_archive(_archive(2, "r"), _chunks(2)[:1])
+        assert await store.get_archive(_archive(2, "r").ref) is None
+
+    async def test_listing_is_newest_first_per_room_and_pages(self, store: Store) -> None:
+        for n in range(1, 6):
+            await store.put_archive(_archive(n, "r"), _chunks(n))
+        await store.put_archive(_archive(9, "other"), _chunks(9))
+        seen: list[int] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await store.list_archives("r", limit=2, cursor=cursor)
+            seen.extend(a.head for a in page)
+            if cursor is None:
+                break
+        assert seen == [5, 4, 3, 2, 1]
+        assert [a.head for a in (await store.list_archives("other"))[0]] == [9]
+        assert await store.list_archives("none") == ([], None)
+        with pytest.raises(ValueError):
+            await store.list_archives("r", limit=0)
+
+    async def test_archives_outlive_their_room(self, store: Store) -> None:
+        await store.append("r", [change(1, "/a", b"1")], expected_head=0)
+        await store.put_archive(_archive(1, "r"), _chunks(1))
+        assert await store.delete_room("r")
+        assert await store.get_archive(_archive(1, "r").ref) is not None
+
+    async def test_lineage_walks_parents_and_delete_relinks(self, store: Store) -> None:
+        a1 = _archive(1, "r")
+        a2 = _archive(2, "r", parent=a1.ref)
+        a3 = _archive(3, "r", parent=a2.ref)
+        for n, a in ((1, a1), (2, a2), (3, a3)):
+            await store.put_archive(a, _chunks(n))
+        await store.put_room(RoomRecord(room="r", created_ms=1, lineage_head=a3.ref))
+        assert [a.ref for a in await lineage(store, "r")] == [a3.ref, a2.ref, a1.ref]
+        assert await lineage(store, "unknown") == []
+        assert await store.delete_archive(a2.ref) is True
+        assert await store.delete_archive(a2.ref) is False
+        assert [a.ref for a in await lineage(store, "r")] == [a3.ref, a1.ref]
+        assert await store.delete_archive(a3.ref) is True
+        record = await store.get_room("r")
+        assert record is not None and record.lineage_head == a1.ref
+        with pytest.raises(StoreError):
+            await store.archive_chunk(a3.ref, 0)
+
+    async def test_forks_of_a_checkpoint(self, store: Store) -> None:
+        ref = _archive(1, "p").ref
+        await store.put_room(RoomRecord(room="kid2", created_ms=1, source="p", checkpoint=ref))
+        await store.put_room(RoomRecord(room="kid1", created_ms=1, source="p", checkpoint=ref))
+        await store.put_room(RoomRecord(room="plain", created_ms=1))
+        assert await store.forks_of(ref) == ["kid1", "kid2"]
+        assert await store.forks_of("sha256:" + "0" * 64) == []
+        await store.delete_room("kid1")
+        assert await store.forks_of(ref) == ["kid2"]
+
+
+class ProposalsContract:
+    """``Proposals``: stored and replaced whole, changes with their bytes and deletes."""
+
+    async def test_proposals_round_trip(self, store: Store) -> None:
+        assert await store.get_proposal("p1") is None
+        record = ProposalRecord(
+            proposal="p1",
+            room="kid",
+            source="parent",
+            checkpoint="sha256:" + "3" * 64,
+            state="draft",
+            changes=(Change("/a", 5, 1, "x", b"\x00v"), Change("/b", 6, 0, "y", None)),
+            created_ms=42,
+        )
+        await store.put_proposal(record)
+        assert await store.get_proposal("p1") == record
+        validated = replace(
+            record, state="validated", conflicts=("/a",), resolve="child", validated_head=9
+        )
+        await store.put_proposal(validated)
+        assert await store.get_proposal("p1") == validated
+
+
+class QuerySpecsContract:
+    """``QuerySpecs``: named JSON specs, node-wide, paged by name."""
+
+    async def test_define_get_list_drop(self, store: Store) -> None:
+        spec: dict[str, object] = {"prefix": "/todo/", "filters": [{"op": "eq", "value": 1}]}
+        assert await store.put_query("b", spec) is True
+        assert await store.put_query("b", {"prefix": "/"}) is False
+        assert await store.put_query("a", spec) is True
+        assert await store.get_query("b") == {"prefix": "/"}
+        got = await store.get_query("a")
+        assert got == spec and got is not spec
+        page, cursor = await store.list_queries(limit=1)
+        assert page == [("a", spec)] and cursor == "a"
+        page, cursor = await store.list_queries(limit=1, cursor=cursor)
+        assert page == [("b", {"prefix": "/"})] and cursor is None
+        assert await store.delete_query("a") is True
+        assert await store.delete_query("a") is False
+        assert await store.get_query("a") is None
+        with pytest.raises(StoreError):
+            await store.put_query("bad", {"x": float("nan")})
+
+
+class SettingsContract:
+    """``Settings``: node-wide JSON objects by key."""
+
+    async def test_settings_round_trip(self, store: Store) -> None:
+        assert await store.get_setting("policy") is None
+        await store.put_setting("policy", {"max_peers": 5})
+        await store.put_setting("policy", {"max_peers": 6, "echo_to_sender": True})
+        assert await store.get_setting("policy") == {"max_peers": 6, "echo_to_sender": True}
+        with pytest.raises(StoreError):
+            await store.put_setting("policy", {"x": object()})
+        assert await store.get_setting("policy") == {"max_peers": 6, "echo_to_sender": True}
+
+
 class StoreContract(
     LifecycleContract,
     RoomCatalogContract,
     OpLogContract,
+    ReplaceStateContract,
     BlobRefsContract,
     RevocationsContract,
+    ArchivesContract,
+    ProposalsContract,
+    QuerySpecsContract,
+    SettingsContract,
 ):
     """Every section: what a full :class:`~roomsync.storage.base.Store` keeps. Subclasses
     provide the ``store`` fixture (opened)."""
