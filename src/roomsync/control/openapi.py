@@ -38,11 +38,16 @@ _REJECT_SCHEMA: dict[str, Any] = {
 def document(registry: Registry = REGISTRY) -> dict[str, Any]:
     """The OpenAPI document for every command of ``registry``."""
     commands = list(registry)
-    refs, schemas = msgspec.json.schema_components([c.payload for c in commands], ref_template=_REF)
+    models: list[Any] = [c.payload for c in commands]
+    models += [c.result for c in commands if c.result is not None]
+    all_refs, schemas = msgspec.json.schema_components(models, ref_template=_REF)
+    refs = all_refs[: len(commands)]
+    result_refs = iter(all_refs[len(commands) :])
     schemas = {**schemas, "Reject": _REJECT_SCHEMA}
     reject_ref = {"$ref": _REF.format(name="Reject")}
     paths: dict[str, Any] = {}
     for command, ref in zip(commands, refs, strict=True):
+        result = next(result_refs) if command.result is not None else {"type": "object"}
         responses: dict[str, Any] = {
             "200": {
                 "description": "done",
@@ -51,7 +56,7 @@ def document(registry: Registry = REGISTRY) -> dict[str, Any]:
                         "schema": {
                             "type": "object",
                             "required": ["ok", "result"],
-                            "properties": {"ok": {"const": True}, "result": {"type": "object"}},
+                            "properties": {"ok": {"const": True}, "result": result},
                         }
                     }
                 },

@@ -20,6 +20,11 @@ class Payload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of every payload: unknown fields are an error."""
 
 
+class Result(msgspec.Struct, kw_only=True):
+    """Base of every result model: the fields SPEC §6 fixes (more may be added; extra
+    fields a handler returns are allowed, none may be missing or mistyped)."""
+
+
 class Empty(Payload):
     """No fields."""
 

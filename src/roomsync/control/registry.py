@@ -1,7 +1,10 @@
 """The control plane's commands as data (SPEC §6): one entry per ``(family, command)``.
 
-An entry holds the payload model, the capability it needs (``<family>:<command>``), its
-handler, a one-line summary and the preconditions it can fail with. The HTTP route
+An entry holds the payload model, the result model, the capability it needs
+(``<family>:<command>``), its handler, a one-line summary and the preconditions it can
+fail with. Handlers return plain dicts; the HTTP route checks each against the result
+model (``msgspec.convert``) before answering, so the published schema cannot drift from
+what is served. The HTTP route
 (``server/control.py``) and the docs are generated from :data:`REGISTRY`, so a new command
 is one entry plus its handler and tests.
 """
@@ -12,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .payloads import Payload
+from .payloads import Payload, Result
 
 if TYPE_CHECKING:
     from ..server.node import Node
@@ -41,6 +44,7 @@ class Command:
     handler: Handler
     summary: str
     preconditions: tuple[str, ...] = field(default=())
+    result: type[Result] | None = None
 
     @property
     def cap(self) -> str:
@@ -61,6 +65,7 @@ class Registry:
         payload: type[P],
         summary: str,
         *,
+        result: type[Result] | None = None,
         preconditions: tuple[str, ...] = (),
     ) -> Callable[[Callable[[Context, P], Awaitable[dict[str, Any]]]], Handler]:
         """Register the decorated handler as ``family name``."""
@@ -69,7 +74,9 @@ class Registry:
             key = (family, name)
             if key in self._commands:
                 raise ValueError(f"control command {family} {name} registered twice")
-            self._commands[key] = Command(family, name, payload, fn, summary, preconditions)
+            self._commands[key] = Command(
+                family, name, payload, fn, summary, preconditions, result
+            )
             return fn
 
         return register

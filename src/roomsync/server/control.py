@@ -101,6 +101,10 @@ class ControlRoute:
             payload = await self._payload(request, command.payload)
             ctx = Context(node=self.node, operator=sub, now_ms=self.node.now_ms())
             result = await command.handler(ctx, payload)
+            if command.result is not None:
+                # A result that breaks its published schema is a bug: fail loudly (500)
+                # rather than serve it.
+                msgspec.convert(result, command.result)
             return self._answer(
                 family, name, "ok", 200, {"ok": True, "result": result}, t0, sub, caps
             )
