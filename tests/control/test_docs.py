@@ -8,14 +8,25 @@ import aiohttp
 from openapi_spec_validator import validate
 
 from roomsync.control import REGISTRY
-from roomsync.control.openapi import document, markdown
+from roomsync.control.openapi import document, markdown, reference
 from roomsync.testing.server import ServerHandle
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "control.md"
 
 
+REGENERATE = "regenerate: python -m roomsync.control.openapi --write-docs docs/control.md"
+
+
 def test_the_command_table_in_the_docs_is_the_registry() -> None:
-    assert markdown() in DOCS.read_text()
+    assert markdown() in DOCS.read_text(), REGENERATE
+
+
+def test_the_command_reference_in_the_docs_is_the_registry() -> None:
+    text = DOCS.read_text()
+    assert reference() in text, REGENERATE
+    for command in REGISTRY:
+        assert f"/v1/control/{command.family}/{command.name}" in text
+        assert f"roomsync control {command.family} {command.name}" in text
 
 
 def test_the_openapi_document_is_valid_and_has_one_path_per_command() -> None:

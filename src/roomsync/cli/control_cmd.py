@@ -38,7 +38,11 @@ EXIT_UNREACHABLE = 11
 def register(sub: Any) -> None:
     p = sub.add_parser("control", help="run a control-plane command (SPEC §6)")
     p.add_argument("--list", action="store_true", help="list every command, its cap and summary")
-    p.add_argument("--url", default="http://127.0.0.1:8787", help="the node's base URL")
+    p.add_argument(
+        "--url",
+        default=os.environ.get("ROOMSYNC_URL", "http://127.0.0.1:8787"),
+        help="the node's base URL (default: $ROOMSYNC_URL, else http://127.0.0.1:8787)",
+    )
     p.add_argument("--token", help="operator token (default: $ROOMSYNC_OPERATOR_TOKEN)")
     p.add_argument("--json", dest="payload_json", help="the payload as a JSON object")
     p.add_argument("family", nargs="?", help="command family, e.g. room")

@@ -74,9 +74,7 @@ class Registry:
             key = (family, name)
             if key in self._commands:
                 raise ValueError(f"control command {family} {name} registered twice")
-            self._commands[key] = Command(
-                family, name, payload, fn, summary, preconditions, result
-            )
+            self._commands[key] = Command(family, name, payload, fn, summary, preconditions, result)
             return fn
 
         return register

@@ -41,7 +41,6 @@ __all__ = [
     "decode_body",
     "decode_header",
     "encode_snapshot",
-    "is_ref",
     "split_snapshot",
 ]
 
@@ -102,16 +101,6 @@ class SnapshotHasher:
     @property
     def ref(self) -> str:
         return REF_PREFIX + self._h.hexdigest()
-
-
-def is_ref(text: str) -> bool:
-    """True for ``sha256:`` followed by 64 lower-case hex digits."""
-    digest = text[len(REF_PREFIX) :]
-    return (
-        text.startswith(REF_PREFIX)
-        and len(digest) == 64
-        and all(ch in "0123456789abcdef" for ch in digest)
-    )
 
 
 def _framed(data: bytes, pos: int, what: str) -> tuple[bytes, int]:

@@ -24,10 +24,11 @@ really holds (and the seq of the failed change is reused by a change that exists
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -666,7 +667,8 @@ class RoomRegistry:
         self.idle_unload_ms = idle_unload_ms
         self.now_ms = now_ms
         self.hosts: dict[str, RoomHost] = {}
-        self._loading: dict[str, asyncio.Future[RoomHost]] = {}
+        # A room being loaded, or held out of service (exclusive(): result None).
+        self._loading: dict[str, asyncio.Future[RoomHost | None]] = {}
         self._unloading: set[asyncio.Task[None]] = set()
         self.loads = 0  # rooms loaded / unloaded since start (also exported as metrics)
         self.unloads = 0
@@ -690,7 +692,10 @@ class RoomRegistry:
                     del self._loading[room]
                 fut.set_result(host)
             else:
-                host = await asyncio.shield(fut)
+                waited = await asyncio.shield(fut)
+                if waited is None:  # it was held out of service: load what is stored now
+                    return await self.acquire(room)
+                host = waited
         if self.hosts.get(room) is not host:
             # It was unloaded between its load and our turn: load it again.
             return await self.acquire(room)
@@ -791,6 +796,34 @@ class RoomRegistry:
             host.closed = True
             host.stop_timers()  # and its bus subscription: a reload subscribes anew
             self.metrics.rooms.set(len(self.hosts))
+
+    @contextlib.asynccontextmanager
+    async def exclusive(
+        self, room: str, code: CloseCode, error_code: str, message: str
+    ) -> AsyncIterator[None]:
+        """Hold ``room`` out of service for a change of its whole state (``archive
+        restore``, ``room fork``, ``room delete``).
+
+        The loaded room's peers are closed with ``code`` (``error_code``, ``message``),
+        its queued commits finish, and it is forgotten; hellos for the room wait until
+        the block ends and then load what the store holds. So nothing the block writes
+        races a write of the old copy, and no peer keeps the old copy's view.
+        """
+        while (pending := self._loading.get(room)) is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
+        fut: asyncio.Future[RoomHost | None] = asyncio.get_running_loop().create_future()
+        self._loading[room] = fut
+        try:
+            host = self.hosts.get(room)
+            if host is not None:
+                host.close_all(code, error_code, message)
+                await host.flush()
+                self.evict(room)
+            yield
+        finally:
+            del self._loading[room]
+            fut.set_result(None)
 
     async def flush_all(self) -> None:
         await asyncio.gather(*(h.flush() for h in list(self.hosts.values())))

@@ -1,15 +1,82 @@
-"""The ``room`` family (SPEC §6): the commands whose owners exist (node, registry,
-store). Lineage (``fork``/``propose``/``validate``/``promote``/``reject``) and ``capture``
-come with the archives of issue 11."""
+"""The ``room`` family (SPEC §6): records, flags, deletion and revocation. Lineage
+(``fork``/``propose``/``validate``/``promote``/``reject``) is in :mod:`.lineage`,
+``capture`` in :mod:`.capture`.
+
+``delete`` first writes a final archive (unless ``hard``), so a deleted room can be
+restored with ``archive restore {room, ref}``; its archives and proposals outlive it."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ...core.codes import RejectClass
-from ..payloads import Revoke, RoomCreate, RoomList, RoomRef
+from ...core.codes import CloseCode, RejectClass
+from ...storage.base import lineage
+from ..payloads import Payload, Result, Revoke, RoomCreate, RoomId, RoomList, RoomRef
 from ..registry import REGISTRY, Context
 from ..rejects import Rejected, not_found
+from ..snapshots import archive_room, record_of
+
+#: Lineage refs ``room get`` shows (newest first); ``archive list`` pages them all.
+LINEAGE_SHOWN = 100
+
+
+class RoomDelete(Payload):
+    room: RoomId
+    hard: bool = False
+
+
+class Lineage(Result):
+    archives: list[str]
+    source: str | None = None
+    checkpoint: str | None = None
+
+
+class RoomView(Result):
+    room: str
+    head: int
+    root: str
+    count: int
+    locked: bool
+    closed: bool
+    peers: int
+    lineage: Lineage
+    node: str | None = None
+
+
+class RoomSummary(Result):
+    room: str
+    head: int
+    locked: bool
+    closed: bool
+
+
+class RoomListResult(Result):
+    rooms: list[RoomSummary]
+    cursor: str | None
+
+
+class RoomCreateResult(Result):
+    room: str
+    created: bool
+    locked: bool
+
+
+class RoomFlags(Result):
+    room: str
+    locked: bool
+    closed: bool
+
+
+class RoomDeleteResult(Result):
+    room: str
+    deleted: bool
+    archive: str | None
+    closed: int
+
+
+class RevokeResult(Result):
+    revoked: bool
+    closed: int
 
 
 async def _room_view(ctx: Context, room: str) -> dict[str, Any]:
@@ -31,6 +98,11 @@ async def _room_view(ctx: Context, room: str) -> dict[str, Any]:
 
         state = RoomState(room, loaded.entries, head=loaded.record.head)
         head, root, count, peers = state.head, state.root, state.live_count(), 0
+    chain = await lineage(node.store, room, limit=LINEAGE_SHOWN)
+    view_lineage: dict[str, Any] = {"archives": [a.ref for a in chain]}
+    if record.source is not None:
+        view_lineage["source"] = record.source
+        view_lineage["checkpoint"] = record.checkpoint
     return {
         "room": room,
         "head": head,
@@ -39,17 +111,25 @@ async def _room_view(ctx: Context, room: str) -> dict[str, Any]:
         "locked": record.locked,
         "closed": record.closed,
         "peers": peers,
-        # Archives and forks come with issue 11; until then a room's lineage is empty.
-        "lineage": {"archives": []},
+        "lineage": view_lineage,
+        "node": record.node,
     }
 
 
-@REGISTRY.command("room", "get", RoomRef, "A room's head, canonical root, size, flags and peers.")
+@REGISTRY.command(
+    "room",
+    "get",
+    RoomRef,
+    "A room's durable head, canonical root, size, flags, peers and lineage.",
+    result=RoomView,
+)
 async def get(ctx: Context, p: RoomRef) -> dict[str, Any]:
     return await _room_view(ctx, p.room)
 
 
-@REGISTRY.command("room", "list", RoomList, "Rooms by id, paged with limit and cursor.")
+@REGISTRY.command(
+    "room", "list", RoomList, "Rooms by id, paged with limit and cursor.", result=RoomListResult
+)
 async def list_(ctx: Context, p: RoomList) -> dict[str, Any]:
     records = await ctx.node.store.list_rooms(limit=p.limit + 1, cursor=p.cursor)
     page = records[: p.limit]
@@ -62,7 +142,11 @@ async def list_(ctx: Context, p: RoomList) -> dict[str, Any]:
 
 
 @REGISTRY.command(
-    "room", "create", RoomCreate, "Create a room, or reopen a closed one; optionally locked."
+    "room",
+    "create",
+    RoomCreate,
+    "Create a room, or reopen a closed one; optionally locked.",
+    result=RoomCreateResult,
 )
 async def create(ctx: Context, p: RoomCreate) -> dict[str, Any]:
     existing = await ctx.node.store.get_room(p.room)
@@ -81,18 +165,30 @@ async def _flag(ctx: Context, room: str, **changes: bool) -> dict[str, Any]:
     return {"room": room, "locked": record.locked, "closed": record.closed}
 
 
-@REGISTRY.command("room", "lock", RoomRef, "Admit only valid tokens for the room from now on.")
+@REGISTRY.command(
+    "room", "lock", RoomRef, "Admit only valid tokens for the room from now on.", result=RoomFlags
+)
 async def lock(ctx: Context, p: RoomRef) -> dict[str, Any]:
     return await _flag(ctx, p.room, locked=True)
 
 
-@REGISTRY.command("room", "unlock", RoomRef, "Admit anonymous peers again, as policy allows.")
+@REGISTRY.command(
+    "room",
+    "unlock",
+    RoomRef,
+    "Admit anonymous peers again, as policy allows.",
+    result=RoomFlags,
+)
 async def unlock(ctx: Context, p: RoomRef) -> dict[str, Any]:
     return await _flag(ctx, p.room, locked=False)
 
 
 @REGISTRY.command(
-    "room", "close", RoomRef, "End every session with 4004; refuse new ones until create."
+    "room",
+    "close",
+    RoomRef,
+    "End every session with 4004; refuse new ones until create.",
+    result=RoomFlags,
 )
 async def close(ctx: Context, p: RoomRef) -> dict[str, Any]:
     return await _flag(ctx, p.room, closed=True)
@@ -103,6 +199,7 @@ async def close(ctx: Context, p: RoomRef) -> dict[str, Any]:
     "revoke",
     Revoke,
     "Revoke tokens by sub or jti (persisted); live sessions of them end with 4003.",
+    result=RevokeResult,
 )
 async def revoke(ctx: Context, p: Revoke) -> dict[str, Any]:
     if (p.sub is None) == (p.jti is None):
@@ -116,3 +213,22 @@ async def revoke(ctx: Context, p: Revoke) -> dict[str, Any]:
     assert value is not None
     revoked, closed = await ctx.node.revoke(kind, value, expires_ms=p.expires_ms)  # type: ignore[arg-type]
     return {"revoked": revoked, "closed": closed}
+
+
+@REGISTRY.command(
+    "room",
+    "delete",
+    RoomDelete,
+    "Write a final archive (unless hard), delete the room; its peers end with 4004.",
+    result=RoomDeleteResult,
+)
+async def delete(ctx: Context, p: RoomDelete) -> dict[str, Any]:
+    await record_of(ctx, p.room)
+    final = None if p.hard else (await archive_room(ctx, p.room))[0].ref
+    host = ctx.node.rooms.hosts.get(p.room)
+    closed = 0 if host is None else sum(1 for peer in host.peers if not peer.closing)
+    async with ctx.node.rooms.exclusive(
+        p.room, CloseCode.ROOM_CLOSED, "room-closed", f"room {p.room!r} was deleted"
+    ):
+        deleted = await ctx.node.store.delete_room(p.room)
+    return {"room": p.room, "deleted": deleted, "archive": final, "closed": closed}
