@@ -20,7 +20,7 @@ from ..core.archive import (
     decode_header,
     encode_snapshot,
 )
-from ..core.codes import CloseCode, RejectClass
+from ..core.codes import RejectClass
 from ..core.entries import Change
 from ..core.errors import CodecError
 from ..core.mst import MerkleSearchTree
@@ -35,7 +35,7 @@ __all__ = [
     "archive_room",
     "read_archive",
     "record_of",
-    "replace_room",
+    "replace_state",
     "room_head",
     "snapshot_of",
 ]
@@ -181,17 +181,9 @@ async def read_archive(ctx: Context, archive: ArchiveRecord) -> ReadBack:
     return ReadBack(entries, header, hasher.ref)
 
 
-async def replace_room(
-    ctx: Context,
-    room: str,
-    entries: list[Change],
-    *,
-    code: CloseCode,
-    error_code: str,
-    message: str,
-) -> int:
-    """Make ``entries`` the whole state of ``room``, its live peers closed with ``code``
-    (``error_code``, ``message``); the new head."""
-    async with ctx.node.rooms.exclusive(room, code, error_code, message):
-        head = await room_head(ctx, room)
-        return await ctx.node.store.replace_state(room, entries, expected_head=head)
+async def replace_state(ctx: Context, room: str, entries: list[Change]) -> int:
+    """Make ``entries`` the whole state of ``room``; the new head. Call it inside
+    :meth:`~roomsync.server.rooms.RoomRegistry.exclusive`, so no live copy of the room
+    writes meanwhile."""
+    head = await room_head(ctx, room)
+    return await ctx.node.store.replace_state(room, entries, expected_head=head)

@@ -24,7 +24,7 @@ from ...storage.base import ArchiveRecord, lineage
 from ..payloads import Limit, Payload, Result, RoomId, RoomRef
 from ..registry import REGISTRY, Context
 from ..rejects import Rejected
-from ..snapshots import archive_of, archive_room, read_archive, replace_room
+from ..snapshots import archive_of, archive_room, read_archive, replace_state
 
 ArchiveRef = Annotated[str, Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
 
@@ -165,18 +165,17 @@ async def restore(ctx: Context, p: ArchiveRestore) -> dict[str, Any]:
         )
     previous: str | None = None
     exists = p.room in ctx.node.rooms.hosts or await ctx.node.store.get_room(p.room) is not None
-    if exists:
-        previous_archive, _ = await archive_room(ctx, p.room)
-        previous = previous_archive.ref
-    head = await replace_room(
-        ctx,
+    async with ctx.node.rooms.exclusive(
         p.room,
-        read.entries,
-        code=CloseCode.RESYNC_REQUIRED,
-        error_code="resync-required",
-        message=f"room restored to archive {archive.ref}: resync",
-    )
-    await ctx.node.rooms.update_record(p.room, lineage_head=archive.ref, closed=False)
+        CloseCode.RESYNC_REQUIRED,
+        "resync-required",
+        f"room restored to archive {archive.ref}: resync",
+    ):
+        # Out of service from here: `previous` holds every write made before the restore.
+        if exists:
+            previous = (await archive_room(ctx, p.room))[0].ref
+        head = await replace_state(ctx, p.room, read.entries)
+        await ctx.node.rooms.update_record(p.room, lineage_head=archive.ref)
     return {
         "room": p.room,
         "ref": archive.ref,

@@ -26,7 +26,7 @@ from ...storage.base import ArchiveRecord, ProposalRecord, lineage
 from ..payloads import Payload, Result, RoomId, RoomRef
 from ..registry import REGISTRY, Context
 from ..rejects import Rejected, not_found
-from ..snapshots import archive_of, read_archive, record_of, replace_room
+from ..snapshots import archive_of, read_archive, record_of, replace_state
 
 ArchiveRef = Annotated[str, Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
 ProposalId = Annotated[str, Meta(pattern=r"^prop-[0-9a-f]{16}$")]
@@ -126,15 +126,15 @@ async def fork(ctx: Context, p: RoomFork) -> dict[str, Any]:
             RejectClass.CONFLICT, "room-exists", f"room {p.room!r} already exists", field="room"
         )
     read = await read_archive(ctx, archive)
-    head = await replace_room(
-        ctx,
-        p.room,
-        read.entries,
-        code=CloseCode.RESYNC_REQUIRED,
-        error_code="resync-required",
-        message=f"room forked from {archive.ref}: resync",
-    )
-    await ctx.node.rooms.update_record(p.room, source=p.source, checkpoint=archive.ref)
+    async with ctx.node.rooms.exclusive(
+        p.room, CloseCode.RESYNC_REQUIRED, "resync-required", f"room forked from {archive.ref}"
+    ):
+        if await ctx.node.store.get_room(p.room) is not None:
+            raise Rejected(
+                RejectClass.CONFLICT, "room-exists", f"room {p.room!r} already exists", field="room"
+            )
+        head = await replace_state(ctx, p.room, read.entries)
+        await ctx.node.rooms.update_record(p.room, source=p.source, checkpoint=archive.ref)
     return {
         "room": p.room,
         "source": p.source,
