@@ -153,6 +153,18 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         int,
         Meta(ge=1, description="Changes per pack during catch-up."),
     ] = 1000
+    capture_envelopes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=100000,
+            description=(
+                "Recent envelopes kept per room for `room capture` (redacted metadata, "
+                "~160 bytes each, held from a room's first traffic until it unloads: "
+                "~40 KB per busy room at 256); 0 disables the capture."
+            ),
+        ),
+    ] = 256
 
     def patched(self, patch: Mapping[str, object]) -> Policy:
         """A validated copy with ``patch`` (field name -> new value) applied.

@@ -27,6 +27,7 @@ from ..core.entries import Change
 from .transport import encode_frame
 
 if TYPE_CHECKING:
+    from .capture import Capture
     from .metrics import Metrics
 
 _json_encode = msgspec.json.Encoder().encode
@@ -61,6 +62,10 @@ class FrameSnapshot:
     def __len__(self) -> int:
         return chunk_count(len(self._changes), self._chunk)
 
+    def changes_in(self, i: int) -> int:
+        """How many changes frame ``i`` carries (the last one may carry none)."""
+        return max(0, min(self._chunk, len(self._changes) - i * self._chunk))
+
     def frame(self, i: int) -> bytes:
         frames = self._frames
         while len(frames) <= i:
@@ -79,16 +84,23 @@ class Outbox:
 
     ``on_overflow(message)`` is called once when the budget is passed or the peer stalls
     during an answer; the connection then closes with 4001 (``resync-required``).
+
+    Once the peer's room is known, :attr:`capture` is the room's
+    :class:`~.capture.Capture`: the envelopes :meth:`send` writes and the chunks of
+    streamed answers are recorded there under :attr:`peer` (broadcast frames are
+    recorded once by the room, not here per receiver).
     """
 
     __slots__ = (
         "budget",
+        "capture",
         "closing",
         "held",
         "held_bytes",
         "jobs",
         "metrics",
         "on_overflow",
+        "peer",
         "streamer",
         "transport",
     )
@@ -107,6 +119,8 @@ class Outbox:
         self.held_bytes = 0
         self.jobs: list[FrameSnapshot | Callable[[], FrameSnapshot]] | None = None
         self.streamer: asyncio.Task[None] | None = None
+        self.capture: Capture | None = None
+        self.peer = ""
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -120,7 +134,13 @@ class Outbox:
         return int(t.get_write_buffer_size())  # type: ignore[attr-defined]
 
     def send(self, obj: dict[str, Any]) -> bool:
-        return self.send_frame(text_frame(obj))
+        """Encode and queue one envelope for this peer (recorded in the capture when it
+        was queued)."""
+        frame = text_frame(obj)
+        ok = self.send_frame(frame)
+        if ok and self.capture is not None:
+            self.capture.record_out(self.peer, obj, len(frame))
+        return ok
 
     def send_frame(self, frame: bytes) -> bool:
         """Queue a data frame in order (held behind a streaming answer); False when it was
@@ -216,9 +236,16 @@ class Outbox:
                     snap.readers += 1
                 try:
                     for i in range(len(snap)):
-                        if self.write(snap.frame(i)) < 0:
+                        frame = snap.frame(i)
+                        if self.write(frame) < 0:
                             return
                         self.metrics.msg_out("pack")
+                        if self.capture is not None:
+                            done = ("done", True) if i == len(snap) - 1 else ()
+                            self.capture.record_frame(
+                                self.peer, "pack", len(frame),
+                                "changes", snap.changes_in(i), "answer", True, *done,
+                            )  # fmt: skip
                         if not await self._drained(high_water):
                             return
                 finally:

@@ -50,6 +50,7 @@ from ..core.presence import PresenceTable
 from ..core.room import ApplyLimits, RoomState, client_changes
 from ..core.types import any_prefix_matches
 from ..storage.base import RoomRecord, Store, StoreError
+from .capture import Capture
 from .logs import event
 from .metrics import Metrics
 from .outbox import FrameSnapshot, text_frame
@@ -72,14 +73,26 @@ MAX_SNAPSHOTS = 8
 MAX_QUEUED_ANSWERS = 8
 
 
+class _GroupFrame:
+    """One broadcast ``pack`` frame: its bytes, its change count, and how many peers it
+    was written to (counted as it goes out, for the metrics and the capture)."""
+
+    __slots__ = ("changes", "frame", "receivers")
+
+    def __init__(self, frame: bytes, changes: int) -> None:
+        self.frame = frame
+        self.changes = changes
+        self.receivers = 0
+
+
 def _group_frame(
     pairs: list[tuple[str | None, Change]],
     prefixes: tuple[str, ...],
     head: int,
     excluded: str | None,
-) -> tuple[bytes, int] | None:
-    """The ``pack`` frame of the changes a subscription sees (minus ``excluded``'s own),
-    with their count; None when it sees none."""
+) -> _GroupFrame | None:
+    """The ``pack`` frame of the changes a subscription sees (minus ``excluded``'s own);
+    None when it sees none."""
     everything = prefixes == ("/",)
     changes = [
         c
@@ -89,7 +102,8 @@ def _group_frame(
     ]
     if not changes:
         return None
-    return text_frame({"type": "pack", "data": pack_data(changes), "head": head}), len(changes)
+    frame = text_frame({"type": "pack", "data": pack_data(changes), "head": head})
+    return _GroupFrame(frame, len(changes))
 
 
 @dataclass(slots=True)
@@ -130,6 +144,8 @@ class RoomHost:
     _snapshots: dict[tuple[int, tuple[str, ...]], FrameSnapshot] = field(default_factory=dict)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     presence: PresenceTable = field(init=False)
+    #: The room's recent envelopes, redacted (``room capture``; ``policy.capture_envelopes``).
+    capture: Capture = field(init=False)
     _subscription: Subscription | None = None
     _presence_flush: asyncio.TimerHandle | None = None
     _presence_tick: asyncio.TimerHandle | None = None
@@ -148,6 +164,7 @@ class RoomHost:
             max_members=p.presence_max_members,
             leave_grace_ms=p.presence_leave_grace_ms,
         )
+        self.capture = Capture(p.capture_envelopes, self.now_ms)
 
     @property
     def room(self) -> str:
@@ -247,18 +264,24 @@ class RoomHost:
         self._presence_flush = None
         changed, left = self.presence.take_dirty()
         # Leaves first: after a quick reconnect, the old peer goes before the new one shows.
-        frames = [text_frame({"type": "presence-leave", "peer": p}) for p in left]
+        msgs: list[dict[str, Any]] = [{"type": "presence-leave", "peer": p} for p in left]
         if changed:
-            frames.append(text_frame({"type": "presence", "peers": changed}))
-        if frames:
+            msgs.append({"type": "presence", "peers": changed})
+        if msgs:
+            frames = [text_frame(msg) for msg in msgs]
+            receivers = 0
             for peer in list(self.peers):
                 if "presence" in peer.session.caps and not peer.closing:
+                    receivers += 1
                     for frame in frames:
                         peer.out.send_frame(frame)
             if changed:
                 self.metrics.msg_out("presence", len(self.peers))
             if left:
                 self.metrics.msg_out("presence-leave", len(left) * len(self.peers))
+            if self.capture.size and receivers:
+                for msg, frame in zip(msgs, frames, strict=True):
+                    self.capture.record_out("*", msg, len(frame), receivers=receivers)
         self._schedule_presence()
 
     def stop_timers(self) -> None:
@@ -471,26 +494,42 @@ class RoomHost:
         authors = (
             set() if self.policy.echo_to_sender else {a for a in event.authors if a is not None}
         )
-        frames: dict[tuple[str, ...], tuple[bytes, int] | None] = {}
-        deliveries = 0
-        sent = 0
+        frames: dict[tuple[str, ...], _GroupFrame | None] = {}
+        own: list[tuple[str, _GroupFrame]] = []  # authors' frames, one peer each
         for peer in list(self.peers):
             if peer.closing or not peer.reads:
                 continue
             prefixes = peer.session.prefixes
             if authors and peer.id in authors:
                 entry = _group_frame(pairs, prefixes, head, peer.id)
+                if entry is not None:
+                    own.append((peer.id, entry))
             elif prefixes in frames:
                 entry = frames[prefixes]
             else:
                 entry = frames[prefixes] = _group_frame(pairs, prefixes, head, None)
-            if entry is not None and peer.out.send_frame(entry[0]):
-                deliveries += entry[1]
-                sent += 1
-        if sent:
-            self.metrics.deliveries.inc(deliveries)
-            self.metrics.frames_broadcast.inc(sent)
-            self.metrics.msg_out("pack", sent)
+            if entry is not None and peer.out.send_frame(entry.frame):
+                entry.receivers += 1
+        # Counted per frame, not per delivery: the loop above stays one increment a peer.
+        groups = [("*", g) for g in frames.values() if g is not None and g.receivers]
+        if own:
+            groups += [(author, g) for author, g in own if g.receivers]
+        if not groups:
+            return
+        sent = deliveries = 0
+        for _, g in groups:
+            sent += g.receivers
+            deliveries += g.receivers * g.changes
+        self.metrics.deliveries.inc(deliveries)
+        self.metrics.frames_broadcast.inc(sent)
+        self.metrics.msg_out("pack", sent)
+        capture = self.capture
+        if capture.size:  # one record per frame, with its receivers
+            for to, g in groups:
+                capture.record_frame(
+                    to, "pack", len(g.frame),
+                    "changes", g.changes, "head", head, "receivers", g.receivers,
+                )  # fmt: skip
 
     def _maybe_compact(self) -> None:
         retention = self.policy.retention_changes
@@ -575,6 +614,8 @@ class RoomHost:
             ):
                 n += 1
         self.metrics.msg_out(str(obj["type"]), n)
+        if n:
+            self.capture.record_out("*", obj, len(frame), receivers=n)
 
     def mst_root(self) -> dict[str, Any]:
         return {"type": "mst-root", "root": self.state.root, "count": self.state.live_count()}

@@ -50,6 +50,7 @@ from .peer import Peer
 from .transport import encode_frame
 
 if TYPE_CHECKING:
+    from .capture import Direction
     from .rooms import RoomHost
 
 log = logging.getLogger("roomsync.ws")
@@ -63,6 +64,10 @@ _CONTROL_OVERHEAD = 6
 CLOSE_TIMEOUT_S = 5.0
 # Frames waiting behind a hello or blob message before reading pauses.
 _INBOX_PAUSE = 32
+
+
+#: Our CLOSE frame on the wire: a 2-byte header and the 2-byte code (unmasked).
+_CLOSE_FRAME_BYTES = 4
 
 
 def _new_id(prefix: str) -> str:
@@ -196,7 +201,8 @@ class _Connection(WSListener):
                 # picows refused a frame over max_frame_bytes (our error frame went first).
                 self._closed(int(CloseCode.TOO_BIG), "too-large")
             else:
-                self._closed(1006, None)  # no CLOSE frame: the connection just dropped
+                # no CLOSE frame: the connection just dropped
+                self._closed(1006, None, dir="in", size=0)
         if self._busy is None:
             self._cleanup()
         # else: the running hello/blob task cleans up when it ends
@@ -224,7 +230,7 @@ class _Connection(WSListener):
             self._control(b"", now, answer=False)
         elif kind is WSMsgType.CLOSE:
             code = int(frame.get_close_code().value) or int(CloseCode.NORMAL)
-            self._closed(code, None)
+            self._closed(code, None, dir="in", size=len(frame.get_payload_as_bytes()))
             self._log("session.closed_by_peer", code=code)
             echo = code if 1000 <= code < 5000 and code not in (1005, 1006) else 1000
             self.out.write(close_frame(echo))
@@ -279,7 +285,12 @@ class _Connection(WSListener):
         limit = self.server.settings.server.max_frame_bytes
         if self._fragments_size > limit:
             self._fragments = None
-            self.out.write(too_big_error(limit))
+            error = too_big_error(limit)
+            self.out.write(error)
+            if self.out.capture is not None:
+                self.out.capture.record_frame(
+                    self.peer_id, "error", len(error), "code", "too-large"
+                )
             self.server.metrics.errors.labels("too-large").inc()
             self.close(int(CloseCode.TOO_BIG))
             return
@@ -397,7 +408,10 @@ class _Connection(WSListener):
             return
         if error is not None:
             self.server.metrics.errors.labels(str(error.get("code"))).inc()
-            self.out.write(text_frame(error))
+            frame = text_frame(error)
+            self.out.write(frame)
+            if self.out.capture is not None:
+                self.out.capture.record_out(self.peer_id, error, len(frame))
         self._closed(code, error)
         self._log(
             "session.close",
@@ -408,8 +422,16 @@ class _Connection(WSListener):
         self.out.write(close_frame(code))
         self._closer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self._close_timeout)
 
-    def _closed(self, code: int, error: dict[str, Any] | str | None) -> None:
-        """Record the close code once, with its metrics."""
+    def _closed(
+        self,
+        code: int,
+        error: dict[str, Any] | str | None,
+        *,
+        dir: Direction = "out",
+        size: int = _CLOSE_FRAME_BYTES,
+    ) -> None:
+        """Record the close code once, with its metrics and in the room's capture
+        (``dir`` ``in``: the peer closed or the connection dropped)."""
         self.close_code = code
         self.out.closing = True  # nothing but the error and CLOSE is written from now on
         metrics = self.server.metrics
@@ -418,6 +440,12 @@ class _Connection(WSListener):
             metrics.errors.labels(error).inc()
         elif error is not None and error.get("code") == "resync-required":
             metrics.resyncs.labels(str(error.get("reason", "retention"))).inc()
+        capture = self.out.capture
+        if capture is not None:
+            error_code = error if isinstance(error, str) or error is None else error.get("code")
+            capture.record_close(
+                dir, self.peer_id, code, error_code if isinstance(error_code, str) else None, size
+            )
 
     def drop(self, *, graceful: bool = True) -> None:
         """End the TCP connection: after what is queued is written, or (``graceful``
@@ -438,6 +466,11 @@ class _Connection(WSListener):
             int(CloseCode.INTERNAL),
             {"type": "error", "code": "internal", "message": "internal server error"},
         )
+
+    @property
+    def peer_id(self) -> str:
+        """The peer id (assigned at connect, announced in ``welcome``)."""
+        return self.session.peer
 
     def _log(self, name: str, *, level: int = logging.INFO, **fields: Any) -> None:
         """A structured log event about this session (room, peer, session filled in)."""
@@ -481,6 +514,10 @@ class _Connection(WSListener):
         metrics = self.server.metrics
         type_ = obj.get("type") if isinstance(obj, dict) else None
         metrics.msg_in(type_ if isinstance(type_, str) and len(type_) < 32 else "invalid")
+        capture = self.out.capture
+        if capture is not None and type_ is not None:
+            # Before the session checks it: a refused message shows, then its error.
+            capture.record_in(self.peer_id, obj, nbytes)
         try:
             msg = self.session.receive(obj, nbytes, now)
         except RoomsyncError as exc:
@@ -491,7 +528,7 @@ class _Connection(WSListener):
             self.fail(exc, ref=type_ if isinstance(type_, str) else None)
             return None
         if isinstance(msg, m.Hello):
-            return msg, self._on_hello(msg, now)
+            return msg, self._on_hello(msg, now, obj, nbytes)
         if msg.type in _BLOB_TYPES:
             assert self.host is not None and self.peer is not None
             return msg, self.server.blobs.handle(self.host, self.peer, msg, now)
@@ -516,9 +553,11 @@ class _Connection(WSListener):
 
     # -- handshake -------------------------------------------------------------------------
 
-    async def _on_hello(self, hello: m.Hello, now: int) -> None:
+    async def _on_hello(self, hello: m.Hello, now: int, raw: dict[str, Any], nbytes: int) -> None:
         """The I/O around :mod:`roomsync.core.handshake`: load the room, verify the token,
-        then admit and welcome as the core decides."""
+        then admit and welcome as the core decides. From the room's load on, this
+        connection's traffic is recorded in the room's capture (``raw`` is the hello as
+        received, ``nbytes`` its size)."""
         server = self.server
         metrics = server.metrics
         try:
@@ -536,6 +575,9 @@ class _Connection(WSListener):
         self.host = host  # released by _cleanup, also when the peer left meanwhile
         if self._disconnected or self.close_code is not None:
             return
+        self.out.capture = host.capture
+        self.out.peer = self.peer_id
+        host.capture.record_in(self.peer_id, raw, nbytes)
         policy = host.policy
         view = handshake.RoomView(
             room=room,
