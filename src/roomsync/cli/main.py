@@ -1,8 +1,8 @@
 """``roomsync`` command line: thin commands over the library (SPEC §3, §7).
 
-Commands: ``serve``, ``token mint|inspect``, ``config show``, ``replay``, ``control``. Each command
-prints machine-readable output on stdout (tokens, JSON) and diagnostics on stderr, and
-exits non-zero on failure with a one-line reason.
+Commands: ``serve``, ``token mint|inspect``, ``config show``, ``replay``, ``control``,
+``explain``. Each command prints machine-readable output on stdout (tokens, JSON) and
+diagnostics on stderr, and exits non-zero on failure with a one-line reason.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import config_cmd, control_cmd, replay_cmd, serve_cmd, token_cmd
+from . import config_cmd, control_cmd, explain_cmd, replay_cmd, serve_cmd, token_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmd.register(sub)
     replay_cmd.register(sub)
     control_cmd.register(sub)
+    explain_cmd.register(sub)
     return parser
 
 

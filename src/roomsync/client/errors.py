@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..core.codes import CLOSE_ACTIONS, CloseCode, ErrorCode
+from ..core.codes import CloseCode, ErrorCode
 from ..core.errors import RoomsyncError
+from ..core.explain import close_next_action
 from ..core.reconnect import ABNORMAL_CLOSURE
 
 
@@ -58,9 +59,7 @@ class ConnectionClosed(RoomsyncError):
 
     @property
     def next_action(self) -> str:
-        if self.close is not None:
-            return CLOSE_ACTIONS[self.close]
-        return "check the network and connect again"
+        return close_next_action(self.close_code)
 
 
 class ConnectError(ConnectionClosed):
@@ -95,7 +94,7 @@ class ConnectError(ConnectionClosed):
     @property
     def next_action(self) -> str:
         if self.close is not None and self.error is not None:
-            return CLOSE_ACTIONS[self.close]
+            return close_next_action(self.close_code)
         return (
             f"check that a roomsync server is running and reachable at {self.url} "
             "(host, port, TLS, proxy), then connect again; raise connect_timeout_s on a "

@@ -20,18 +20,24 @@ class CloseCode(IntEnum):
     RATE_LIMITED = 4008
 
 
-#: What a client should do after each close code (SPEC §2 table, "client action").
+#: What a client should do after each close code (SPEC §2 table, "client action"): the
+#: one text of it, read by the errors' ``next_action``, ``roomsync explain`` and
+#: ``docs/codes.md`` (:mod:`roomsync.core.explain`). Each says what the SDK's
+#: :data:`~roomsync.core.reconnect.ACTION_ON_CLOSE` does (retry, resync, refresh, stop);
+#: ``tests/cli/test_explain.py`` keeps the two in step.
 CLOSE_ACTIONS: dict[CloseCode, str] = {
-    CloseCode.NORMAL: "nothing",
-    CloseCode.PROTOCOL_ERROR: "fix the client: it broke the protocol",
-    CloseCode.TOO_BIG: "split the pack into smaller frames",
+    CloseCode.NORMAL: "nothing if the app closed it; otherwise retry: the server never ends "
+    "a live session with 1000, so a proxy or the network ended it",
+    CloseCode.PROTOCOL_ERROR: "stop and fix the client: it broke the protocol",
+    CloseCode.TOO_BIG: "split the pack into smaller frames, then retry",
     CloseCode.INTERNAL: "back off with jitter and retry",
-    CloseCode.RESTARTING: "reconnect, possibly to another node",
+    CloseCode.RESTARTING: "reconnect after a backoff, possibly to another node",
     CloseCode.RESYNC_REQUIRED: "reconnect and do a full resync",
     CloseCode.TOKEN_EXPIRED: "refresh the token and reconnect",
-    CloseCode.FORBIDDEN: "get a token valid for this room with the needed caps",
+    CloseCode.FORBIDDEN: "stop and get a token valid for this room with the needed caps",
     CloseCode.ROOM_CLOSED: "stop: the room is closed or deleted",
-    CloseCode.RATE_LIMITED: "slow down: send fewer messages or bytes per second",
+    CloseCode.RATE_LIMITED: "slow down, then retry after a backoff: send fewer messages or "
+    "bytes per second",
 }
 
 
