@@ -217,9 +217,7 @@ async def test_room_delete_archives_first_and_restore_brings_it_back(
         await wait_until(lambda: bob.get_json("/a") == "kept")
     hard = await ok(http, srv, "room", "delete", {"room": "doc", "hard": True})
     assert hard["archive"] is None and hard["deleted"] is True
-    await refused(
-        http, srv, "room", "delete", {"room": "doc"}, status=404, code="room-unknown"
-    )
+    await refused(http, srv, "room", "delete", {"room": "doc"}, status=404, code="room-unknown")
 
 
 async def test_full_lineage_scenario_over_real_sockets(
@@ -276,9 +274,11 @@ async def test_full_lineage_scenario_over_real_sockets(
         assert promoted["state"] == "promoted" and promoted["applied"] == 3
         # The parent's connected peers receive the promoted changes live.
         await wait_until(
-            lambda: watcher.get_json("/a") == "child"
-            and watcher.get_json("/k") == "child only"
-            and watcher.get("/c") is None
+            lambda: (
+                watcher.get_json("/a") == "child"
+                and watcher.get_json("/k") == "child only"
+                and watcher.get("/c") is None
+            )
         )
         assert watcher.get_json("/p") == "parent only" and watcher.get_json("/b") == "base"
         await wait_until(lambda: alice.root == watcher.root)

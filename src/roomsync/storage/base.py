@@ -389,12 +389,14 @@ class OpLog(Protocol):
         """Replace the room's whole state with the live ``entries`` (``archive restore``,
         ``room fork``), fenced like :meth:`append`; return the new head.
 
-        The entries get the seqs ``expected_head+1 .. expected_head+n`` in the order
-        given; the head becomes ``expected_head + n + 1`` (a replace always moves it, so
-        no cursor from before it is current), the op log is emptied and the room is
-        compacted through the new head (base = state), so every older cursor needs a full
-        resync. Tombstones among ``entries`` are dropped. A room never written is created
-        (with ``expected_head`` 0). One transaction: on failure nothing changed.
+        An entry the room already holds as it is (same path, ``(ts, counter, actor)`` and
+        value) keeps its seq; the ``d`` others get the seqs ``expected_head+1 ..
+        expected_head+d`` in path order; paths not among ``entries`` are removed. The head
+        becomes ``expected_head + d + 1`` (a replace always moves it), the op log is
+        emptied and the room is compacted through the new head (base = state), so every
+        cursor from before it needs a full resync. Tombstones among ``entries`` are
+        dropped; a path given twice is a :class:`StoreError`. A room never written is
+        created (with ``expected_head`` 0). One transaction: on failure nothing changed.
         """
 
     async def changes_since(self, room: str, since: int, *, limit: int) -> list[Change]:

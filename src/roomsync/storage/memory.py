@@ -220,11 +220,19 @@ class MemoryStore:
             raise StoreConflict(room, expected_head, head)
         if state is None:
             state = self._rooms[room] = _Room(RoomRecord(room=room, created_ms=self.now_ms()))
-        live = [c for c in entries if c.value is not None]
-        fresh = {c.path: c.with_seq(expected_head + i) for i, c in enumerate(live, 1)}
-        if len(fresh) != len(live):
+        live = sorted((c for c in entries if c.value is not None), key=lambda c: c.path)
+        if len({c.path for c in live}) != len(live):
             raise StoreError(f"replace_state of room {room!r}: a path is given twice")
-        new_head = expected_head + len(live) + 1
+        fresh: dict[str, Change] = {}
+        seq = expected_head
+        for change in live:
+            mine = state.entries.get(change.path)
+            if mine is not None and mine.key == change.key and mine.value == change.value:
+                fresh[change.path] = mine  # already there: it keeps its seq
+            else:
+                seq += 1
+                fresh[change.path] = change.with_seq(seq)
+        new_head = seq + 1
         state.entries = fresh
         state.base = dict(fresh)
         state.oplog = []

@@ -306,8 +306,8 @@ _ROW_WIDTH: Final = 7
 _CHUNK_SIZES: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 
 
-def _bulk_sql(head: str) -> dict[int, str]:
-    row = "(" + ", ".join("?" * _ROW_WIDTH) + ")"
+def _bulk_sql(head: str, width: int = _ROW_WIDTH) -> dict[int, str]:
+    row = "(" + ", ".join("?" * width) + ")"
     return {n: f"{head} VALUES {', '.join([row] * n)}" for n in _CHUNK_SIZES}
 
 
@@ -319,16 +319,30 @@ _UPSERT_ENTRY: Final = _bulk_sql(f"INSERT OR REPLACE INTO entries {_COLUMNS_IN}"
 _UPSERT_BASE: Final = _bulk_sql(f"INSERT OR REPLACE INTO base_entries {_COLUMNS_IN}")
 
 
-def _insert_rows(conn: sqlite3.Connection, sql: dict[int, str], params: list[Any]) -> None:
+def _insert_rows(
+    conn: sqlite3.Connection, sql: dict[int, str], params: list[Any], width: int = _ROW_WIDTH
+) -> None:
     """Insert the rows of flat ``params`` in order (later rows replace earlier ones)."""
-    nrows = len(params) // _ROW_WIDTH
+    nrows = len(params) // width
     done = 0
     for size in _CHUNK_SIZES:
         while nrows - done >= size:
-            conn.execute(sql[size], params[done * _ROW_WIDTH : (done + size) * _ROW_WIDTH])
+            conn.execute(sql[size], params[done * width : (done + size) * width])
             done += size
 
 
+# What replace_state writes a new state into before it compares it with the room's.
+_CREATE_REPLACEMENT = """CREATE TEMP TABLE IF NOT EXISTS replacement (
+    path TEXT NOT NULL PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    counter INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    value BLOB
+) WITHOUT ROWID"""
+_INSERT_REPLACEMENT: Final = _bulk_sql(
+    "INSERT INTO temp.replacement (path, ts, counter, actor, value)", 5
+)
+_REPLACE_SLICE: Final = 4096
 _ROOM_COLUMNS = (
     "room, created_ms, locked, closed, head, compacted_through, policy, "
     "lineage_head, source, checkpoint, node, tick_n, tick_interval_ms, tick_at_ms"
@@ -1248,20 +1262,41 @@ class SqliteStore:
                 conn.execute(
                     "INSERT INTO rooms (room, created_ms) VALUES (?, ?)", (room, self.now_ms())
                 )
-            for table in ("oplog", "entries", "base_entries"):
-                conn.execute(f"DELETE FROM {table} WHERE room = ?", (room,))
-            # Rows in bounded slices: the flat parameter list never holds the whole room.
-            step = 4096
-            for start in range(0, len(live), step):
+            # Set-based, so a restore that changes a few paths of a big room rewrites only
+            # those: the new state goes into a temporary table, paths it lacks are deleted,
+            # rows that differ get the next seqs in path order, the rest keep theirs.
+            conn.execute(_CREATE_REPLACEMENT)
+            conn.execute("DELETE FROM temp.replacement")
+            for start in range(0, len(live), _REPLACE_SLICE):  # a bounded parameter list
                 params: list[Any] = []
-                for seq, change in enumerate(live[start : start + step], expected_head + 1 + start):
-                    params.extend(
-                        (room, seq, change.path, _ts_in(change.ts), change.counter,
-                         change.actor, change.value)
-                    )  # fmt: skip
-                _insert_rows(conn, _UPSERT_ENTRY, params)
-                _insert_rows(conn, _UPSERT_BASE, params)
-            new_head = expected_head + len(live) + 1
+                for c in live[start : start + _REPLACE_SLICE]:
+                    params.extend((c.path, _ts_in(c.ts), c.counter, c.actor, c.value))
+                _insert_rows(conn, _INSERT_REPLACEMENT, params, 5)
+            conn.execute(
+                """DELETE FROM entries WHERE room = ?
+                   AND path NOT IN (SELECT path FROM temp.replacement)""",
+                (room,),
+            )
+            changed = conn.execute(
+                """INSERT OR REPLACE INTO entries (room, path, ts, counter, actor, value, seq)
+                   SELECT ?, r.path, r.ts, r.counter, r.actor, r.value,
+                          ? + ROW_NUMBER() OVER (ORDER BY r.path)
+                   FROM temp.replacement r
+                   WHERE NOT EXISTS (
+                       SELECT 1 FROM entries e WHERE e.room = ? AND e.path = r.path
+                       AND e.ts = r.ts AND e.counter = r.counter AND e.actor = r.actor
+                       AND e.value IS r.value)""",
+                (room, expected_head, room),
+            ).rowcount
+            conn.execute("DELETE FROM temp.replacement")
+            conn.execute("DELETE FROM oplog WHERE room = ?", (room,))
+            conn.execute("DELETE FROM base_entries WHERE room = ?", (room,))
+            conn.execute(
+                f"""INSERT INTO base_entries (room, {_CHANGE_COLUMNS})
+                    SELECT room, {_CHANGE_COLUMNS} FROM entries WHERE room = ?""",
+                (room,),
+            )
+            new_head = expected_head + changed + 1
             conn.execute(
                 "UPDATE rooms SET head = ?, compacted_through = ? WHERE room = ?",
                 (new_head, new_head, room),

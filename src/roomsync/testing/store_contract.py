@@ -811,6 +811,35 @@ class ReplaceStateContract:
         await store.append("r", [change(7, "/z", b"z")], expected_head=6)
         assert [c.seq for c in await _all_changes(store, "r")] == [7]
 
+    async def test_replace_state_rewrites_only_what_differs(self, store: Store) -> None:
+        await store.append(
+            "r",
+            [change(1, "/a", b"1"), change(2, "/b", b"2"), change(3, "/c", b"3")],
+            expected_head=0,
+        )
+        restored = [
+            Change("/c", 1003, 0, "a", b"3"),  # as the room holds it: keeps seq 3
+            Change("/b", 1002, 0, "a", b"other"),  # another value: a new seq
+            Change("/a", 1, 0, "z", b"1"),  # another write of the same value: a new seq
+            Change("/d", 5, 0, "p", b"4"),  # new
+        ]
+        head = await store.replace_state("r", restored, expected_head=3)
+        assert head == 3 + 3 + 1
+        assert await _state(store, "r") == {
+            "/a": Change("/a", 1, 0, "z", b"1", 4),
+            "/b": Change("/b", 1002, 0, "a", b"other", 5),
+            "/c": Change("/c", 1003, 0, "a", b"3", 3),
+            "/d": Change("/d", 5, 0, "p", b"4", 6),
+        }
+        base = {c.path: c for c in await store.base_snapshot("r")}
+        assert base == await _state(store, "r")
+        # Replacing a state with itself changes no entry but still moves the head.
+        again = await store.replace_state(
+            "r", list((await _state(store, "r")).values()), expected_head=head
+        )
+        assert again == head + 1
+        assert (await _state(store, "r"))["/c"].seq == 3
+
     async def test_replace_state_is_fenced_and_creates_rooms(self, store: Store) -> None:
         await store.append("r", [change(1, "/a", b"1")], expected_head=0)
         with pytest.raises(StoreConflict):
