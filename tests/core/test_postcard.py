@@ -182,6 +182,8 @@ def test_encode_pack_inline_varints_match_the_writer(n: int) -> None:
         write_change(w, change)
     assert encode_pack(changes) == bytes(w.buf)
     assert encode_pack(changes) == bytes(w.buf)  # the second time from the ts cache
+    # seqs=False writes every seq as None, as the changes without their seqs would be.
+    assert encode_pack(changes, seqs=False) == encode_pack([c.with_seq(None) for c in changes])
 
 
 @pytest.mark.parametrize("ts", [0, 1, 2**35 - 1, 2**35, 1_764_000_000_000, 2**42 - 1, 2**42])

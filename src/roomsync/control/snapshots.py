@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..core.archive import (
     SnapshotHasher,
@@ -26,6 +27,9 @@ from ..core.errors import CodecError
 from ..core.mst import MerkleSearchTree
 from ..storage.base import ArchiveRecord, RoomRecord
 from .registry import Context
+
+if TYPE_CHECKING:
+    from ..server.rooms import RoomHost
 from .rejects import Rejected, not_found
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "record_of",
     "replace_state",
     "room_head",
+    "settle",
     "snapshot_of",
 ]
 
@@ -74,16 +79,25 @@ async def room_head(ctx: Context, room: str) -> int:
     return 0 if record is None else record.head
 
 
+async def settle(host: RoomHost) -> bool:
+    """Wait for the room's commits in flight; True when nothing is pending now (then,
+    until the caller's next ``await``, its state is its durable state). False when peers
+    kept writing through a few commits."""
+    for _ in range(_FLUSH_TRIES):
+        await host.flush()
+        if not host.state.pending:
+            return True
+    return False
+
+
 async def snapshot_of(ctx: Context, room: str) -> RoomSnapshot:
     """The durable live state of ``room`` (an unknown room is empty at head 0)."""
     host = ctx.node.rooms.hosts.get(room)
     if host is not None:
-        for _ in range(_FLUSH_TRIES):
-            await host.flush()
-            state = host.state
-            if not state.pending:  # no await since the check: this is one state
-                live = [c for c in state.entries.values() if c.value is not None]
-                return RoomSnapshot(room, state.durable_head, state.root, live)
+        state = host.state
+        if await settle(host):  # no await since: this is one state
+            live = [c for c in state.entries.values() if c.value is not None]
+            return RoomSnapshot(room, state.durable_head, state.root, live)
         # Still writing after a few commits: take the durable view and hash it ourselves.
         live = [c for c in state.changes_since(0) if c.value is not None]
         return RoomSnapshot(room, state.durable_head, _root(live), live)
@@ -109,6 +123,15 @@ async def archive_room(ctx: Context, room: str) -> tuple[ArchiveRecord, bool]:
     """Archive the room's durable state and make it the head of the room's lineage;
     ``(record, new)``. Archiving an unchanged room again gives the same ref (not new)."""
     record = await record_of(ctx, room)
+    if record.lineage_head is not None:
+        # Nothing written since the lineage head was archived (any write or restore moves
+        # the head): it is this state's archive already, no need to encode it again.
+        newest = await ctx.node.store.get_archive(record.lineage_head)
+        head = await room_head(ctx, room)
+        host = ctx.node.rooms.hosts.get(room)
+        idle = host is None or not host.state.pending
+        if newest is not None and newest.room == room and newest.head == head and idle:
+            return newest, False
     snap = await snapshot_of(ctx, room)
     header = SnapshotHeader(room, snap.head, snap.root, len(snap.entries))
     if len(snap.entries) > _THREAD_ENTRIES:

@@ -68,20 +68,20 @@ class SnapshotHeader:
         return MAGIC + varint_bytes(len(body)) + body
 
 
-def _utf8(change: Change) -> bytes:
-    return change.path.encode("utf-8")
+def _path(change: Change) -> str:
+    return change.path
 
 
 def encode_snapshot(header: SnapshotHeader, entries: Iterable[Change]) -> Iterator[bytes]:
     """The snapshot's chunks: the header, then the live ones of ``entries`` (a state: one
     entry per path) in UTF-8 path order, ``CHUNK_ENTRIES`` per chunk."""
     yield header.encode()
-    live = sorted((c for c in entries if c.value is not None), key=_utf8)
+    # Code-point order is UTF-8 byte order (paths hold no surrogates, SPEC §1).
+    live = sorted((c for c in entries if c.value is not None), key=_path)
     if len(live) != header.count:
         raise ValueError(f"header says {header.count} live entries, the state has {len(live)}")
     for start in range(0, len(live), CHUNK_ENTRIES):
-        part = [c.with_seq(None) for c in live[start : start + CHUNK_ENTRIES]]
-        pack = encode_pack(part)
+        pack = encode_pack(live[start : start + CHUNK_ENTRIES], seqs=False)
         yield varint_bytes(len(pack)) + pack
 
 

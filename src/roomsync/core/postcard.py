@@ -195,8 +195,9 @@ _TS_TAILS: dict[int, bytes] = {}
 _TS_TAILS_MAX = 4096
 
 
-def encode_pack(changes: list[Change] | tuple[Change, ...]) -> bytes:
-    """``Pack { changes }`` as postcard bytes.
+def encode_pack(changes: list[Change] | tuple[Change, ...], *, seqs: bool = True) -> bytes:
+    """``Pack { changes }`` as postcard bytes; with ``seqs`` False every ``seq`` is
+    written as None (archive snapshots), as if the changes carried none.
 
     The hot path of every broadcast and catch-up, so the fields are written inline into
     one buffer (byte-for-byte what :func:`write_change` writes; property-tested).
@@ -212,7 +213,7 @@ def encode_pack(changes: list[Change] | tuple[Change, ...]) -> bytes:
 
     varint(len(changes))
     for c in changes:
-        ts, counter, seq = c.ts, c.counter, c.seq
+        ts, counter, seq = c.ts, c.counter, c.seq if seqs else None
         if not 0 <= ts <= U64_MAX:
             raise ValueError(f"u64 out of range: ts {ts} of {c.path!r}")
         if not 0 <= counter <= U32_MAX:

@@ -14,7 +14,7 @@ from ...storage.base import lineage
 from ..payloads import Payload, Result, Revoke, RoomCreate, RoomId, RoomList, RoomRef
 from ..registry import REGISTRY, Context
 from ..rejects import Rejected, not_found
-from ..snapshots import archive_room, record_of
+from ..snapshots import archive_room, record_of, settle
 
 #: Lineage refs ``room get`` shows (newest first); ``archive list`` pages them all.
 LINEAGE_SHOWN = 100
@@ -81,23 +81,17 @@ class RevokeResult(Result):
 
 async def _room_view(ctx: Context, room: str) -> dict[str, Any]:
     node = ctx.node
-    host = node.rooms.hosts.get(room)
-    record = host.record if host is not None else await node.store.get_room(room)
-    if record is None:
-        raise not_found("room", room, field="room")
-    if host is not None:
-        head, root, count, peers = (
-            host.head,
-            host.state.root,
-            host.state.live_count(),
-            len(host.peers),
-        )
-    else:
-        loaded = await node.store.load_room(room, now_ms=ctx.now_ms)
-        from ...core.room import RoomState
-
-        state = RoomState(room, loaded.entries, head=loaded.record.head)
-        head, root, count, peers = state.head, state.root, state.live_count(), 0
+    record = await record_of(ctx, room)
+    # Through the loaded room (loading it, as a join would; it then stays loaded for
+    # room_idle_unload_ms, so repeated reads are cheap), after the commits in flight.
+    host = await node.rooms.acquire(room)
+    try:
+        await settle(host)
+        state = host.state
+        head, root, count, peers = host.head, state.root, state.live_count(), len(host.peers)
+        record = host.record
+    finally:
+        node.rooms.release(host)
     chain = await lineage(node.store, room, limit=LINEAGE_SHOWN)
     view_lineage: dict[str, Any] = {"archives": [a.ref for a in chain]}
     if record.source is not None:
