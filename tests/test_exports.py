@@ -106,6 +106,7 @@ EXPECTED: dict[str, list[str]] = {
         "RetryWait",
         "RoomClient",
         "SupersededChange",
+        "TickInfo",
         "connect",
         "ws_url",
     ],

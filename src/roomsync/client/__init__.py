@@ -8,12 +8,13 @@
         room.set_json("/todos/1", {"title": "milk", "done": False})
         await room.flush()
 
-See ``docs/sdk.md`` for reconnect, resync, offline and cursor semantics, presence and
-blobs. The modules behind this API are private: :mod:`.room_client` (the
+See ``docs/sdk.md`` for reconnect, resync, offline and cursor semantics, presence,
+blobs and ticks. The modules behind this API are private: :mod:`.room_client` (the
 :class:`RoomClient` facade), :mod:`.connection` (lifecycle), :mod:`.local_replica`
 (reads, writes, subscriptions), :mod:`.reconciler` (MST), :mod:`.presence`,
-:mod:`.blobs`; each is a thin asyncio shell over the rules in :mod:`roomsync.core`
-(``reconnect``, ``keepalive``, ``packing``, ``blobflow``, ``presence_view``, ``replica``).
+:mod:`.blobs`, :mod:`.ticks`; each is a thin asyncio shell over the rules in
+:mod:`roomsync.core` (``reconnect``, ``keepalive``, ``packing``, ``blobflow``,
+``presence_view``, ``replica``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .errors import (
 from .events import ChangeStream, PresenceStream
 from .room_client import RoomClient, connect
 from .stats import ConnectionStats, RetryWait
+from .ticks import TickInfo
 
 __all__ = [
     "Backoff",
@@ -59,6 +61,7 @@ __all__ = [
     "RetryWait",
     "RoomClient",
     "SupersededChange",
+    "TickInfo",
     "connect",
     "ws_url",
 ]

@@ -14,6 +14,7 @@ part                            rules it drives (``roomsync.core``)
 :mod:`.reconciler` (MST)        ``reconcile`` (the reconcile flow), ``packing`` (paths)
 :mod:`.presence`                ``presence_view`` (who is present), ``keepalive``
 :mod:`.blobs`                   ``blobflow`` (upload and fetch flows)
+:mod:`.ticks`                   (the room's tick counter, SPEC §6 ``tick``)
 ==============================  ==========================================================
 """
 
@@ -42,6 +43,7 @@ from .local_replica import LocalReplica
 from .presence import PresenceChannel
 from .reconciler import Reconciler
 from .stats import ConnectionStats
+from .ticks import TickChannel, TickInfo
 
 ChangeCallback = Callable[[Change], object]
 RefusedCallback = Callable[[RefusedChange], object]
@@ -49,6 +51,7 @@ SupersededCallback = Callable[[SupersededChange], object]
 CloseCallback = Callable[[ConnectionClosed], object]
 PresenceCallback = Callable[[PresenceEvent], object]
 BlobCallback = Callable[[BlobInfo], object]
+TickCallback = Callable[[TickInfo], object]
 
 
 class RoomClient:
@@ -101,6 +104,7 @@ class RoomClient:
         self._replica = LocalReplica(self._connection, replica, self._reconciler)
         self._presence = PresenceChannel(self._connection)
         self._blobs = BlobTransfers(self._connection)
+        self._ticks = TickChannel(self._connection)
         #: Set while a session is open (welcomed); cleared while disconnected.
         self.connected = self._connection.connected
         self.stats: ConnectionStats = self._connection.stats
@@ -350,6 +354,20 @@ class RoomClient:
         """Call ``callback(BlobInfo(hash, size))`` for every ``blob-available`` of the room
         (our own uploads included). Returns a function that removes the callback."""
         return self._blobs.available.add(callback)
+
+    # -- ticks (SPEC §6 tick) --------------------------------------------------------------------
+
+    @property
+    def last_tick(self) -> TickInfo | None:
+        """The last ``tick{n, at}`` received (None: none yet). Ticks are not caught up
+        after a reconnect: this is the last one seen, the next change brings the current."""
+        return self._ticks.last
+
+    def on_tick(self, callback: TickCallback) -> Callable[[], None]:
+        """Call ``callback(TickInfo(n, at))`` for every ``tick`` of the room: its logical
+        counter changed (the server's timer, or an operator's ``tick set``/``advance``).
+        Returns a function that removes the callback."""
+        return self._ticks.events.add(callback)
 
 
 async def connect(

@@ -19,8 +19,8 @@ Secrets (``auth.keys``, ``blobs.s3_secret_access_key``, the password of
 ``storage.postgres_dsn``) never appear in error messages and are masked by
 :func:`redacted`.
 
-The :class:`Policy` section holds the room defaults; per-room overrides (the control
-plane's ``policy get|set``, planned) go through :meth:`Policy.patched`.
+The :class:`Policy` section holds the room defaults; the control plane's global and
+per-room overrides (``policy get|set``) go through :meth:`Policy.patched`.
 
 One concept per module, all re-exported here:
 

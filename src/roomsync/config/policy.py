@@ -1,9 +1,11 @@
 """The room policy (SPEC §6 ``policy``): behaviour limits every room gets, as one value.
 
 :class:`Policy` is the ``[policy]`` section of the settings (the global defaults) and the
-domain object rooms read their limits from. Per-room overrides (the control plane's
-``policy set``, planned) are patches applied with :meth:`Policy.patched`, validated by the
-same rules. No policy key is secret.
+domain object rooms read their limits from. Overrides (the control plane's ``policy
+set``: a global patch stored as a node-wide setting, a room's in its record) are patches
+merged with :func:`merge_patch` and applied with :meth:`Policy.patched`, validated by the
+same rules: room effective = config defaults + global patch + room patch. No policy key
+is secret.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from msgspec import Meta
 
 from .errors import ConfigError, validation_error
 
-__all__ = ["DataCap", "Policy"]
+__all__ = ["DataCap", "Policy", "merge_patch"]
 
 #: A data capability (SPEC §3); equal to ``roomsync.core.types.DATA_CAPS`` (a test checks).
 DataCap = Literal["read", "write", "presence", "blob", "blob-direct", "reconcile"]
@@ -183,3 +185,16 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             return msgspec.convert(data, Policy)
         except msgspec.ValidationError as exc:
             raise validation_error(exc, data, prefix="policy") from None
+
+
+def merge_patch(stored: Mapping[str, object], changes: Mapping[str, object]) -> dict[str, object]:
+    """``stored`` overrides with ``changes`` applied (``policy set``): a value replaces
+    that key's override, ``None`` (JSON null) removes it. Not validated: apply the
+    result with :meth:`Policy.patched`."""
+    merged = dict(stored)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged

@@ -149,6 +149,8 @@ def _example(command: Command) -> dict[str, Any]:
             out[f.name] = EXAMPLES[f.name]
     if command.cap == "room:revoke":
         out = {"sub": EXAMPLES["sub"]}
+    if command.cap == "tick:set":  # n and interval_ms are optional, but one is needed
+        out["interval_ms"] = EXAMPLES["interval_ms"]
     return out
 
 

@@ -41,6 +41,15 @@ class TokenBucket:
             return True
         return False
 
+    def reconfigure(self, rate_per_s: float, burst: float, now_ms: int) -> None:
+        """New rate and capacity from ``now_ms`` on: the tokens earned so far at the old
+        rate are kept, up to the new capacity (a lowered burst applies at once, a raised
+        one fills at the new rate)."""
+        self.refill(now_ms)
+        self.rate_per_ms = rate_per_s / 1000.0
+        self.burst = float(burst)
+        self.tokens = min(self.tokens, self.burst)
+
 
 class RatePolicy(Protocol):
     """The rate settings of a policy (``roomsync.config.Policy`` is one)."""
@@ -85,6 +94,14 @@ class RateLimiter:
             grace_ms=policy.rate_grace_ms,
             now_ms=now_ms,
         )
+
+    def reconfigure(self, policy: RatePolicy, *, now_ms: int) -> None:
+        """Apply a changed policy (``policy set``) to a live session: both buckets keep
+        their current level, capped at the new bursts, and refill at the new rates; a
+        limited period in progress goes on, judged by the new grace."""
+        self.messages.reconfigure(policy.rate_messages_per_s, policy.rate_burst_messages, now_ms)
+        self.bytes.reconfigure(policy.rate_bytes_per_s, policy.rate_burst_bytes, now_ms)
+        self.grace_ms = policy.rate_grace_ms
 
     def check(self, nbytes: int, now_ms: int) -> Verdict:
         self.messages.refill(now_ms)

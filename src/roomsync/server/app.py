@@ -153,6 +153,8 @@ class RoomsyncServer:
         s = self.settings.server
         await self.store.open()
         await self.node.load_revocations()
+        await self.node.load_policy()
+        await self.node.ticks.start()
         await self.bus.open()
         try:
             await self.blobs.store.open()
@@ -227,6 +229,7 @@ class RoomsyncServer:
         if self._listener is not None:
             self._listener.close()  # no new connections
         deadline = time.monotonic() + self.settings.server.shutdown_grace_ms / 1000
+        await self.node.ticks.stop()  # before the drain: no tick is sent to closing peers
         await self.node.drain(deadline=deadline)
         self.rooms.quiet.stop()
         if self._reaper is not None:

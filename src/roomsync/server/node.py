@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 from ..auth.tokens import Claims, TokenService
 from ..bus.base import Bus
-from ..config import Settings
+from ..config import ConfigError, Policy, Settings
+from ..config.policy import merge_patch
 from ..core.codes import CloseCode, ErrorCode
 from ..core.errors import Draining, Overload, RoomsyncError
 from ..storage.base import RevocationKind, RoomRecord, Store
@@ -36,9 +37,14 @@ from .metrics import Metrics
 from .outbox import Outbox
 from .peer import Peer
 from .rooms import RoomHost, RoomRegistry
+from .ticks import TickScheduler
 from .transport import PING_FRAME
 
 log = logging.getLogger("roomsync.node")
+
+#: The store setting (:class:`~roomsync.storage.base.Settings`) holding the global
+#: policy patch of ``policy set`` without a room.
+POLICY_SETTING = "policy"
 
 
 class Connection(Protocol):
@@ -91,6 +97,11 @@ class Node:
         self._revoked: dict[RevocationKind, dict[str, int | None]] = {"sub": {}, "jti": {}}
         self.blobs_open = False
         self._queued_bytes = 0  # all peers' outbound bytes, sampled each heartbeat
+        #: The room tick timers and counters (SPEC §6 ``tick``); started with the server.
+        self.ticks = TickScheduler(rooms, store, node=self.name, now_ms=now_ms)
+        #: The stored global policy patch (``policy set`` without a room).
+        self.policy_patch: dict[str, object] = {}
+        self._policy_lock = asyncio.Lock()
 
     # -- connections and admission ---------------------------------------------------------
 
@@ -330,3 +341,58 @@ class Node:
             ok = False
             checks["draining"] = True
         return {"ok": ok, "checks": checks, "node": self.name}
+
+    # -- policy (SPEC §6 ``policy``) -------------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        """The global effective policy: the config file's ``[policy]`` with the stored
+        global patch on top. New connections start from it, rooms add their overrides."""
+        return self.rooms.policy
+
+    async def load_policy(self) -> None:
+        """Read the stored global patch and apply it (at start, before serving). A key
+        the config's policy no longer accepts (an upgrade removed or narrowed it) is
+        logged and left out, so a stored patch can never keep the node from starting."""
+        stored = await self.store.get_setting(POLICY_SETTING) or {}
+        base = self.settings.policy
+        patch: dict[str, object] = {}
+        for key, value in stored.items():
+            try:
+                base.patched({key: value})
+            except ConfigError as exc:
+                event(log, "policy.ignored", level=logging.WARNING, key=key, error=exc.message)
+            else:
+                patch[key] = value
+        self.policy_patch = patch
+        self.rooms.set_policy(base.patched(patch))
+
+    async def set_global_policy(self, changes: dict[str, object]) -> Policy:
+        """Merge ``changes`` into the global patch (a null value removes that key's
+        override), validate it over the config's defaults (:class:`ConfigError` naming
+        ``policy.<key>``; nothing stored), persist it, and apply it to every loaded room
+        and live session at once. Returns the new global effective policy."""
+        async with self._policy_lock:
+            patch = merge_patch(self.policy_patch, changes)
+            policy = self.settings.policy.patched(patch)
+            await self.store.put_setting(POLICY_SETTING, patch)
+            self.policy_patch = patch
+            self.rooms.set_policy(policy)
+        event(log, "policy.updated", scope="global", keys=sorted(changes))
+        return policy
+
+    async def set_room_policy(self, room: str, changes: dict[str, object]) -> RoomRecord | None:
+        """Merge ``changes`` into ``room``'s overrides (null removes one), validated over
+        the global effective policy (:class:`ConfigError`; nothing stored), persisted in
+        its record and applied to the loaded room at once. None when the room does not
+        exist."""
+
+        def change(current: RoomRecord) -> dict[str, Any]:
+            patch = merge_patch(current.policy, changes)
+            self.policy.patched(patch)
+            return {"policy": patch}
+
+        record = await self.rooms.change_record(room, change, create=False)
+        if record is not None:
+            event(log, "policy.updated", scope=room, keys=sorted(changes))
+        return record

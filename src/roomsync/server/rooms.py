@@ -28,7 +28,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -638,6 +638,45 @@ class RoomHost:
         """``welcome.limits`` for this room's effective policy (:mod:`roomsync.core.limits`)."""
         return announced(self.policy, max_frame_bytes=max_frame_bytes)
 
+    # -- control plane: live policy and ticks (SPEC §6) --------------------------------
+
+    def apply_policy(self, policy: Policy) -> None:
+        """Make ``policy`` the room's effective policy now (``policy set``).
+
+        What is read from ``self.policy`` per message (pack and value limits, broadcast
+        settings, retention, ``max_peers`` at the next join) follows at once; what was
+        copied out of it is updated here: the presence table's limits (a shorter TTL
+        expires present peers by it, the expiry timer is re-armed), and every present
+        peer's rate limiter (its buckets keep their level, capped at the new bursts) and
+        stream budget, and the capture ring's size.
+        """
+        self.policy = policy
+        table = self.presence
+        table.ttl_ms = policy.presence_ttl_ms
+        table.max_bytes = policy.presence_max_bytes
+        table.max_members = policy.presence_max_members
+        table.leave_grace_ms = policy.presence_leave_grace_ms
+        self.capture.resize(policy.capture_envelopes)
+        now = self.now_ms()
+        for peer in self.peers:
+            peer.session.limiter.reconfigure(policy, now_ms=now)
+            peer.out.budget = policy.stream_budget_bytes
+        if self._presence_tick is not None:  # armed for the old TTL: may be due sooner
+            self._presence_tick.cancel()
+            self._presence_tick = None
+        self._schedule_presence()
+
+    def send_tick(self, n: int, at: int) -> int:
+        """``tick{n, at}`` (SPEC §2) to every peer that reads the room; how many got it.
+        Like a broadcast ``pack``, it waits behind an answer a peer is being streamed."""
+        frame = text_frame({"type": "tick", "n": n, "at": at})
+        sent = 0
+        for peer in list(self.peers):
+            if peer.reads and not peer.closing and peer.out.send_frame(frame):
+                sent += 1
+        self.metrics.msg_out("tick", sent)
+        return sent
+
 
 class QuietRehash:
     """Hashes the MST root of rooms that have been quiet for ``ROOT_IDLE_S``, with one
@@ -714,6 +753,10 @@ class RoomRegistry:
         self.loads = 0  # rooms loaded / unloaded since start (also exported as metrics)
         self.unloads = 0
         self.quiet = QuietRehash()
+        # One lock per room whose record is being changed (see change_record).
+        self._record_locks: dict[str, _RecordLock] = {}
+        #: Called with every record change_record stored (the tick scheduler watches).
+        self.record_watchers: list[Callable[[RoomRecord], None]] = []
 
     async def acquire(self, room: str) -> RoomHost:
         """The loaded room, loading it if needed; the caller must :meth:`release` it."""
@@ -810,18 +853,11 @@ class RoomRegistry:
     async def update_record(self, room: str, **changes: Any) -> RoomRecord:
         """Change a room's durable record (``locked``, ``closed``, ``policy``): persisted
         first, then seen by the loaded room at once. Closing ends its live sessions with
-        4004 (``room-closed``). This is the one way room records change."""
-        host = self.hosts.get(room)
-        current = host.record if host is not None else await self.store.get_room(room)
-        if current is None:
-            current = RoomRecord(room=room, created_ms=self.now_ms())
-        record = dataclasses.replace(current, **changes)
-        await self.store.put_room(record)
-        host = self.hosts.get(room)  # the await may have loaded or unloaded it
-        if host is not None:
-            host.record = record
-            if record.closed:
-                host.close_all(CloseCode.ROOM_CLOSED, "room-closed", f"room {room!r} is closed")
+        4004 (``room-closed``). This is the one way room records change (it is
+        :meth:`change_record` with fixed ``changes``, so it is serialized with the
+        others)."""
+        record = await self.change_record(room, lambda _current: changes)
+        assert record is not None  # creating, and the changes are never None
         return record
 
     def _failed(self, host: RoomHost) -> None:
@@ -840,6 +876,17 @@ class RoomRegistry:
 
     @contextlib.asynccontextmanager
     async def exclusive(
+        self, room: str, code: CloseCode, error_code: str, message: str
+    ) -> AsyncIterator[None]:
+        """:meth:`_out_of_service` while holding the room's record lock: no change of its
+        record by another task (a tick timer) runs during the block, so none can read the
+        record before a ``room delete`` and store it back after. The block's own record
+        changes (the same task) pass: the lock is the task's."""
+        async with self._record_lock(room), self._out_of_service(room, code, error_code, message):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _out_of_service(
         self, room: str, code: CloseCode, error_code: str, message: str
     ) -> AsyncIterator[None]:
         """Hold ``room`` out of service for a change of its whole state (``archive
@@ -868,3 +915,89 @@ class RoomRegistry:
 
     async def flush_all(self) -> None:
         await asyncio.gather(*(h.flush() for h in list(self.hosts.values())))
+
+    async def change_record(
+        self,
+        room: str,
+        changes: Callable[[RoomRecord], Mapping[str, Any] | None],
+        *,
+        create: bool = True,
+    ) -> RoomRecord | None:
+        """Read, change and store a room's record, one change at a time per room.
+
+        ``changes(current)`` gives the fields to replace, or None to change nothing
+        (then None is returned). An unknown room starts from an empty record, or (with
+        ``create`` False) is left alone: None. The new record is persisted first, then
+        the loaded room sees it at once (a changed ``policy`` becomes its effective
+        policy over the global one; ``closed`` ends its sessions with 4004), then every
+        :attr:`record_watchers` is told.
+
+        Invariant: changes of one room's record never interleave. Without the lock, two
+        changes (a tick timer's advance and a ``room lock``) would each read the record,
+        and whichever stored second would put back the field the other had just changed.
+        """
+        async with self._record_lock(room):
+            host = self.hosts.get(room)
+            current = host.record if host is not None else await self.store.get_room(room)
+            if current is None:
+                if not create:
+                    return None
+                current = RoomRecord(room=room, created_ms=self.now_ms())
+            fields = changes(current)
+            if fields is None:
+                return None
+            record = dataclasses.replace(current, **fields)
+            await self.store.put_room(record)
+            host = self.hosts.get(room)  # the await may have loaded or unloaded it
+            if host is not None:
+                host.record = record
+                if record.policy != current.policy:
+                    host.apply_policy(self.policy.patched(record.policy))
+                if record.closed:
+                    host.close_all(CloseCode.ROOM_CLOSED, "room-closed", f"room {room!r} is closed")
+            for watcher in self.record_watchers:
+                watcher(record)
+        return record
+
+    @contextlib.asynccontextmanager
+    async def _record_lock(self, room: str) -> AsyncIterator[None]:
+        """Hold ``room``'s record lock (a task that holds it already passes: see
+        :meth:`exclusive`); the lock is forgotten when nobody holds or waits for it."""
+        task = asyncio.current_task()
+        entry = self._record_locks.get(room)
+        if entry is not None and task is not None and entry.owner is task:
+            yield
+            return
+        if entry is None:
+            entry = self._record_locks[room] = _RecordLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                entry.owner = task
+                try:
+                    yield
+                finally:
+                    entry.owner = None
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._record_locks[room]
+
+    def set_policy(self, policy: Policy) -> None:
+        """Make ``policy`` the global effective policy (``policy set`` without a room):
+        rooms loaded from now on start from it, and every loaded room applies it at once,
+        with its own overrides on top (:meth:`RoomHost.apply_policy`)."""
+        self.policy = policy
+        for host in list(self.hosts.values()):
+            host.apply_policy(policy.patched(host.record.policy) if host.record.policy else policy)
+
+
+class _RecordLock:
+    """A room's record lock, the task holding it, and how many hold it or wait for it."""
+
+    __slots__ = ("lock", "owner", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.owner: asyncio.Task[Any] | None = None
+        self.users = 0

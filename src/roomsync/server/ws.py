@@ -131,9 +131,8 @@ class _Connection(WSListener):
         self.server = server
         self.room_arg = room_arg
         self.ws: WSTransport | None = None
-        self.out = Outbox(
-            server.settings.policy.stream_budget_bytes, server.metrics, self._overflow
-        )
+        # Until the hello names a room, the global effective policy applies (policy set).
+        self.out = Outbox(server.policy.stream_budget_bytes, server.metrics, self._overflow)
         self.peer: Peer | None = None
         self.host: RoomHost | None = None
         self.close_code: int | None = None
@@ -146,7 +145,7 @@ class _Connection(WSListener):
         self._closer: asyncio.TimerHandle | None = None
         self._disconnected = False
         self._cleaned = False
-        policy = server.settings.policy
+        policy = server.policy
         now = server.now_ms()
         timing = server.settings.server
         self.session = Session(
@@ -611,6 +610,7 @@ class _Connection(WSListener):
             caps=admission.caps, actor=admission.actor, prefixes=prefixes, exp_ms=admission.exp_ms
         )
         self.out.budget = policy.stream_budget_bytes
+        self.session.limiter.reconfigure(policy, now_ms=now)  # the room's rates from here on
         peer = Peer(self.session, self.out, on_close=self._peer_closed)
         peer.actor_bound = admission.bound
         peer.token_jti = grant.jti if grant is not None else None

@@ -4,7 +4,8 @@
 
     Store  (what the server holds; existing type hints keep using it)
      ├── StoreLifecycle   open, close, check
-     ├── RoomCatalog      get_room, put_room, list_rooms, delete_room, load_room
+     ├── RoomCatalog      get_room, put_room, list_rooms, delete_room, load_room,
+ │                    ticking_rooms
      ├── OpLog            append (fenced by expected_head), changes_since, base_snapshot, compact
      ├── BlobRefs         add_blob_ref, has_blob_ref, blob_refs (paged); all_blob_refs(store)
      ├── Revocations      add_revocation, is_revoked, list_revocations
@@ -358,6 +359,11 @@ class RoomCatalog(Protocol):
     async def list_rooms(self, *, limit: int = 100, cursor: str | None = None) -> list[RoomRecord]:
         """Rooms ordered by id, starting after ``cursor`` (the last id of the previous
         page), at most ``limit``."""
+
+    async def ticking_rooms(self) -> list[RoomRecord]:
+        """The records of every room whose tick timer runs (``tick_interval_ms`` > 0),
+        ordered by id: what a node's tick scheduler resumes when it starts. Few rooms
+        tick, so it is one list, not a paged one."""
 
     async def delete_room(self, room: str) -> bool:
         """Remove a room, its state, op log and blob references. True when it existed."""

@@ -122,6 +122,14 @@ class MemoryStore:
         names = sorted(r for r in self._rooms if cursor is None or r > cursor)
         return [_copy_record(self._rooms[r].record) for r in names[: max(limit, 0)]]
 
+    async def ticking_rooms(self) -> list[RoomRecord]:
+        self._require_open()
+        return [
+            _copy_record(self._rooms[r].record)
+            for r in sorted(self._rooms)
+            if self._rooms[r].record.tick_interval_ms > 0
+        ]
+
     async def delete_room(self, room: str) -> bool:
         self._require_open()
         self._blob_refs.pop(room, None)

@@ -967,6 +967,15 @@ class SqliteStore:
 
         return await self._read(rooms)
 
+    async def ticking_rooms(self) -> list[RoomRecord]:
+        def rooms(conn: sqlite3.Connection) -> list[RoomRecord]:
+            rows = conn.execute(
+                f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE tick_interval_ms > 0 ORDER BY room"
+            ).fetchall()
+            return [_record(row) for row in rows]
+
+        return await self._read(rooms)
+
     async def delete_room(self, room: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
             for table in ("oplog", "entries", "base_entries", "blob_refs"):

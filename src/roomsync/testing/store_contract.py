@@ -25,7 +25,8 @@ One section per Protocol of :mod:`roomsync.storage.base`, each a class of its ow
   store refuses, reopening brings the data back.
 - :class:`RoomCatalogContract` (``RoomCatalog``): a room never written is not stored and
   its first write creates it; records round-trip; ``put_room`` never moves ``head`` or
-  ``compacted_through``, also between concurrent appends; listing pages; deletion.
+  ``compacted_through``, also between concurrent appends; listing pages; the ticking
+  rooms; deletion.
 - :class:`OpLogContract` (``OpLog``): state with seqs and tombstones, gap-free op log,
   group commit, fencing (a stale ``expected_head`` is refused with ``StoreConflict`` and
   writes nothing, of two appends with the same expected head exactly one wins, a gap is
@@ -256,6 +257,18 @@ class RoomCatalogContract:
         assert (reborn.record.head, reborn.record.created_ms, reborn.entries) == (0, 2, [])
         await store.append("d", [change(1, "/a", b"again")], expected_head=0)
         assert (await store.load_room("keep", now_ms=0)).entries == [change(1, "/a", b"k")]
+
+    async def test_ticking_rooms_lists_the_rooms_with_a_timer(self, store: Store) -> None:
+        assert await store.ticking_rooms() == []
+        ticking = RoomRecord("t", created_ms=1, tick_n=7, tick_interval_ms=250, tick_at_ms=9)
+        await store.put_room(ticking)
+        await store.put_room(RoomRecord("still", created_ms=1, tick_n=3))
+        await store.put_room(RoomRecord("a", created_ms=1, tick_interval_ms=10, node="n2"))
+        assert [r.room for r in await store.ticking_rooms()] == ["a", "t"]
+        assert (await store.ticking_rooms())[1] == ticking
+        await store.put_room(replace(ticking, tick_interval_ms=0))
+        await store.delete_room("a")
+        assert await store.ticking_rooms() == []
 
     async def test_put_room_between_appends_never_moves_the_head(self, store: Store) -> None:
         await store.put_room(RoomRecord("race", created_ms=1))

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from . import archive, capture, lineage, room, topology
+from . import archive, capture, lineage, policy, room, tick, topology
 
-__all__ = ["archive", "capture", "lineage", "room", "topology"]
+__all__ = ["archive", "capture", "lineage", "policy", "room", "tick", "topology"]
