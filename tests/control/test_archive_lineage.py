@@ -381,3 +381,25 @@ async def test_forbidden_and_invalid_payloads(
     assert status == 403 and body["reject"]["required"] == f"{family}:{command}"
     status, body = await call(http, srv, family, command, payload)
     assert status == 422 and body["reject"]["field"] == field, body
+
+
+async def test_deleting_the_lineage_head_relinks_a_loaded_room(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
+    async with await client(srv, "doc", "alice") as alice:
+        alice.set_json("/a", 1)
+        await alice.flush()
+        first = await ok(http, srv, "archive", "create", {"room": "doc"})
+        alice.set_json("/a", 2)
+        await alice.flush()
+        second = await ok(http, srv, "archive", "create", {"room": "doc"})
+        assert await ok(http, srv, "archive", "delete", {"ref": second["ref"]}) == {
+            "ref": second["ref"],
+            "deleted": True,
+        }
+        view = await ok(http, srv, "room", "get", {"room": "doc"})
+        assert view["lineage"]["archives"] == [first["ref"]]
+        alice.set_json("/a", 3)
+        await alice.flush()
+        third = await ok(http, srv, "archive", "create", {"room": "doc"})
+        assert third["parent"] == first["ref"]

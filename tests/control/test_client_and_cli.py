@@ -21,7 +21,7 @@ async def test_the_client_has_a_method_per_command_and_raises_per_class(
     token = srv.mint("*", ("*",), actor="ops")
     async with ControlClient(srv.url, token) as ops:
         created = await ops.room_create(room="doc")
-        assert created == {"room": "doc", "created": True, "locked": False}
+        assert created == {"room": "doc", "created": True, "locked": False, "policy": {}}
         assert (await ops.room_get(room="doc"))["head"] == 0
         assert (await ops.call("room", "lock", room="doc"))["locked"] is True
         with pytest.raises(ControlNotFound) as exc:

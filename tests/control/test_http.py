@@ -87,7 +87,10 @@ async def test_room_commands_end_to_end(srv: ServerHandle, http: aiohttp.ClientS
     status, body, _ = await call(http, srv, "room", "get", {"room": "doc"})
     assert status == 404 and body["reject"]["code"] == "room-unknown"
     status, body, _ = await call(http, srv, "room", "create", {"room": "doc"})
-    assert (status, body["result"]) == (200, {"room": "doc", "created": True, "locked": False})
+    assert (status, body["result"]) == (
+        200,
+        {"room": "doc", "created": True, "locked": False, "policy": {}},
+    )
     status, body, _ = await call(http, srv, "room", "create", {"room": "doc"})
     assert status == 409 and body["reject"]["class"] == "conflict"
     ws, _ = await hello(http, srv.ws_url("doc"))
@@ -113,7 +116,21 @@ async def test_room_commands_end_to_end(srv: ServerHandle, http: aiohttp.ClientS
     _, code = await closed(ws)
     assert code == 4004
     status, body, _ = await call(http, srv, "room", "create", {"room": "doc", "locked": True})
-    assert body["result"] == {"room": "doc", "created": False, "locked": True}
+    assert body["result"] == {"room": "doc", "created": False, "locked": True, "policy": {}}
+
+
+async def test_room_create_with_a_policy(srv: ServerHandle, http: aiohttp.ClientSession) -> None:
+    payload = {"room": "small", "policy": {"max_peers": 2, "echo_to_sender": True}}
+    status, body, _ = await call(http, srv, "room", "create", payload)
+    assert status == 200 and body["result"]["policy"] == payload["policy"]
+    status, body, _ = await call(http, srv, "policy", "get", {"room": "small"})
+    assert body["result"]["policy"]["max_peers"] == 2
+    assert body["result"]["patch"] == payload["policy"]
+    bad = {"room": "other", "policy": {"max_peers": 0}}
+    status, body, _ = await call(http, srv, "room", "create", bad)
+    assert status == 422 and body["reject"]["field"] == "policy.max_peers", body
+    status, body, _ = await call(http, srv, "room", "get", {"room": "other"})
+    assert status == 404  # nothing was stored
 
 
 async def test_revoke_closes_the_session_and_refuses_the_token(

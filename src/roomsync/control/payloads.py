@@ -7,7 +7,7 @@ offending field is named in the ``invalid-payload`` reject.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
@@ -34,8 +34,11 @@ class RoomRef(Payload):
 
 
 class RoomCreate(Payload):
+    """``policy``: the room's policy overrides (as ``policy set`` takes them)."""
+
     room: RoomId
     locked: bool = False
+    policy: dict[str, Any] | None = None
 
 
 class RoomList(Payload):

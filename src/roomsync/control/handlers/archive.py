@@ -244,10 +244,14 @@ async def delete(ctx: Context, p: ArchiveRefPayload) -> dict[str, Any]:
             "delete or promote those forks first",
             field="ref",
         )
+    # The room's lineage head moves to the archive's parent through the one path room
+    # records change (serialized with the others), then the store relinks the chain.
+    await ctx.node.rooms.change_record(
+        archive.room,
+        lambda current: (
+            {"lineage_head": archive.parent} if current.lineage_head == archive.ref else None
+        ),
+        create=False,
+    )
     deleted = await ctx.node.store.delete_archive(archive.ref)
-    # A loaded room caches its record: take the relinked lineage head from the store.
-    host = ctx.node.rooms.hosts.get(archive.room)
-    stored = await ctx.node.store.get_room(archive.room) if host is not None else None
-    if host is not None and stored is not None:
-        host.record = stored
     return {"ref": archive.ref, "deleted": deleted}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...config.errors import ConfigError
 from ...core.codes import CloseCode, RejectClass
 from ...storage.base import lineage
 from ..payloads import Payload, Result, Revoke, RoomCreate, RoomId, RoomList, RoomRef
@@ -59,6 +60,7 @@ class RoomCreateResult(Result):
     room: str
     created: bool
     locked: bool
+    policy: dict[str, Any]
 
 
 class RoomFlags(Result):
@@ -148,8 +150,21 @@ async def create(ctx: Context, p: RoomCreate) -> dict[str, Any]:
         raise Rejected(
             RejectClass.CONFLICT, "room-exists", f"room {p.room!r} already exists", field="room"
         )
-    record = await ctx.node.set_room(p.room, locked=p.locked, closed=False)
-    return {"room": p.room, "created": existing is None, "locked": record.locked}
+    changes: dict[str, Any] = {"locked": p.locked, "closed": False}
+    if p.policy is not None:
+        try:
+            ctx.node.policy.patched(p.policy)  # validated before anything is stored
+        except ConfigError as exc:
+            key = (exc.key or "policy").split("[")[0]
+            raise Rejected(RejectClass.INVALID_PAYLOAD, "invalid", exc.message, field=key) from None
+        changes["policy"] = dict(p.policy)
+    record = await ctx.node.set_room(p.room, **changes)
+    return {
+        "room": p.room,
+        "created": existing is None,
+        "locked": record.locked,
+        "policy": dict(record.policy),
+    }
 
 
 async def _flag(ctx: Context, room: str, **changes: bool) -> dict[str, Any]:
