@@ -33,6 +33,10 @@ One root for every error roomsync raises on purpose, wherever it lives::
      │    ├── StoreError               roomsync.storage: the store failed or refused a write
      │    │    └── StoreConflict       fencing: another writer moved the room's head
      │    └── BusError                 roomsync.bus: events cannot be carried
+     ├── QuerySpecError                roomsync.core.query: a query spec that cannot run,
+     │                                 .field at fault; also a ValueError (invalid-payload)
+     ├── QueryCursorError              roomsync.core.query: a cursor the query did not hand
+     │                                 out; also a ValueError (invalid-payload)
      ├── Rejected                      roomsync.control: a control command refused, with
      │    │                            its reject class, code, field? and required?
      │    └── ControlRejected          roomsync.control.client: the client's, one per class:

@@ -12,7 +12,7 @@
      ├── Archives         put_archive, get_archive, archive_chunk, list_archives,
      │                    delete_archive, forks_of; lineage(store, room)
      ├── Proposals        put_proposal, get_proposal
-     ├── QuerySpecs       put_query, get_query, list_queries, delete_query
+     ├── QuerySpecs       put_query, get_query, list_queries, delete_query, run_query
      └── Settings         get_setting, put_setting (node-wide, e.g. the global policy)
 
 Code that needs one concept asks for its Protocol (replay needs a ``RoomCatalog`` and an
@@ -74,6 +74,7 @@ from typing import Literal, Protocol
 
 from ..core.entries import Change
 from ..core.errors import InternalError
+from ..core.query import QuerySpec
 
 __all__ = [
     "BLOB_REFS_PAGE",
@@ -516,6 +517,23 @@ class QuerySpecs(Protocol):
 
     async def delete_query(self, name: str) -> bool:
         """Drop ``name``; True when it existed."""
+
+    async def run_query(
+        self,
+        room: str,
+        spec: QuerySpec,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, object]], str | None]:
+        """One page of ``spec`` over ``room``'s durable live state: ``(rows,
+        next_cursor)``, exactly :func:`roomsync.core.query.evaluate` over the room's
+        entries (rows ``{path, value}``, ``raw`` too for a value that is not JSON;
+        ``next_cursor`` None on the last page). ``limit`` (default: the spec's) is 1..1000
+        and ``cursor`` one this query handed out, else :class:`ValueError`
+        (:class:`~roomsync.core.query.QueryCursorError` for the cursor). A room never
+        written has no rows. A backend may push the work down (SQLite: its JSON
+        functions) but never answer differently from the core evaluator."""
 
 
 class Settings(Protocol):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from ..core.entries import Change
 from ..core.merge import merge_into
+from ..core.query import QuerySpec, evaluate
 from .base import (
     ArchiveRecord,
     LoadedRoom,
@@ -373,6 +374,19 @@ class MemoryStore:
     async def delete_query(self, name: str) -> bool:
         self._require_open()
         return self._queries.pop(name, None) is not None
+
+    async def run_query(
+        self,
+        room: str,
+        spec: QuerySpec,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, object]], str | None]:
+        self._require_open()
+        state = self._rooms.get(room)
+        entries = [] if state is None else [state.entries[p] for p in sorted(state.entries)]
+        return evaluate(spec, entries, limit=limit, cursor=cursor)
 
     async def get_setting(self, key: str) -> dict[str, object] | None:
         self._require_open()

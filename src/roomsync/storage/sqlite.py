@@ -85,6 +85,8 @@ from typing import Any, Final, Generic, TypeVar
 from ..core.entries import Change
 from ..core.merge import merge_into, wins
 from ..core.postcard import decode_pack, encode_pack
+from ..core.query import QuerySpec
+from . import sqlite_query
 from .base import (
     ArchiveRecord,
     LoadedRoom,
@@ -589,6 +591,8 @@ class SqliteStore:
         self.inline_commits = 0
         self.checkpoints = 0
         self.migrations_applied: list[int] = []
+        #: What the last :meth:`run_query` did (SQL candidates, rows left to Python).
+        self.last_query: sqlite_query.QueryStats | None = None
         self._open = False
         self._closing = False
         self._open_lock = asyncio.Lock()
@@ -855,6 +859,7 @@ class SqliteStore:
             conn = self._connect()
             try:
                 conn.execute("PRAGMA query_only = ON")
+                sqlite_query.install(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -1558,6 +1563,25 @@ class SqliteStore:
                 conn.execute("DELETE FROM query_specs WHERE name = ?", (name,)).rowcount > 0
             )
         )
+
+    async def run_query(
+        self,
+        room: str,
+        spec: QuerySpec,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, object]], str | None]:
+        """Pushed down into SQLite's JSON functions (:mod:`.sqlite_query`), one read
+        transaction on the reader thread."""
+
+        def query(conn: sqlite3.Connection) -> tuple[list[dict[str, object]], str | None]:
+            rows, next_cursor, self.last_query = sqlite_query.run(
+                conn, room, spec, limit=limit, cursor=cursor
+            )
+            return rows, next_cursor
+
+        return await self._read(query)
 
     async def get_setting(self, key: str) -> dict[str, object] | None:
         def get(conn: sqlite3.Connection) -> dict[str, object] | None:

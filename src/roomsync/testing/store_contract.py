@@ -36,12 +36,17 @@ One section per Protocol of :mod:`roomsync.storage.base`, each a class of its ow
   room, and page in order, each hash once.
 - :class:`RevocationsContract` (``Revocations``): by ``sub`` and by ``jti``, expiry,
   re-revoking, paging, refusals, and they survive a reopen and room deletion.
+- :class:`QueryRunContract` (``QuerySpecs.run_query``): the answers of
+  :mod:`roomsync.core.query` on concrete rooms: JSON types kept apart, numbers as
+  doubles, pointers into objects and arrays, values that are not JSON, the order with its
+  ranks, projection, paging through cursors and their refusals.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import ClassVar, cast
 
@@ -49,6 +54,7 @@ import pytest
 
 from ..core.entries import Change
 from ..core.merge import live_items, merge_into, wins
+from ..core.query import QueryCursorError, parse_spec
 from ..storage.base import (
     REVOCATION_KINDS,
     ArchiveRecord,
@@ -69,6 +75,7 @@ __all__ = [
     "LifecycleContract",
     "OpLogContract",
     "ProposalsContract",
+    "QueryRunContract",
     "QuerySpecsContract",
     "ReplaceStateContract",
     "RevocationsContract",
@@ -1003,6 +1010,148 @@ class QuerySpecsContract:
             await store.put_query("bad", {"x": float("nan")})
 
 
+async def _query_room(store: Store, room: str, values: Mapping[str, bytes | None]) -> None:
+    changes = [change(seq, path, v) for seq, (path, v) in enumerate(values.items(), 1)]
+    await store.append(room, changes, expected_head=0)
+
+
+async def _paths(store: Store, room: str, spec: dict[str, object]) -> list[str]:
+    rows, _ = await store.run_query(room, parse_spec(spec), limit=1000)
+    return [str(r["path"]) for r in rows]
+
+
+def _where(pointer: str, op: str, *value: object) -> dict[str, object]:
+    f: dict[str, object] = {"pointer": pointer, "op": op}
+    if value:
+        f["value"] = value[0]
+    return {"filters": [f]}
+
+
+class QueryRunContract:
+    """``QuerySpecs.run_query``: exactly :func:`roomsync.core.query.evaluate` over the
+    room's durable live state, on cases chosen for SQL's pitfalls."""
+
+    async def test_rows_are_the_live_entries_under_the_prefix(self, store: Store) -> None:
+        await _query_room(
+            store,
+            "q",
+            {
+                "/t": b'{"n": 1}',
+                "/t/1": b"[1, 2]",
+                "/t/2": None,  # a tombstone is never a row
+                "/t!": b"1",  # "/t!" is not below "/t"
+                "/tx": b"1",
+                "/t/3": b"\xffraw",
+            },
+        )
+        rows, cursor = await store.run_query("q", parse_spec({"prefix": "/t/"}))
+        assert rows == [
+            {"path": "/t", "value": {"n": 1}},
+            {"path": "/t/1", "value": [1, 2]},
+            {"path": "/t/3", "value": None, "raw": "/3Jhdw=="},
+        ]
+        assert cursor is None
+        assert await store.run_query("never-written", parse_spec({})) == ([], None)
+
+    async def test_comparisons_keep_json_types_apart(self, store: Store) -> None:
+        docs = {
+            "/int": b'{"n": 1}',
+            "/float": b'{"n": 1.0}',
+            "/text": b'{"n": "1"}',
+            "/true": b'{"n": true}',
+            "/big": b'{"n": 9007199254740993}',
+            "/null": b'{"n": null}',
+            "/none": b"{}",
+            "/obj": b'{"n": {"m": 1}}',
+        }
+        await _query_room(store, "q", docs)
+        assert await _paths(store, "q", _where("/n", "eq", 1)) == ["/float", "/int"]
+        assert await _paths(store, "q", _where("/n", "eq", "1")) == ["/text"]
+        assert await _paths(store, "q", _where("/n", "eq", True)) == ["/true"]
+        assert await _paths(store, "q", _where("/n", "eq", None)) == ["/null"]
+        # Numbers compare as doubles: 2**53 + 1 is 2**53 there.
+        assert await _paths(store, "q", _where("/n", "eq", 2**53)) == ["/big"]
+        assert await _paths(store, "q", _where("/n", "ne", 1)) == [
+            "/big", "/null", "/obj", "/text", "/true",
+        ]  # fmt: skip
+        assert await _paths(store, "q", _where("/n", "lt", 2)) == ["/float", "/int"]
+        assert await _paths(store, "q", _where("/n", "ge", "1")) == ["/text"]
+        assert await _paths(store, "q", _where("/n", "eq", {"m": 1.0})) == ["/obj"]
+        assert len(await _paths(store, "q", _where("/n", "exists"))) == 7
+        assert await _paths(store, "q", _where("", "eq", {})) == ["/none"]
+
+    async def test_contains_prefix_and_pointers(self, store: Store) -> None:
+        docs = {
+            "/a": b'{"tags": ["x", "y"], "title": "hello", "k~/": 1}',
+            "/b": b'{"tags": [1, {"z": 1}], "title": "help"}',
+            "/c": b'{"o": {"0": "k"}, "tags": "xy"}',
+            "/d": b'{"o": ["k"], "\\u0074ags": ["x"]}',
+            "/e": b'{"tags": ["x"], "tags": []}',  # a repeated key: the first one counts
+        }
+        await _query_room(store, "q", docs)
+        assert await _paths(store, "q", _where("/tags", "contains", "x")) == [
+            "/a", "/c", "/d", "/e",
+        ]  # fmt: skip
+        assert await _paths(store, "q", _where("/tags", "contains", {"z": 1.0})) == ["/b"]
+        assert await _paths(store, "q", _where("/tags", "contains", 1)) == ["/b"]
+        assert await _paths(store, "q", _where("/title", "contains", "el")) == ["/a", "/b"]
+        assert await _paths(store, "q", _where("/title", "prefix", "hell")) == ["/a"]
+        assert await _paths(store, "q", _where("/o/0", "eq", "k")) == ["/c", "/d"]
+        assert await _paths(store, "q", _where("/tags/1", "eq", "y")) == ["/a"]
+        assert await _paths(store, "q", _where("/k~0~1", "exists")) == ["/a"]
+
+    async def test_values_that_are_not_json_match_no_filter(self, store: Store) -> None:
+        docs = {"/bad": b"\xff", "/nan": b"NaN", "/cut": b'{"a": 1}\x00', "/ok": b'{"a": 1}'}
+        await _query_room(store, "q", docs)
+        assert await _paths(store, "q", _where("", "exists")) == ["/ok"]
+        assert await _paths(store, "q", _where("/a", "eq", 1)) == ["/ok"]
+        rows, _ = await store.run_query("q", parse_spec({"project": ["/a"]}))
+        assert [r["value"] for r in rows] == [None, None, None, {"/a": 1}]
+        assert [r.get("raw") for r in rows] == ["/w==", "eyJhIjogMX0A", "TmFO", None]
+
+    async def test_order_ranks_numbers_strings_then_the_rest(self, store: Store) -> None:
+        docs = {
+            "/1": b'{"k": 3}',
+            "/2": b'{"k": 1.5}',
+            "/3": b'{"k": "b"}',
+            "/4": b'{"k": "a"}',
+            "/5": b'{"k": true}',
+            "/6": b"{}",
+            "/7": b"not json",
+            "/8": b'{"k": 3.0}',
+            "/9": b'{"k": null}',
+        }
+        await _query_room(store, "q", docs)
+        asc = {"order": {"pointer": "/k"}, "limit": 20}
+        desc = {"order": {"pointer": "/k", "dir": "desc"}, "limit": 20}
+        rest = ["/5", "/6", "/7", "/9"]
+        assert await _paths(store, "q", asc) == ["/2", "/1", "/8", "/4", "/3", *rest]
+        assert await _paths(store, "q", desc) == ["/3", "/4", "/1", "/8", "/2", *rest]
+
+    async def test_pages_resume_strictly_after_the_cursor(self, store: Store) -> None:
+        await _query_room(store, "q", {f"/{i}": b'{"k": %d}' % (i % 3) for i in range(7)})
+        spec = parse_spec({"order": {"pointer": "/k", "dir": "desc"}, "limit": 3})
+        seen: list[str] = []
+        cursor: str | None = None
+        for _ in range(4):
+            rows, cursor = await store.run_query("q", spec, cursor=cursor)
+            seen += [str(r["path"]) for r in rows]
+            if cursor is None:
+                break
+        assert seen == ["/2", "/5", "/1", "/4", "/0", "/3", "/6"]
+        rows, cursor = await store.run_query("q", spec, limit=6)
+        assert len(rows) == 6 and cursor is not None
+        rows, last = await store.run_query("q", spec, limit=6, cursor=cursor)
+        assert [r["path"] for r in rows] == ["/6"] and last is None
+        other = parse_spec({"order": {"pointer": "/k"}})
+        with pytest.raises(QueryCursorError):
+            await store.run_query("q", other, cursor=cursor)
+        with pytest.raises(QueryCursorError):
+            await store.run_query("q", spec, cursor="garbage!")
+        with pytest.raises(ValueError):
+            await store.run_query("q", spec, limit=0)
+
+
 class SettingsContract:
     """``Settings``: node-wide JSON objects by key."""
 
@@ -1026,6 +1175,7 @@ class StoreContract(
     ArchivesContract,
     ProposalsContract,
     QuerySpecsContract,
+    QueryRunContract,
     SettingsContract,
 ):
     """Every section: what a full :class:`~roomsync.storage.base.Store` keeps. Subclasses
