@@ -9,8 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,7 +19,8 @@ from roomsync.client import Backoff, connect
 from roomsync.control.client import ControlClient, ControlPreconditionFailed
 from roomsync.core.codes import RejectClass
 from roomsync.storage.sqlite import SqliteStore
-from roomsync.testing.server import ServerHandle, running_server
+from roomsync.testing.control import call, ok, refused
+from roomsync.testing.server import ServerHandle
 
 FAST = Backoff(base=0.01, factor=2, max=0.05)
 
@@ -33,54 +32,6 @@ TODOS: dict[str, Any] = {
     "/todos/5": {"title": "meet", "done": "no", "due": 1},
     "/notes/1": {"title": "milk is out", "done": False},
 }
-
-
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    async with running_server(tmp_path, server__control_burst=1000) as handle:
-        yield handle
-
-
-async def call(
-    http: aiohttp.ClientSession,
-    srv: ServerHandle,
-    command: str,
-    payload: dict[str, Any],
-    *,
-    caps: tuple[str, ...] = ("*",),
-) -> tuple[int, dict[str, Any]]:
-    token = srv.mint("*", caps, actor="ops")
-    async with http.post(
-        f"{srv.url}/v1/control/query/{command}",
-        json=payload,
-        headers={"Authorization": f"Bearer {token}"},
-    ) as resp:
-        return resp.status, await resp.json()
-
-
-async def ok(
-    http: aiohttp.ClientSession, srv: ServerHandle, command: str, payload: dict[str, Any]
-) -> dict[str, Any]:
-    status, body = await call(http, srv, command, payload)
-    assert status == 200, body
-    result: dict[str, Any] = body["result"]
-    return result
-
-
-async def refused(
-    http: aiohttp.ClientSession,
-    srv: ServerHandle,
-    command: str,
-    payload: dict[str, Any],
-    *,
-    status: int,
-    code: str,
-    caps: tuple[str, ...] = ("*",),
-) -> dict[str, Any]:
-    got, body = await call(http, srv, command, payload, caps=caps)
-    assert (got, body["reject"]["code"]) == (status, code), body
-    reject: dict[str, Any] = body["reject"]
-    return reject
 
 
 async def written(srv: ServerHandle, room: str) -> None:
@@ -103,7 +54,7 @@ async def run_all(
         payload: dict[str, Any] = {"room": room, "name": name, "limit": limit}
         if cursor is not None:
             payload["cursor"] = cursor
-        page = await ok(http, srv, "run", payload)
+        page = await ok(http, srv, "query run", payload)
         assert len(page["rows"]) <= limit and page["room"] == room and page["name"] == name
         rows += page["rows"]
         cursor = page["cursor"]
@@ -121,11 +72,11 @@ async def test_define_get_list_run_drop(srv: ServerHandle, http: aiohttp.ClientS
         "order": {"pointer": "/due", "dir": "asc"},
         "project": ["/title", "/due"],
     }
-    assert await ok(http, srv, "define", {"name": "open", "spec": spec}) == {
+    assert await ok(http, srv, "query define", {"name": "open", "spec": spec}) == {
         "name": "open",
         "created": True,
     }
-    got = await ok(http, srv, "get", {"name": "open"})
+    got = await ok(http, srv, "query get", {"name": "open"})
     assert got == {
         "name": "open",
         "spec": {
@@ -136,7 +87,7 @@ async def test_define_get_list_run_drop(srv: ServerHandle, http: aiohttp.ClientS
         },
     }
     # Numbers (by value: 2.0 before 3), then strings, then the rest; "no" is not false.
-    rows = (await ok(http, srv, "run", {"room": "home", "name": "open"}))["rows"]
+    rows = (await ok(http, srv, "query run", {"room": "home", "name": "open"}))["rows"]
     assert rows == [
         {"path": "/todos/4", "value": {"/title": "move", "/due": 2.0}},
         {"path": "/todos/1", "value": {"/title": "milk", "/due": 3}},
@@ -155,30 +106,30 @@ async def test_define_get_list_run_drop(srv: ServerHandle, http: aiohttp.ClientS
         "order": {"pointer": "/title", "dir": "desc"},
         "limit": 1,
     }
-    assert (await ok(http, srv, "define", {"name": "open", "spec": shop}))["created"] is False
+    assert (await ok(http, srv, "query define", {"name": "open", "spec": shop}))["created"] is False
     assert [r["path"] for r in await run_all(http, srv, "home", "open", 1)] == [
         "/todos/3",
         "/todos/1",
     ]
-    first = await ok(http, srv, "run", {"room": "home", "name": "open"})
+    first = await ok(http, srv, "query run", {"room": "home", "name": "open"})
     assert len(first["rows"]) == 1 and first["cursor"] is not None  # the spec's limit
 
     # No filters: every live entry under the prefix, the one that is not JSON with raw.
-    await ok(http, srv, "define", {"name": "all", "spec": {"prefix": "/todos"}})
+    await ok(http, srv, "query define", {"name": "all", "spec": {"prefix": "/todos"}})
     every = await run_all(http, srv, "home", "all", 2)
     assert [r["path"] for r in every] == [f"/todos/{i}" for i in (1, 2, 3, 4, 5, 7)]
     assert every[-1] == {"path": "/todos/7", "value": None, "raw": "/25vdCBqc29u"}
 
-    await ok(http, srv, "define", {"name": "b-spec", "spec": {}})
-    page = await ok(http, srv, "list", {"limit": 2})
+    await ok(http, srv, "query define", {"name": "b-spec", "spec": {}})
+    page = await ok(http, srv, "query list", {"limit": 2})
     assert [q["name"] for q in page["queries"]] == ["all", "b-spec"] and page["cursor"] == "b-spec"
     assert page["queries"][1]["spec"] == {"prefix": "/", "filters": [], "limit": 100}
-    page = await ok(http, srv, "list", {"limit": 2, "cursor": page["cursor"]})
+    page = await ok(http, srv, "query list", {"limit": 2, "cursor": page["cursor"]})
     assert [q["name"] for q in page["queries"]] == ["open"] and page["cursor"] is None
 
-    assert await ok(http, srv, "drop", {"name": "open"}) == {"name": "open", "dropped": True}
-    await refused(http, srv, "drop", {"name": "open"}, status=404, code="query-unknown")
-    await refused(http, srv, "get", {"name": "open"}, status=404, code="query-unknown")
+    assert await ok(http, srv, "query drop", {"name": "open"}) == {"name": "open", "dropped": True}
+    await refused(http, srv, "query drop", {"name": "open"}, status=404, code="query-unknown")
+    await refused(http, srv, "query get", {"name": "open"}, status=404, code="query-unknown")
 
 
 async def test_run_needs_the_spec_and_the_room(
@@ -188,34 +139,34 @@ async def test_run_needs_the_spec_and_the_room(
     reject = await refused(
         http,
         srv,
-        "run",
+        "query run",
         {"room": "home", "name": "nothing"},
         status=412,
         code="query-spec-missing",
     )
     assert reject["class"] == "precondition-failed" and reject["field"] == "name"
     assert reject["next"] == "satisfy the precondition named in `code`"
-    await ok(http, srv, "define", {"name": "q", "spec": {}})
+    await ok(http, srv, "query define", {"name": "q", "spec": {}})
     reject = await refused(
-        http, srv, "run", {"room": "nowhere", "name": "q"}, status=404, code="room-unknown"
+        http, srv, "query run", {"room": "nowhere", "name": "q"}, status=404, code="room-unknown"
     )
     assert reject["field"] == "room"
     reject = await refused(
         http,
         srv,
-        "run",
+        "query run",
         {"room": "home", "name": "q", "cursor": "nope"},
         status=422,
         code="invalid",
     )
     assert reject["field"] == "cursor"
     # A cursor of one order does not resume another.
-    await ok(http, srv, "define", {"name": "by-due", "spec": {"order": {"pointer": "/due"}}})
-    cursor = (await ok(http, srv, "run", {"room": "home", "name": "q", "limit": 1}))["cursor"]
+    await ok(http, srv, "query define", {"name": "by-due", "spec": {"order": {"pointer": "/due"}}})
+    cursor = (await ok(http, srv, "query run", {"room": "home", "name": "q", "limit": 1}))["cursor"]
     await refused(
         http,
         srv,
-        "run",
+        "query run",
         {"room": "home", "name": "by-due", "cursor": cursor},
         status=422,
         code="invalid",
@@ -228,7 +179,7 @@ async def test_a_live_room_is_queried_from_its_committed_state(
     await ok(
         http,
         srv,
-        "define",
+        "query define",
         {"name": "n", "spec": {"filters": [{"pointer": "/n", "op": "ge", "value": 2}]}},
     )
     async with await connect(srv.url, "live", actor="bob", backoff=FAST) as bob:
@@ -236,34 +187,34 @@ async def test_a_live_room_is_queried_from_its_committed_state(
             bob.set_json(f"/x/{i}", {"n": i})
         await bob.flush()
         assert "live" in srv.server.node.rooms.hosts
-        rows = (await ok(http, srv, "run", {"room": "live", "name": "n"}))["rows"]
+        rows = (await ok(http, srv, "query run", {"room": "live", "name": "n"}))["rows"]
         assert [r["path"] for r in rows] == ["/x/2", "/x/3"]
         bob.set_json("/x/0", {"n": 9})
         await bob.flush()
-        rows = (await ok(http, srv, "run", {"room": "live", "name": "n"}))["rows"]
+        rows = (await ok(http, srv, "query run", {"room": "live", "name": "n"}))["rows"]
         assert [r["path"] for r in rows] == ["/x/0", "/x/2", "/x/3"]
 
 
 async def test_the_neighbouring_cap_is_forbidden(
     srv: ServerHandle, http: aiohttp.ClientSession
 ) -> None:
-    await ok(http, srv, "define", {"name": "q", "spec": {}})
+    await ok(http, srv, "query define", {"name": "q", "spec": {}})
     reject = await refused(
         http,
         srv,
-        "run",
+        "query run",
         {"room": "home", "name": "q"},
         status=403,
         code="capability-missing",
         caps=("query:get",),
     )
     assert reject["required"] == "query:run"
-    status, body = await call(http, srv, "get", {"name": "q"}, caps=("query:get",))
+    status, body = await call(http, srv, "query get", {"name": "q"}, caps=("query:get",))
     assert status == 200 and body["result"]["name"] == "q"
     await refused(
         http,
         srv,
-        "define",
+        "query define",
         {"name": "q", "spec": {}},
         status=403,
         code="capability-missing",
@@ -308,7 +259,7 @@ async def test_invalid_payloads_name_the_field(
     payload: dict[str, Any],
     field: str,
 ) -> None:
-    status, body = await call(http, srv, command, payload)
+    status, body = await call(http, srv, f"query {command}", payload)
     assert status == 422, body
     assert body["reject"]["class"] == "invalid-payload" and body["reject"]["field"] == field
 

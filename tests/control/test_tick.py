@@ -4,7 +4,6 @@ survive restarts, placement, and each reject on its path."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,41 +14,9 @@ from roomsync.client import TickInfo, connect
 from roomsync.server.ticks import MAX_N
 from roomsync.storage.base import RoomRecord
 from roomsync.storage.memory import MemoryStore
+from roomsync.testing.control import call, ok
 from roomsync.testing.server import ServerHandle, running_server, wait_until
 from roomsync.testing.wsclient import hello, recv_type
-
-
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    async with running_server(tmp_path, server__control_burst=1000) as handle:
-        yield handle
-
-
-async def call(
-    http: aiohttp.ClientSession,
-    srv: ServerHandle,
-    command: str,
-    payload: dict[str, Any],
-    *,
-    caps: tuple[str, ...] = ("*",),
-) -> tuple[int, dict[str, Any]]:
-    family, name = command.split()
-    token = srv.mint("*", caps, actor="ops")
-    async with http.post(
-        f"{srv.url}/v1/control/{family}/{name}",
-        json=payload,
-        headers={"Authorization": f"Bearer {token}"},
-    ) as resp:
-        return resp.status, await resp.json()
-
-
-async def ok(
-    http: aiohttp.ClientSession, srv: ServerHandle, command: str, payload: dict[str, Any]
-) -> dict[str, Any]:
-    status, body = await call(http, srv, command, payload)
-    assert status == 200, body
-    result: dict[str, Any] = body["result"]
-    return result
 
 
 async def stored(srv: ServerHandle, room: str) -> RoomRecord:
