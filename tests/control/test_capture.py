@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -240,12 +239,6 @@ def test_size_zero_records_nothing_and_resize_keeps_the_newest() -> None:
 
 
 # -- against a real server ----------------------------------------------------------------
-
-
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    async with running_server(tmp_path, server__control_burst=1000) as handle:
-        yield handle
 
 
 async def call(

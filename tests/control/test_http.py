@@ -3,7 +3,6 @@ that exists so far, and each reject class on its path."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,6 @@ from roomsync.core.codec import pack_data
 from roomsync.core.entries import Change
 from roomsync.testing.server import ServerHandle, running_server
 from roomsync.testing.wsclient import closed, connect, hello, recv_type
-
-
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    async with running_server(tmp_path, server__control_burst=1000) as handle:
-        yield handle
 
 
 async def call(
