@@ -36,6 +36,7 @@ from .listener import Listener
 from .logs import event
 from .metrics import Metrics
 from .node import Connection, Node
+from .probes import Probes
 from .rooms import RoomRegistry
 from .ws import Endpoint, too_big_error
 
@@ -90,6 +91,7 @@ class RoomsyncServer:
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self.probes = Probes(self.node)  # event-loop lag and readiness, on a timer
         self._stopped = False
         self.port: int | None = None
         self.app = self._build_app()
@@ -198,6 +200,7 @@ class RoomsyncServer:
             scheme = "https" if ctx is not None else "http"
             blob_store.set_public_base_url(f"{scheme}://{host or s.host}:{self.port}")
         self._reaper = asyncio.get_running_loop().create_task(self.node.heartbeat_loop())
+        self.probes.start()
         event(
             log,
             "server.started",
@@ -235,6 +238,7 @@ class RoomsyncServer:
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None
+        await self.probes.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -2,12 +2,20 @@
 
 Each :class:`Metrics` owns its own registry, so several servers can live in one process
 (tests). Hot paths increment pre-bound children, never ``labels()`` per message.
+
+Cardinality stays bounded whatever peers send and however many rooms a node holds: no
+label carries a room, peer or actor (per-room detail is ``room get``'s), and the labels
+a peer can influence are folded into known values (:meth:`Metrics.msg_in`,
+:meth:`Metrics.closed`). ``tests/ops/test_metrics_series.py`` checks it on a live server.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ..core.codec import CLIENT_TYPES
+from ..core.codes import CloseCode
 
 _LATENCY_BUCKETS = (
     0.0001,
@@ -23,6 +31,16 @@ _LATENCY_BUCKETS = (
     0.25,
     1.0,
 )
+
+#: Event-loop lag (:mod:`.probes`): from a scheduling hiccup to a loop blocked for seconds.
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+#: ``type`` labels of incoming messages: the protocol's, a binary frame, anything else.
+_IN_TYPES = CLIENT_TYPES | {"binary", "invalid"}
+
+#: Close codes counted under their own label: ours and the standard ones (RFC 6455 §7.4.1).
+#: Any other code a peer closes with (3000-4999 are free for applications) is ``other``.
+_KNOWN_CLOSE_CODES = frozenset({int(c) for c in CloseCode} | set(range(1000, 1016)))
 
 #: name -> help, for the docs test
 METRIC_NAMES: dict[str, str] = {}
@@ -41,9 +59,11 @@ class Metrics:
             METRIC_NAMES[name] = doc
             return Gauge(name, doc, labels, registry=r)
 
-        def histogram(name: str, doc: str) -> Histogram:
+        def histogram(
+            name: str, doc: str, buckets: tuple[float, ...] = _LATENCY_BUCKETS
+        ) -> Histogram:
             METRIC_NAMES[name] = doc
-            return Histogram(name, doc, buckets=_LATENCY_BUCKETS, registry=r)
+            return Histogram(name, doc, buckets=buckets, registry=r)
 
         self.control_requests = counter(
             "roomsync_control_requests_total",
@@ -103,8 +123,10 @@ class Metrics:
             "roomsync_broadcast_seconds",
             "Time from a change's arrival to its broadcast frame being written.",
         )
+        # Its value is a callback the node sets (Node.__init__), read at scrape time.
         self.outbound_bytes = gauge(
-            "roomsync_outbound_queue_bytes", "Bytes queued to peers, sampled each heartbeat."
+            "roomsync_outbound_queue_bytes",
+            "Bytes queued to all peers (socket buffers and held frames), read at scrape time.",
         )
         self.resyncs = counter(
             "roomsync_resync_required_total", "Peers told to resync, by reason.", ("reason",)
@@ -123,14 +145,27 @@ class Metrics:
         self.presence_expired = counter(
             "roomsync_presence_expired_total", "Presence entries expired by TTL."
         )
+        self.event_loop_lag = histogram(
+            "roomsync_event_loop_lag_seconds",
+            "How late the event loop ran a timer, sampled every 0.25 s.",
+            _LAG_BUCKETS,
+        )
+        self.ready = gauge(
+            "roomsync_ready", "1 when the last readiness check passed (/readyz 200), else 0."
+        )
         # Pre-bound children for the hot paths.
         self._in: dict[str, Counter] = {}
         self._out: dict[str, Counter] = {}
 
     def msg_in(self, type_: str) -> None:
+        """Count one incoming message; a type the protocol does not know is ``invalid``
+        (peers choose it: it must not become a label value)."""
         child = self._in.get(type_)
         if child is None:
-            child = self._in[type_] = self.messages.labels("in", type_)
+            known = type_ in _IN_TYPES
+            child = self.messages.labels("in", type_ if known else "invalid")
+            if known:
+                self._in[type_] = child
         child.inc()
 
     def msg_out(self, type_: str, n: int = 1) -> None:
@@ -138,6 +173,11 @@ class Metrics:
         if child is None:
             child = self._out[type_] = self.messages.labels("out", type_)
         child.inc(n)
+
+    def closed(self, code: int) -> None:
+        """Count one session closed with ``code``; a code neither roomsync nor RFC 6455
+        defines (a peer chose it) is ``other``."""
+        self.closes.labels(str(code) if code in _KNOWN_CLOSE_CODES else "other").inc()
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

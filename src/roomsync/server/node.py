@@ -102,6 +102,8 @@ class Node:
         #: The stored global policy patch (``policy set`` without a room).
         self.policy_patch: dict[str, object] = {}
         self._policy_lock = asyncio.Lock()
+        # Read at scrape time, so the write path pays nothing for it.
+        metrics.outbound_bytes.set_function(self.outbound_queue_bytes)
 
     # -- connections and admission ---------------------------------------------------------
 
@@ -257,6 +259,11 @@ class Node:
                 except Exception as exc:  # a failing sweep must not stop the heartbeat
                     event(log, "blob.sweep_failed", level=logging.WARNING, error=str(exc))
 
+    def outbound_queue_bytes(self) -> float:
+        """Bytes queued to all peers now: socket buffers and frames held behind answers
+        (``roomsync_outbound_queue_bytes``)."""
+        return float(sum(c.out.queued_bytes() + c.out.held_bytes for c in self.connections))
+
     def reap(self) -> None:
         """Close the connections whose deadlines passed (liveness included: the core
         session decides, :meth:`~roomsync.core.session.Session.due`), ping the others and
@@ -267,7 +274,6 @@ class Node:
             if not conn.check_deadlines(now):
                 queued += max(0, conn.out.write(PING_FRAME))
         self._queued_bytes = queued
-        self.metrics.outbound_bytes.set(queued)
 
     # -- drain -----------------------------------------------------------------------------
 
@@ -340,6 +346,7 @@ class Node:
         if self.draining:
             ok = False
             checks["draining"] = True
+        self.metrics.ready.set(1 if ok else 0)
         return {"ok": ok, "checks": checks, "node": self.name}
 
     # -- policy (SPEC §6 ``policy``) -------------------------------------------------------

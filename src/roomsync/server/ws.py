@@ -434,7 +434,7 @@ class _Connection(WSListener):
         self.close_code = code
         self.out.closing = True  # nothing but the error and CLOSE is written from now on
         metrics = self.server.metrics
-        metrics.closes.labels(str(code)).inc()
+        metrics.closed(code)
         if isinstance(error, str):
             metrics.errors.labels(error).inc()
         elif error is not None and error.get("code") == "resync-required":
