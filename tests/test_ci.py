@@ -1,8 +1,9 @@
 """What ``.ci/run`` enforces: the suite, then mypy strict and ruff, any failure fatal.
 
-The script runs here with stand-ins for ``pip`` and ``python`` first on ``PATH``: they log
-their arguments and exit with the code a test picks, so the order of the steps and the
-exit codes are checked without installing or running anything for real.
+The script runs here with stand-ins for ``pip`` and ``python`` (and ``promtool`` or
+``apt-get``) first on ``PATH``: they log their arguments and exit with the code a test
+picks, so the order of the steps and the exit codes are checked without installing or
+running anything for real.
 """
 
 from __future__ import annotations
@@ -36,10 +37,14 @@ exit "${!var:-0}"
 """
 
 
-def run_ci(tmp_path: Path, **exit_codes: int) -> tuple[int, list[str], str]:
+def run_ci(
+    tmp_path: Path, *, promtool: bool = True, **exit_codes: int
+) -> tuple[int, list[str], str]:
+    """Run ``.ci/run``; without ``promtool`` the machine's own is hidden too (``PATH``
+    then holds only the stubs and the few tools the script and the stubs use)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in ("pip", "python"):
+    for name in ("pip", "python", "promtool" if promtool else "apt-get"):
         stub = bin_dir / name
         stub.write_text(STUB)
         stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
@@ -47,8 +52,17 @@ def run_ci(tmp_path: Path, **exit_codes: int) -> tuple[int, list[str], str]:
     log.write_text("")
     bash = shutil.which("bash")
     assert bash is not None
+    path = os.environ["PATH"]
+    if not promtool:
+        tools = tmp_path / "tools"
+        tools.mkdir()
+        for tool in ("bash", "basename", "dirname", "wc"):
+            found = shutil.which(tool)
+            assert found is not None, tool
+            (tools / tool).symlink_to(found)
+        path = str(tools)
     env = {
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PATH": f"{bin_dir}{os.pathsep}{path}",
         "CI_FAKE_LOG": str(log),
         **{f"CI_FAKE_RC_{step}": str(rc) for step, rc in exit_codes.items()},
     }
@@ -62,6 +76,18 @@ def test_runs_the_suite_then_mypy_then_ruff(tmp_path: Path) -> None:
     rc, steps, _ = run_ci(tmp_path)
     assert rc == 0
     assert steps == STEPS
+
+
+def test_promtool_is_installed_first_when_missing(tmp_path: Path) -> None:
+    rc, steps, _ = run_ci(tmp_path, promtool=False)
+    assert rc == 0
+    assert steps == ["apt-get install -y --no-install-recommends prometheus", *STEPS]
+
+
+def test_a_failed_promtool_install_fails_ci(tmp_path: Path) -> None:
+    rc, steps, _ = run_ci(tmp_path, promtool=False, **{"1": 100})
+    assert rc == 100
+    assert steps == ["apt-get install -y --no-install-recommends prometheus"]
 
 
 def test_no_tests_collected_fails(tmp_path: Path) -> None:
