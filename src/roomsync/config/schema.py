@@ -178,6 +178,17 @@ class ServerSettings(_Section):
             description="How long a room without peers stays in memory before it is unloaded.",
         ),
     ] = 30000
+    events_ring: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=1000000,
+            description=(
+                "Recent log records, and ended sessions with their close codes, this node "
+                "keeps (redacted) for `topology events` and `roomsync evidence`; 0 keeps none."
+            ),
+        ),
+    ] = 2000
 
     def node_name(self) -> str:
         """This node's id: ``node_id``, or ``<hostname>:<port>`` when it is empty."""

@@ -153,6 +153,7 @@ class RoomsyncServer:
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         s = self.settings.server
+        self.node.events.attach()  # from here on, the node's log records are kept
         await self.store.open()
         await self.node.load_revocations()
         await self.node.load_policy()
@@ -250,3 +251,4 @@ class RoomsyncServer:
         if self.node.blobs_open:
             await self.blobs.store.close()
         event(log, "server.stopped")
+        self.node.events.detach()

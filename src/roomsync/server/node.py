@@ -29,8 +29,10 @@ from ..config import ConfigError, Policy, Settings
 from ..config.policy import merge_patch
 from ..core.codes import CloseCode, ErrorCode
 from ..core.errors import Draining, Overload, RoomsyncError
+from ..core.session import Session
 from ..storage.base import RevocationKind, RoomRecord, Store
 from .blobs import BlobService
+from .events import NodeEvents
 from .logs import event
 from .memory import release_free_memory
 from .metrics import Metrics
@@ -53,6 +55,7 @@ class Connection(Protocol):
     close_code: int | None
     out: Outbox
     peer: Peer | None
+    session: Session
 
     def close(self, code: int, error: dict[str, Any] | None = None) -> None: ...
 
@@ -97,6 +100,8 @@ class Node:
         self._revoked: dict[RevocationKind, dict[str, int | None]] = {"sub": {}, "jti": {}}
         self.blobs_open = False
         self._queued_bytes = 0  # all peers' outbound bytes, sampled each heartbeat
+        #: Recent log records and ended sessions (``topology events``); attached at start.
+        self.events = NodeEvents(settings.server.events_ring, now_ms, level=settings.log.level)
         #: The room tick timers and counters (SPEC §6 ``tick``); started with the server.
         self.ticks = TickScheduler(rooms, store, node=self.name, now_ms=now_ms)
         #: The stored global policy patch (``policy set`` without a room).
@@ -115,6 +120,14 @@ class Node:
         self.connections.discard(conn)
         self._pre_hello.pop(conn, None)
         self.metrics.connections.set(len(self.connections))
+        s = conn.session
+        self.events.ended(
+            room=s.room,
+            peer=s.peer,
+            session=s.session,
+            actor=s.actor if conn.peer is not None else None,
+            code=conn.close_code,
+        )
 
     def awaiting_hello(self, conn: Connection) -> None:
         """``conn`` is admitted and has ``server.hello_timeout_ms`` to send its hello."""

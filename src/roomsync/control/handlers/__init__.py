@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from . import archive, capture, lineage, policy, query, room, tick, topology
+from . import archive, capture, events, lineage, policy, query, room, tick, topology
 
-__all__ = ["archive", "capture", "lineage", "policy", "query", "room", "tick", "topology"]
+__all__ = ["archive", "capture", "events", "lineage", "policy", "query", "room", "tick", "topology"]
