@@ -1,8 +1,9 @@
 """``roomsync`` command line: thin commands over the library (SPEC §3, §7).
 
 Commands: ``serve``, ``token mint|inspect``, ``config show``, ``replay``, ``control``,
-``explain``. Each command prints machine-readable output on stdout (tokens, JSON) and
-diagnostics on stderr, and exits non-zero on failure with a one-line reason.
+``explain``, ``capture diff``. Each command prints machine-readable output on
+stdout (tokens, JSON) and diagnostics on stderr, and exits non-zero on failure with a
+one-line reason.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import config_cmd, control_cmd, explain_cmd, replay_cmd, serve_cmd, token_cmd
+from . import capture_cmd, config_cmd, control_cmd, explain_cmd, replay_cmd, serve_cmd, token_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cmd.register(sub)
     control_cmd.register(sub)
     explain_cmd.register(sub)
+    capture_cmd.register(sub)
     return parser
 
 

@@ -5,7 +5,10 @@ the envelopes that crossed its peers' connections in both directions. The taps a
 where frames already pass: ``ws.py`` for what a peer sends (and for closes),
 :class:`~.outbox.Outbox` for what one peer is sent, and the room's broadcasts in
 ``rooms.py``, which record **one** record per broadcast frame (``peer: "*"`` and its
-``receivers``), not one per delivery.
+``receivers``), not one per delivery. In a room of at most :data:`MAX_RECEIVER_IDS`
+peers, a broadcast ``pack`` record also lists the peers it was written to (``to``), so
+``roomsync capture diff`` can tell which peer missed which broadcast (a subscription
+that filtered it, a peer closing); larger rooms only count them.
 
 Kept: ``hello``/``welcome``, ``pack``, ``ack``, ``request``, ``subscribe``, ``mst-*``,
 ``presence``/``presence-leave``, the blob messages (``blob-*`` and the direct-upload
@@ -33,6 +36,7 @@ from typing import Any, Literal
 
 __all__ = [
     "KEPT_TYPES",
+    "MAX_RECEIVER_IDS",
     "Capture",
     "Direction",
     "Record",
@@ -48,6 +52,9 @@ Direction = Literal["in", "out"]
 #: ``(at, dir, peer, type, bytes, key1, value1, ...)``: see the module docstring.
 Record = tuple[Any, ...]
 
+#: A broadcast ``pack`` record names its receivers (``to``) in rooms of at most this
+#: many peers: a bounded list (16 peer ids, ~300 bytes), paid only by small rooms.
+MAX_RECEIVER_IDS = 16
 #: A string kept in a record (ids, hashes, codes) is at most this long, or left out.
 _MAX_STR = 128
 #: A pack's change count is a LEB128 varint at the start of its postcard bytes; 16

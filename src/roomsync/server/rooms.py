@@ -50,7 +50,7 @@ from ..core.presence import PresenceTable
 from ..core.room import ApplyLimits, RoomState, client_changes
 from ..core.types import any_prefix_matches
 from ..storage.base import RoomRecord, Store, StoreError
-from .capture import Capture
+from .capture import MAX_RECEIVER_IDS, Capture
 from .logs import event
 from .metrics import Metrics
 from .outbox import FrameSnapshot, text_frame
@@ -75,14 +75,16 @@ MAX_QUEUED_ANSWERS = 8
 
 class _GroupFrame:
     """One broadcast ``pack`` frame: its bytes, its change count, and how many peers it
-    was written to (counted as it goes out, for the metrics and the capture)."""
+    was written to (counted as it goes out, for the metrics and the capture), with their
+    ids while the capture lists them (``to``, small rooms only)."""
 
-    __slots__ = ("changes", "frame", "receivers")
+    __slots__ = ("changes", "frame", "receivers", "to")
 
     def __init__(self, frame: bytes, changes: int) -> None:
         self.frame = frame
         self.changes = changes
         self.receivers = 0
+        self.to: list[str] | None = None
 
 
 def _group_frame(
@@ -496,6 +498,8 @@ class RoomHost:
         )
         frames: dict[tuple[str, ...], _GroupFrame | None] = {}
         own: list[tuple[str, _GroupFrame]] = []  # authors' frames, one peer each
+        # Small rooms: the capture names who got each frame (``capture diff``).
+        name_receivers = bool(self.capture.size) and len(self.peers) <= MAX_RECEIVER_IDS
         for peer in list(self.peers):
             if peer.closing or not peer.reads:
                 continue
@@ -510,6 +514,11 @@ class RoomHost:
                 entry = frames[prefixes] = _group_frame(pairs, prefixes, head, None)
             if entry is not None and peer.out.send_frame(entry.frame):
                 entry.receivers += 1
+                if name_receivers:
+                    if entry.to is None:
+                        entry.to = [peer.id]
+                    else:
+                        entry.to.append(peer.id)
         # Counted per frame, not per delivery: the loop above stays one increment a peer.
         groups = [("*", g) for g in frames.values() if g is not None and g.receivers]
         if own:
@@ -529,6 +538,7 @@ class RoomHost:
                 capture.record_frame(
                     to, "pack", len(g.frame),
                     "changes", g.changes, "head", head, "receivers", g.receivers,
+                    *(() if g.to is None else ("to", g.to)),
                 )  # fmt: skip
 
     def _maybe_compact(self) -> None:
@@ -629,14 +639,10 @@ class RoomHost:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def close_all(
-        self, code: CloseCode, error_code: str | None, message: str, *, reason: str | None = None
-    ) -> None:
-        """Close every peer with ``code``, after an ``error`` (``error_code``, ``message``,
-        ``reason`` when given: e.g. why a resync is required)."""
+    def close_all(self, code: CloseCode, error_code: str | None, message: str) -> None:
         err = {"type": "error", "code": error_code, "message": message} if error_code else None
         for peer in list(self.peers):
-            peer.close(code, err, reason=reason)
+            peer.close(code, err)
 
     def welcome_limits(self, max_frame_bytes: int) -> dict[str, Any]:
         """``welcome.limits`` for this room's effective policy (:mod:`roomsync.core.limits`)."""
@@ -880,33 +886,23 @@ class RoomRegistry:
 
     @contextlib.asynccontextmanager
     async def exclusive(
-        self,
-        room: str,
-        code: CloseCode,
-        error_code: str,
-        message: str,
-        *,
-        reason: str | None = None,
+        self, room: str, code: CloseCode, error_code: str, message: str
     ) -> AsyncIterator[None]:
         """:meth:`_out_of_service` while holding the room's record lock: no change of its
         record by another task (a tick timer) runs during the block, so none can read the
         record before a ``room delete`` and store it back after. The block's own record
         changes (the same task) pass: the lock is the task's."""
-        async with (
-            self._record_lock(room),
-            self._out_of_service(room, code, error_code, message, reason),
-        ):
+        async with self._record_lock(room), self._out_of_service(room, code, error_code, message):
             yield
 
     @contextlib.asynccontextmanager
     async def _out_of_service(
-        self, room: str, code: CloseCode, error_code: str, message: str, reason: str | None
+        self, room: str, code: CloseCode, error_code: str, message: str
     ) -> AsyncIterator[None]:
         """Hold ``room`` out of service for a change of its whole state (``archive
         restore``, ``room fork``, ``room delete``).
 
-        The loaded room's peers are closed with ``code`` (``error_code``, ``message``,
-        ``reason``),
+        The loaded room's peers are closed with ``code`` (``error_code``, ``message``),
         its queued commits finish, and it is forgotten; hellos for the room wait until
         the block ends and then load what the store holds. So nothing the block writes
         races a write of the old copy, and no peer keeps the old copy's view.
@@ -919,7 +915,7 @@ class RoomRegistry:
         try:
             host = self.hosts.get(room)
             if host is not None:
-                host.close_all(code, error_code, message, reason=reason)
+                host.close_all(code, error_code, message)
                 await host.flush()
                 self.evict(room)
             yield
