@@ -113,7 +113,10 @@ async def test_restore_resyncs_peers_and_previous_undoes_it(
         assert restored["root"] == snap["root"] and restored["previous"] is not None
         seen, code = await closed(raw)
         assert code == 4001
-        assert [m["code"] for m in seen if m["type"] == "error"] == ["resync-required"]
+        errors = [m for m in seen if m["type"] == "error"]
+        assert [(m["code"], m.get("reason")) for m in errors] == [("resync-required", "restored")]
+        metric = srv.server.metrics.resyncs.labels("restored")._value.get()
+        assert metric >= 3  # alice, bob and the raw peer
         await wait_until(lambda: alice.root == bob.root == snap["root"])
         assert alice.get_json("/keep") == 1 and bob.get_json("/gone") == 2
         assert bob.get("/new") is None

@@ -639,10 +639,14 @@ class RoomHost:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def close_all(self, code: CloseCode, error_code: str | None, message: str) -> None:
+    def close_all(
+        self, code: CloseCode, error_code: str | None, message: str, *, reason: str | None = None
+    ) -> None:
+        """Close every peer with ``code``, after an ``error`` (``error_code``, ``message``,
+        ``reason`` when given: e.g. why a resync is required)."""
         err = {"type": "error", "code": error_code, "message": message} if error_code else None
         for peer in list(self.peers):
-            peer.close(code, err)
+            peer.close(code, err, reason=reason)
 
     def welcome_limits(self, max_frame_bytes: int) -> dict[str, Any]:
         """``welcome.limits`` for this room's effective policy (:mod:`roomsync.core.limits`)."""
@@ -886,23 +890,33 @@ class RoomRegistry:
 
     @contextlib.asynccontextmanager
     async def exclusive(
-        self, room: str, code: CloseCode, error_code: str, message: str
+        self,
+        room: str,
+        code: CloseCode,
+        error_code: str,
+        message: str,
+        *,
+        reason: str | None = None,
     ) -> AsyncIterator[None]:
         """:meth:`_out_of_service` while holding the room's record lock: no change of its
         record by another task (a tick timer) runs during the block, so none can read the
         record before a ``room delete`` and store it back after. The block's own record
         changes (the same task) pass: the lock is the task's."""
-        async with self._record_lock(room), self._out_of_service(room, code, error_code, message):
+        async with (
+            self._record_lock(room),
+            self._out_of_service(room, code, error_code, message, reason),
+        ):
             yield
 
     @contextlib.asynccontextmanager
     async def _out_of_service(
-        self, room: str, code: CloseCode, error_code: str, message: str
+        self, room: str, code: CloseCode, error_code: str, message: str, reason: str | None
     ) -> AsyncIterator[None]:
         """Hold ``room`` out of service for a change of its whole state (``archive
         restore``, ``room fork``, ``room delete``).
 
-        The loaded room's peers are closed with ``code`` (``error_code``, ``message``),
+        The loaded room's peers are closed with ``code`` (``error_code``, ``message``,
+        ``reason``),
         its queued commits finish, and it is forgotten; hellos for the room wait until
         the block ends and then load what the store holds. So nothing the block writes
         races a write of the old copy, and no peer keeps the old copy's view.
@@ -915,7 +929,7 @@ class RoomRegistry:
         try:
             host = self.hosts.get(room)
             if host is not None:
-                host.close_all(code, error_code, message)
+                host.close_all(code, error_code, message, reason=reason)
                 await host.flush()
                 self.evict(room)
             yield

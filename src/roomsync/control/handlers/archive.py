@@ -170,6 +170,7 @@ async def restore(ctx: Context, p: ArchiveRestore) -> dict[str, Any]:
         CloseCode.RESYNC_REQUIRED,
         "resync-required",
         f"room restored to archive {archive.ref}: resync",
+        reason="restored",
     ):
         # Out of service from here: `previous` holds every write made before the restore.
         if exists:

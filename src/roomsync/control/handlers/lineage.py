@@ -127,7 +127,11 @@ async def fork(ctx: Context, p: RoomFork) -> dict[str, Any]:
         )
     read = await read_archive(ctx, archive)
     async with ctx.node.rooms.exclusive(
-        p.room, CloseCode.RESYNC_REQUIRED, "resync-required", f"room forked from {archive.ref}"
+        p.room,
+        CloseCode.RESYNC_REQUIRED,
+        "resync-required",
+        f"room forked from {archive.ref}",
+        reason="forked",
     ):
         if await ctx.node.store.get_room(p.room) is not None:
             raise Rejected(
