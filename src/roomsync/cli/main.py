@@ -1,8 +1,8 @@
 """``roomsync`` command line: thin commands over the library (SPEC §3, §7).
 
 Commands: ``serve``, ``token mint|inspect``, ``config show``, ``replay``, ``control``,
-``explain``, ``capture diff``. Each command prints machine-readable output on
-stdout (tokens, JSON) and diagnostics on stderr, and exits non-zero on failure with a
+``explain``, ``capture diff``, ``evidence``. Each command prints machine-readable output
+on stdout (tokens, JSON) and diagnostics on stderr, and exits non-zero on failure with a
 one-line reason.
 """
 
@@ -12,7 +12,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import capture_cmd, config_cmd, control_cmd, explain_cmd, replay_cmd, serve_cmd, token_cmd
+from . import (
+    capture_cmd,
+    config_cmd,
+    control_cmd,
+    evidence_cmd,
+    explain_cmd,
+    replay_cmd,
+    serve_cmd,
+    token_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     control_cmd.register(sub)
     explain_cmd.register(sub)
     capture_cmd.register(sub)
+    evidence_cmd.register(sub)
     return parser
 
 
