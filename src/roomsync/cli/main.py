@@ -13,9 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from . import (
+    canary_cmd,
     capture_cmd,
     config_cmd,
     control_cmd,
+    doctor_cmd,
     evidence_cmd,
     explain_cmd,
     replay_cmd,
@@ -35,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cmd.register(sub)
     control_cmd.register(sub)
     explain_cmd.register(sub)
+    doctor_cmd.register(sub)
+    canary_cmd.register(sub)
     capture_cmd.register(sub)
     evidence_cmd.register(sub)
     return parser
