@@ -879,7 +879,7 @@ def rule_direct(obs: Observation) -> Verdict:
             )
             action = (
                 "to use direct I/O, mint a token with `blob-direct` (`roomsync token mint "
-                "--caps ...,blob-direct`) or grant it in `policy.anonymous_caps`; "
+                "--room R --caps ...,blob-direct`) or grant it in `policy.anonymous_caps`; "
                 'upload-denied means "fall back to inline `blob-upload`"'
             )
         elif kind == "backend-cannot-grant":
