@@ -408,7 +408,7 @@ _ERROR: dict[ErrorCode, _Entry] = {
         ),
         _CONNECT,
         next_action="check `welcome.caps`; get a token with the needed caps (`roomsync "
-        "token mint --caps ...`)",
+        "token mint --room R --caps ...`)",
     ),
     ErrorCode.TOO_LARGE: _Entry(
         "a frame over `server.max_frame_bytes` (1009), a pack over `policy.max_pack_bytes`, "
@@ -569,7 +569,7 @@ _REJECT_CODE: dict[str, _Entry] = {
         "the operator token's caps do not cover `<family>:<command>`",
         ("a token minted for another family or command",),
         _CONTROL,
-        next_action="{next}: `roomsync token mint --caps <required> --ttl 15m`",
+        next_action="{next}: `roomsync token mint --room '*' --caps <required> --ttl 15m`",
         reject_class=_R.FORBIDDEN,
     ),
     "invalid": _Entry(
