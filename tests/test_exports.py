@@ -17,16 +17,19 @@ import pytest
 EXPECTED: dict[str, list[str]] = {
     # The core's API is its modules (one concept each; the TypeScript client ports them).
     "roomsync.core": [
+        "archive",
         "blobflow",
         "catchup",
         "codec",
         "codes",
         "entries",
         "errors",
+        "explain",
         "handshake",
         "hlc",
         "keepalive",
         "limits",
+        "lineage",
         "merge",
         "messages",
         "mst",
@@ -34,6 +37,7 @@ EXPECTED: dict[str, list[str]] = {
         "postcard",
         "presence",
         "presence_view",
+        "query",
         "ratelimit",
         "reconcile",
         "reconnect",
@@ -132,11 +136,14 @@ EXPECTED: dict[str, list[str]] = {
         "storage_backend_unavailable",
         "to_toml",
     ],
+    # Operator tools as a library (doctor, canary, evidence, capture diff): its modules.
+    "roomsync.ops": ["capture_diff", "checks", "evidence", "probe"],
     # The test kit's API is its modules too.
     "roomsync.testing": [
         "blob_contract",
         "bus_contract",
         "clock",
+        "control",
         "faults",
         "link",
         "moto_server",

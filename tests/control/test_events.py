@@ -190,10 +190,10 @@ def test_closes_reconnects_and_control_failures(ring: NodeEvents, clock: Clock) 
     finally:
         ctl.detach()
     assert failures == [
-        {"family": "room", "command": "lock", "outcome": "forbidden", "required": "room:lock",
-         "operator": "ops", "caps": ["room:get"], "count": 2, "first_at": 3000,
-         "last_at": 3000},
-        {"family": "room", "command": "lock", "outcome": "unauthenticated",
+        {"family": "room", "command": "lock", "outcome": "forbidden", "code": None,
+         "required": "room:lock", "operator": "ops", "caps": ["room:get"], "count": 2,
+         "first_at": 3000, "last_at": 3000},
+        {"family": "room", "command": "lock", "outcome": "unauthenticated", "code": None,
          "required": "room:lock", "operator": None, "caps": [], "count": 1,
          "first_at": 3000, "last_at": 3000},
     ]  # fmt: skip
@@ -297,7 +297,8 @@ async def test_sessions_closes_and_failing_requests_on_a_live_node(
     assert refused and all(not c["welcomed"] and "actor" not in c for c in refused)
     (failure,) = [f for f in result["control_failures"] if f["operator"] == "ops-narrow"]
     assert failure == {**failure, "command": "lock", "outcome": "forbidden",
-                       "required": "room:lock", "caps": ["room:get"], "count": 1}  # fmt: skip
+                       "code": "capability-missing", "required": "room:lock",
+                       "caps": ["room:get"], "count": 1}  # fmt: skip
     names = [e["event"] for e in result["events"]]
     assert "server.started" in names and "session.welcome" in names
     assert "session.close" in names and "control.request" in names

@@ -273,6 +273,7 @@ async def test_a_bundle_from_an_incident_holds_every_item_and_no_secret(
     }  # fmt: skip
     assert by_outcome["unauthenticated"]["operator"] is None
     assert by_outcome["precondition-failed"]["required"] == "archive:restore"
+    assert by_outcome["precondition-failed"]["code"] == "archive-ref-unknown"
 
     # the room: its head and root, the redacted capture, archive verify, the replay
     room = json.loads(files["rooms/incident/room.json"])

@@ -98,10 +98,15 @@ async def test_token_actor_wins_over_hello_actor(
         (lambda s: s.mint("other-room", ["read"]), "auth: token not valid for room 'room-1'", 4003),
         (lambda s: "not-a-token", "auth: malformed token", 4003),
     ],
-    ids=["expired", "bad-signature", "unknown-kid", "wrong-room", "malformed"],
+    ids=["token-expired", "bad-signature", "unknown-kid", "not-valid-for-room", "malformed"],
 )
 async def test_auth_failures(
-    tmp_path: Path, http: aiohttp.ClientSession, make_token: object, message: str, code: int
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+    make_token: object,
+    message: str,
+    code: int,
+    request: pytest.FixtureRequest,
 ) -> None:
     async with running_server(tmp_path, dev=False) as srv:
         ws = await connect(http, srv.ws_url("room-1"))
@@ -110,6 +115,8 @@ async def test_auth_failures(
         assert close_code == code
         assert seen[0]["type"] == "error" and seen[0]["code"] == "auth"
         assert seen[0]["message"].startswith(message)
+        # The failed check as data, the reason the id of this case names.
+        assert seen[0]["reason"] == request.node.callspec.id
         metrics = await (await http.get(srv.url + "/metrics")).text()
         assert "roomsync_auth_total{outcome=" in metrics
 
@@ -154,7 +161,12 @@ async def test_expiry_mid_session_closes_4002_at_exp(
         seen, code = await closed(ws, timeout=10)
         closed_at = time.time()
         assert code == 4002
-        assert seen[-1] == {"type": "error", "code": "auth", "message": "auth: token expired"}
+        assert seen[-1] == {
+            "type": "error",
+            "code": "auth",
+            "message": "auth: token expired",
+            "reason": "token-expired",
+        }
         assert exp - 0.05 <= closed_at <= exp + 1.5
 
 

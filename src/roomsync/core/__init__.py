@@ -14,16 +14,19 @@ imports none of them.
 """
 
 __all__ = [
+    "archive",
     "blobflow",
     "catchup",
     "codec",
     "codes",
     "entries",
     "errors",
+    "explain",
     "handshake",
     "hlc",
     "keepalive",
     "limits",
+    "lineage",
     "merge",
     "messages",
     "mst",
@@ -31,6 +34,7 @@ __all__ = [
     "postcard",
     "presence",
     "presence_view",
+    "query",
     "ratelimit",
     "reconcile",
     "reconnect",

@@ -148,6 +148,10 @@ class AuthError(RoomsyncError):
         super().__init__(why if why.startswith("auth: ") else f"auth: {why}", close=close)
         self.reason = reason
 
+    def to_error_fields(self) -> dict[str, object]:
+        """With ``reason`` (e.g. ``token-expired``): tools select on it, not the text."""
+        return {**super().to_error_fields(), "reason": str(self.reason)}
+
 
 class TokenExpired(AuthError):
     """The token's ``exp`` has passed (at the handshake or mid-session): 4002, refresh it."""

@@ -11,4 +11,8 @@ importable without the CLI.
 - :mod:`.probe`: observe a live node step by step (HTTP, TLS, raw WebSocket, the control
   plane) and judge each step with :mod:`.checks`: ``roomsync doctor`` and ``roomsync
   canary`` render its report.
+
+Its API is its modules; importing the package imports none of them.
 """
+
+__all__ = ["capture_diff", "checks", "evidence", "probe"]

@@ -229,10 +229,10 @@ _AUTH_MESSAGES: tuple[tuple[str, AuthReason], ...] = (
 def auth_reason(message: object, close: object = None, reason: object = None) -> AuthReason:
     """Why a hello's token was refused, from its ``error{code:"auth"}``.
 
-    The wire error carries the reason only in its message (``auth: token expired``), so
-    it is read from there (the server's wording, ``roomsync.auth.tokens`` and
-    ``core.handshake``); a ``reason`` field, should the server send one, wins, and close
-    4002 always means expired.
+    The error's ``reason`` field (``AuthReason``, e.g. ``token-expired``) says it; from
+    servers that send only the message (``auth: token expired``), it is read from the
+    wording (``roomsync.auth.tokens`` and ``core.handshake``). Close 4002 always means
+    expired.
     """
     if isinstance(reason, str):
         try:

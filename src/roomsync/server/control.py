@@ -184,6 +184,10 @@ class ControlRoute:
         metrics = self.node.metrics
         metrics.control_requests.labels(family, name, outcome).inc()
         metrics.control_seconds.observe(elapsed)
+        reject = body.get("reject")
+        extra: dict[str, Any] = {}
+        if isinstance(reject, dict):  # the precise code and what would have been enough
+            extra = {k: reject[k] for k in ("code", "field", "required") if k in reject}
         event(
             log,
             "control.request",
@@ -193,5 +197,6 @@ class ControlRoute:
             operator=sub,
             caps=list(caps),
             ms=round(elapsed * 1000, 2),
+            **extra,
         )
         return web.json_response(body, status=status, headers=headers)

@@ -378,13 +378,15 @@ def control_failures(events: Iterable[LogEvent]) -> list[dict[str, Any]]:
         caps_list = [c for c in caps if isinstance(c, str)] if isinstance(caps, list) else []
         family, command = str(f.get("family")), str(f.get("command"))
         operator = f.get("operator") if isinstance(f.get("operator"), str) else None
-        key = (family, command, str(f["outcome"]), operator, tuple(caps_list))
+        code = f.get("code") if isinstance(f.get("code"), str) else None
+        key = (family, command, str(f["outcome"]), code, operator, tuple(caps_list))
         g = groups.get(key)
         if g is None:
             g = groups[key] = {
                 "family": family,
                 "command": command,
                 "outcome": str(f["outcome"]),
+                "code": code,
                 "required": f"{family}:{command}",
                 "operator": operator,
                 "caps": caps_list,

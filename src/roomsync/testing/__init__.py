@@ -13,6 +13,8 @@ need test-only dependencies: ``moto[server]``, ``trustme``).
 - :mod:`.store_contract`, :mod:`.blob_contract`, :mod:`.bus_contract`: the contract suites
   every store, blob store and bus backend passes.
 - :mod:`.faults`: a store whose commits fail on demand.
+- :mod:`.control`: call a test server's control plane as an operator (``call``, ``ok``,
+  ``refused``).
 - :mod:`.moto_server` and :mod:`.tls`: a local S3 and a throwaway certificate authority.
 """
 
@@ -20,6 +22,7 @@ __all__ = [
     "blob_contract",
     "bus_contract",
     "clock",
+    "control",
     "faults",
     "link",
     "moto_server",

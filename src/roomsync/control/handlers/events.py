@@ -85,6 +85,7 @@ class ControlFailure(Result):
     family: str
     command: str
     outcome: str
+    code: str | None
     required: str
     operator: str | None
     caps: list[str]
