@@ -14,6 +14,8 @@ from msgspec import Meta
 
 RoomId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
 Limit = Annotated[int, Meta(ge=1, le=1000)]
+#: An archive ref (SPEC §6): ``sha256:`` and the 64 hex digits of the snapshot's hash.
+ArchiveRef = Annotated[str, Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
 
 
 class Payload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

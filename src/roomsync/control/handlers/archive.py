@@ -21,12 +21,10 @@ from msgspec import Meta
 from ...core.codes import CloseCode, RejectClass
 from ...core.mst import MerkleSearchTree
 from ...storage.base import ArchiveRecord, lineage
-from ..payloads import Limit, Payload, Result, RoomId, RoomRef
+from ..payloads import ArchiveRef, Limit, Payload, Result, RoomId, RoomRef
 from ..registry import REGISTRY, Context
 from ..rejects import Rejected
 from ..snapshots import archive_of, archive_room, read_archive, replace_state
-
-ArchiveRef = Annotated[str, Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
 
 
 class ArchiveRefPayload(Payload):

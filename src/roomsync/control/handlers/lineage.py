@@ -23,12 +23,11 @@ from ...core.errors import Overload, RoomClosed
 from ...core.lineage import conflicts, promotion_batch, proposed_changes, resolved
 from ...core.room import refusal
 from ...storage.base import ArchiveRecord, ProposalRecord, lineage
-from ..payloads import Payload, Result, RoomId, RoomRef
+from ..payloads import ArchiveRef, Payload, Result, RoomId, RoomRef
 from ..registry import REGISTRY, Context
 from ..rejects import Rejected, not_found
 from ..snapshots import archive_of, read_archive, record_of, replace_state
 
-ArchiveRef = Annotated[str, Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
 ProposalId = Annotated[str, Meta(pattern=r"^prop-[0-9a-f]{16}$")]
 _FINAL = ("promoted", "rejected")
 
