@@ -29,6 +29,7 @@ from ..storage.base import ArchiveRecord, RoomRecord
 from .registry import Context
 
 if TYPE_CHECKING:
+    from ..core.room import RoomState
     from ..server.rooms import RoomHost
 from .rejects import Rejected, not_found
 
@@ -90,8 +91,13 @@ async def settle(host: RoomHost) -> bool:
     return False
 
 
-async def snapshot_of(ctx: Context, room: str) -> RoomSnapshot:
-    """The durable live state of ``room`` (an unknown room is empty at head 0)."""
+async def snapshot_of(ctx: Context, room: str, state: RoomState | None = None) -> RoomSnapshot:
+    """The durable live state of ``room`` (an unknown room is empty at head 0).
+    ``state``: the room's state as :meth:`~roomsync.server.rooms.RoomRegistry.exclusive`
+    handed it out (durable, out of service), used as it is."""
+    if state is not None and not state.pending:
+        live = [c for c in state.entries.values() if c.value is not None]
+        return RoomSnapshot(room, state.durable_head, state.root, live)
     host = ctx.node.rooms.hosts.get(room)
     if host is not None:
         state = host.state
@@ -119,9 +125,12 @@ def _encode(header: SnapshotHeader, entries: list[Change]) -> tuple[list[bytes],
     return chunks, hasher.ref, hasher.size
 
 
-async def archive_room(ctx: Context, room: str) -> tuple[ArchiveRecord, bool]:
+async def archive_room(
+    ctx: Context, room: str, *, state: RoomState | None = None
+) -> tuple[ArchiveRecord, bool]:
     """Archive the room's durable state and make it the head of the room's lineage;
-    ``(record, new)``. Archiving an unchanged room again gives the same ref (not new)."""
+    ``(record, new)``. Archiving an unchanged room again gives the same ref (not new).
+    ``state``: as for :func:`snapshot_of`."""
     record = await record_of(ctx, room)
     if record.lineage_head is not None:
         # Nothing written since the lineage head was archived (any write or restore moves
@@ -129,10 +138,10 @@ async def archive_room(ctx: Context, room: str) -> tuple[ArchiveRecord, bool]:
         newest = await ctx.node.store.get_archive(record.lineage_head)
         head = await room_head(ctx, room)
         host = ctx.node.rooms.hosts.get(room)
-        idle = host is None or not host.state.pending
+        idle = (host is None or not host.state.pending) and (state is None or not state.pending)
         if newest is not None and newest.room == room and newest.head == head and idle:
             return newest, False
-    snap = await snapshot_of(ctx, room)
+    snap = await snapshot_of(ctx, room, state)
     header = SnapshotHeader(room, snap.head, snap.root, len(snap.entries))
     if len(snap.entries) > _THREAD_ENTRIES:
         chunks, ref, size = await asyncio.to_thread(_encode, header, snap.entries)

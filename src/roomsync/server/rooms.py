@@ -897,21 +897,25 @@ class RoomRegistry:
         message: str,
         *,
         reason: str | None = None,
-    ) -> AsyncIterator[None]:
+    ) -> AsyncIterator[RoomState | None]:
         """:meth:`_out_of_service` while holding the room's record lock: no change of its
         record by another task (a tick timer) runs during the block, so none can read the
         record before a ``room delete`` and store it back after. The block's own record
-        changes (the same task) pass: the lock is the task's."""
+        changes (the same task) pass: the lock is the task's.
+
+        Yields the state the room had when it was put out of service, when it was loaded
+        and every change of it was durable (so it equals what the store holds), else None:
+        the block can archive it without reading the room back from the store."""
         async with (
             self._record_lock(room),
-            self._out_of_service(room, code, error_code, message, reason),
+            self._out_of_service(room, code, error_code, message, reason) as state,
         ):
-            yield
+            yield state
 
     @contextlib.asynccontextmanager
     async def _out_of_service(
         self, room: str, code: CloseCode, error_code: str, message: str, reason: str | None
-    ) -> AsyncIterator[None]:
+    ) -> AsyncIterator[RoomState | None]:
         """Hold ``room`` out of service for a change of its whole state (``archive
         restore``, ``room fork``, ``room delete``).
 
@@ -928,11 +932,14 @@ class RoomRegistry:
         self._loading[room] = fut
         try:
             host = self.hosts.get(room)
+            state = None
             if host is not None:
                 host.close_all(code, error_code, message, reason=reason)
                 await host.flush()
                 self.evict(room)
-            yield
+                if host.failed is None and not host.state.pending:
+                    state = host.state
+            yield state
         finally:
             del self._loading[room]
             fut.set_result(None)

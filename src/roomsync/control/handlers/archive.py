@@ -169,10 +169,10 @@ async def restore(ctx: Context, p: ArchiveRestore) -> dict[str, Any]:
         "resync-required",
         f"room restored to archive {archive.ref}: resync",
         reason="restored",
-    ):
+    ) as state:
         # Out of service from here: `previous` holds every write made before the restore.
         if exists:
-            previous = (await archive_room(ctx, p.room))[0].ref
+            previous = (await archive_room(ctx, p.room, state=state))[0].ref
         head = await replace_state(ctx, p.room, read.entries)
         await ctx.node.rooms.update_record(p.room, lineage_head=archive.ref)
     return {

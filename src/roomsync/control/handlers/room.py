@@ -237,8 +237,8 @@ async def delete(ctx: Context, p: RoomDelete) -> dict[str, Any]:
     closed = 0 if host is None else sum(1 for peer in host.peers if not peer.closing)
     async with ctx.node.rooms.exclusive(
         p.room, CloseCode.ROOM_CLOSED, "room-closed", f"room {p.room!r} was deleted"
-    ):
+    ) as state:
         # Out of service from here: the final archive holds every write before the delete.
-        final = None if p.hard else (await archive_room(ctx, p.room))[0].ref
+        final = None if p.hard else (await archive_room(ctx, p.room, state=state))[0].ref
         deleted = await ctx.node.store.delete_room(p.room)
     return {"room": p.room, "deleted": deleted, "archive": final, "closed": closed}
