@@ -5,8 +5,8 @@ Two kinds share one string namespace:
 * **data caps** (:data:`DATA_CAPS`): ``read``, ``write``, ``presence``, ``blob``,
   ``blob-direct``, ``reconcile``. A session holds the ones negotiated at ``hello``.
 * **control caps**: ``<family>:<command>``, ``<family>:*`` or ``*``. The control plane
-  (SPEC §6, planned: issue 11) will check that an operator token :func:`covers`
-  ``<family>:<command>``; tokens carry and validate these caps today.
+  (SPEC §6, ``server/control.py``) checks that an operator token :func:`covers`
+  ``<family>:<command>`` before it decodes the payload.
 
 A granted ``*`` covers everything: every supported data cap and every control command.
 """

@@ -3,8 +3,8 @@
 The flow compares a local :class:`~roomsync.core.mst.MerkleSearchTree` with a remote root
 and works out which paths differ, fetching only the remote nodes it cannot skip. It does
 no I/O: it *yields* :class:`FetchNodes` and is *sent* the nodes the remote returned,
-like httpx's ``auth_flow``. The SDK drives it over its connection, :func:`run_local` against
-an in-memory tree (tests, benchmarks), and ``roomsync doctor`` will (planned: issue 12)::
+like httpx's ``auth_flow``. The SDK drives it over its connection, and :func:`run_local`
+against an in-memory tree (tests, benchmarks)::
 
     flow = reconcile(tree, remote_root)          # remote_root from mst-root{root, count}
     try:
