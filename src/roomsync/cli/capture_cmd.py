@@ -24,7 +24,7 @@ import aiohttp
 
 from ..control.client import ControlClient, ControlRejected
 from ..ops.capture_diff import diff, render
-from .control_cmd import EXIT_CODES, EXIT_UNREACHABLE
+from .control_cmd import EXIT_UNREACHABLE, report_rejected
 
 
 def register(sub: Any) -> None:
@@ -68,13 +68,7 @@ def run_diff(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(fetch())
     except ControlRejected as exc:
-        needs = f" (needs {exc.required})" if exc.required else ""
-        print(
-            f"rejected: {exc.reject_class} {exc.reject_code}: {exc.message}{needs}\n"
-            f"next: {exc.next}",
-            file=sys.stderr,
-        )
-        return EXIT_CODES[exc.reject_class]
+        return report_rejected(exc)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         print(f"roomsync capture diff: no answer from {args.url}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

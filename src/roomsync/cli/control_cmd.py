@@ -35,6 +35,18 @@ EXIT_CODES: dict[RejectClass, int] = {
 EXIT_UNREACHABLE = 11
 
 
+def report_rejected(exc: ControlRejected) -> int:
+    """Print a control reject and its next action on stderr; its exit code."""
+    where = f" (field {exc.field})" if exc.field else ""
+    needs = f" (needs {exc.required})" if exc.required else ""
+    print(
+        f"rejected: {exc.reject_class} {exc.reject_code}: {exc.message}{where}{needs}\n"
+        f"next: {exc.next}",
+        file=sys.stderr,
+    )
+    return EXIT_CODES[exc.reject_class]
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("control", help="run a control-plane command (SPEC §6)")
     p.add_argument("--list", action="store_true", help="list every command, its cap and summary")
@@ -91,14 +103,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(go())
     except ControlRejected as exc:
-        where = f" (field {exc.field})" if exc.field else ""
-        needs = f" (needs {exc.required})" if exc.required else ""
-        print(
-            f"rejected: {exc.reject_class} {exc.reject_code}: {exc.message}{where}{needs}\n"
-            f"next: {exc.next}",
-            file=sys.stderr,
-        )
-        return EXIT_CODES[exc.reject_class]
+        return report_rejected(exc)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         print(f"roomsync control: no answer from {args.url}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
