@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from roomsync.testing.faults import tmpfs
 from roomsync.testing.server import ServerHandle
 
 #: Hop-by-hop headers (RFC 9110 §7.6.1) a proxy does not forward, and the two that a
@@ -132,22 +131,8 @@ def private_ca(tmp_path: Path) -> PrivateCa:
 @pytest.fixture
 def blob_mount(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs for a server's blob directory; remount it with :func:`read_only`."""
-    where = tmp_path / "blobs"
-    where.mkdir()
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the read-only blob directory test needs root (mount) in CI")
-        pytest.skip("mount -t tmpfs needs root")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], check=True)
-    try:
+    with tmpfs(tmp_path / "blobs", size="4m", why="the read-only blob directory test") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def read_only(where: Path) -> None:
-    """Remount ``where`` read-only: every write below it fails with EROFS, root's too."""
-    subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
 
 
 def operator(srv: ServerHandle, caps: tuple[str, ...] = ("*",)) -> str:

@@ -14,9 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from roomsync.cli.main import main
 from roomsync.ops.probe import DEFAULT_ROOM
+from roomsync.testing.faults import read_only
 from roomsync.testing.server import ServerHandle, running_server
 
-from .conftest import Proxy, operator, read_only
+from .conftest import Proxy, operator
 
 
 async def canary(*args: str) -> int:

@@ -17,9 +17,10 @@ from roomsync.cli.doctor_cmd import render
 from roomsync.cli.main import main
 from roomsync.ops.checks import RUNBOOK, Report, Status, StepResult
 from roomsync.ops.probe import DEFAULT_ROOM, PROBE_PREFIX, ProbeOptions, run_probe
+from roomsync.testing.faults import read_only
 from roomsync.testing.server import ServerHandle, free_port, running_server
 
-from .conftest import PrivateCa, Proxy, control, operator, read_only
+from .conftest import PrivateCa, Proxy, control, operator
 
 ROOM = DEFAULT_ROOM
 NO_BLOB_DIRECT = ("read", "write", "presence", "blob", "reconcile")

@@ -1,4 +1,5 @@
-"""Fault injection for tests: a store whose commits fail on demand.
+"""Fault injection for tests: a store whose commits fail on demand, and a small tmpfs
+(:func:`tmpfs`) to fill up or remount read-only.
 
 :class:`FaultyStore` wraps a real store (SQLite on a real file, or memory) and passes
 every call through, except that :meth:`FaultyStore.fail_appends` makes the next appends
@@ -13,7 +14,11 @@ full disk or a lost database connection fails a commit::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 from ..core.entries import Change
@@ -76,3 +81,29 @@ class FaultyStore:
             return await attr(*args, **kwargs)
 
         return call if asyncio.iscoroutinefunction(attr) else attr
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, *, size: str, why: str) -> Iterator[Path]:
+    """Mount a ``size`` tmpfs on the new directory ``where`` for the block (a disk that
+    fills up, or that :func:`read_only` makes refuse writes, root's too).
+
+    Needs root: without it the test is skipped, except under ``CI=true``, where it fails
+    (``why`` says what needs it), so CI never passes by skipping."""
+    import pytest  # test-only dependency, as the rest of the kit's fixtures
+
+    where.mkdir()
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{why} needs root (mount -t tmpfs) in CI")
+        pytest.skip("mount -t tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def read_only(where: Path) -> None:
+    """Remount the tmpfs at ``where`` read-only: every write below it fails with EROFS."""
+    subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
