@@ -186,3 +186,34 @@ def test_registry_lists_the_commands_with_their_caps() -> None:
     expected = {(f, c) for f, commands in spec.items() for c in commands.split()}
     assert set(names) >= expected, sorted(expected - set(names))
     assert all(c.summary and c.result is not None for c in REGISTRY)
+
+
+async def test_refilled_operator_buckets_are_forgotten(
+    tmp_path: Path, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-operator buckets stay bounded: past the limit, the ones that have refilled
+    (equal to a new one) are dropped, the ones still limiting an operator are kept."""
+    import time
+
+    from roomsync.server import control as route_module
+    from roomsync.testing.clock import FakeClock
+
+    monkeypatch.setattr(route_module, "_MAX_BUCKETS", 2)
+    clock = FakeClock(int(time.time() * 1000))
+    async with running_server(
+        tmp_path, now_ms=clock.now_ms, server__control_burst=1, server__control_rate_per_s=0.1
+    ) as srv:
+        now_s = clock.now_ms() // 1000
+
+        async def as_(sub: str) -> int:
+            token = srv.mint("*", ("*",), actor=sub, now_s=now_s)
+            return (await call(http, srv, "topology", "get", token=token))[0]
+
+        assert [await as_("a"), await as_("a"), await as_("b")] == [200, 429, 200]
+        assert await as_("c") == 200  # the table was full; a and b are still limiting
+        assert set(srv.server.control._buckets) == {"a", "b", "c"}
+        assert await as_("a") == 429  # a's bucket was kept, not replaced by a full one
+        clock.advance(60_000)  # every bucket refills
+        assert await as_("d") == 200
+        assert set(srv.server.control._buckets) == {"d"}
+        assert await as_("a") == 200

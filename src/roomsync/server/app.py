@@ -92,6 +92,7 @@ class RoomsyncServer:
         self._listener: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.probes = Probes(self.node)  # event-loop lag and readiness, on a timer
+        self.control = ControlRoute(self.node)  # POST /v1/control/..., GET /v1/openapi.json
         self._stopped = False
         self.port: int | None = None
         self.app = self._build_app()
@@ -147,7 +148,7 @@ class RoomsyncServer:
         app.on_response_prepare.append(one_request_per_connection)
         app.router.add_get("/ws/{room_id}", ws_route)
         http.add_routes(app, self.node)
-        ControlRoute(self.node).add_to(app)
+        self.control.add_to(app)
         self.blobs.add_routes(app, self.now_ms)
         return app
 

@@ -38,6 +38,8 @@ from .node import Node
 
 log = logging.getLogger("roomsync.control")
 _MAX_BODY = 1 << 20
+# Operators' token buckets kept before the refilled ones are forgotten.
+_MAX_BUCKETS = 1024
 
 
 def _field_of(error: msgspec.ValidationError) -> str | None:
@@ -141,6 +143,8 @@ class ControlRoute:
         now = self.node.now_ms()
         bucket = self._buckets.get(operator)
         if bucket is None:
+            if len(self._buckets) >= _MAX_BUCKETS:
+                self._forget_full_buckets(now)
             bucket = self._buckets[operator] = TokenBucket(
                 s.control_rate_per_s, s.control_burst, now
             )
@@ -151,6 +155,14 @@ class ControlRoute:
                 f"more than {s.control_rate_per_s:g} control requests/s: slow down",
                 retry_after_s=max(1, math.ceil(1 / s.control_rate_per_s)),
             )
+
+    def _forget_full_buckets(self, now: int) -> None:
+        """Drop the buckets that have refilled: a new one would be the same, so the
+        table holds only operators who sent requests lately."""
+        for operator, bucket in list(self._buckets.items()):
+            bucket.refill(now)
+            if bucket.tokens >= bucket.burst:
+                del self._buckets[operator]
 
     async def _payload(self, request: web.Request, model: type[Any]) -> Any:
         body = await request.read()
