@@ -361,3 +361,22 @@ def test_bulk_build_of_many_entries() -> None:
     assert tree.root_hex != root
     tree.put(entries[1])  # no LWW in the tree: it mirrors what it is given
     assert tree.root_hex == root
+
+
+def test_puts_into_an_empty_tree_are_a_bulk_load() -> None:
+    """A full catch-up into an empty replica defers the shape to the first read."""
+    changes = [Change(f"/b{i}", i, 0, "a", b"%d" % i) for i in range(300)]
+    tree = MerkleSearchTree()
+    assert tree.hashed
+    for c in changes:
+        tree.put(c)
+    tree.remove("/b7")
+    tree.put(Change("/b8", 999, 0, "a", None))
+    assert not tree.hashed and tree.count == 298
+    live = [c for c in changes if c.path not in ("/b7", "/b8")]
+    assert tree.root_hex == build_root(live) and tree.hashed
+    tree.put(Change("/b9", 1000, 0, "a", b"new"))  # built: incremental from here on
+    assert not tree.hashed
+    live = [c for c in live if c.path != "/b9"] + [Change("/b9", 1000, 0, "a", b"new")]
+    assert tree.root_hex == build_root(live)
+    assert tree.paths_between("/b1", "/b100") == ["/b10"]

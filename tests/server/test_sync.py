@@ -314,11 +314,11 @@ async def test_quiet_rooms_get_their_root_hashed_on_one_timer(
     hosts = [srv.server.rooms.hosts[f"quiet{i}"] for i in range(3)]
     quiet = srv.server.rooms.quiet
     assert all(h.quiet is quiet for h in hosts)
-    assert all(h.state.tree._root is not None and h.state.tree._root.hash is None for h in hosts)
+    assert not any(h.state.tree.hashed for h in hosts)
     # The timer fires ROOT_IDLE_S after the first write, then at most ROOT_IDLE_S / 2 later
     # for rooms not yet due: all are hashed within 2.5 windows.
     await wait_until(
-        lambda: all(h.state.tree._root is not None and h.state.tree._root.hash for h in hosts),
+        lambda: all(h.state.tree.hashed for h in hosts),
         timeout=ROOT_IDLE_S * 2.5,
     )
     assert quiet._timer is None and not quiet._due  # nothing left to do, no timer armed

@@ -16,7 +16,9 @@ Two things live here:
 * :class:`MerkleSearchTree`, the same tree maintained incrementally as changes are
   applied. ``put`` only edits structure and marks the touched path dirty; hashes are
   recomputed lazily, only for dirty nodes, when :attr:`MerkleSearchTree.root_hash` is
-  read. So a burst of writes costs one re-hash of the nodes they touched.
+  read. So a burst of writes costs one re-hash of the nodes they touched. Puts into an
+  empty tree (a client's full catch-up) do not even build the shape: the first read
+  builds it in one pass from the sorted live paths, as the constructor does.
 
 Because ``build`` is a function of the live set alone, a node's key range is bounded by
 the two nearest entries of a higher level, whatever the history. The incremental
@@ -140,7 +142,7 @@ class MerkleSearchTree:
     they do not share with the current tree, and nothing while no root is read.
     """
 
-    __slots__ = ("_entries", "_live", "_pending", "_retired", "_root")
+    __slots__ = ("_entries", "_live", "_pending", "_retired", "_root", "_stale")
 
     def __init__(
         self, entries: Iterable[Change] = (), *, retain_roots: int = DEFAULT_RETAIN_ROOTS
@@ -162,8 +164,11 @@ class MerkleSearchTree:
         self._pending: dict[bytes, bytes] = {}
         self._retired: deque[dict[bytes, bytes]] = deque(maxlen=retain_roots)
         # Python orders str by code point, which is the order of their UTF-8 bytes.
-        keys = sorted(state)
-        self._root = _bulk(keys, [state[k] for k in keys], [level(k) for k in keys])
+        self._root: _Node | None = None
+        # True while the shape is not built: puts into an empty tree only fill
+        # ``_entries`` (a full catch-up is a bulk load), and the first read that needs the
+        # shape builds it in one pass (:meth:`_shape`), the same tree as one put each.
+        self._stale = bool(state)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -189,6 +194,11 @@ class MerkleSearchTree:
         return self._flush()
 
     @property
+    def hashed(self) -> bool:
+        """True when :attr:`root_hash` is up to date: reading it builds and hashes nothing."""
+        return not self._stale and (self._root is None or self._root.hash is not None)
+
+    @property
     def root_hex(self) -> str:
         """The canonical hash of SPEC §1: hex root, or 64 zeros when empty."""
         root = self.root_hash
@@ -210,7 +220,7 @@ class MerkleSearchTree:
         """The leaf hash of ``path`` in the current tree, or None when not live."""
         if path not in self._entries:
             return None
-        t = self._root
+        t = self._shape()
         while t is not None:
             keys = t.keys
             i = bisect_left(keys, path)
@@ -227,7 +237,7 @@ class MerkleSearchTree:
         out: list[str] = []
         if lo is not None and hi is not None and lo >= hi:
             return out
-        _collect(self._root, lo, hi, out)
+        _collect(self._shape(), lo, hi, out)
         return out
 
     def range_hash(self, lo: str | None, hi: str | None) -> bytes | None:
@@ -253,6 +263,11 @@ class MerkleSearchTree:
         if change.value is None:
             self.remove(path)
             return
+        if self._stale or self._root is None:
+            # Empty or not built yet: defer the shape to the first read (bulk load).
+            self._entries[path] = change
+            self._stale = True
+            return
         old = self._entries.get(path)
         self._entries[path] = change
         if (
@@ -267,14 +282,24 @@ class MerkleSearchTree:
 
     def remove(self, path: str) -> None:
         """Remove ``path`` if it is live (no-op otherwise)."""
-        if self._entries.pop(path, None) is None:
+        if self._entries.pop(path, None) is None or self._stale:
             return
         self._root = self._remove(self._root, path, level(path))
+
+    def _shape(self) -> _Node | None:
+        """The root node, building the deferred shape first (see ``_stale``)."""
+        if self._stale:
+            self._stale = False
+            state = self._entries
+            # Python orders str by code point, which is the order of their UTF-8 bytes.
+            keys = sorted(state)
+            self._root = _bulk(keys, [state[k] for k in keys], [level(k) for k in keys])
+        return self._root
 
     # -- internals -------------------------------------------------------------------
 
     def _flush(self) -> bytes | None:
-        root = self._root
+        root = self._shape()
         if root is None:
             self._publish()
             return None

@@ -452,6 +452,8 @@ def varint_bytes(value: int) -> bytes:
 
 
 _ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+#: The first byte of a varint of at least two bytes, by its low 7 bits.
+_CONT_BYTE = tuple(bytes((i | 0x80,)) for i in range(0x80))
 
 
 def encode_leaf(change: Change) -> bytes:
@@ -470,15 +472,28 @@ def encode_leaf(change: Change) -> bytes:
         raise ValueError(f"u32 out of range: counter {counter} of {change.path!r}")
     path = change.path.encode("utf-8")
     actor = change.actor.encode("utf-8")
+    one = _ONE_BYTE
+    n_path, n_actor, n_value = len(path), len(actor), len(value)
+    if ts >= 0x80:
+        # As in encode_pack: the first byte of an HLC ts is computed, the rest is cached.
+        high = ts >> 7
+        tail = _TS_TAILS.get(high)
+        if tail is None:
+            if len(_TS_TAILS) >= _TS_TAILS_MAX:
+                _TS_TAILS.clear()
+            tail = _TS_TAILS[high] = varint_bytes(high)
+        ts_bytes = _CONT_BYTE[ts & 0x7F] + tail
+    else:
+        ts_bytes = one[ts]
     return b"".join(
         (
-            varint_bytes(len(path)),
+            one[n_path] if n_path < 0x80 else varint_bytes(n_path),
             path,
-            varint_bytes(ts),
-            varint_bytes(counter),
-            varint_bytes(len(actor)),
+            ts_bytes,
+            one[counter] if counter < 0x80 else varint_bytes(counter),
+            one[n_actor] if n_actor < 0x80 else varint_bytes(n_actor),
             actor,
-            varint_bytes(len(value)),
+            one[n_value] if n_value < 0x80 else varint_bytes(n_value),
             value,
         )
     )
