@@ -5,10 +5,21 @@ An answer of ``changes`` in seq order goes out in chunks of ``chunk`` changes. E
 chunk's ``head`` is the highest seq in it; the last chunk (there is always one, empty
 when the answer is) carries ``done: true`` and ``head`` = the room's durable head when
 the answer was built, so a client that applied it may set its cursor there.
+
+A full-state catch-up (``hello`` without cursor) is cut differently, so that most of it
+is a copy of bytes encoded for an earlier joiner: :func:`seq_blocks` groups the state by
+seq range (block ``k`` holds the entries whose seq is in ``(k*chunk, (k+1)*chunk]``,
+sparse neighbours merged up to ``chunk`` changes), and :class:`BlockCache` keeps each
+group's encoded ``data`` keyed by the very entries it holds. A write moves one path's
+entry out of its old block into the newest one, so only those two groups are encoded
+again; a group whose entries differ in any way from the cached ones is never served
+from the cache (the entries are compared, not trusted).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from typing import Any
 
 from .codec import pack_data
@@ -35,3 +46,80 @@ def chunk_message(
     if last:
         msg["done"] = True
     return msg
+
+
+def _seq_of(change: Change) -> int:
+    return change.seq or 0
+
+
+def seq_blocks(changes: Sequence[Change], chunk: int) -> list[list[Change]]:
+    """Cut ``changes`` (in seq order, every seq set) into the groups of a full catch-up.
+
+    Seq block ``k`` is the changes with seq in ``(k*chunk, (k+1)*chunk]``; consecutive
+    blocks are merged while the group stays within ``chunk`` changes. A dense state is
+    cut exactly as :func:`chunk_message` cuts it; there is always at least one group
+    (empty for an empty state), and the last group is the one carrying ``done``.
+    """
+    chunk = max(1, chunk)
+    groups: list[list[Change]] = []
+    group: list[Change] = []
+    i, n = 0, len(changes)
+    while i < n:
+        # The block of changes[i]: everything up to the end of its seq range.
+        limit = (((changes[i].seq or 0) - 1) // chunk + 1) * chunk
+        j = bisect_right(changes, limit, i + 1, min(n, i + chunk), key=_seq_of)
+        if group and len(group) + (j - i) > chunk:
+            groups.append(group)
+            group = []
+        group.extend(changes[i:j])
+        i = j
+    groups.append(group)
+    return groups
+
+
+def group_message(group: list[Change], data: str, *, last: bool, final_head: int) -> dict[str, Any]:
+    """The ``pack`` envelope of one group of a full catch-up, ``data`` being its encoding."""
+    msg: dict[str, Any] = {
+        "type": "pack",
+        "data": data,
+        "head": final_head if last else (group[-1].seq or 0),
+    }
+    if last:
+        msg["done"] = True
+    return msg
+
+
+class BlockCache:
+    """The encoded ``data`` of the groups of the last full catch-ups of one scope.
+
+    :meth:`data` answers from the cache only when the cached group holds equal entries
+    (same paths, clocks, values and seqs, in the same order): a stale group is encoded
+    again, never served. Entries are immutable, so equal entries mean equal bytes.
+    """
+
+    __slots__ = ("_groups",)
+
+    def __init__(self) -> None:
+        # first seq of a group -> (its entries, their encoding)
+        self._groups: dict[int, tuple[list[Change], str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def data(self, group: list[Change]) -> str:
+        """``pack_data(group)``, from the cache when it holds exactly these entries."""
+        if not group:
+            return pack_data(group)
+        key = group[0].seq or 0
+        hit = self._groups.get(key)
+        if hit is not None and hit[0] == group:
+            return hit[1]
+        data = pack_data(group)
+        self._groups[key] = (group, data)
+        return data
+
+    def retain(self, groups: Sequence[list[Change]]) -> None:
+        """Forget the cached groups that do not start a group of ``groups``."""
+        keep = {g[0].seq or 0 for g in groups if g}
+        for key in [k for k in self._groups if k not in keep]:
+            del self._groups[key]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..core.catchup import chunk_count, chunk_message
+from ..core.catchup import BlockCache, chunk_count, chunk_message, group_message
 from ..core.entries import Change
 from .transport import encode_frame
 
@@ -73,6 +73,41 @@ class FrameSnapshot:
                 text_frame(
                     chunk_message(
                         self._changes, len(frames), chunk=self._chunk, final_head=self.final_head
+                    )
+                )
+            )
+        return frames[i]
+
+
+class FullStateSnapshot(FrameSnapshot):
+    """The frames of a full catch-up: one per group of :func:`~..core.catchup.seq_blocks`,
+    each group's ``data`` taken from the room's :class:`~..core.catchup.BlockCache`, so
+    a joiner after a few writes costs the encoding of the groups they touched."""
+
+    __slots__ = ("_cache", "_groups")
+
+    def __init__(self, groups: list[list[Change]], final_head: int, cache: BlockCache) -> None:
+        super().__init__([], final_head, 1)
+        self._groups = groups
+        self._cache = cache
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def changes_in(self, i: int) -> int:
+        return len(self._groups[i])
+
+    def frame(self, i: int) -> bytes:
+        frames, groups = self._frames, self._groups
+        while len(frames) <= i:
+            group = groups[len(frames)]
+            frames.append(
+                text_frame(
+                    group_message(
+                        group,
+                        self._cache.data(group),
+                        last=len(frames) == len(groups) - 1,
+                        final_head=self.final_head,
                     )
                 )
             )

@@ -36,6 +36,7 @@ from ..bus.base import Bus, RoomEvent, Subscription
 from ..bus.memory import MemoryBus
 from ..config import Policy
 from ..core import mst as mst_mod
+from ..core.catchup import BlockCache, seq_blocks
 from ..core.codec import b64encode, pack_data
 from ..core.codes import CloseCode
 from ..core.entries import Change
@@ -53,7 +54,7 @@ from ..storage.base import RoomRecord, Store, StoreError
 from .capture import MAX_RECEIVER_IDS, Capture
 from .logs import event
 from .metrics import Metrics
-from .outbox import FrameSnapshot, text_frame
+from .outbox import FrameSnapshot, FullStateSnapshot, text_frame
 from .peer import Peer
 
 log = logging.getLogger("roomsync.rooms")
@@ -67,6 +68,8 @@ EAGER_ROOT_BATCH = 100
 ROOT_IDLE_S = 0.2
 #: Full-state snapshots kept per room at one head (one per distinct subscription).
 MAX_SNAPSHOTS = 8
+#: Scopes (catch-up chunk, prefixes) whose encoded full-state groups a room keeps.
+MAX_BLOCK_CACHES = 4
 #: Answers (catch-up, ``request``, ``subscribe``) queued for one peer at most, the one
 #: streaming included. Waiting answers are built only when their turn comes, so a peer
 #: that asks and never reads holds one answer in memory, not one per request.
@@ -144,6 +147,7 @@ class RoomHost:
     #: Called once when a commit fails (the registry evicts the room).
     on_failed: Callable[[RoomHost], None] | None = None
     _snapshots: dict[tuple[int, tuple[str, ...]], FrameSnapshot] = field(default_factory=dict)
+    _block_caches: dict[tuple[int, tuple[str, ...]], BlockCache] = field(default_factory=dict)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     presence: PresenceTable = field(init=False)
     #: The room's recent envelopes, redacted (``room capture``; ``policy.capture_envelopes``).
@@ -206,8 +210,24 @@ class RoomHost:
                     for k, v in self._snapshots.items()
                     if k[0] == state.durable_head and v.readers
                 }
-            snap = self._snapshots[key] = self._snapshot(state.changes_since(0, prefixes))
+            snap = self._snapshots[key] = self._full_snapshot(prefixes)
         self._queue_answer(peer, snap)
+
+    def _full_snapshot(self, prefixes: tuple[str, ...]) -> FrameSnapshot:
+        """The full state under ``prefixes`` at the durable head, cut by seq range so
+        that the groups no write touched since an earlier joiner are copies."""
+        chunk = max(1, self.policy.catchup_chunk)
+        groups = seq_blocks(self.state.changes_since(0, prefixes), chunk)
+        caches = self._block_caches
+        scope = (chunk, prefixes)
+        cache = caches.pop(scope, None)
+        if cache is None:
+            cache = BlockCache()
+            while len(caches) >= MAX_BLOCK_CACHES:
+                del caches[next(iter(caches))]  # the least recently used scope
+        caches[scope] = cache
+        cache.retain(groups)
+        return FullStateSnapshot(groups, self.state.durable_head, cache)
 
     @property
     def head(self) -> int:
