@@ -256,6 +256,8 @@ async def roomsync_late_joiner(
        entries, the joiner comes back.
        It reconnects with ``catchup: false`` and runs :meth:`RoomsyncClient.mst_reconcile`;
        bytes are counted the same way (JSON + base64 payload both ways).
+       Before that, a second joiner without cursor times a full state again at the new
+       head (``full2_ms``, to the last byte; in the JSON only).
     """
     pop = driver.client(session, base, room, ident="populator")
     await pop.connect(timeout)
@@ -291,6 +293,17 @@ async def roomsync_late_joiner(
                                    batch=max(1, batch // 10)):
         await pop.send(msg)
     await pop.wait_acks(entries + n_div, timeout)
+
+    # 2b. A second full-state joiner after those writes (a new durable head): what the
+    # server's encoded-group cache saves (roomsync only; not in the table).
+    again = driver.client(session, base, room, ident="joiner2", keep=True)
+    t0 = time.perf_counter()
+    await again.connect(timeout)
+    await again.wait_until(lambda: again.done_packs > 0, timeout, "second full catch-up")
+    out["full2_ms"] = ((again.t_last_pack or time.perf_counter()) - t0) * 1e3
+    again.apply_frames()
+    out["full2_ok"] = _has_generation(again.state, changed, entries, value_size)
+    await again.close()
 
     # 3a. What a reconnecting client does: resume from its cursor (like a Yjs state vector).
     joiner = driver.client(session, base, room, ident="joiner", keep=True, cursor=cursor)

@@ -708,10 +708,16 @@ class Replica:
     def _impose(self, answer: Answer) -> list[Change]:
         """Make confirmed local entries in the answer's scope equal the server's."""
         changed: list[Change] = []
-        seen = answer.seen
-        for path in [p for p in self.entries if answer.covers(p) and p not in self._pending]:
+        seen, entries, pending = answer.seen, self.entries, self._pending
+        if answer.paths is None and "/" in answer.scope_in and not answer.scope_out:
+            paths = [p for p in entries if p not in pending]  # the whole room (a full resync)
+        else:
+            paths = [p for p in entries if answer.covers(p) and p not in pending]
+        for path in paths:
             server = seen.get(path)
-            mine = self.entries[path]
+            mine = entries[path]
+            if server is mine:
+                continue  # the answer's own entry (most of a full catch-up)
             if server is None:
                 self._drop(path)
                 if mine.value is not None:
