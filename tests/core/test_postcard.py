@@ -204,3 +204,15 @@ def test_decode_refuses_an_overlong_six_byte_ts() -> None:
     bad[ts_at + 4] |= 0x80
     with pytest.raises(CodecError):
         decode_pack(bytes(bad))
+
+
+def test_the_fast_decoder_builds_the_same_changes_as_the_constructor() -> None:
+    """decode_pack fills Change's slots directly: that is only right while Change has
+    exactly these slots and nothing runs after __init__."""
+    assert Change.__slots__ == ("path", "ts", "counter", "actor", "value", "seq")
+    assert not hasattr(Change, "__post_init__")
+    changes = [Change("/a", 1_700_000_000_000, 3, "x", b"v", 200), Change("/b", 5, 0, "y", None)]
+    decoded = decode_pack(encode_pack(changes))
+    assert decoded == changes and all(type(c) is Change for c in decoded)
+    assert [hash(c) for c in decoded] == [hash(c) for c in changes]
+    assert [c.key for c in decoded] == [c.key for c in changes]
