@@ -153,7 +153,13 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ] = 1000
     catchup_chunk: Annotated[
         int,
-        Meta(ge=1, description="Changes per pack during catch-up."),
+        Meta(
+            ge=1,
+            description=(
+                "Most changes per pack during catch-up (a full catch-up is cut by seq "
+                "range, so packs may carry fewer)."
+            ),
+        ),
     ] = 1000
     capture_envelopes: Annotated[
         int,
