@@ -150,6 +150,15 @@ SYSTEMS: dict[str, System] = {
             default=False,
         ),
         System(
+            name="roomsync-json",
+            driver="roomsync-json",
+            argv=_roomsync_argv,
+            version=lambda: _roomsync_version() + " (JSON packs: no binary cap)",
+            cwd=REPO,
+            env=ROOMSYNC_ENV,
+            default=False,
+        ),
+        System(
             name="raw-picows",
             driver="raw",
             argv=lambda port, _d: [sys.executable, "-m", "bench.peers.raw_picows", HOST, str(port)],
@@ -288,7 +297,7 @@ class Server:
         env = {**os.environ, **self.system.env}
         if self.system.port_env:
             env["PORT"] = str(self.port)
-        if self.system.driver in ("raw", "roomsync"):
+        if self.system.driver in ("raw", "roomsync", "roomsync-json"):
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(REPO), str(REPO / "src"), env.get("PYTHONPATH", "")) if p
             )

@@ -20,7 +20,9 @@ ALL = DATA_CAPS
 
 def test_data_caps_are_the_core_ones() -> None:
     assert DATA_CAPS is types.DATA_CAPS
-    assert DATA_CAPS == ("read", "write", "presence", "blob", "blob-direct", "reconcile")
+    assert DATA_CAPS == (
+        "read", "write", "presence", "blob", "blob-direct", "reconcile", "binary"
+    )  # fmt: skip
     assert frozenset(DATA_CAPS) == SUPPORTED_DATA_CAPS
 
 
@@ -30,7 +32,8 @@ def test_data_caps_are_the_core_ones() -> None:
         # No caps in hello: everything granted (and supported).
         (None, ["write", "read"], ALL, ("read", "write")),
         (None, [], ALL, ()),
-        (None, ["*"], ALL, ALL),
+        (None, ["*"], ALL, ALL[:-1]),  # all but the opt-in "binary"
+        (["binary"], ["*"], ALL, ("binary",)),
         # The intersection, always in DATA_CAPS order.
         (["write", "read"], ["read", "write", "blob"], ALL, ("read", "write")),
         (["reconcile", "read"], ["*"], ALL, ("read", "reconcile")),

@@ -10,6 +10,7 @@ from roomsync.core import messages as m
 from roomsync.core.codes import AuthReason, CloseCode, ErrorCode
 from roomsync.core.errors import AuthError, Overload, ResyncRequired, RoomClosed, UnsupportedVersion
 from roomsync.core.handshake import (
+    OPT_IN_CAPS,
     SUPPORTED_DATA_CAPS,
     Admission,
     RoomView,
@@ -81,7 +82,8 @@ def test_token_actor_is_sub_or_sub_suffix() -> None:
     assert go(hello(actor="alice#tab"), grant=grant).actor == "alice#tab"
     a = go(hello(actor="mallory"), grant=grant)
     assert (a.actor, a.bound, a.exp_ms, a.outcome) == ("alice", "alice", 5_000, "ok")
-    assert set(a.caps) == SUPPORTED_DATA_CAPS
+    # No caps in the hello: everything granted but the opt-in ``binary``.
+    assert set(a.caps) == SUPPORTED_DATA_CAPS - OPT_IN_CAPS
     no_sub = go(hello(actor="x"), grant=TokenGrant(sub=None, caps=("read",), exp_ms=None))
     assert (no_sub.actor, no_sub.bound) == ("x", None)
 
@@ -109,6 +111,12 @@ def test_cursor_is_checked_only_for_readers_and_only_with_catchup() -> None:
 
 def test_negotiate_is_the_intersection_in_data_caps_order() -> None:
     assert negotiate(None, ("write", "read"), SUPPORTED_DATA_CAPS) == ("read", "write")
+    # ``binary`` only when asked for by name, also under a requested ``*``.
+    assert "binary" not in negotiate(None, ("*",), SUPPORTED_DATA_CAPS)
+    assert "binary" not in negotiate(("*",), ("*",), SUPPORTED_DATA_CAPS)
+    assert "binary" in negotiate(("*", "binary"), ("*",), SUPPORTED_DATA_CAPS)
+    assert negotiate(("read", "binary"), ("read", "write"), SUPPORTED_DATA_CAPS) == ("read",)
+    assert negotiate(("read", "binary"), ("*",), SUPPORTED_DATA_CAPS) == ("read", "binary")
     assert negotiate(("read", "admin:*"), ("*",), SUPPORTED_DATA_CAPS) == ("read",)
     assert negotiate(("*",), ("read",), {"read"}) == ("read",)
 

@@ -157,3 +157,14 @@ def test_client_changes_checks_the_pack_as_a_whole() -> None:
         client_changes(pack_data([Change("/a", 1, 0, "bob", b"1")]), **kw)  # type: ignore[arg-type]
     anonymous = {**kw, "bound_actor": None}
     assert client_changes(pack_data([Change("/a", 1, 0, "bob", b"1")]), **anonymous)  # type: ignore[arg-type]
+    # A binary frame's pack (the postcard bytes): the same checks, its size counted as is.
+    from roomsync.core.postcard import encode_pack
+
+    assert client_changes(encode_pack(ok), **kw) == ok  # type: ignore[arg-type]
+    exact = encode_pack([Change("/a", 1, 0, "alice", b"x" * 980)])
+    fits = {**kw, "max_pack_bytes": len(exact)}
+    assert len(client_changes(exact, **fits)) == 1  # type: ignore[arg-type]
+    with pytest.raises(TooLarge, match=f"pack of {len(exact)} bytes"):
+        client_changes(exact, **{**fits, "max_pack_bytes": len(exact) - 1})  # type: ignore[arg-type]
+    with pytest.raises(CodecError, match="bad postcard"):
+        client_changes(b"\x01\x05/x", **kw)  # type: ignore[arg-type]

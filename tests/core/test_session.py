@@ -101,12 +101,34 @@ def test_frames_that_are_not_json_text_get_the_error_of_the_phase() -> None:
 
     s = make()
     assert s.undecodable("x").code == ErrorCode.EXPECTED_HELLO
-    assert s.binary_frame().code == ErrorCode.EXPECTED_HELLO
-    s.open(caps=("read",), actor="a", prefixes=("/",), exp_ms=None)
+    with pytest.raises(ExpectedHello):
+        s.receive_binary(b"\x01\x00", 100)
+    s.open(caps=("read", "write"), actor="a", prefixes=("/",), exp_ms=None)
     bad = s.undecodable("unexpected character")
     assert bad.code == ErrorCode.MALFORMED_ENVELOPE and "unexpected character" in bad.message
-    assert s.binary_frame().code == ErrorCode.MALFORMED_ENVELOPE
     assert bad.close == CloseCode.PROTOCOL_ERROR
+    # Without the negotiated cap a binary frame is a broken envelope (1002).
+    with pytest.raises(MalformedEnvelope, match="'binary' cap") as info:
+        s.receive_binary(b"\x01\x00", 100)
+    assert info.value.close == CloseCode.PROTOCOL_ERROR
+
+
+def test_binary_packs_need_the_cap_a_known_tag_and_write() -> None:
+    from roomsync.core.codes import CloseCode
+
+    s = make()
+    s.open(caps=("read", "write", "binary"), actor="a", prefixes=("/",), exp_ms=None)
+    msg = s.receive_binary(b"\x01\x00", 100)
+    assert isinstance(msg, m.PackMsg) and msg.data == b"\x00"
+    for payload, match in ((b"", "empty binary frame"), (b"\x02\x00\x00\x00", "tag 0x02")):
+        with pytest.raises(MalformedEnvelope, match=match) as info:
+            s.receive_binary(payload, 100)
+        assert info.value.close == CloseCode.PROTOCOL_ERROR
+    reader = make()
+    reader.open(caps=("read", "binary"), actor="a", prefixes=("/",), exp_ms=None)
+    with pytest.raises(Forbidden, match="'write'") as refused:
+        reader.receive_binary(b"\x01\x00", 100)
+    assert refused.value.close is None  # the session survives
 
 
 def test_deadlines_come_from_the_session() -> None:

@@ -18,10 +18,10 @@ def get_driver(system: str, family: str) -> Driver:
         from .raw import RawDriver
 
         return RawDriver(system)
-    if family == "roomsync":
+    if family in ("roomsync", "roomsync-json"):
         from .roomsync import RoomsyncDriver
 
-        return RoomsyncDriver(system)
+        return RoomsyncDriver(system, binary=family == "roomsync")
     raise ValueError(f"unknown driver family {family!r}")
 
 

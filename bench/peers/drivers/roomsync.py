@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 
+from roomsync.core.binpack import client_frame, parse_server_frame
 from roomsync.core.entries import Change
 from roomsync.core.mst import MerkleSearchTree
 from roomsync.core.postcard import decode_pack, encode_pack
@@ -52,7 +53,10 @@ def _leading_varint(data: bytes) -> int:
     return n
 
 
-def pack_message(changes: Sequence[Change]) -> str:
+def pack_message(changes: Sequence[Change], binary: bool = False) -> Message:
+    """A client pack: a binary frame (SPEC §2 cap ``binary``) or a JSON envelope."""
+    if binary:
+        return client_frame(list(changes))
     data = base64.b64encode(encode_pack(list(changes))).decode("ascii")
     return json.dumps({"type": "pack", "data": data}, separators=(",", ":"))
 
@@ -66,9 +70,13 @@ class RoomsyncClient(Client):
     to its last byte without decoding in between.
     """
 
-    def __init__(self, *args: Any, cursor: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, cursor: int | None = None, binary: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.cursor = cursor
+        #: Ask for binary packs, as the SDK does (``roomsync-json``: JSON only).
+        self.binary = binary
         self.welcome: dict[str, Any] | None = None
         self.errors: list[dict[str, Any]] = []
         self.acked = 0  # number of ack'ed changes (one seq or null each)
@@ -83,6 +91,8 @@ class RoomsyncClient(Client):
 
     def hello(self) -> str:
         msg: dict[str, Any] = {"type": "hello", "v": 1, "actor": self.ident, "subscribe": ["/"]}
+        if self.binary:
+            msg["caps"] = ["*", "binary"]
         if TOKEN:
             msg["token"] = TOKEN
         if self.cursor:
@@ -104,19 +114,26 @@ class RoomsyncClient(Client):
     def head(self) -> int:
         return int(self.welcome.get("head", 0)) if self.welcome else 0
 
+    def _on_pack(self, raw: bytes, done: bool, t: float) -> None:
+        self.t_last_pack = t
+        if self.on_delivery is not None:
+            self.deliver_marks(raw, t)
+        if self.keep:
+            self.frames.append(raw)
+        self.changes_received += _leading_varint(raw)
+        if done:
+            self.done_packs += 1
+
+    def on_binary(self, data: bytes, t: float) -> None:
+        pack = parse_server_frame(data)
+        assert isinstance(pack.data, bytes)
+        self._on_pack(pack.data, bool(pack.done), t)
+
     def on_text(self, data: str, t: float) -> None:
         msg = json.loads(data)
         kind = msg.get("type")
         if kind == "pack":
-            raw = base64.b64decode(msg["data"])
-            self.t_last_pack = t
-            if self.on_delivery is not None:
-                self.deliver_marks(raw, t)
-            if self.keep:
-                self.frames.append(raw)
-            self.changes_received += _leading_varint(raw)
-            if msg.get("done"):
-                self.done_packs += 1
+            self._on_pack(base64.b64decode(msg["data"]), bool(msg.get("done")), t)
         elif kind in ("mst-root", "mst-nodes"):
             self.replies[kind] = msg
         elif kind == "ack":
@@ -178,15 +195,16 @@ class RoomsyncClient(Client):
             newer = [c for p in result.push if (c := self.state.get(p)) is not None
                      and c.actor == self.ident]
             if newer:
-                await self.send(pack_message(newer))
+                await self.send(pack_message(newer, self.binary))
         return result
 
 
 class RoomsyncDriver(Driver):
     family = "roomsync"
 
-    def __init__(self, system: str) -> None:
+    def __init__(self, system: str, *, binary: bool = True) -> None:
         super().__init__(system)
+        self.binary = binary
         self._clocks: dict[tuple[str, str], tuple[int, int]] = {}
 
     def url(self, base: str, room: str) -> str:
@@ -197,7 +215,7 @@ class RoomsyncDriver(Driver):
         on_delivery: DeliveryCallback | None = None, keep: bool = False,
         cursor: int | None = None,
     ) -> RoomsyncClient:
-        return RoomsyncClient(session, self.url(base, room), ident=ident,
+        return RoomsyncClient(session, self.url(base, room), ident=ident, binary=self.binary,
                               on_delivery=on_delivery, keep=keep, cursor=cursor)
 
     def _tick(self, room: str, ident: str) -> tuple[int, int]:
@@ -221,7 +239,7 @@ class RoomsyncDriver(Driver):
         self, room: str, ident: str, seqs: Sequence[int], value_size: int, gen: int = 0,
         batch: int = 1,
     ) -> list[Message]:
-        return [pack_message(self.changes(room, ident, part, value_size, gen))
+        return [pack_message(self.changes(room, ident, part, value_size, gen), self.binary)
                 for part in chunks(seqs, batch)]
 
     def verify(self, client: Client, seqs: Sequence[int], value_size: int) -> int:

@@ -21,7 +21,7 @@ from .common import add_config_flags, die, settings_from
 GC_GEN0_THRESHOLD = 20_000
 
 #: What ``--dev`` grants anonymous peers on unlocked rooms.
-DEV_ANONYMOUS_CAPS = ("read", "write", "presence", "blob", "blob-direct", "reconcile")
+DEV_ANONYMOUS_CAPS = DATA_CAPS
 
 
 def register(sub: Any) -> None:

@@ -52,6 +52,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from ..core import messages as m
+from ..core.binpack import parse_server_frame
 from ..core.codec import PROTOCOL_VERSION, decode_json, parse_server
 from ..core.errors import RoomsyncError
 from ..core.keepalive import Keepalive, KeepaliveAction
@@ -144,6 +145,7 @@ class Connection:
         token: str | None,
         token_provider: TokenProvider | None,
         caps: Sequence[str] | None,
+        binary: bool = True,
         reconnect: bool,
         backoff: Backoff | None,
         rng: random.Random,
@@ -154,7 +156,7 @@ class Connection:
         self.replica = replica
         self._token = token
         self._token_provider = token_provider
-        self._caps = tuple(caps) if caps is not None else None
+        self._caps = _requested_caps(caps, binary=binary)
         self._policy = ReconnectPolicy(
             backoff, reconnect=reconnect, can_refresh_token=token_provider is not None
         )
@@ -448,6 +450,8 @@ class Connection:
                 link.last_recv_ms = loop.time() * 1000
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     self._on_text(link, msg.data)
+                elif msg.type is aiohttp.WSMsgType.BINARY:
+                    self._on_binary(link, msg.data)
                 elif msg.type is aiohttp.WSMsgType.ERROR:
                     break
         except (aiohttp.ClientError, ConnectionError) as exc:
@@ -493,9 +497,12 @@ class Connection:
                 await link.outbox_ready.wait()
                 link.outbox_ready.clear()
                 while link.outbox and not link.closing:
-                    text = link.outbox.popleft()
+                    frame = link.outbox.popleft()
                     link.last_sent_ms = loop.time() * 1000
-                    await link.ws.send_str(text)
+                    if isinstance(frame, bytes):
+                        await link.ws.send_bytes(frame)
+                    else:
+                        await link.ws.send_str(frame)
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
             log.info("sending to %s failed: %r", self.url, exc)
             link.abort()
@@ -539,6 +546,24 @@ class Connection:
 
     # -- incoming frames ---------------------------------------------------------------------
 
+    def _on_binary(self, link: Link, payload: bytes) -> None:
+        """A binary ``pack`` (SPEC §2 cap ``binary``): handled as its JSON twin would be.
+        A frame that does not parse loses a pack, so the link is dropped and resynced."""
+        if not link.binary:
+            log.error("server sent a binary frame without the 'binary' cap: reconnecting")
+            link.abort()
+            return
+        try:
+            msg = parse_server_frame(payload)
+        except RoomsyncError as exc:
+            log.error("server sent a broken binary frame (%s): reconnecting", exc.message)
+            link.abort()
+            return
+        handler = self._handlers.get("pack")
+        if handler is not None:
+            handler(link, msg)
+        self.pulse.fire()
+
     def _on_text(self, link: Link, text: str) -> None:
         try:
             msg = parse_server(decode_json(text))
@@ -575,6 +600,7 @@ class Connection:
             )
         self.session_info = msg
         self.caps = tuple(msg.caps)
+        link.binary = "binary" in self.caps
         self.stats.welcomes += 1
         keepalive = Keepalive.from_welcome(msg.heartbeat_ms, msg.limits)
         link.keepalive = keepalive
@@ -642,3 +668,13 @@ def _str(obj: dict[str, Any] | None, name: str) -> str | None:
 def _int(obj: dict[str, Any] | None, name: str) -> int | None:
     value = (obj or {}).get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _requested_caps(caps: Sequence[str] | None, *, binary: bool) -> tuple[str, ...] | None:
+    """The ``caps`` of our hellos: ``caps`` (None: all that is granted), plus the opt-in
+    ``binary`` when wanted (a server grants it only when asked for by name)."""
+    if not binary:
+        return tuple(caps) if caps is not None else None
+    if caps is None:
+        return ("*", "binary")
+    return tuple(caps) if "binary" in caps else (*caps, "binary")

@@ -49,9 +49,12 @@ class Link:
     welcome: m.Welcome | None = None
     synced: bool = False
     closing: bool = False
+    #: The session negotiated ``binary``: packs go out (and may come in) as binary frames.
+    binary: bool = False
     #: The server's last ``error`` envelope (the reason of the close that follows).
     last_error: dict[str, Any] | None = None
-    outbox: deque[str] = field(default_factory=deque)
+    #: Frames to write: JSON text, or the payload of a binary frame.
+    outbox: deque[str | bytes] = field(default_factory=deque)
     outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
     #: Chunked ``pack`` answers expected (catch-up, ``request{paths}``, ``subscribe``).
     answers: dict[Answer, asyncio.Future[None]] = field(default_factory=dict)
@@ -82,6 +85,14 @@ class Link:
         if self.closing:
             raise _LinkDown()
         self.outbox.append(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
+        self.outbox_ready.set()
+
+    def send_binary(self, payload: bytes) -> None:
+        """Queue a binary frame (a ``pack`` when ``binary`` was negotiated), in order
+        with the text frames; :class:`_LinkDown` when the link is closing."""
+        if self.closing:
+            raise _LinkDown()
+        self.outbox.append(payload)
         self.outbox_ready.set()
 
     def abort(self) -> None:

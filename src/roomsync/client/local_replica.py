@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..core import messages as m
+from ..core.binpack import client_frame
 from ..core.codec import pack_data, unpack_data
 from ..core.codes import ErrorCode
 from ..core.entries import Change
@@ -222,7 +223,10 @@ class LocalReplica:
             self._connection.pulse.fire()
         pack = self._replica.take_outgoing(limits.max_changes, limits.max_bytes)
         if pack is not None:
-            link.send(m.PackMsg(data=pack_data(pack)).to_wire())
+            if link.binary:
+                link.send_binary(client_frame(pack))
+            else:
+                link.send(m.PackMsg(data=pack_data(pack)).to_wire())
 
     def _settled(self, settled: Settled) -> None:
         for refusal in settled.refused:

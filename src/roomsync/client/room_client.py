@@ -74,6 +74,7 @@ class RoomClient:
         actor: str | None = None,
         subscribe: Sequence[str] = ("/",),
         caps: Sequence[str] | None = None,
+        binary: bool = True,
         reconnect: bool = True,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
@@ -93,6 +94,7 @@ class RoomClient:
             token=token,
             token_provider=token_provider,
             caps=caps,
+            binary=binary,
             reconnect=reconnect,
             backoff=backoff,
             rng=rng if rng is not None else random.Random(),
@@ -379,6 +381,7 @@ async def connect(
     actor: str | None = None,
     subscribe: Sequence[str] = ("/",),
     caps: Sequence[str] | None = None,
+    binary: bool = True,
     reconnect: bool = True,
     backoff: Backoff | None = None,
     rng: random.Random | None = None,
@@ -393,6 +396,8 @@ async def connect(
     4002 (and first, when ``token`` is None). ``actor`` names this replica's writes
     (default: a random id; give each replica its own). ``subscribe``: path prefixes to
     replicate. ``caps``: capabilities to request (default: all the token grants).
+    ``binary`` (default True) also asks for the ``binary`` cap, so that packs travel as
+    binary frames both ways when the server grants it (JSON otherwise).
     ``reconnect=False`` stops at the first close. ``backoff`` and ``rng`` shape the
     reconnect delays; ``ssl`` is the context for ``wss://``. ``connect_timeout_s``
     (default 10, None: no limit) bounds the wait for the first ``welcome``; once a
@@ -411,6 +416,7 @@ async def connect(
         actor=actor,
         subscribe=subscribe,
         caps=caps,
+        binary=binary,
         reconnect=reconnect,
         backoff=backoff,
         rng=rng,

@@ -21,7 +21,7 @@ from .errors import ConfigError, validation_error
 __all__ = ["DataCap", "Policy", "merge_patch"]
 
 #: A data capability (SPEC §3); equal to ``roomsync.core.types.DATA_CAPS`` (a test checks).
-DataCap = Literal["read", "write", "presence", "blob", "blob-direct", "reconcile"]
+DataCap = Literal["read", "write", "presence", "blob", "blob-direct", "reconcile", "binary"]
 
 
 class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -22,8 +22,9 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any
 
-from .codec import pack_data
+from .codec import b64encode, pack_data
 from .entries import Change
+from .postcard import encode_pack
 
 
 def chunk_count(n_changes: int, chunk: int) -> int:
@@ -31,18 +32,22 @@ def chunk_count(n_changes: int, chunk: int) -> int:
     return max(1, -(-n_changes // max(1, chunk)))
 
 
+def chunk_part(
+    changes: list[Change], index: int, *, chunk: int, final_head: int
+) -> tuple[list[Change], int, bool]:
+    """Chunk ``index`` of an answer: its changes, its ``head`` and whether it is ``done``."""
+    chunk = max(1, chunk)
+    part = changes[index * chunk : (index + 1) * chunk]
+    last = index == chunk_count(len(changes), chunk) - 1
+    return part, final_head if last else (part[-1].seq or 0), last
+
+
 def chunk_message(
     changes: list[Change], index: int, *, chunk: int, final_head: int
 ) -> dict[str, Any]:
     """The ``pack`` envelope of chunk ``index`` of an answer."""
-    chunk = max(1, chunk)
-    part = changes[index * chunk : (index + 1) * chunk]
-    last = index == chunk_count(len(changes), chunk) - 1
-    msg: dict[str, Any] = {
-        "type": "pack",
-        "data": pack_data(part),
-        "head": final_head if last else (part[-1].seq or 0),
-    }
+    part, head, last = chunk_part(changes, index, chunk=chunk, final_head=final_head)
+    msg: dict[str, Any] = {"type": "pack", "data": pack_data(part), "head": head}
     if last:
         msg["done"] = True
     return msg
@@ -77,46 +82,74 @@ def seq_blocks(changes: Sequence[Change], chunk: int) -> list[list[Change]]:
     return groups
 
 
+def group_head(group: list[Change], *, last: bool, final_head: int) -> int:
+    """The ``head`` of one group of a full catch-up."""
+    return final_head if last else (group[-1].seq or 0)
+
+
 def group_message(group: list[Change], data: str, *, last: bool, final_head: int) -> dict[str, Any]:
     """The ``pack`` envelope of one group of a full catch-up, ``data`` being its encoding."""
     msg: dict[str, Any] = {
         "type": "pack",
         "data": data,
-        "head": final_head if last else (group[-1].seq or 0),
+        "head": group_head(group, last=last, final_head=final_head),
     }
     if last:
         msg["done"] = True
     return msg
 
 
-class BlockCache:
-    """The encoded ``data`` of the groups of the last full catch-ups of one scope.
+class _Block:
+    """One cached group: its entries, their postcard ``Pack`` and (once a JSON reader
+    asked) its base64."""
 
-    :meth:`data` answers from the cache only when the cached group holds equal entries
-    (same paths, clocks, values and seqs, in the same order): a stale group is encoded
-    again, never served. Entries are immutable, so equal entries mean equal bytes.
+    __slots__ = ("b64", "changes", "raw")
+
+    def __init__(self, changes: list[Change]) -> None:
+        self.changes = changes
+        self.raw = encode_pack(changes)
+        self.b64: str | None = None
+
+
+class BlockCache:
+    """The encoded groups of the last full catch-ups of one scope, as postcard (for
+    binary frames) and base64 (for JSON envelopes).
+
+    :meth:`raw` and :meth:`data` answer from the cache only when the cached group holds
+    equal entries (same paths, clocks, values and seqs, in the same order): a stale group
+    is encoded again, never served. Entries are immutable, so equal entries mean equal
+    bytes.
     """
 
     __slots__ = ("_groups",)
 
     def __init__(self) -> None:
-        # first seq of a group -> (its entries, their encoding)
-        self._groups: dict[int, tuple[list[Change], str]] = {}
+        # first seq of a group -> its block
+        self._groups: dict[int, _Block] = {}
 
     def __len__(self) -> int:
         return len(self._groups)
 
+    def _block(self, group: list[Change]) -> _Block:
+        key = (group[0].seq or 0) if group else 0
+        hit = self._groups.get(key)
+        if hit is not None and hit.changes == group:
+            return hit
+        block = _Block(group)
+        if group:
+            self._groups[key] = block
+        return block
+
+    def raw(self, group: list[Change]) -> bytes:
+        """``encode_pack(group)``, from the cache when it holds exactly these entries."""
+        return self._block(group).raw
+
     def data(self, group: list[Change]) -> str:
         """``pack_data(group)``, from the cache when it holds exactly these entries."""
-        if not group:
-            return pack_data(group)
-        key = group[0].seq or 0
-        hit = self._groups.get(key)
-        if hit is not None and hit[0] == group:
-            return hit[1]
-        data = pack_data(group)
-        self._groups[key] = (group, data)
-        return data
+        block = self._block(group)
+        if block.b64 is None:
+            block.b64 = b64encode(block.raw)
+        return block.b64
 
     def retain(self, groups: Sequence[list[Change]]) -> None:
         """Forget the cached groups that do not start a group of ``groups``."""

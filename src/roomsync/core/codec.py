@@ -55,7 +55,10 @@ def pack_data(changes: list[Change] | tuple[Change, ...]) -> str:
 
 
 def unpack_data(data: object) -> list[Change]:
-    """Decode a ``pack`` envelope's ``data``: :class:`CodecError` on bad base64/postcard."""
+    """Decode a ``pack``'s ``data``: base64 of postcard (a JSON envelope) or the postcard
+    bytes of a binary frame; :class:`CodecError` on bad base64/postcard."""
+    if isinstance(data, bytes):
+        return decode_pack(data)
     return decode_pack(b64decode(data))
 
 

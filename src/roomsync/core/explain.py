@@ -363,11 +363,12 @@ _ERROR: dict[ErrorCode, _Entry] = {
         close=int(CloseCode.FORBIDDEN),
     ),
     ErrorCode.MALFORMED_ENVELOPE: _Entry(
-        "not JSON, not an object, a field of the wrong type, a binary or broken fragmented "
-        "frame (closes with 1002 before `welcome`)",
+        "not JSON, not an object, a field of the wrong type, a binary frame without the "
+        "`binary` cap or with an unknown tag, a broken fragmented frame (closes with 1002)",
         (
             "a client encoder bug (compare with `vectors/envelopes.json`)",
-            "a binary frame without the negotiated `binary` cap",
+            "a binary frame without the negotiated `binary` cap (the hello must name it: "
+            "`caps: [\"*\", \"binary\"]`), or not `01 | Pack` (`vectors/binary.json`)",
         ),
         _CONNECT,
         next_action="stop and fix the client's envelope encoder against `vectors/envelopes.json`",

@@ -32,6 +32,8 @@ from .types import DATA_CAPS, actor_allowed
 SUPPORTED_DATA_CAPS: frozenset[str] = frozenset(DATA_CAPS)
 #: The cap that grants everything.
 WILDCARD = "*"
+#: Data caps a session holds only when its hello asks for them by name.
+OPT_IN_CAPS: frozenset[str] = frozenset({"binary"})
 
 
 def negotiate(
@@ -42,17 +44,23 @@ def negotiate(
     """The data caps of a session: requested ∩ granted ∩ supported, in DATA_CAPS order.
 
     ``requested is None`` (no ``caps`` in ``hello``) asks for everything granted, as does
-    a requested ``*``. A granted ``*`` grants every supported data cap. Control caps and
-    unknown names in any input are ignored: they never become session caps.
+    a requested ``*``, except the opt-in caps (:data:`OPT_IN_CAPS`: ``binary``), which a
+    session gets only when its hello names them: they change what the server sends, and
+    a client that did not ask for them may not understand it. A granted ``*`` grants
+    every supported data cap. Control caps and unknown names in any input are ignored:
+    they never become session caps.
     """
     granted_set = set(granted)
     if WILDCARD in granted_set:
         granted_set = set(DATA_CAPS)
     if requested is None:
-        wanted = granted_set
+        wanted = granted_set - OPT_IN_CAPS
     else:
         requested_set = set(requested)
-        wanted = granted_set if WILDCARD in requested_set else granted_set & requested_set
+        if WILDCARD in requested_set:
+            wanted = (granted_set - OPT_IN_CAPS) | (granted_set & requested_set)
+        else:
+            wanted = granted_set & requested_set
     supported_set = set(supported)
     return tuple(cap for cap in DATA_CAPS if cap in wanted and cap in supported_set)
 

@@ -7,6 +7,7 @@ data stays in its wire form here (base64 text); :mod:`.codec` decodes packs and 
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -70,12 +71,19 @@ class Welcome(Message):
 
 @dataclass(frozen=True, slots=True)
 class PackMsg(Message):
-    """``pack{data}``: ``data`` is base64 of a postcard ``Pack``."""
+    """``pack{data}``: ``data`` is base64 of a postcard ``Pack`` (a JSON envelope), or
+    the postcard bytes themselves (a binary frame, :mod:`.binpack`)."""
 
     type: ClassVar[str] = "pack"
-    data: str
+    data: str | bytes
     head: int | None = None  # server -> client: room head after this pack (for cursors)
     done: bool | None = None  # server -> client: last chunk of a catch-up / request answer
+
+    def to_wire(self) -> dict[str, Any]:
+        out = Message.to_wire(self)
+        if isinstance(self.data, bytes):
+            out["data"] = base64.b64encode(self.data).decode("ascii")
+        return out
 
 
 @dataclass(frozen=True, slots=True)

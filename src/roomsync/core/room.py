@@ -93,7 +93,12 @@ def client_changes(
     the session's token does not allow, see :func:`~.types.actor_allowed`). A pack that
     passes goes to :meth:`RoomState.apply`, which judges each change on its own.
     """
-    if isinstance(data, str) and len(data) > max_pack_bytes * 4 // 3 + 4:
+    if isinstance(data, bytes):  # a binary frame: the postcard itself
+        if len(data) > max_pack_bytes:
+            raise TooLarge(
+                f"pack of {len(data)} bytes exceeds max_pack_bytes {max_pack_bytes}: split it"
+            )
+    elif isinstance(data, str) and len(data) > max_pack_bytes * 4 // 3 + 4:
         raise TooLarge(
             f"pack of {len(data) * 3 // 4} bytes exceeds max_pack_bytes {max_pack_bytes}: split it"
         )

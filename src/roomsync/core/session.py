@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any
 
 from . import messages as m
+from .binpack import parse_client_frame
 from .codec import parse_client
 from .errors import (
     ExpectedHello,
@@ -185,6 +186,32 @@ class Session:
             if self.phase is Phase.AWAIT_HELLO:
                 raise ExpectedHello("the first frame must be hello") from None
             raise
+        return self._admit(msg)
+
+    def receive_binary(self, payload: bytes, now_ms: int) -> m.PackMsg:
+        """Check one binary frame (:mod:`.binpack`) as :meth:`receive` checks a text one.
+
+        Only a session that negotiated ``binary`` may send them; before the hello it is
+        ``expected-hello``, without the cap ``malformed-envelope`` (both 1002). The
+        ``PackMsg`` returned holds the undecoded postcard ``Pack`` as its ``data``.
+        """
+        verdict = self.limiter.check(len(payload), now_ms)
+        if verdict is Verdict.CLOSE:
+            raise RateLimited("rate limit exceeded for longer than the grace period")
+        if self.phase is Phase.AWAIT_HELLO:
+            raise ExpectedHello("the first frame must be a JSON hello")
+        if "binary" not in self.caps:
+            raise MalformedEnvelope(
+                "a binary frame without the negotiated 'binary' cap: send JSON text"
+            )
+        if verdict is Verdict.REFUSE:
+            raise RateLimited("rate limit exceeded: message refused, slow down", close=None)
+        msg = m.PackMsg(data=parse_client_frame(payload))
+        self._admit(msg)
+        return msg
+
+    def _admit(self, msg: m.Message) -> m.Message:
+        """``msg`` if the phase table allows it and the session holds its cap."""
         allowed = ALLOWED[self.phase]
         if msg.type not in allowed:
             if msg.type == "hello":
@@ -209,12 +236,6 @@ class Session:
         if self.phase is Phase.AWAIT_HELLO:
             return ExpectedHello("the first frame must be a JSON hello")
         return MalformedEnvelope(f"frame is not valid JSON: {detail}")
-
-    def binary_frame(self) -> ProtocolError:
-        """The error for a binary frame (this protocol version sends JSON text)."""
-        if self.phase is Phase.AWAIT_HELLO:
-            return ExpectedHello("the first frame must be a JSON hello")
-        return MalformedEnvelope("binary frames are not used: send JSON text")
 
     def open(
         self, *, caps: tuple[str, ...], actor: str, prefixes: tuple[str, ...], exp_ms: int | None

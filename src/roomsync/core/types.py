@@ -11,7 +11,15 @@ BLOB_HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_PATH_BYTES = 1024
 
 #: Data capabilities a session can hold (SPEC §3).
-DATA_CAPS: tuple[str, ...] = ("read", "write", "presence", "blob", "blob-direct", "reconcile")
+DATA_CAPS: tuple[str, ...] = (
+    "read",
+    "write",
+    "presence",
+    "blob",
+    "blob-direct",
+    "reconcile",
+    "binary",
+)
 
 
 def validate_room_id(room: object) -> str:

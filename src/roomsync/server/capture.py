@@ -84,15 +84,18 @@ def _pairs(*items: object) -> tuple[Any, ...]:
 
 
 def declared_changes(data: object) -> int | None:
-    """The change count a ``pack``'s base64 postcard ``data`` declares (its first varint),
-    read from its first few characters; None when it does not parse. Nothing else of the
-    pack is decoded: the count is what the peer claims, the ``ack`` says what was kept."""
-    if not isinstance(data, str):
-        return None
-    head = data[:_PACK_HEAD_CHARS]
-    try:
-        raw = binascii.a2b_base64(head, strict_mode=True)
-    except (binascii.Error, ValueError):
+    """The change count a ``pack``'s ``data`` declares (the first varint of its postcard,
+    base64 in a JSON envelope or bytes from a binary frame), read from its first few
+    characters; None when it does not parse. Nothing else of the pack is decoded: the
+    count is what the peer claims, the ``ack`` says what was kept."""
+    if isinstance(data, bytes):
+        raw = data[:10]
+    elif isinstance(data, str):
+        try:
+            raw = binascii.a2b_base64(data[:_PACK_HEAD_CHARS], strict_mode=True)
+        except (binascii.Error, ValueError):
+            return None
+    else:
         return None
     value = shift = 0
     for byte in raw:
@@ -139,6 +142,8 @@ def _pack(msg: Mapping[str, Any]) -> tuple[Any, ...]:
         meta += ("head", head)
     if msg.get("done") is True:
         meta += ("done", True)
+    if msg.get("binary") is True:
+        meta += ("binary", True)
     return meta
 
 

@@ -22,8 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..core.catchup import BlockCache, chunk_count, chunk_message, group_message
+from ..core.binpack import server_frame
+from ..core.catchup import (
+    BlockCache,
+    chunk_count,
+    chunk_message,
+    chunk_part,
+    group_head,
+    group_message,
+)
 from ..core.entries import Change
+from ..core.postcard import encode_pack
+from .transport import OP_BINARY as _OP_BINARY
 from .transport import encode_frame
 
 if TYPE_CHECKING:
@@ -43,19 +53,26 @@ def text_frame(obj: dict[str, Any]) -> bytes:
     return encode_frame(_json_encode(obj))
 
 
+def binary_frame(payload: bytes) -> bytes:
+    """One binary ``pack`` (:mod:`roomsync.core.binpack`) as a ready-to-write frame."""
+    return encode_frame(payload, _OP_BINARY)
+
+
 class FrameSnapshot:
     """The ``pack`` frames of one answer, encoded on first use and shared by its readers.
 
-    Peers that join a room together (a join storm) stream the same frames, encoded once;
-    the framing itself is :mod:`roomsync.core.catchup`'s.
+    Peers that join a room together (a join storm) stream the same frames, encoded once,
+    as JSON text or binary frames (SPEC §2 cap ``binary``), each kind built only when a
+    reader of that kind asks; the framing itself is :mod:`roomsync.core.catchup`'s.
     """
 
-    __slots__ = ("_changes", "_chunk", "_frames", "final_head", "readers")
+    __slots__ = ("_binary", "_changes", "_chunk", "_frames", "final_head", "readers")
 
     def __init__(self, changes: list[Change], final_head: int, chunk: int) -> None:
         self._changes = changes
         self._chunk = chunk
         self._frames: list[bytes] = []
+        self._binary: list[bytes] = []
         self.final_head = final_head
         self.readers = 0
 
@@ -66,7 +83,16 @@ class FrameSnapshot:
         """How many changes frame ``i`` carries (the last one may carry none)."""
         return max(0, min(self._chunk, len(self._changes) - i * self._chunk))
 
-    def frame(self, i: int) -> bytes:
+    def frame(self, i: int, binary: bool = False) -> bytes:
+        """Frame ``i``: JSON text, or binary for a session that negotiated ``binary``."""
+        if binary:
+            frames = self._binary
+            while len(frames) <= i:
+                part, head, done = chunk_part(
+                    self._changes, len(frames), chunk=self._chunk, final_head=self.final_head
+                )
+                frames.append(binary_frame(server_frame(encode_pack(part), head=head, done=done)))
+            return frames[i]
         frames = self._frames
         while len(frames) <= i:
             frames.append(
@@ -97,20 +123,21 @@ class FullStateSnapshot(FrameSnapshot):
     def changes_in(self, i: int) -> int:
         return len(self._groups[i])
 
-    def frame(self, i: int) -> bytes:
-        frames, groups = self._frames, self._groups
+    def frame(self, i: int, binary: bool = False) -> bytes:
+        groups = self._groups
+        frames = self._binary if binary else self._frames
         while len(frames) <= i:
             group = groups[len(frames)]
-            frames.append(
-                text_frame(
-                    group_message(
-                        group,
-                        self._cache.data(group),
-                        last=len(frames) == len(groups) - 1,
-                        final_head=self.final_head,
-                    )
+            last = len(frames) == len(groups) - 1
+            if binary:
+                head = group_head(group, last=last, final_head=self.final_head)
+                payload = server_frame(self._cache.raw(group), head=head, done=last)
+                frames.append(binary_frame(payload))
+            else:
+                data = self._cache.data(group)
+                frames.append(
+                    text_frame(group_message(group, data, last=last, final_head=self.final_head))
                 )
-            )
         return frames[i]
 
 
@@ -127,6 +154,7 @@ class Outbox:
     """
 
     __slots__ = (
+        "binary",
         "budget",
         "capture",
         "closing",
@@ -156,6 +184,8 @@ class Outbox:
         self.streamer: asyncio.Task[None] | None = None
         self.capture: Capture | None = None
         self.peer = ""
+        #: The session negotiated ``binary``: packs go out as binary frames.
+        self.binary = False
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -271,15 +301,16 @@ class Outbox:
                     snap.readers += 1
                 try:
                     for i in range(len(snap)):
-                        frame = snap.frame(i)
+                        frame = snap.frame(i, self.binary)
                         if self.write(frame) < 0:
                             return
                         self.metrics.msg_out("pack")
                         if self.capture is not None:
                             done = ("done", True) if i == len(snap) - 1 else ()
+                            binary = ("binary", True) if self.binary else ()
                             self.capture.record_frame(
                                 self.peer, "pack", len(frame),
-                                "changes", snap.changes_in(i), "answer", True, *done,
+                                "changes", snap.changes_in(i), "answer", True, *done, *binary,
                             )  # fmt: skip
                         if not await self._drained(high_water):
                             return

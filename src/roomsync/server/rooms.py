@@ -36,8 +36,9 @@ from ..bus.base import Bus, RoomEvent, Subscription
 from ..bus.memory import MemoryBus
 from ..config import Policy
 from ..core import mst as mst_mod
+from ..core.binpack import server_frame
 from ..core.catchup import BlockCache, seq_blocks
-from ..core.codec import b64encode, pack_data
+from ..core.codec import b64encode
 from ..core.codes import CloseCode
 from ..core.entries import Change
 from ..core.errors import (
@@ -47,6 +48,7 @@ from ..core.errors import (
     RoomClosed,
 )
 from ..core.limits import announced
+from ..core.postcard import encode_pack
 from ..core.presence import PresenceTable
 from ..core.room import ApplyLimits, RoomState, client_changes
 from ..core.types import any_prefix_matches
@@ -54,7 +56,7 @@ from ..storage.base import RoomRecord, Store, StoreError
 from .capture import MAX_RECEIVER_IDS, Capture
 from .logs import event
 from .metrics import Metrics
-from .outbox import FrameSnapshot, FullStateSnapshot, text_frame
+from .outbox import FrameSnapshot, FullStateSnapshot, binary_frame, text_frame
 from .peer import Peer
 
 log = logging.getLogger("roomsync.rooms")
@@ -77,17 +79,38 @@ MAX_QUEUED_ANSWERS = 8
 
 
 class _GroupFrame:
-    """One broadcast ``pack`` frame: its bytes, its change count, and how many peers it
-    was written to (counted as it goes out, for the metrics and the capture), with their
-    ids while the capture lists them (``to``, small rooms only)."""
+    """One broadcast ``pack``: the changes a subscription sees, encoded once as postcard
+    and framed on first use as JSON text and/or binary (SPEC §2 cap ``binary``), with
+    how many peers it was written to (counted as it goes out, for the metrics and the
+    capture) and their ids while the capture lists them (``to``, small rooms only)."""
 
-    __slots__ = ("changes", "frame", "receivers", "to")
+    __slots__ = ("_binary", "_text", "changes", "head", "pack", "receivers", "to")
 
-    def __init__(self, frame: bytes, changes: int) -> None:
-        self.frame = frame
+    def __init__(self, pack: bytes, changes: int, head: int) -> None:
+        self.pack = pack
         self.changes = changes
+        self.head = head
+        self._text: bytes | None = None
+        self._binary: bytes | None = None
         self.receivers = 0
         self.to: list[str] | None = None
+
+    def frame(self, binary: bool) -> bytes:
+        if binary:
+            if self._binary is None:
+                self._binary = binary_frame(server_frame(self.pack, head=self.head))
+            return self._binary
+        if self._text is None:
+            self._text = text_frame(
+                {"type": "pack", "data": b64encode(self.pack), "head": self.head}
+            )
+        return self._text
+
+    @property
+    def size(self) -> int:
+        """The size of the frame written (the JSON one when both were)."""
+        frame = self._text if self._text is not None else self._binary
+        return 0 if frame is None else len(frame)
 
 
 def _group_frame(
@@ -107,8 +130,7 @@ def _group_frame(
     ]
     if not changes:
         return None
-    frame = text_frame({"type": "pack", "data": pack_data(changes), "head": head})
-    return _GroupFrame(frame, len(changes))
+    return _GroupFrame(encode_pack(changes), len(changes), head)
 
 
 @dataclass(slots=True)
@@ -343,7 +365,7 @@ class RoomHost:
 
     # -- writes ------------------------------------------------------------------------
 
-    def submit_pack(self, peer: Peer, data: str) -> None:
+    def submit_pack(self, peer: Peer, data: str | bytes) -> None:
         """Decode, apply and queue a client pack for persistence; broadcast and ack follow
         the commit."""
         t0 = time.perf_counter()
@@ -532,7 +554,8 @@ class RoomHost:
                 entry = frames[prefixes]
             else:
                 entry = frames[prefixes] = _group_frame(pairs, prefixes, head, None)
-            if entry is not None and peer.out.send_frame(entry.frame):
+            out = peer.out
+            if entry is not None and out.send_frame(entry.frame(out.binary)):
                 entry.receivers += 1
                 if name_receivers:
                     if entry.to is None:
@@ -556,7 +579,7 @@ class RoomHost:
         if capture.size:  # one record per frame, with its receivers
             for to, g in groups:
                 capture.record_frame(
-                    to, "pack", len(g.frame),
+                    to, "pack", g.size,
                     "changes", g.changes, "head", head, "receivers", g.receivers,
                     *(() if g.to is None else ("to", g.to)),
                 )  # fmt: skip

@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 
 _OP_TEXT = 0x1
+#: The opcode of a binary frame (a binary ``pack``, SPEC §2 cap ``binary``).
+OP_BINARY = 0x2
 _OP_PING = 0x9
 _FIN = 0x80
 

@@ -70,6 +70,19 @@ _INBOX_PAUSE = 32
 _CLOSE_FRAME_BYTES = 4
 
 
+class _Binary:
+    """A binary frame's payload waiting in the inbox (text payloads wait as bytes)."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+
+#: Frames that carry (part of) a message.
+_MESSAGE_FRAMES = frozenset({WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION})
+
+
 def _new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(6)}"
 
@@ -114,6 +127,7 @@ class _Connection(WSListener):
         "_deadline",
         "_disconnected",
         "_fragments",
+        "_fragments_binary",
         "_fragments_size",
         "_inbox",
         "_paused",
@@ -137,10 +151,11 @@ class _Connection(WSListener):
         self.host: RoomHost | None = None
         self.close_code: int | None = None
         self._busy: asyncio.Task[None] | None = None
-        self._inbox: deque[bytes] | None = None
+        self._inbox: deque[bytes | _Binary] | None = None
         self._paused = False
         self._fragments: list[bytes] | None = None
         self._fragments_size = 0
+        self._fragments_binary = False
         self._deadline: asyncio.TimerHandle | None = None
         self._closer: asyncio.TimerHandle | None = None
         self._disconnected = False
@@ -218,11 +233,10 @@ class _Connection(WSListener):
             return
         if kind is WSMsgType.TEXT and frame.fin and self._fragments is None:
             self._received(frame.get_payload_as_bytes(), now)  # the usual, whole message
-        elif kind is WSMsgType.TEXT or kind is WSMsgType.CONTINUATION:
+        elif kind is WSMsgType.BINARY and frame.fin and self._fragments is None:
+            self._received(_Binary(frame.get_payload_as_bytes()), now)  # a binary pack
+        elif kind in _MESSAGE_FRAMES:
             self._fragment(frame, now)
-        elif kind is WSMsgType.BINARY:
-            self.server.metrics.msg_in("binary")
-            self.fail(self.session.binary_frame())
         elif kind is WSMsgType.PING:
             self._control(frame.get_payload_as_bytes(), now, answer=True)
         elif kind is WSMsgType.PONG:
@@ -271,10 +285,11 @@ class _Connection(WSListener):
         """A message split over several frames (RFC 6455 §5.4), bounded like one frame."""
         kind = frame.msg_type
         if self._fragments is None:
-            if kind is not WSMsgType.TEXT:
+            if kind is WSMsgType.CONTINUATION:
                 self.fail(MalformedEnvelope("continuation frame without a first frame"))
                 return
             self._fragments, self._fragments_size = [], 0
+            self._fragments_binary = kind is WSMsgType.BINARY
         elif kind is not WSMsgType.CONTINUATION:
             self.fail(MalformedEnvelope("a new message started inside a fragmented one"))
             return
@@ -295,9 +310,10 @@ class _Connection(WSListener):
             return
         if frame.fin:
             parts, self._fragments = self._fragments, None
-            self._received(b"".join(parts), now)
+            whole = b"".join(parts)
+            self._received(_Binary(whole) if self._fragments_binary else whole, now)
 
-    def _received(self, payload: bytes, now: int) -> None:
+    def _received(self, payload: bytes | _Binary, now: int) -> None:
         if self._busy is not None:  # a hello or blob message is still running: wait
             inbox = self._inbox
             if inbox is None:
@@ -309,10 +325,13 @@ class _Connection(WSListener):
             return
         self._process(payload, now)
 
-    def _process(self, payload: bytes, now: int) -> None:
+    def _process(self, payload: bytes | _Binary, now: int) -> None:
         metrics = self.server.metrics
         if self.host is not None and self.peer is not None:
             self.host.touch(self.peer, now)  # an application heartbeat (SPEC §5)
+        if isinstance(payload, _Binary):
+            self._on_binary(payload.payload, now)
+            return
         size = len(payload)
         try:
             obj = _decode(payload)
@@ -537,6 +556,31 @@ class _Connection(WSListener):
             self._message_failed(msg, exc)
         return None
 
+    def _on_binary(self, payload: bytes, now: int) -> None:
+        """A binary frame: a ``pack`` when the session negotiated ``binary``
+        (:mod:`roomsync.core.binpack`), refused as a text ``pack`` would be otherwise."""
+        metrics = self.server.metrics
+        # A binary pack counts as a pack; any other binary frame as "binary".
+        is_pack = payload[:1] == b"\x01" and "binary" in self.session.caps
+        metrics.msg_in("pack" if is_pack else "binary")
+        capture = self.out.capture
+        if capture is not None:
+            capture.record_in(
+                self.peer_id, {"type": "pack", "data": payload[1:11], "binary": True}, len(payload)
+            )
+        try:
+            msg = self.session.receive_binary(payload, now)
+        except RoomsyncError as exc:
+            if exc.code is ErrorCode.RATE_LIMITED:
+                metrics.rate_limited.inc()
+            self._refuse_pack(exc)
+            self.fail(exc, ref="pack")
+            return
+        try:
+            self._dispatch(msg)
+        except RoomsyncError as exc:
+            self._message_failed(msg, exc)
+
     def _message_failed(self, msg: m.Message, exc: RoomsyncError) -> None:
         if msg.type == "pack":
             self._refuse_pack(exc)
@@ -610,6 +654,7 @@ class _Connection(WSListener):
             caps=admission.caps, actor=admission.actor, prefixes=prefixes, exp_ms=admission.exp_ms
         )
         self.out.budget = policy.stream_budget_bytes
+        self.out.binary = "binary" in self.session.caps
         self.session.limiter.reconfigure(policy, now_ms=now)  # the room's rates from here on
         peer = Peer(self.session, self.out, on_close=self._peer_closed)
         peer.actor_bound = admission.bound

@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
 OP_CLOSE = 0x8

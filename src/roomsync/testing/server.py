@@ -24,10 +24,11 @@ from typing import Any
 
 from ..auth.tokens import TokenService
 from ..config import Settings, load_settings
+from ..core.types import DATA_CAPS
 from ..server.app import RoomsyncServer
 from ..storage.base import Store
 
-ALL_DATA_CAPS = ("read", "write", "presence", "blob", "blob-direct", "reconcile")
+ALL_DATA_CAPS = DATA_CAPS
 
 
 #: The signing key every test server uses, so tests can mint tokens for it.
