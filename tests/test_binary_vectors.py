@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import base64
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from roomsync.core import messages as m
-from roomsync.core.binpack import client_frame, parse_client_frame, parse_server_frame, server_frame
+from roomsync.core.binpack import (
+    MAX_INFLATED_BYTES,
+    client_frame,
+    deflate,
+    parse_client_frame,
+    parse_server_frame,
+    server_frame,
+)
 from roomsync.core.codec import unpack_data
 from roomsync.core.entries import Change
 from roomsync.core.errors import MalformedEnvelope
@@ -31,6 +39,14 @@ BINARY_FILE = VECTORS / "binary.json"
 
 TITLE = Change("/todos/42/title", 1_700_000_000_000, 0, "alice", b'"buy milk"')
 DELETE = Change("/todos/41", 1_700_000_000_001, 2, "bob", None, 300)
+
+
+#: 40 similar changes: deflate saves more than a tenth, so the server sends them deflated.
+BLOCK = [
+    Change(f"/todos/{i}/title", 1_700_000_000_000 + i, 0, "alice", b'"todo"', i + 1)
+    for i in range(40)
+]
+ZIPPED = deflate(encode_pack(BLOCK)) or b""
 
 
 def _json(c: Change) -> dict[str, Any]:
@@ -70,6 +86,13 @@ def build() -> dict[str, Any]:
             128,
             True,
         ),
+        (
+            "server-deflated",
+            "a catch-up block, deflated (flags bit 1): the Pack bytes are raw DEFLATE",
+            BLOCK,
+            40,
+            False,
+        ),
     ]
     valid: list[dict[str, Any]] = []
     for name, doc, changes in client:
@@ -85,7 +108,12 @@ def build() -> dict[str, Any]:
             }
         )
     for name, doc, changes, head, done in server:
-        frame = server_frame(encode_pack(changes), head=head, done=done)
+        pack = encode_pack(changes)
+        zipped = deflate(pack)
+        if zipped is None:
+            frame = server_frame(pack, head=head, done=done)
+        else:
+            frame = server_frame(zipped, head=head, done=done, deflated=True)
         valid.append(
             {
                 "name": name,
@@ -106,7 +134,9 @@ def build() -> dict[str, Any]:
         ("client-unknown-tag", "client", "7b2274797065223a2270616e6b227d", "tag 0x7b"),
         ("server-empty-frame", "server", "", "empty binary frame"),
         ("server-client-tag", "server", "0100", "unknown binary frame tag 0x01"),
-        ("server-reserved-flag", "server", "02070200", "reserved flag bits 0x02"),
+        ("server-reserved-flag", "server", "02070400", "reserved flag bits 0x04"),
+        ("server-bad-deflate", "server", "020703" + "ff" * 4, "bad deflate data"),
+        ("server-deflate-truncated", "server", "020702" + ZIPPED[:-4].hex(), "truncated"),
         ("server-no-flags", "server", "0207", "ends before its flags byte"),
         ("server-truncated-head", "server", "0280", "truncated head"),
     ]
@@ -181,6 +211,21 @@ def test_one_frame_by_hand() -> None:
     )  # fmt: skip
     (case,) = [c for c in BINARY["valid"] if c["name"] == "server-done-head-128"]
     assert case["hex"] == "02" + "8001" + "01" + pack.hex()
+    # and the deflated case inflates, with zlib alone, to the Pack of its JSON twin.
+    (zipped,) = [c for c in BINARY["valid"] if c["name"] == "server-deflated"]
+    frame = bytes.fromhex(zipped["hex"])
+    assert frame[:3] == bytes((0x02, 40, 0x02))
+    inflated = zlib.decompress(frame[3:], -15)
+    assert inflated == base64.b64decode(zipped["json"]["data"]) and len(frame) < len(inflated)
+
+
+def test_inflating_is_bounded() -> None:
+    """A deflated pack that inflates past MAX_INFLATED_BYTES is refused, not inflated."""
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = z.compress(bytes(MAX_INFLATED_BYTES + 1)) + z.flush()
+    assert len(bomb) < MAX_INFLATED_BYTES // 500  # small on the wire, huge inflated
+    with pytest.raises(MalformedEnvelope, match="inflates past"):
+        parse_server_frame(server_frame(bomb, head=1, deflated=True))
 
 
 if __name__ == "__main__":

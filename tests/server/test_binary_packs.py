@@ -36,9 +36,14 @@ def change(path: str, ts: int, actor: str, value: bytes | None = b"v") -> Change
 
 
 async def binary_peer(
-    http: aiohttp.ClientSession, srv: ServerHandle, **fields: Any
+    http: aiohttp.ClientSession,
+    srv: ServerHandle,
+    stats: dict[str, int] | None = None,
+    **fields: Any,
 ) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any], list[Change]]:
-    """A raw peer that asks for ``binary``: (ws, welcome, its catch-up's changes)."""
+    """A raw peer that asks for ``binary``: (ws, welcome, its catch-up's changes); the
+    catch-up's frame bytes and deflated frames are counted in ``stats``."""
+    stats = {} if stats is None else stats
     ws = await http.ws_connect(url(srv))
     await ws.send_json({"type": "hello", "v": 1, "caps": ["*", "binary"], **fields})
     welcome = await recv(ws)
@@ -47,6 +52,8 @@ async def binary_peer(
     while True:
         msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
         assert msg.type is aiohttp.WSMsgType.BINARY, f"catch-up frame not binary: {msg}"
+        stats["bytes"] = stats.get("bytes", 0) + len(msg.data)
+        stats["deflated"] = stats.get("deflated", 0) + (msg.data[2] >> 1 & 1)
         pack = parse_server_frame(msg.data)
         got += unpack_data(pack.data)
         if pack.done:
@@ -121,8 +128,11 @@ async def test_full_catchup_in_binary_matches_json_with_fewer_bytes(
         batch = [change(f"/k/{k}/{i}", 10 + i, "w", b'"%d"' % i) for i in range(400)]
         await writer.send_json({"type": "pack", "data": pack_data(batch)})
         await next_json(writer, "ack")
-    _, welcome, binary_state = await binary_peer(http, srv)
+    stats: dict[str, int] = {}
+    _, welcome, binary_state = await binary_peer(http, srv, stats)
     assert welcome["head"] == 2000 and len(binary_state) == 2000
+    # These values are alike: the cached blocks go out deflated (flags bit 1).
+    assert stats["deflated"] >= 1
     json_state: list[Change] = []
     json_bytes = 0
     j = await http.ws_connect(url(srv))
@@ -137,8 +147,9 @@ async def test_full_catchup_in_binary_matches_json_with_fewer_bytes(
             break
     assert binary_state == json_state  # same changes, same seqs, same order
     # and the binary frames are the Pack bytes themselves: no base64, no JSON.
-    raw = sum(len(base64.b64decode(p)) for p in [pack_data(json_state)])
+    raw = len(base64.b64decode(pack_data(json_state)))
     assert raw < json_bytes * 0.8
+    assert stats["bytes"] < raw * 0.9
     await j.close()
     await writer.close()
 

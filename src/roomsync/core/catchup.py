@@ -22,6 +22,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any
 
+from .binpack import deflate
 from .codec import b64encode, pack_data
 from .entries import Change
 from .postcard import encode_pack
@@ -100,22 +101,23 @@ def group_message(group: list[Change], data: str, *, last: bool, final_head: int
 
 
 class _Block:
-    """One cached group: its entries, their postcard ``Pack`` and (once a JSON reader
-    asked) its base64."""
+    """One cached group: its entries, their postcard ``Pack``, and (once a reader of that
+    kind asked) its base64 and its binary frame body (deflated when that pays)."""
 
-    __slots__ = ("b64", "changes", "raw")
+    __slots__ = ("b64", "binary", "changes", "raw")
 
     def __init__(self, changes: list[Change]) -> None:
         self.changes = changes
         self.raw = encode_pack(changes)
         self.b64: str | None = None
+        self.binary: tuple[bytes, bool] | None = None
 
 
 class BlockCache:
     """The encoded groups of the last full catch-ups of one scope, as postcard (for
     binary frames) and base64 (for JSON envelopes).
 
-    :meth:`raw` and :meth:`data` answer from the cache only when the cached group holds
+    :meth:`binary` and :meth:`data` answer from the cache only when the cached group holds
     equal entries (same paths, clocks, values and seqs, in the same order): a stale group
     is encoded again, never served. Entries are immutable, so equal entries mean equal
     bytes.
@@ -140,9 +142,14 @@ class BlockCache:
             self._groups[key] = block
         return block
 
-    def raw(self, group: list[Change]) -> bytes:
-        """``encode_pack(group)``, from the cache when it holds exactly these entries."""
-        return self._block(group).raw
+    def binary(self, group: list[Change]) -> tuple[bytes, bool]:
+        """The ``Pack`` of ``group`` for a binary frame and whether it is deflated
+        (:func:`~.binpack.deflate`: cached blocks are compressed once, sent many times)."""
+        block = self._block(group)
+        if block.binary is None:
+            zipped = deflate(block.raw)
+            block.binary = (block.raw, False) if zipped is None else (zipped, True)
+        return block.binary
 
     def data(self, group: list[Change]) -> str:
         """``pack_data(group)``, from the cache when it holds exactly these entries."""

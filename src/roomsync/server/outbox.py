@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..core.binpack import server_frame
+from ..core.binpack import deflate, server_frame
 from ..core.catchup import (
     BlockCache,
     chunk_count,
@@ -91,7 +91,13 @@ class FrameSnapshot:
                 part, head, done = chunk_part(
                     self._changes, len(frames), chunk=self._chunk, final_head=self.final_head
                 )
-                frames.append(binary_frame(server_frame(encode_pack(part), head=head, done=done)))
+                pack = encode_pack(part)
+                zipped = deflate(pack)
+                if zipped is not None:
+                    payload = server_frame(zipped, head=head, done=done, deflated=True)
+                else:
+                    payload = server_frame(pack, head=head, done=done)
+                frames.append(binary_frame(payload))
             return frames[i]
         frames = self._frames
         while len(frames) <= i:
@@ -131,7 +137,8 @@ class FullStateSnapshot(FrameSnapshot):
             last = len(frames) == len(groups) - 1
             if binary:
                 head = group_head(group, last=last, final_head=self.final_head)
-                payload = server_frame(self._cache.raw(group), head=head, done=last)
+                body, deflated = self._cache.binary(group)
+                payload = server_frame(body, head=head, done=last, deflated=deflated)
                 frames.append(binary_frame(payload))
             else:
                 data = self._cache.data(group)
