@@ -44,6 +44,7 @@ EXPECTED: dict[str, list[str]] = {
         "replica",
         "room",
         "session",
+        "sketch",
         "types",
     ],
     "roomsync.control": [

@@ -4,7 +4,9 @@
 * The root depends on the live state only, never on the history that led there.
 * Every node the tree serves decodes and hashes to its key.
 * Reconciling two divergent replicas and exchanging the differing paths with LWW makes
-  their roots equal.
+  their roots equal, with the exact walk and with the batched one (whose rounds stay
+  within the depth of the trees).
+* A region's node is the canonical node of its range, and its slots partition it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from roomsync.core.entries import Change
 from roomsync.core.merge import live_items, merge_into
 from roomsync.core.mst import MerkleSearchTree, build_root, serve_nodes
 from roomsync.core.postcard import decode_node
-from roomsync.core.reconcile import run_local
+from roomsync.core.reconcile import run_local, run_local_batched
 
 # Paths of known levels so that small trees still split at levels 1, 2 and 3.
 HIGH = ["/k/22", "/k/58", "/k/66", "/k/76", "/k/91", "/k/214", "/k/524", "/k/9479"]
@@ -182,3 +184,124 @@ def test_serve_nodes_answers_only_real_nodes(live: dict[str, bytes]) -> None:
     asked = [bytes(32)] if root is None else [root, bytes(32)]
     for h, data in serve_nodes(tree, asked):
         assert hashlib.sha256(data).digest() == h == root
+
+
+def _replicas(
+    shared: dict[str, bytes],
+    ops_a: list[tuple[str, bytes | None, int]],
+    ops_b: list[tuple[str, bytes | None, int]],
+) -> list[tuple[dict[str, Change], MerkleSearchTree]]:
+    base = [Change(p, 10, 0, "base", v) for p, v in shared.items()]
+    replicas = []
+    for actor, replica_ops in (("a", ops_a), ("b", ops_b)):
+        state: dict[str, Change] = {}
+        tree = MerkleSearchTree()
+        writes = base + [Change(p, ts, 0, actor, v) for p, v, ts in replica_ops]
+        for won in merge_into(state, writes):
+            tree.put(won)
+        replicas.append((state, tree))
+    return replicas
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(paths, st.binary(max_size=2), max_size=50),
+    _replica_ops(),
+    _replica_ops(),
+    st.sampled_from([4, 6, 8, 32]),
+    st.integers(1, 64),
+    st.sampled_from([1, 8, 1024]),
+)
+def test_batched_reconcile_then_exchange_converges(
+    shared: dict[str, bytes],
+    ops_a: list[tuple[str, bytes | None, int]],
+    ops_b: list[tuple[str, bytes | None, int]],
+    leaf_bits: int,
+    leaf_max: int,
+    first_budget: int,
+) -> None:
+    """Inserts, deletes, disjoint and empty sets: the batched walk finds every difference
+    (32-bit slot fingerprints: no truncation miss in these sizes), reports only paths
+    that may differ, and a second walk after the exchange finds nothing."""
+    (state_a, tree_a), (state_b, tree_b) = _replicas(shared, ops_a, ops_b)
+    result = run_local_batched(
+        tree_a,
+        tree_b,
+        bits=32,
+        leaf_bits=leaf_bits,
+        leaf_max=leaf_max,
+        first_budget=first_budget,
+    )
+    assert result.complete
+    assert result.remote_root == tree_b.root_hash
+    live_a, live_b = live_items(state_a), live_items(state_b)
+    differing = {p for p in live_a.keys() | live_b.keys() if live_a.get(p) != live_b.get(p)}
+    assert differing <= set(result.differing)
+    assert set(result.pull) <= set(live_b) and set(result.push) <= set(live_a)
+    for c in result.entries:
+        assert c == state_b[c.path]  # the remote's own entries, inline
+    # Rounds: one per level of the larger tree, plus the re-asks of short digests.
+    depth = max(_depth(tree_a), _depth(tree_b))
+    assert result.rounds <= depth + 3
+
+    # What a driver does: take the inline entries, request the rest (tombstones come
+    # too), send ours; LWW decides on both sides.
+    inline = {c.path for c in result.entries}
+    to_a = [*result.entries, *(state_b[p] for p in result.to_request if p in state_b)]
+    to_b = [state_a[p] for p in result.differing if p in state_a]
+    assert inline.isdisjoint(result.to_request)
+    for won in merge_into(state_a, to_a):
+        tree_a.put(won)
+    for won in merge_into(state_b, to_b):
+        tree_b.put(won)
+    assert tree_a.root_hex == tree_b.root_hex
+    again = run_local_batched(tree_a, tree_b, bits=32)
+    assert (again.pull, again.push, again.rounds) == ((), (), 0)
+
+
+def _depth(tree: MerkleSearchTree) -> int:
+    def walk(h: bytes | None) -> int:
+        if h is None:
+            return 0
+        data = tree.node(h)
+        assert data is not None
+        left, entries = decode_node(data)
+        return 1 + max(walk(x) for x in (left, *(r for _, _, r in entries)))
+
+    return walk(tree.root_hash)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(paths, st.binary(max_size=2), max_size=50),
+    st.none() | paths,
+    st.booleans(),
+    st.none() | paths,
+)
+def test_region_node_and_slots(
+    live: dict[str, bytes], lo: str | None, lo_incl: bool, hi: str | None
+) -> None:
+    entries = [Change(p, 1, 0, "a", v) for p, v in live.items()]
+    tree = MerkleSearchTree(entries)
+    region = tree.region(lo, lo_incl, hi)
+
+    def inside(path: str) -> bool:
+        above = lo is None or path > lo or (lo_incl and path == lo)
+        return above and (hi is None or path < hi)
+
+    if lo is not None and hi is not None and lo >= hi:
+        assert tree.region_entries(lo, lo_incl, hi, 100) == []
+        return
+    strictly = [c for c in entries if (lo is None or c.path > lo) and (hi is None or c.path < hi)]
+    got = region.child_hash()
+    assert (bytes(32) if got is None else got).hex() == build_root(strictly)
+    found = tree.region_entries(lo, lo_incl, hi, 100)
+    assert found is not None
+    assert [p for p, _, _ in found] == sorted(c.path for c in entries if inside(c.path))
+    slots: list[str] = []
+    for s in range(region.slot_count):
+        sub = region.slot_region(s)
+        part = tree.region_entries(sub.lo, sub.lo_incl, sub.hi, 100)
+        assert part is not None
+        slots += [p for p, _, _ in part]
+    assert slots == [p for p, _, _ in found]

@@ -41,5 +41,6 @@ __all__ = [
     "replica",
     "room",
     "session",
+    "sketch",
     "types",
 ]

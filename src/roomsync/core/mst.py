@@ -252,6 +252,47 @@ class MerkleSearchTree:
         self._flush()
         return _range_hash(self._root, lo, hi, None, None)
 
+    def region(self, lo: str | None, lo_incl: bool, hi: str | None) -> Region:
+        """The canonical structure of the key region ``[lo, hi)`` (``(lo, hi)`` when not
+        ``lo_incl``; None: unbounded) in this tree, for batched reconcile
+        (:mod:`roomsync.core.sketch`).
+
+        Its node is that of ``build(live paths strictly between lo and hi)``: the node of
+        this tree when the bounds are entries of a higher level (the usual case), else a
+        view re-cut at the bounds, like :meth:`range_hash`. Costs O(depth); the slots and
+        sub-regions of the result cost nothing more to reach.
+        """
+        self._flush()
+        root = self._root
+        if lo is not None and hi is not None and lo >= hi:
+            return Region(lo, lo_incl, None, None, hi)
+        lower = self.leaf(lo) if lo_incl and lo is not None else None
+        return Region(lo, lo_incl, lower, _open_view(root, lo, hi, None, None), hi)
+
+    def region_entries(
+        self, lo: str | None, lo_incl: bool, hi: str | None, limit: int
+    ) -> list[tuple[str, bytes, Change]] | None:
+        """``(path, leaf, change)`` of the live entries of region ``[lo, hi)`` (see
+        :meth:`region`), sorted; None when there are more than ``limit``.
+
+        Stops as soon as the limit is passed, so its cost is bounded by ``limit`` and the
+        depth, whatever the size of the region.
+        """
+        out: list[tuple[str, bytes, Change]] = []
+        if lo is not None and hi is not None and lo >= hi:
+            return out
+        self._flush()
+        root = self._root
+        if lo_incl and lo is not None:
+            change = self._entries.get(lo)
+            if change is not None and (hi is None or lo < hi):
+                leaf = self.leaf(lo)
+                assert leaf is not None
+                out.append((lo, leaf, change))
+        if not _collect_entries(root, lo, hi, out, limit):
+            return None
+        return out
+
     # -- writing ---------------------------------------------------------------------
 
     def put(self, change: Change) -> None:
@@ -495,6 +536,161 @@ def _range_hash(
             node_entries.append((keys[k], leaf, right))
         return _sha256(encode_node(left, node_entries)).digest()
     return None
+
+
+class _Virtual:
+    """A node of ``build(S ∩ (lo, hi))`` that is not a node of the tree: the entries of a
+    tree node that lie between the bounds, with its children re-cut at them."""
+
+    __slots__ = ("_hash", "children", "keys", "leaves")
+
+    def __init__(
+        self, keys: list[str], leaves: list[bytes], children: list[_Node | _Virtual | None]
+    ) -> None:
+        self.keys = keys
+        self.leaves = leaves
+        self.children = children
+        self._hash: bytes | None = None
+
+    @property
+    def hash(self) -> bytes:
+        h = self._hash
+        if h is None:
+            kids = self.children
+            node_entries: list[NodeEntryTuple] = [
+                (key, self.leaves[k], _view_hash(kids[k + 1])) for k, key in enumerate(self.keys)
+            ]
+            h = self._hash = _sha256(encode_node(_view_hash(kids[0]), node_entries)).digest()
+        return h
+
+
+View = _Node | _Virtual
+"""A node of the canonical tree of a key range: a clean tree node or a :class:`_Virtual`."""
+
+
+def _view_hash(view: View | None) -> bytes | None:
+    if view is None:
+        return None
+    h = view.hash
+    assert h is not None, "views are taken of hashed trees only"
+    return h
+
+
+def _open_view(
+    t: _Node | None, lo: str | None, hi: str | None, tlo: str | None, thi: str | None
+) -> View | None:
+    """The node of ``build(content(t) ∩ (lo, hi))`` (``content(t)`` lies in ``(tlo, thi)``),
+    cut the same way as :func:`_range_hash` cuts it. Requires a clean tree."""
+    while t is not None:
+        if (lo is None or (tlo is not None and tlo >= lo)) and (
+            hi is None or (thi is not None and thi <= hi)
+        ):
+            return t
+        keys = t.keys
+        i = 0 if lo is None else bisect_right(keys, lo)
+        j = len(keys) if hi is None else bisect_left(keys, hi)
+        if i >= j:
+            if i > 0:
+                tlo = keys[i - 1]
+            if i < len(keys):
+                thi = keys[i]
+            t = t.children[i]
+            continue
+        children = t.children
+        leaves = t.leaves[i:j]
+        assert all(leaf is not None for leaf in leaves)
+        kids: list[View | None] = [
+            _open_view(children[i], lo, hi, keys[i - 1] if i > 0 else tlo, keys[i])
+        ]
+        kids += children[i + 1 : j]
+        kids.append(_open_view(children[j], lo, hi, keys[j - 1], keys[j] if j < len(keys) else thi))
+        return _Virtual(keys[i:j], leaves, kids)  # type: ignore[arg-type]
+    return None
+
+
+class Region:
+    """A key region ``[lo, hi)`` of one tree, with its canonical node
+    (:meth:`MerkleSearchTree.region`).
+
+    ``lower`` is the leaf of ``lo`` when the region includes it and it is live. The
+    region's *slots* split it: slot 0 is ``[lo, e1)``, slot ``i`` is ``[ei, ei+1)`` (the
+    last one ends at ``hi``), where ``e1 < e2 < ...`` are the entries of ``node``; each
+    slot is itself a region (:meth:`slot_region`) whose node is the child between its
+    bounds. An empty open part has one slot, the whole region.
+    """
+
+    __slots__ = ("hi", "lo", "lo_incl", "lower", "node")
+
+    def __init__(
+        self,
+        lo: str | None,
+        lo_incl: bool,
+        lower: bytes | None,
+        node: View | None,
+        hi: str | None,
+    ) -> None:
+        self.lo = lo
+        self.lo_incl = lo_incl
+        self.lower = lower
+        self.node = node
+        self.hi = hi
+
+    @property
+    def slot_count(self) -> int:
+        node = self.node
+        return 1 if node is None else len(node.keys) + 1
+
+    def slot_region(self, s: int) -> Region:
+        """Slot ``s`` as a region of its own (its node is the child between its bounds)."""
+        node = self.node
+        if node is None:
+            if s != 0:
+                raise IndexError(s)
+            return self
+        keys = node.keys
+        hi = keys[s] if s < len(keys) else self.hi
+        child = node.children[s]
+        if s == 0:
+            return Region(self.lo, self.lo_incl, self.lower, child, hi)
+        return Region(keys[s - 1], True, node.leaves[s - 1], child, hi)
+
+    def slot_has_child(self, s: int) -> bool:
+        node = self.node
+        return node is not None and node.children[s] is not None
+
+    def child_hash(self) -> bytes | None:
+        """Hash of the node of the open part (None when it is empty)."""
+        return _view_hash(self.node)
+
+
+def _collect_entries(
+    t: View | None,
+    lo: str | None,
+    hi: str | None,
+    out: list[tuple[str, bytes, Change]],
+    limit: int,
+) -> bool:
+    """Append ``(path, leaf, change)`` of ``content(t) ∩ (lo, hi)`` in order; False once
+    more than ``limit`` are collected (the caller gives up)."""
+    if t is None:
+        return True
+    if not isinstance(t, _Node):  # pragma: no cover - regions start from tree nodes
+        raise TypeError("collect from tree nodes")
+    keys = t.keys
+    i = 0 if lo is None else bisect_right(keys, lo)
+    j = len(keys) if hi is None else bisect_left(keys, hi)
+    children = t.children
+    if not _collect_entries(children[i], lo, hi, out, limit):
+        return False
+    for k in range(i, j):
+        leaf = t.leaves[k]
+        assert leaf is not None
+        out.append((keys[k], leaf, t.changes[k]))
+        if len(out) > limit:
+            return False
+        if not _collect_entries(children[k + 1], lo, hi, out, limit):
+            return False
+    return True
 
 
 def serve_nodes(
