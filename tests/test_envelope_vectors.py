@@ -39,6 +39,7 @@ from roomsync.core.entries import Change
 from roomsync.core.errors import CodecError, MalformedEnvelope, RoomsyncError, UnknownType
 from roomsync.core.mst import MerkleSearchTree
 from roomsync.core.postcard import decode_node
+from roomsync.core.sketch import Probe, ProbeRequest, encode_request, serve_probes
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 ENVELOPES_FILE = VECTORS / "envelopes.json"
@@ -132,6 +133,12 @@ def _children() -> list[str]:
 
 CHILDREN = _children()
 
+# A batched-reconcile round on the same tree (vectors/sketch.json has the byte layout):
+# sketch the whole room two levels deep.
+_PROBE = encode_request(ProbeRequest(20, 6, 1024, (Probe(None, False, None, 2),)))
+PROBE_B64 = base64.b64encode(_PROBE).decode("ascii")
+SKETCH_B64 = base64.b64encode(serve_probes(_TREE, _PROBE)).decode("ascii")
+
 # -- valid cases: (name, direction, doc, envelope, changes in `data` or None) ----------------
 
 Valid = tuple[str, str, str, dict[str, Any], list[Change] | None]
@@ -222,6 +229,13 @@ VALID: list[Valid] = [
         "client",
         "fetch nodes by hash (64 hex digits each)",
         {"type": "mst-get", "hashes": CHILDREN},
+        None,
+    ),
+    (
+        "mst-probe",
+        "client",
+        "batched reconcile: data is base64 of a postcard ProbeRequest (vectors/sketch.json)",
+        {"type": "mst-probe", "data": PROBE_B64},
         None,
     ),
     (
@@ -358,6 +372,13 @@ VALID: list[Valid] = [
         "server",
         "nodes of two-levels-small (mst.json): data is base64 of the postcard Node",
         {"type": "mst-nodes", "nodes": [_node(h) for h in CHILDREN]},
+        None,
+    ),
+    (
+        "mst-sketch",
+        "server",
+        "the answer to mst-probe: base64 of a postcard SketchAnswer (vectors/sketch.json)",
+        {"type": "mst-sketch", "data": SKETCH_B64},
         None,
     ),
     (

@@ -625,6 +625,66 @@ async def test_reconcile_on_demand(srv: ServerHandle) -> None:
         await b.close()
 
 
+def _messages_in(srv: ServerHandle, type_: str) -> float:
+    value = srv.server.metrics.registry.get_sample_value(
+        "roomsync_messages_total", {"direction": "in", "type": type_}
+    )
+    return value or 0
+
+
+def _diverge(client: RoomClient, paths: list[str]) -> None:
+    """Make the client's confirmed entries of ``paths`` stale, behind the server's back."""
+    replica = client._replica._replica
+    for path in paths:
+        entry = replica.entries[path]
+        replica._set(Change(path, entry.ts - 1, 0, "stale", b"old", entry.seq))
+
+
+async def test_reconcile_is_batched_by_default(srv: ServerHandle) -> None:
+    a = await open_client(srv)
+    try:
+        for i in range(300):
+            a.set(f"/k/{i}", f"v{i}".encode())
+        await a.flush(5)
+        _diverge(a, ["/k/7", "/k/150", "/k/299"])
+        seen: list[str] = []
+        a._replica.changed.add(lambda c: seen.append(c.path))
+        probes, gets = _messages_in(srv, "mst-probe"), _messages_in(srv, "mst-get")
+        result = await asyncio.wait_for(a.reconcile(), 5)
+        assert result.complete and sorted(c.path for c in result.entries) == [
+            "/k/150",
+            "/k/299",
+            "/k/7",
+        ]
+        assert a.root == host(srv).state.root and a.get("/k/7") == b"v7"
+        assert sorted(seen) == ["/k/150", "/k/299", "/k/7"]  # listeners heard it
+        assert _messages_in(srv, "mst-probe") > probes and _messages_in(srv, "mst-get") == gets
+    finally:
+        await a.close()
+
+
+async def test_reconcile_falls_back_to_mst_get_on_an_older_server(
+    srv: ServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from roomsync.core import codec
+
+    parsers = dict(codec._CLIENT_PARSERS)
+    del parsers["mst-probe"]  # the server answers unknown-type, as one before it would
+    monkeypatch.setattr(codec, "_CLIENT_PARSERS", parsers)
+    a = await open_client(srv)
+    try:
+        for i in range(50):
+            a.set(f"/k/{i}", b"v")
+        await a.flush(5)
+        _diverge(a, ["/k/3"])
+        result = await asyncio.wait_for(a.reconcile(), 5)
+        assert result.complete and result.differing == ("/k/3",)
+        assert a.root == host(srv).state.root and a.get("/k/3") == b"v"
+        assert a._reconciler.batched is False and a.connected.is_set()
+    finally:
+        await a.close()
+
+
 # -- auth and terminal closes ---------------------------------------------------------------
 
 

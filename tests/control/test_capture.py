@@ -99,6 +99,8 @@ KINDS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("in", {"type": "mst-get", "hashes": ["ab" * 32, "cd" * 32]}, {"hashes": 2}),
     ("out", {"type": "mst-nodes", "nodes": [{"hash": "ab" * 32, "data": b64(SECRET_VALUE)}]},
      {"nodes": 1}),
+    ("in", {"type": "mst-probe", "data": b64(SECRET_PATH.encode())}, {}),
+    ("out", {"type": "mst-sketch", "data": b64(SECRET_VALUE)}, {}),
     ("in", {"type": "presence", "state": {"where": SECRET_STATE}}, {}),
     ("in", {"type": "presence", "state": None}, {"cleared": True}),
     ("out", {"type": "presence", "peers": [{"peer": "p-1", "actor": "a", "state": SECRET_STATE}]},

@@ -460,6 +460,24 @@ def test_paths_answer_is_authoritative_for_confirmed_entries_only() -> None:
     assert answer.seen["/new"] == new
 
 
+def test_inline_reconcile_entries_are_authoritative_for_their_paths() -> None:
+    r = synced(head=5)
+    r.receive([remote("/changed", 50, 2, b"mine"), remote("/kept", 1, 3)], head=5, done=False)
+    cursor = r.cursor
+    mine = r.write("/pending", b"local", now_ms=10)
+    other = r.expect_paths(["/elsewhere"])  # an outstanding answer sees them too
+    server_changed = remote("/changed", 20, 4, b"server")  # older by LWW: imposed anyway
+    new = remote("/new", 1, 6)
+    changed = r.impose_entries([server_changed, new, remote("/pending", 1, 7, b"older")])
+    assert r.get("/changed") == server_changed and r.get("/new") == new
+    assert r.get("/pending") is mine  # an unacknowledged write stays, LWW decides later
+    assert r.get("/kept") is not None  # not in scope: untouched
+    assert set(changed) == {server_changed, new}
+    assert r.cursor == cursor  # a subset of the room never moves the cursor
+    assert "/new" in other.seen
+    assert r.root_hex == build_root(c for c in r.entries.values() if c.value is not None)
+
+
 def test_write_only_session_needs_no_catchup() -> None:
     r = Replica("me")
     r.start_session(can_reconcile=False)

@@ -46,6 +46,9 @@ def test_open_session_checks_caps_per_type() -> None:
     with pytest.raises(Forbidden) as info:
         s.receive({"type": "pack", "data": ""}, 10, 0)
     assert info.value.close is None and "write" in info.value.message
+    with pytest.raises(Forbidden, match="'reconcile'") as info:
+        s.receive({"type": "mst-probe", "data": ""}, 10, 0)
+    assert info.value.close is None
     with pytest.raises(ProtocolError, match="already"):
         s.receive({"type": "hello", "v": 1}, 10, 0)
 
@@ -70,6 +73,7 @@ def test_every_open_type_has_a_cap_rule() -> None:
         "subscribe",
         "mst-root",
         "mst-get",
+        "mst-probe",
         "presence",
         "blob-upload",
         "request-upload",

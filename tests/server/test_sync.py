@@ -12,7 +12,14 @@ import aiohttp
 from roomsync.core.codec import pack_data, unpack_data
 from roomsync.core.entries import Change
 from roomsync.core.mst import MerkleSearchTree, build_root
-from roomsync.core.reconcile import FetchNodes, reconcile
+from roomsync.core.reconcile import (
+    FetchNodes,
+    ReconcileResult,
+    SendProbes,
+    reconcile,
+    reconcile_batched,
+)
+from roomsync.core.sketch import Probe, ProbeRequest, encode_request
 from roomsync.testing.server import ServerHandle, running_server, wait_until
 from roomsync.testing.wsclient import closed, hello, recv, recv_type
 
@@ -217,6 +224,102 @@ async def test_mst_reconcile_over_the_wire(srv: ServerHandle, http: aiohttp.Clie
     await b.send_json({"type": "mst-root"})
     final = await recv_type(b, "mst-root")
     assert final["root"] == build_root(local.values())
+
+
+async def _batched_over(
+    ws: aiohttp.ClientWebSocketResponse, tree: MerkleSearchTree, remote: bytes
+) -> tuple[ReconcileResult, int]:
+    """Drive the batched flow over ``ws``: every round's mst-probe frames go out together."""
+    flow = reconcile_batched(tree, remote)
+    rounds = 0
+    try:
+        step = next(flow)
+        while True:
+            assert isinstance(step, SendProbes)
+            rounds += 1
+            for data in step.requests:
+                await ws.send_json({"type": "mst-probe", "data": base64.b64encode(data).decode()})
+            answers = [await recv_type(ws, "mst-sketch") for _ in step.requests]
+            step = flow.send([base64.b64decode(a["data"]) for a in answers])
+    except StopIteration as stop:
+        result: ReconcileResult = stop.value
+    return result, rounds
+
+
+async def test_batched_mst_reconcile_over_the_wire(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
+    a, _ = await hello(http, srv.ws_url("r"))
+    server_side = [ch(f"/doc/{i}", i + 1, f"v{i}".encode()) for i in range(3000)]
+    for start in range(0, 3000, 500):
+        await send_pack(a, server_side[start : start + 500])
+    await send_pack(a, [ch("/doc/8", 5000, None)])  # deleted on the server
+    local = {c.path: c for c in server_side}
+    for i in range(0, 3000, 97):
+        local[f"/doc/{i}"] = ch(f"/doc/{i}", 1, b"stale")
+    local["/doc/local-only"] = ch("/doc/local-only", 5)
+    del local["/doc/9"]  # the server has it, we do not
+    tree = MerkleSearchTree(local.values())
+    b, welcome = await hello(http, srv.ws_url("r"), catchup=False)
+    await send_pack(a, [ch("/other-room-is-untouched", 1)])  # noise in the same room
+    result, rounds = await _batched_over(b, tree, bytes.fromhex(welcome["root"]))
+    assert result.complete and rounds <= 5
+    stale = {f"/doc/{i}" for i in range(0, 3000, 97)}
+    assert stale | {"/doc/9", "/other-room-is-untouched"} <= {c.path for c in result.entries}
+    assert {"/doc/8", "/doc/local-only"} <= set(result.to_request)
+    for c in result.entries:
+        local[c.path] = c
+    await b.send_json({"type": "request", "paths": list(result.to_request)})
+    got, _ = await collect(b)
+    assert {c.path for c in got} == {"/doc/8"}  # the tombstone; local-only is unknown there
+    for c in got:
+        local[c.path] = c
+    ack = await send_pack(b, [local["/doc/local-only"]])
+    assert ack["seqs"][0] is not None
+    await b.send_json({"type": "mst-root"})
+    final = await recv_type(b, "mst-root")
+    assert final["root"] == build_root(local.values())
+
+
+async def test_batched_reconcile_of_an_empty_room_and_an_empty_client(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
+    b, welcome = await hello(http, srv.ws_url("empty"), catchup=False)
+    mine = MerkleSearchTree([ch("/x", 1), ch("/y", 2)])
+    result, rounds = await _batched_over(b, mine, bytes.fromhex(welcome["root"]))
+    assert rounds == 0 and result.push == ("/x", "/y")
+    a, _ = await hello(http, srv.ws_url("full"))
+    await send_pack(a, [ch(f"/f/{i}", i + 1) for i in range(700)])
+    c, welcome = await hello(http, srv.ws_url("full"), catchup=False)
+    result, _ = await _batched_over(c, MerkleSearchTree(), bytes.fromhex(welcome["root"]))
+    assert len(result.entries) == 700 and result.to_request == ()
+    assert build_root(result.entries) == welcome["root"]
+
+
+async def test_mst_probe_refusals_leave_the_session_up(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
+    a, _ = await hello(http, srv.ws_url("r"))
+    await send_pack(a, [ch(f"/k/{i}", i + 1) for i in range(50)])
+    too_many = bytes([20, 6, 0, 0x81, 0x20]) + bytes([0, 1]) * 4097
+    cases = [
+        ("bad base64!", "malformed-envelope"),
+        (base64.b64encode(bytes([20, 6, 0, 1, 0x30, 1])).decode(), "malformed-envelope"),
+        (base64.b64encode(too_many).decode(), "too-large"),
+    ]
+    for data, code in cases:
+        await a.send_json({"type": "mst-probe", "data": data})
+        err = await recv_type(a, "error")
+        assert (err["code"], err["ref"]) == (code, "mst-probe")
+    await a.send_json({"type": "ping"})
+    assert await recv(a) == {"type": "pong"}  # the session survived all of them
+    plain, _ = await hello(http, srv.ws_url("r"), caps=["read", "write"])
+    probe = encode_request(ProbeRequest(20, 6, 1024, (Probe(None, False, None, 8),)))
+    await plain.send_json({"type": "mst-probe", "data": base64.b64encode(probe).decode()})
+    err = await recv_type(plain, "error")
+    assert (err["code"], err["ref"]) == ("forbidden", "mst-probe")
+    await plain.send_json({"type": "ping"})
+    assert await recv(plain) == {"type": "pong"}
 
 
 async def test_slow_consumer_hits_stream_budget_4001(

@@ -17,13 +17,15 @@ Status: the server is being written; everything here follows the SPEC and has be
 exercised only against it on paper. :func:`roomsync_late_joiner` is the hook for scenario
 (d): full state = catch-up packs after a cursor-less hello; after the divergence the
 joiner comes back with ``catchup: false`` and reconciles through the Merkle Search Tree
-(``mst-root``, ``mst-get``/``mst-nodes`` rounds, ``request{paths}``), the way the SDK
+(``mst-root``, batched ``mst-probe``/``mst-sketch`` rounds with the differing entries
+inline, the exact ``mst-get``/``mst-nodes`` walk only as the fallback), the way the SDK
 resyncs.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import time
@@ -36,7 +38,13 @@ from roomsync.core.binpack import client_frame, parse_server_frame
 from roomsync.core.entries import Change
 from roomsync.core.mst import MerkleSearchTree
 from roomsync.core.postcard import decode_pack, encode_pack
-from roomsync.core.reconcile import FetchNodes, ReconcileResult, reconcile
+from roomsync.core.reconcile import (
+    FetchNodes,
+    ReconcileResult,
+    SendProbes,
+    reconcile,
+    reconcile_batched,
+)
 
 from .base import Client, DeliveryCallback, Driver, Message, chunks, value
 
@@ -87,6 +95,7 @@ class RoomsyncClient(Client):
         self.t_last_pack = 0.0
         self.catchup = True
         self.replies: dict[str, dict[str, Any]] = {}  # last mst-root / mst-nodes answer
+        self.sketches: list[dict[str, Any]] = []  # mst-sketch answers, in order
         self.done_packs = 0
 
     def hello(self) -> str:
@@ -136,6 +145,8 @@ class RoomsyncClient(Client):
             self._on_pack(base64.b64decode(msg["data"]), bool(msg.get("done")), t)
         elif kind in ("mst-root", "mst-nodes"):
             self.replies[kind] = msg
+        elif kind == "mst-sketch":
+            self.sketches.append(msg)
         elif kind == "ack":
             seqs = msg.get("seqs") or []
             self.acked += len(seqs)
@@ -169,12 +180,53 @@ class RoomsyncClient(Client):
     async def mst_reconcile(self, timeout: float) -> ReconcileResult:
         """Resync ``state`` with the server through the MST, as the SDK does after 4001.
 
-        Walks the differing subtrees, requests the differing paths, applies what comes
-        back, then pushes only the local entries that still win (none in this scenario).
+        The batched walk (``mst-probe``/``mst-sketch``: the differing entries come inline),
+        ``request{paths}`` for the differing paths they do not cover, then the root check;
+        only when the roots still differ, the exact walk (``mst-get``) as the fallback.
+        Then it pushes the local entries that still win (none in this scenario).
+        ``rounds`` of the result counts the round trips of every walk it ran.
         """
         tree = MerkleSearchTree(c for c in self.state.values() if c.value is not None)
         root = await self.ask({"type": "mst-root"}, "mst-root", timeout)
-        flow = reconcile(tree, bytes.fromhex(root["root"]))
+        result = await self._batched(tree, bytes.fromhex(root["root"]), timeout)
+        if not result.complete or tree.root_hash != result.remote_root:
+            rounds = result.rounds
+            root = await self.ask({"type": "mst-root"}, "mst-root", timeout)
+            result = await self._exact(tree, bytes.fromhex(root["root"]), timeout)
+            result = dataclasses.replace(result, rounds=rounds + result.rounds)
+        newer = [c for p in result.push if (c := self.state.get(p)) is not None
+                 and c.actor == self.ident]
+        if newer:
+            await self.send(pack_message(newer, self.binary))
+        return result
+
+    async def _batched(self, tree: MerkleSearchTree, remote: bytes,
+                       timeout: float) -> ReconcileResult:
+        flow = reconcile_batched(tree, remote)
+        try:
+            step = next(flow)
+            while True:
+                assert isinstance(step, SendProbes)
+                self.sketches.clear()
+                for data in step.requests:
+                    await self.send(json.dumps(
+                        {"type": "mst-probe", "data": base64.b64encode(data).decode("ascii")},
+                        separators=(",", ":")))
+                want = len(step.requests)
+                await self.wait_until(lambda want=want: len(self.sketches) >= want, timeout,
+                                      "mst-sketch")
+                step = flow.send([base64.b64decode(a["data"]) for a in self.sketches])
+        except StopIteration as stop:
+            result: ReconcileResult = stop.value
+        for change in result.entries:
+            self.state[change.path] = change
+            tree.put(change)
+        await self._fetch(tree, result.to_request, timeout)
+        return result
+
+    async def _exact(self, tree: MerkleSearchTree, remote: bytes,
+                     timeout: float) -> ReconcileResult:
+        flow = reconcile(tree, remote)
         try:
             step = next(flow)
             while True:
@@ -186,17 +238,25 @@ class RoomsyncClient(Client):
                                   for n in nodes["nodes"]})
         except StopIteration as stop:
             result: ReconcileResult = stop.value
-        if result.differing:
-            done = self.done_packs
-            await self.send(json.dumps({"type": "request", "paths": list(result.differing)},
-                                       separators=(",", ":")))
-            await self.wait_until(lambda: self.done_packs > done, timeout, "request answer")
-            self.apply_frames()
-            newer = [c for p in result.push if (c := self.state.get(p)) is not None
-                     and c.actor == self.ident]
-            if newer:
-                await self.send(pack_message(newer, self.binary))
+        await self._fetch(tree, result.differing, timeout)
         return result
+
+    async def _fetch(self, tree: MerkleSearchTree, paths: Sequence[str],
+                     timeout: float) -> None:
+        """``request{paths}``, applied to ``state`` and ``tree``."""
+        if not paths:
+            return
+        done = self.done_packs
+        await self.send(json.dumps({"type": "request", "paths": list(paths)},
+                                   separators=(",", ":")))
+        await self.wait_until(lambda: self.done_packs > done, timeout, "request answer")
+        self.apply_frames()
+        for path in paths:
+            change = self.state.get(path)
+            if change is None or change.value is None:
+                tree.remove(path)
+            else:
+                tree.put(change)
 
 
 class RoomsyncDriver(Driver):

@@ -60,6 +60,7 @@ class Link:
     answers: dict[Answer, asyncio.Future[None]] = field(default_factory=dict)
     roots: deque[asyncio.Future[m.MstRoot]] = field(default_factory=deque)
     nodes: deque[asyncio.Future[m.MstNodes]] = field(default_factory=deque)
+    sketches: deque[asyncio.Future[m.MstSketch]] = field(default_factory=deque)
     blob_calls: list[BlobCall] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Set when the keepalive deadline may have moved closer (a presence state was set).
@@ -112,6 +113,7 @@ class Link:
             *self.answers.values(),
             *self.roots,
             *self.nodes,
+            *self.sketches,
             *(call.future for call in self.blob_calls),
         ]
         for future in waiting:
@@ -121,4 +123,5 @@ class Link:
         self.answers.clear()
         self.roots.clear()
         self.nodes.clear()
+        self.sketches.clear()
         self.blob_calls.clear()

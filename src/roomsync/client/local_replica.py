@@ -63,6 +63,7 @@ class LocalReplica:
         self._flush_scheduled = False
         self._subscribe_failure: RequestRefused | None = None
         connection.end_with_client(self.changed)
+        reconciler.emit = self.changed.emit
         connection.handle("pack", self._on_pack)
         connection.handle("ack", self._on_ack)
         connection.handle_error("request", self._on_request_refused)

@@ -189,6 +189,7 @@ _CLIENT_PARSERS: dict[str, Callable[[_Fields], m.Message]] = {
         root=f.string("root", optional=True, max_len=64), count=f.integer("count", optional=True)
     ),
     "mst-get": lambda f: m.MstGet(hashes=_hex_list(f, "hashes")),
+    "mst-probe": lambda f: m.MstProbe(data=f.string("data", max_len=1 << 24)),
     "presence": lambda f: m.Presence(state=f.raw("state")),
     "blob-upload": lambda f: m.BlobUpload(
         hash=f.string("hash", max_len=80),
@@ -231,6 +232,7 @@ _SERVER_PARSERS: dict[str, Callable[[_Fields], m.Message]] = {
     ),
     "mst-root": lambda f: m.MstRoot(root=f.string("root"), count=f.integer("count")),
     "mst-nodes": _nodes,
+    "mst-sketch": lambda f: m.MstSketch(data=f.string("data")),
     "presence": lambda f: m.Presence(peers=f.array("peers")),
     "presence-leave": lambda f: m.PresenceLeave(peer=f.string("peer")),
     "upload-url": lambda f: m.UploadUrl(

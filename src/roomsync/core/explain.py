@@ -364,11 +364,13 @@ _ERROR: dict[ErrorCode, _Entry] = {
     ),
     ErrorCode.MALFORMED_ENVELOPE: _Entry(
         "not JSON, not an object, a field of the wrong type, a binary frame without the "
-        "`binary` cap or with an unknown tag, a broken fragmented frame (closes with 1002)",
+        "`binary` cap or with an unknown tag, a broken fragmented frame (closes with 1002); "
+        "an `mst-probe` whose `data` does not decode (refused, the session survives)",
         (
-            "a client encoder bug (compare with `vectors/envelopes.json`)",
+            "a client encoder bug (compare with `vectors/envelopes.json`; `mst-probe` "
+            "against `vectors/sketch.json`)",
             "a binary frame without the negotiated `binary` cap (the hello must name it: "
-            "`caps: [\"*\", \"binary\"]`), or not `01 | Pack` (`vectors/binary.json`)",
+            '`caps: ["*", "binary"]`), or not `01 | Pack` (`vectors/binary.json`)',
         ),
         _CONNECT,
         next_action="stop and fix the client's envelope encoder against `vectors/envelopes.json`",
@@ -413,7 +415,9 @@ _ERROR: dict[ErrorCode, _Entry] = {
     ),
     ErrorCode.TOO_LARGE: _Entry(
         "a frame over `server.max_frame_bytes` (1009), a pack over `policy.max_pack_bytes`, "
-        "a value over `policy.max_value_bytes` or presence over `policy.presence_max_bytes`",
+        "a value over `policy.max_value_bytes` or presence over `policy.presence_max_bytes`; "
+        "an `mst-probe` with more probes or digests than its limits (`docs/protocol.md`, "
+        "batched reconcile; refused, the session survives)",
         (
             "the client does not size its packs by the welcome's `limits`",
             "large values that belong in blobs",

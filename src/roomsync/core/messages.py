@@ -139,6 +139,24 @@ class MstNodes(Message):
     nodes: list[dict[str, str]]  # [{hash: hex, data: base64 postcard Node}]
 
 
+@dataclass(frozen=True, slots=True)
+class MstProbe(Message):
+    """``mst-probe{data}`` → (batched reconcile): ``data`` is base64 of a postcard
+    ``ProbeRequest`` (:mod:`roomsync.core.sketch`)."""
+
+    type: ClassVar[str] = "mst-probe"
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class MstSketch(Message):
+    """``mst-sketch{data}`` ← the answer to one ``mst-probe``: base64 of a postcard
+    ``SketchAnswer`` (:mod:`roomsync.core.sketch`)."""
+
+    type: ClassVar[str] = "mst-sketch"
+    data: str
+
+
 # -- presence ------------------------------------------------------------------------------
 
 
@@ -277,6 +295,8 @@ ALL_TYPES: tuple[type[Message], ...] = (
     MstRoot,
     MstGet,
     MstNodes,
+    MstProbe,
+    MstSketch,
     Presence,
     PresenceLeave,
     BlobUpload,

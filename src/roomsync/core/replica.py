@@ -570,6 +570,36 @@ class Replica:
         self._answers.append(answer)
         return answer
 
+    def impose_entries(self, changes: Sequence[Change]) -> list[Change]:
+        """Merge the entries a batched MST reconcile received inline (``mst-sketch``),
+        authoritative for their own paths as a ``request{paths}`` answer that carried
+        exactly them would be (module doc, "Authority"); the cursor does not move.
+
+        Returns the changes that became visible.
+        """
+        answer = Answer(AnswerKind.PATHS, paths=frozenset(c.path for c in changes))
+        changed: list[Change] = []
+        top = 0
+        for change in changes:
+            self.clock.observe(change.ts, change.counter)
+            if change.seq is not None:
+                top = max(top, change.seq)
+                if change.seq >= self._wanted.get(change.path, change.seq + 1):
+                    del self._wanted[change.path]
+            _see(answer, change)
+            for pending in self._answers:
+                _see(pending, change)
+            if wins(change, self.entries.get(change.path)):
+                self._set(change)
+                changed.append(change)
+            if change.path in self._base:
+                base = self._base[change.path]
+                if wins(change, base):
+                    self._base[change.path] = change
+        self._seen_seq = max(self._seen_seq, top)
+        changed += self._impose(answer)
+        return changed
+
     def set_prefixes(self, prefixes: Sequence[str]) -> None:
         """Change the wanted subscription; :meth:`expect_subscribe` tells what to send."""
         self.prefixes = _prefixes(prefixes)

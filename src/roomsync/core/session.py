@@ -46,6 +46,7 @@ ALLOWED: dict[Phase, dict[str, str | None]] = {
         "subscribe": "read",
         "mst-root": "reconcile",
         "mst-get": "reconcile",
+        "mst-probe": "reconcile",
         "presence": "presence",
         "blob-upload": "blob",
         "request-upload": "blob",

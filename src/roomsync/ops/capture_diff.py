@@ -25,8 +25,9 @@ be aligned from it:
 ``unanswered``
     a request without its answer: ``request``/``subscribe`` (and the hello's catch-up)
     without the streamed answer's ``done`` frame, ``pack`` without ``ack``, ``mst-get``
-    without ``mst-nodes``, ``mst-root`` without one back, ``blob-request`` without
-    ``blob``, ``blob-upload`` without ``blob-uploaded``/``upload-rejected``,
+    without ``mst-nodes`` (``mst-probe`` without ``mst-sketch``), ``mst-root`` without
+    one back, ``blob-request`` without ``blob``, ``blob-upload`` without
+    ``blob-uploaded``/``upload-rejected``,
     ``request-upload`` without ``upload-url``/``upload-denied``, ``hello`` without
     ``welcome``. An ``error`` naming the request (``ref``) answers it.
 ``refused``
@@ -53,6 +54,7 @@ ANSWERS: dict[str, frozenset[str]] = {
     "hello": frozenset({"welcome"}),
     "pack": frozenset({"ack"}),
     "mst-get": frozenset({"mst-nodes"}),
+    "mst-probe": frozenset({"mst-sketch"}),
     "mst-root": frozenset({"mst-root"}),
     "blob-request": frozenset({"blob"}),
     "blob-upload": frozenset({"blob-uploaded", "upload-rejected"}),

@@ -182,6 +182,11 @@ def _mst_nodes(msg: Mapping[str, Any]) -> tuple[Any, ...]:
     return _pairs("nodes", _count(msg.get("nodes")))
 
 
+def _mst_probe(msg: Mapping[str, Any]) -> tuple[Any, ...]:
+    # The body names paths (region bounds) and carries entries: the record's size is all.
+    return ()
+
+
 def _presence(msg: Mapping[str, Any]) -> tuple[Any, ...]:
     peers = msg.get("peers")
     if peers is not None:  # server -> client: a batch; how many peers, not their states
@@ -229,6 +234,8 @@ _DESCRIBE: dict[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]] = {
     "mst-root": _mst_root,
     "mst-get": _mst_get,
     "mst-nodes": _mst_nodes,
+    "mst-probe": _mst_probe,
+    "mst-sketch": _mst_probe,
     "presence": _presence,
     "presence-leave": _presence_leave,
     "blob-upload": _blob,

@@ -51,6 +51,7 @@ from ..core.limits import announced
 from ..core.postcard import encode_pack
 from ..core.presence import PresenceTable
 from ..core.room import ApplyLimits, RoomState, client_changes
+from ..core.sketch import serve_probe_message
 from ..core.types import any_prefix_matches
 from ..storage.base import RoomRecord, Store, StoreError
 from .capture import MAX_RECEIVER_IDS, Capture
@@ -679,6 +680,12 @@ class RoomHost:
             "type": "mst-nodes",
             "nodes": [{"hash": h.hex(), "data": b64encode(data)} for h, data in found],
         }
+
+    def mst_sketch(self, data: str) -> dict[str, Any]:
+        """Answer ``mst-probe`` from this room's tree (batched reconcile): its cost is
+        bounded by :mod:`roomsync.core.sketch`'s limits; a refusal (``too-large``,
+        ``malformed-envelope``) leaves the session up."""
+        return {"type": "mst-sketch", "data": serve_probe_message(self.state.tree, data)}
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -719,6 +719,8 @@ class _Connection(WSListener):
             self.send(host.mst_root())
         elif isinstance(msg, m.MstGet):
             self.send(host.mst_nodes(msg.hashes))
+        elif isinstance(msg, m.MstProbe):
+            self.send(host.mst_sketch(msg.data))
         elif isinstance(msg, m.Presence):
             host.set_presence(peer, msg.state, len(_json_encode(msg.state)))
         elif isinstance(msg, m.Ping):

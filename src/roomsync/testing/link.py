@@ -42,8 +42,10 @@ What the server side models, and the core piece that decides each behaviour:
 - **catch-up from the cursor** (or of the whole subscribed state), ``request{since}``,
   ``request{paths}`` and ``subscribe`` answers, cut into chunks by
   :mod:`roomsync.core.catchup` (``policy.catchup_chunk`` changes per chunk);
-- ``mst-root`` and ``mst-get`` answers (:func:`~roomsync.core.mst.serve_nodes`), so a test
-  can drive :func:`roomsync.core.reconcile.reconcile` over the link itself; ``ping``;
+- ``mst-root`` and ``mst-get`` answers (:func:`~roomsync.core.mst.serve_nodes`) and
+  ``mst-probe`` answers (:func:`~roomsync.core.sketch.serve_probe_message`), so a test can
+  drive :func:`roomsync.core.reconcile.reconcile` and
+  :func:`~roomsync.core.reconcile.reconcile_batched` over the link itself; ``ping``;
 - errors and closes: every refusal becomes the ``error`` envelope of its
   :class:`~roomsync.core.errors.RoomsyncError` (with ``ref``), followed by a close when
   the error has a close code; the session deadlines (hello timeout, token expiry,
@@ -95,6 +97,7 @@ from ..core.reconnect import CloseAction, close_action
 from ..core.replica import AnswerKind, RefusedChange, Replica, Settled, SupersededChange
 from ..core.room import ApplyLimits, RoomState, client_changes
 from ..core.session import Phase, Session, hello_prefixes
+from ..core.sketch import serve_probe_message
 from ..core.types import any_prefix_matches
 from .clock import FakeClock
 
@@ -412,6 +415,8 @@ class FakeRoom:
             found = serve_nodes(state.tree, [bytes.fromhex(h) for h in msg.hashes])
             nodes = [{"hash": h.hex(), "data": b64encode(data)} for h, data in found]
             peer.send({"type": "mst-nodes", "nodes": nodes})
+        elif isinstance(msg, m.MstProbe):
+            peer.send({"type": "mst-sketch", "data": serve_probe_message(state.tree, msg.data)})
         elif isinstance(msg, m.Ping):
             peer.send({"type": "pong"})
 
