@@ -12,7 +12,7 @@ import pytest
 
 from roomsync.core.entries import Change
 from roomsync.storage import sqlite as sqlite_module
-from roomsync.storage.base import RoomRecord, StoreConflict, StoreError
+from roomsync.storage.base import AppendBatch, RoomRecord, StoreConflict, StoreError
 from roomsync.storage.sqlite import MIGRATIONS, SqliteStore
 
 
@@ -125,6 +125,79 @@ async def test_failed_transaction_fails_every_caller(store: SqliteStore) -> None
         *(store.append(room, [_change(1)], expected_head=0) for room in ("a", "b", "c"))
     )
     for room in ("a", "b", "c"):
+        assert await store.changes_since(room, 0, limit=10) == [_change(1)]
+
+
+async def test_batches_of_several_rooms_commit_inline_in_one_transaction(
+    store: SqliteStore,
+) -> None:
+    await store.append("taken", [_change(1)], expected_head=0)
+    before = (store.commits, store.inline_commits, store.appends)
+    outcomes = store.append_batches_now(
+        [
+            AppendBatch("a", [_change(1), _change(2, "/q")], 0),
+            AppendBatch("taken", [_change(1, "/late")], 0),  # its savepoint rolls back alone
+            AppendBatch("b", [_change(1)], 0),
+        ]
+    )
+    assert outcomes is not None
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], StoreConflict)
+    after = (store.commits, store.inline_commits, store.appends)
+    assert [x - y for x, y in zip(after, before, strict=True)] == [1, 1, 2]
+    assert [c.seq for c in await store.changes_since("a", 0, limit=10)] == [1, 2]
+    assert await store.changes_since("taken", 0, limit=10) == [_change(1)]
+    assert await store.changes_since("b", 0, limit=10) == [_change(1)]
+
+
+async def test_batches_too_big_or_behind_the_writer_are_not_committed_inline(
+    store: SqliteStore,
+) -> None:
+    rows = sqlite_module._INLINE_ROWS // 2 + 1  # each fits, both together do not
+    big = [
+        AppendBatch(room, [_change(s, f"/{s}") for s in range(1, rows + 1)], 0)
+        for room in ("a", "b")
+    ]
+    assert store.append_batches_now(big) is None
+    assert await store.list_rooms() == []  # declined: nothing written
+    commits = store.commits
+    assert await store.append_batches(big) == [None, None]
+    assert store.commits == commits + 1  # the writer thread's one transaction for both
+    bigger = [_change(s, f"/{s}") for s in range(1, sqlite_module._INLINE_ROWS + 2)]
+    pending = asyncio.ensure_future(store.append("c", bigger, expected_head=0))
+    await asyncio.sleep(0)  # the writer thread has work now
+    assert store.append_batches_now([AppendBatch("d", [_change(1)], 0)]) is None
+    await pending
+
+
+async def test_a_failed_batch_transaction_fails_every_batch(store: SqliteStore) -> None:
+    blocker = _raw(store.path)
+    blocker.execute("BEGIN IMMEDIATE")  # holds the write lock past busy_timeout
+    try:
+        batches = [AppendBatch(room, [_change(1)], 0) for room in ("a", "b", "c")]
+        assert store.append_batches_now(batches) is None  # busy: left to the writer
+        outcomes = await store.append_batches(batches)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert len(outcomes) == 3
+    for error in outcomes:
+        assert isinstance(error, StoreError) and "locked" in str(error)
+    assert await store.list_rooms() == []
+    assert await store.append_batches(batches) == [None, None, None]
+
+
+async def test_writer_thread_batches_share_one_transaction(thread_store: SqliteStore) -> None:
+    store = thread_store
+    assert store.append_batches_now([AppendBatch("a", [_change(1)], 0)]) is None
+    commits = store.commits
+    outcomes = await store.append_batches(
+        [AppendBatch(room, [_change(1)], 0) for room in ("a", "b", "c", "d")]
+        + [AppendBatch("a", [_change(3)], 1)]  # bad seqs: refused before the writer
+    )
+    assert outcomes[:4] == [None] * 4 and isinstance(outcomes[4], StoreError)
+    assert store.commits == commits + 1
+    for room in ("a", "b", "c", "d"):
         assert await store.changes_since(room, 0, limit=10) == [_change(1)]
 
 

@@ -6,7 +6,9 @@
      ├── StoreLifecycle   open, close, check
      ├── RoomCatalog      get_room, put_room, list_rooms, delete_room, load_room,
  │                    ticking_rooms
-     ├── OpLog            append (fenced by expected_head), changes_since, base_snapshot, compact
+     ├── OpLog            append (fenced by expected_head), append_batches(_now) (several
+     │                    rooms' batches in one transaction), changes_since,
+     │                    base_snapshot, compact
      ├── BlobRefs         add_blob_ref, has_blob_ref, blob_refs (paged); all_blob_refs(store)
      ├── Revocations      add_revocation, is_revoked, list_revocations
      ├── Archives         put_archive, get_archive, archive_chunk, list_archives,
@@ -36,6 +38,10 @@ Invariants every store keeps:
   reload the room from the store. A room never written has head 0.
 - ``append`` writes the op-log rows *and* the state entries of a batch in one transaction;
   when it returns, the batch is durable (it survives ``kill -9`` of the process).
+  ``append_batches`` does the same for several batches (of several rooms) at once, in one
+  transaction where the backend can: each batch is fenced and checked on its own (a
+  refused batch fails alone and writes nothing), while a transaction that fails fails
+  every batch it held. Its outcome says, per batch, whether it is durable.
 - seqs in the op log of a room are gap-free and increasing.
 - the state table holds, per path, the winning change (tombstones included) with the seq
   that last changed it; it always equals ``base snapshot + op log`` replayed with LWW.
@@ -70,7 +76,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeAlias
 
 from ..core.entries import Change
 from ..core.errors import InternalError
@@ -80,6 +86,8 @@ __all__ = [
     "BLOB_REFS_PAGE",
     "LINEAGE_MAX",
     "REVOCATION_KINDS",
+    "AppendBatch",
+    "AppendOutcome",
     "ArchiveRecord",
     "Archives",
     "BlobRefs",
@@ -183,6 +191,16 @@ class ProposalRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AppendBatch:
+    """One room's changes for :meth:`OpLog.append_batches`: exactly what
+    :meth:`OpLog.append` takes, fenced and checked the same way."""
+
+    room: str
+    changes: Sequence[Change]
+    expected_head: int
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedRoom:
     """Everything needed to bring a room into memory."""
 
@@ -251,6 +269,12 @@ def check_batch(room: str, expected_head: int, changes: Sequence[Change]) -> Non
                 f"{expected_head + len(changes)} without gaps)"
             )
         expected += 1
+
+
+#: What :meth:`OpLog.append_batches` says of one batch: None when it is committed (durable),
+#: else the error that refused it or the failed transaction that held it (nothing of the
+#: batch written either way).
+AppendOutcome: TypeAlias = StoreError | None
 
 
 def check_page_limit(limit: int) -> None:
@@ -388,6 +412,33 @@ class OpLog(Protocol):
         with ``created_ms`` from the store's clock. Concurrent calls may be group-committed
         into one transaction; each call returns only once its own changes are committed,
         and batches of one room are applied in call order.
+        """
+
+    async def append_batches(self, batches: Sequence[AppendBatch]) -> list[AppendOutcome]:
+        """Durably append several batches, usually of several rooms, at once: in one
+        transaction where the backend can (a group commit across rooms); the outcome of
+        each batch, in order.
+
+        Each batch is fenced and checked exactly like :meth:`append`, on its own: a batch
+        refused (:class:`StoreConflict`, bad seqs) fails alone and writes nothing, the
+        others still commit. A transaction that fails (disk full, lost connection) fails
+        every batch it held, each with a :class:`StoreError`, and writes nothing of them.
+        Batches of one room are applied in list order (a later one is fenced on the head
+        the earlier one leaves). It returns only once every batch reported None is
+        durable; an empty batch is None and writes nothing. Never raises for a batch's
+        sake: a store that is not open fails every batch.
+        """
+
+    def append_batches_now(self, batches: Sequence[AppendBatch]) -> list[AppendOutcome] | None:
+        """:meth:`append_batches` done right here on the caller's thread, with no
+        ``await``, when the backend can commit these batches at once without waiting for
+        anything (memory: always; SQLite: small batches while its writer thread is idle,
+        under ``synchronous`` NORMAL or OFF, where a commit is a ``write()`` to the page
+        cache); None when it cannot, having written nothing: then await
+        :meth:`append_batches`. A networked backend (PostgreSQL) always answers None.
+
+        The server's commit path calls it once per event-loop turn, for the writes of
+        every room of that turn, so a commit costs no task, future or thread switch.
         """
 
     async def replace_state(

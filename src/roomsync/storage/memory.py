@@ -25,6 +25,8 @@ from ..core.entries import Change
 from ..core.merge import merge_into
 from ..core.query import QuerySpec, evaluate
 from .base import (
+    AppendBatch,
+    AppendOutcome,
     ArchiveRecord,
     LoadedRoom,
     ProposalRecord,
@@ -69,8 +71,8 @@ class MemoryStore:
     """Rooms, state, op log, blob references and revocations in dicts; each call is atomic
     (no ``await`` inside).
 
-    ``commits`` counts committed ``append`` calls (one "transaction" each: nothing to
-    group here), so contract checks can read it on any store. ``now_ms`` stamps
+    ``commits`` counts committed ``append`` and ``append_batches`` calls (one
+    "transaction" each), so contract checks can read it on any store. ``now_ms`` stamps
     ``created_ms`` of the rooms that ``append`` creates.
     """
 
@@ -203,8 +205,32 @@ class MemoryStore:
 
     async def append(self, room: str, changes: Sequence[Change], *, expected_head: int) -> None:
         self._require_open()
-        if not changes:
-            return
+        if changes:
+            self._append(room, changes, expected_head)
+            self.commits += 1
+
+    async def append_batches(self, batches: Sequence[AppendBatch]) -> list[AppendOutcome]:
+        return self.append_batches_now(batches)
+
+    def append_batches_now(self, batches: Sequence[AppendBatch]) -> list[AppendOutcome]:
+        """Every batch at once (nothing here ever waits); one "transaction" counted."""
+        if not self._open:
+            return [StoreError("memory store is not open") for _ in batches]
+        outcomes: list[AppendOutcome] = []
+        for batch in batches:
+            try:
+                if batch.changes:
+                    self._append(batch.room, batch.changes, batch.expected_head)
+            except StoreError as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        if any(outcome is None and b.changes for outcome, b in zip(outcomes, batches, strict=True)):
+            self.commits += 1
+        return outcomes
+
+    def _append(self, room: str, changes: Sequence[Change], expected_head: int) -> None:
+        """One fenced batch, all or nothing (:class:`StoreError` refuses it)."""
         check_batch(room, expected_head, changes)
         state = self._rooms.get(room)
         head = 0 if state is None else state.record.head
@@ -217,7 +243,6 @@ class MemoryStore:
         for change in batch:
             state.entries[change.path] = change
         state.record = replace(state.record, head=_seq_of(batch[-1]))
-        self.commits += 1
 
     async def replace_state(
         self, room: str, entries: Sequence[Change], *, expected_head: int

@@ -27,12 +27,13 @@ PASSIVE checkpoint on the writer thread every ``_CHECKPOINT_PAGES`` (estimated) 
 *Every* commit counts towards it (appends, inline or not, room and blob-reference writes,
 compactions, health probes), so the WAL stays bounded whatever the mix of writes.
 
-Fencing: :meth:`SqliteStore.append` reads ``rooms.head`` inside the batch's own
-``BEGIN IMMEDIATE`` transaction (or its SAVEPOINT in a group) and refuses the batch with
-:class:`~roomsync.storage.base.StoreConflict` unless it equals the caller's
-``expected_head``. The write lock is held from that read to the COMMIT, so two writers on
-one database file (two stores, two processes, two nodes) can never both write a seq:
-whichever commits second finds the head moved.
+Fencing: :meth:`SqliteStore.append` moves ``rooms.head`` inside the batch's own
+``BEGIN IMMEDIATE`` transaction (or its SAVEPOINT in a group) with one ``UPDATE ... WHERE
+head = expected_head``, and refuses the batch with
+:class:`~roomsync.storage.base.StoreConflict` when that matched no row (a room never
+written is created when ``expected_head`` is 0). The write lock is held from that check
+to the COMMIT, so two writers on one database file (two stores, two processes, two
+nodes) can never both write a seq: whichever commits second finds the head moved.
 
 Rooms cost nothing until written: :meth:`SqliteStore.load_room` of an unknown room only
 reads, and the ``rooms`` row is created by the first write that needs it (``append``,
@@ -46,16 +47,21 @@ real committed write, padded to that size while a failure is remembered; so it f
 the first probe after a failed write, and passes again, without a restart, once the disk
 has room.
 
-Group commit: :meth:`SqliteStore.append` queues its batch and wakes the writer. The writer
-takes *everything* queued when it starts (in transactions of at most ``_GROUP_ROWS`` rows),
-so appends that arrive while a commit is running share the next one. Each batch runs
-inside its own SAVEPOINT: a batch the store refuses (a head that moved, a constraint)
-fails alone, while a failing transaction (disk full, database locked past
-``busy_timeout``) fails every caller in it. A caller's awaitable resolves only after the
-COMMIT that carries its rows; batches of one room are applied in call order. The callers
-of a job's last transaction are settled by the same loop callback that marks the writer
-free (after it), so a caller that appends again right away sees the writer idle and may
-commit inline.
+Batches of several rooms (:meth:`SqliteStore.append_batches`, the server's commit of one
+event-loop turn) commit inline in one transaction, one SAVEPOINT per batch, when they add
+up to no more than an inline append may (:meth:`SqliteStore.append_batches_now` answers
+None otherwise, having written nothing); else they are queued to the writer together.
+
+Group commit: an append that does not commit inline queues its batch and wakes the
+writer. The writer takes *everything* queued when it starts (in transactions of at most
+``_GROUP_ROWS`` rows), so appends that arrive while a commit is running share the next
+one. Each batch runs inside its own SAVEPOINT: a batch the store refuses (a head that
+moved, a constraint) fails alone, while a failing transaction (disk full, database locked
+past ``busy_timeout``) fails every caller in it. A caller's awaitable resolves only after
+the COMMIT that carries its rows; batches of one room are applied in call order. The
+callers of a job's last transaction are settled by the same loop callback that marks the
+writer free (after it), so a caller that appends again right away sees the writer idle
+and may commit inline.
 
 Durability: with ``synchronous=NORMAL`` in WAL mode a committed transaction survives the
 death of the process (``kill -9``); ``FULL`` also survives power loss, at an fsync per
@@ -88,6 +94,8 @@ from ..core.postcard import decode_pack, encode_pack
 from ..core.query import QuerySpec
 from . import sqlite_query
 from .base import (
+    AppendBatch,
+    AppendOutcome,
     ArchiveRecord,
     LoadedRoom,
     ProposalRecord,
@@ -474,10 +482,6 @@ def _refusal(exc: BaseException) -> StoreError:
     return error
 
 
-class _Busy(StoreError):
-    """An inline commit found the write lock taken (by another process): use the thread."""
-
-
 def _write_batch(
     conn: sqlite3.Connection,
     room: str,
@@ -486,17 +490,26 @@ def _write_batch(
     now_ms: Callable[[], int],
 ) -> None:
     """The op-log rows, the entries and the head of one batch, inside the caller's
-    transaction (which holds the write lock, so the head read here is the head the
+    transaction (which holds the write lock, so the head checked here is the head the
     COMMIT lands on). Raises :class:`_Conflict` when the room's head is not
     ``expected_head`` (a batch whose seqs do not continue it was refused before, by
     :func:`~roomsync.storage.base.check_batch`). The first batch of a room never written
     creates its row (``created_ms`` now)."""
-    row = conn.execute("SELECT head FROM rooms WHERE room = ?", (room,)).fetchone()
-    head = 0 if row is None else row[0]
-    if head != expected_head:
-        raise _Conflict(room, expected_head, head)
-    if row is None:  # a refused batch rolls this back with the rest
-        conn.execute("INSERT INTO rooms (room, created_ms) VALUES (?, ?)", (room, now_ms()))
+    new_head = expected_head + len(changes)
+    # The fence and the new head in one statement (the common case); only when it moves
+    # nothing is the row read, to tell a conflict from a room never written.
+    moved = conn.execute(
+        "UPDATE rooms SET head = ? WHERE room = ? AND head = ?", (new_head, room, expected_head)
+    ).rowcount
+    if moved != 1:
+        row = conn.execute("SELECT head FROM rooms WHERE room = ?", (room,)).fetchone()
+        if row is not None or expected_head != 0:
+            raise _Conflict(room, expected_head, 0 if row is None else row[0])
+        # a refused batch rolls this back with the rest
+        conn.execute(
+            "INSERT INTO rooms (room, created_ms, head) VALUES (?, ?, ?)",
+            (room, now_ms(), new_head),
+        )
     expected = expected_head + 1
     params: list[Any] = []
     extend = params.extend
@@ -516,7 +529,6 @@ def _write_batch(
         expected += 1
     _insert_rows(conn, _INSERT_OPLOG, params)
     _insert_rows(conn, _UPSERT_ENTRY, params)
-    conn.execute("UPDATE rooms SET head = ? WHERE room = ?", (expected - 1, room))
 
 
 @dataclass(slots=True)
@@ -1116,58 +1128,138 @@ class SqliteStore:
             return
         self._executors()  # refuses a store that is not open
         check_batch(room, expected_head, changes)
-        if self._inline and self._thread_jobs == 0 and len(changes) <= _INLINE_ROWS:
-            value_bytes = _value_bytes(changes)
-            if value_bytes <= _INLINE_BYTES:
-                error = self._commit_inline(room, changes, expected_head, value_bytes)
-                if error is None:
-                    return
-                if not isinstance(error, _Busy):
-                    raise error
-                # another process holds the write lock: the writer thread waits for it
+        (outcome,) = await self.append_batches([AppendBatch(room, changes, expected_head)])
+        if outcome is not None:
+            raise outcome
+
+    async def append_batches(self, batches: Sequence[AppendBatch]) -> list[AppendOutcome]:
+        """Inline in one transaction when :meth:`append_batches_now` can, else through the
+        writer thread, where the batches (and whatever else is queued) share its group
+        commit."""
+        done = self.append_batches_now(batches)
+        if done is not None:
+            return done
+        outcomes: list[AppendOutcome] = [None] * len(batches)
+        try:
+            self._executors()
+        except StoreError as exc:
+            return [exc] * len(batches)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._pending_lock:
+        queued: list[tuple[int, asyncio.Future[None]]] = []
+        requests: list[_Append] = []
+        for i, batch in enumerate(batches):
+            if not batch.changes:
+                continue
+            try:
+                check_batch(batch.room, batch.expected_head, batch.changes)
+            except StoreError as exc:
+                outcomes[i] = exc
+                continue
+            future: asyncio.Future[None] = loop.create_future()
             # A tuple: the writer thread reads the batch later, the caller may reuse its list.
-            self._pending.append(_Append(room, tuple(changes), expected_head, loop, future))
+            requests.append(
+                _Append(batch.room, tuple(batch.changes), batch.expected_head, loop, future)
+            )
+            queued.append((i, future))
+        if not requests:
+            return outcomes
+        with self._pending_lock:
+            self._pending.extend(requests)
             schedule = not self._flush_scheduled
             self._flush_scheduled = True
         if schedule:
             self._submit(loop, self._w_flush)
-        await future
+        for i, future in queued:  # all settle in the same loop callback (or nearly)
+            try:
+                await future
+            except StoreError as exc:
+                outcomes[i] = exc
+        return outcomes
+
+    def append_batches_now(self, batches: Sequence[AppendBatch]) -> list[AppendOutcome] | None:
+        """One inline transaction for every batch when they add up to at most
+        ``_INLINE_ROWS`` rows and ``_INLINE_BYTES`` of values, the writer thread is idle
+        and ``synchronous`` is NORMAL or OFF; None otherwise (and when another process
+        holds the write lock: the writer thread waits for it)."""
+        if not self._inline or self._thread_jobs or not self._open or self._closing:
+            return None
+        outcomes: list[AppendOutcome] = [None] * len(batches)
+        todo: list[tuple[int, AppendBatch]] = []
+        rows = value_bytes = 0
+        for i, batch in enumerate(batches):
+            changes = batch.changes
+            if not changes:
+                continue
+            try:
+                check_batch(batch.room, batch.expected_head, changes)
+            except StoreError as exc:
+                outcomes[i] = exc
+                continue
+            rows += len(changes)
+            value_bytes += _value_bytes(changes)
+            todo.append((i, batch))
+        if rows > _INLINE_ROWS or value_bytes > _INLINE_BYTES:
+            return None
+        if todo:
+            done = self._commit_inline(todo, rows, value_bytes)
+            if done is None:
+                return None
+            for (i, _), outcome in zip(todo, done, strict=True):
+                outcomes[i] = outcome
+        return outcomes
 
     def _commit_inline(
-        self, room: str, changes: Sequence[Change], expected_head: int, value_bytes: int
-    ) -> StoreError | None:
-        """Commit one small batch on the calling (loop) thread; its refusal or failure."""
+        self, todo: list[tuple[int, AppendBatch]], rows: int, value_bytes: int
+    ) -> list[AppendOutcome] | None:
+        """Commit checked batches in one transaction on the calling (loop) thread: each
+        batch's refusal, the failure of all of them, or None when the write lock is taken
+        (by another process; nothing was written)."""
         conn = self._wconn
         if conn is None:
-            return StoreError(f"sqlite store {self.path} is not open")
+            return [StoreError(f"sqlite store {self.path} is not open")] * len(todo)
+        now_ms = self.now_ms
+        outcomes: list[AppendOutcome]
         try:
             self._w_busy_timeout(0)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                _write_batch(conn, room, changes, expected_head, self.now_ms)
+                if len(todo) == 1:  # no savepoint: its refusal rolls back the transaction
+                    batch = todo[0][1]
+                    _write_batch(conn, batch.room, batch.changes, batch.expected_head, now_ms)
+                    outcomes = [None]
+                else:
+                    outcomes = [
+                        self._w_append_one(conn, b.room, b.changes, b.expected_head, now_ms)
+                        for _, b in todo
+                    ]
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         except _REFUSALS as exc:
-            return _refusal(exc)
+            return [_refusal(exc)]
         except sqlite3.Error as exc:
             if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                return _Busy(str(exc))
-            error = self._fail("append failed", exc)
-            error.__cause__ = exc
-            self._failed(error, value_bytes)
-            return error
-        self.commits += 1
-        self.inline_commits += 1
-        self.appends += 1
-        self._committed(value_bytes)
-        self._wrote(_pages(len(changes), value_bytes))
-        return None
+                return None
+            errors = [
+                self._fail(f"append transaction of {len(todo)} batches failed", exc) for _ in todo
+            ]
+            for error in errors:
+                error.__cause__ = exc
+            self._failed(errors[0], value_bytes)
+            return [*errors]
+        written = [b for (_, b), outcome in zip(todo, outcomes, strict=True) if outcome is None]
+        if written:
+            self.commits += 1
+            self.inline_commits += 1
+            self.appends += len(written)
+            if len(written) < len(todo):  # refused batches wrote nothing
+                rows = sum(len(b.changes) for b in written)
+                value_bytes = sum(_value_bytes(b.changes) for b in written)
+            self._committed(value_bytes)
+            self._wrote(_pages(rows, value_bytes))
+        return outcomes
 
     def _w_checkpoint(self, report: _Report, _: None = None) -> None:
         """A PASSIVE checkpoint (never waits for readers); failures only mean "later"."""
@@ -1215,7 +1307,10 @@ class SqliteStore:
                 raise StoreError(f"sqlite store {self.path} is not open")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                outcomes = [self._w_append_one(conn, request, self.now_ms) for request in group]
+                outcomes = [
+                    self._w_append_one(conn, r.room, r.changes, r.expected_head, self.now_ms)
+                    for r in group
+                ]
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -1247,12 +1342,16 @@ class SqliteStore:
 
     @staticmethod
     def _w_append_one(
-        conn: sqlite3.Connection, request: _Append, now_ms: Callable[[], int]
+        conn: sqlite3.Connection,
+        room: str,
+        changes: Sequence[Change],
+        expected_head: int,
+        now_ms: Callable[[], int],
     ) -> StoreError | None:
         """Write one caller's batch inside a savepoint; return its refusal, if any."""
         conn.execute("SAVEPOINT batch")
         try:
-            _write_batch(conn, request.room, request.changes, request.expected_head, now_ms)
+            _write_batch(conn, room, changes, expected_head, now_ms)
         except _REFUSALS as exc:
             conn.execute("ROLLBACK TO batch")
             conn.execute("RELEASE batch")

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from ..core.entries import Change
-from ..storage.base import Store, StoreError
+from ..storage.base import AppendBatch, AppendOutcome, Store, StoreError
 
 
 class FaultyStore:
-    """A store that fails its next ``append`` calls when told to."""
+    """A store that fails its next commits when told to: an ``append``, or an
+    ``append_batches`` (``_now``) call, which fails every batch it holds, as a failed
+    transaction does."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
@@ -41,7 +43,8 @@ class FaultyStore:
         return cast(Store, self)
 
     def fail_appends(self, n: int = 1, message: str | None = None) -> None:
-        """Make the next ``n`` appends fail (nothing written), with ``message``."""
+        """Make the next ``n`` commits fail (nothing written), with ``message``: each an
+        ``append``, or an ``append_batches`` call with all the rooms' batches it holds."""
         self._failures = n
         if message is not None:
             self._error = message
@@ -60,6 +63,30 @@ class FaultyStore:
             self.failed_appends += 1
             raise StoreError(self._error)
         await self.inner.append(room, changes, expected_head=expected_head)
+
+    async def append_batches(self, batches: Sequence[AppendBatch]) -> list[AppendOutcome]:
+        if self._gate is not None:
+            await self._gate.wait()
+        failed = self._fail_commit(batches)
+        if failed is not None:
+            return failed
+        return await self.inner.append_batches(batches)
+
+    def append_batches_now(self, batches: Sequence[AppendBatch]) -> list[AppendOutcome] | None:
+        if self._gate is not None:  # held: only the awaitable path can wait for the gate
+            return None
+        failed = self._fail_commit(batches)
+        if failed is not None:
+            return failed
+        return self.inner.append_batches_now(batches)
+
+    def _fail_commit(self, batches: Sequence[AppendBatch]) -> list[AppendOutcome] | None:
+        """Every batch refused, as by one failed transaction, when a failure is due."""
+        if self._failures <= 0 or not any(b.changes for b in batches):
+            return None
+        self._failures -= 1
+        self.failed_appends += 1
+        return [StoreError(self._error) if b.changes else None for b in batches]
 
     def fail_method(self, name: str, n: int = 1, message: str | None = None) -> None:
         """Make the next ``n`` calls of store method ``name`` (e.g. ``add_blob_ref``)

@@ -28,9 +28,11 @@ One section per Protocol of :mod:`roomsync.storage.base`, each a class of its ow
   ``compacted_through``, also between concurrent appends; listing pages; the ticking
   rooms; deletion.
 - :class:`OpLogContract` (``OpLog``): state with seqs and tombstones, gap-free op log,
-  group commit, fencing (a stale ``expected_head`` is refused with ``StoreConflict`` and
-  writes nothing, of two appends with the same expected head exactly one wins, a gap is
-  refused), and compaction whose base snapshot plus the remaining log replays (with
+  group commit, batches of several rooms in one call (``append_batches`` and
+  ``append_batches_now``: each fenced on its own, one transaction), fencing (a stale
+  ``expected_head`` is refused with ``StoreConflict`` and writes nothing, of two
+  appends with the same expected head exactly one wins, a gap is refused), and
+  compaction whose base snapshot plus the remaining log replays (with
   :mod:`roomsync.core.merge`) to exactly the state table.
 - :class:`BlobRefsContract` (``BlobRefs``): references are room-scoped, go with their
   room, and page in order, each hash once.
@@ -57,6 +59,7 @@ from ..core.merge import live_items, merge_into, wins
 from ..core.query import QueryCursorError, parse_spec
 from ..storage.base import (
     REVOCATION_KINDS,
+    AppendBatch,
     ArchiveRecord,
     ProposalRecord,
     Revocation,
@@ -435,6 +438,72 @@ class OpLogContract:
         if self.group_commits:
             commits = getattr(store, "commits", 0) - commits_before
             assert 0 < commits < len(tasks)
+
+    # -- batches of several rooms in one call ------------------------------------------
+
+    async def test_append_batches_commits_every_room_in_one_transaction(self, store: Store) -> None:
+        await store.append("b", [change(1, "/x", b"1")], expected_head=0)
+        commits_before = getattr(store, "commits", None)
+        batches = [
+            AppendBatch("a", [change(1, "/x", b"a1"), change(2, "/y", b"a2")], 0),
+            AppendBatch("b", [change(2, "/x", b"b2")], 1),
+            AppendBatch("a", [change(3, "/x", None)], 2),  # after the first, in order
+            AppendBatch("c", [], 0),  # empty: None, and nothing stored
+        ]
+        assert await store.append_batches(batches) == [None, None, None, None]
+        assert [c.seq for c in await _all_changes(store, "a")] == [1, 2, 3]
+        assert await _state(store, "a") == {
+            "/x": change(3, "/x", None),
+            "/y": change(2, "/y", b"a2"),
+        }
+        assert await _all_changes(store, "b") == [change(1, "/x", b"1"), change(2, "/x", b"b2")]
+        for room, head in (("a", 3), ("b", 2)):
+            record = await store.get_room(room)
+            assert record is not None and record.head == head
+        assert await store.get_room("c") is None
+        if commits_before is not None:  # a backend that counts its transactions
+            assert getattr(store, "commits", 0) - commits_before == 1
+        assert await store.append_batches([]) == []
+
+    async def test_append_batches_refuses_a_batch_alone(self, store: Store) -> None:
+        await store.append("a", [change(1, "/x", b"1")], expected_head=0)
+        outcomes = await store.append_batches(
+            [
+                AppendBatch("a", [change(1, "/x", b"stale")], 0),  # the head moved: conflict
+                AppendBatch("b", [change(1, "/x", b"b1")], 0),
+                AppendBatch("new", [change(2, "/x", b"gap")], 0),  # bad seqs
+                AppendBatch("a", [change(2, "/y", b"a2")], 1),
+                AppendBatch("ghost", [change(4, "/x", b"x")], 3),  # never written: conflict
+            ]
+        )
+        assert [type(o) for o in outcomes] == [
+            StoreConflict,
+            type(None),
+            StoreError,
+            type(None),
+            StoreConflict,
+        ]
+        conflict = outcomes[0]
+        assert isinstance(conflict, StoreConflict)
+        assert (conflict.room, conflict.expected, conflict.actual) == ("a", 0, 1)
+        assert [c.value for c in await _all_changes(store, "a")] == [b"1", b"a2"]
+        assert await _all_changes(store, "b") == [change(1, "/x", b"b1")]
+        assert await store.get_room("new") is None and await store.get_room("ghost") is None
+
+    async def test_append_batches_now_commits_at_once_or_writes_nothing(self, store: Store) -> None:
+        batches = [
+            AppendBatch("n1", [change(1, "/x", b"1")], 0),
+            AppendBatch("n2", [change(1, "/x", b"2"), change(2, "/y", b"3")], 0),
+            AppendBatch("n3", [change(5, "/x", b"gap")], 0),
+        ]
+        outcomes = store.append_batches_now(batches)
+        if outcomes is None:  # the backend cannot commit right here: nothing was written
+            assert await store.list_rooms() == []
+            outcomes = await store.append_batches(batches)
+        assert outcomes[:2] == [None, None] and isinstance(outcomes[2], StoreError)
+        assert [c.seq for c in await _all_changes(store, "n2")] == [1, 2]
+        assert [c.value for c in await _all_changes(store, "n1")] == [b"1"]
+        assert await store.get_room("n3") is None
 
     # -- fencing: the store is the seq authority ---------------------------------------
 
