@@ -4,21 +4,27 @@ when idle.
 Data flow for a client ``pack`` (SPEC §2)::
 
     ws handler -> RoomHost.submit_pack -> RoomState.apply(pending) (seqs assigned, MST updated)
-               -> persist queue -> Store.append (one transaction per batch)
-               -> RoomState.committed -> broadcast (one frame per subscription group) -> acks
+               -> the room's queue -> GroupCommit (end of the loop turn: every room's queue)
+               -> Store.append_batches(_now) (one transaction for all those rooms)
+               -> per room: RoomState.committed -> broadcast (one frame per subscription
+                  group) -> acks
 
 Invariant: no peer ever receives a change the store does not hold. A change is applied
 at once (so its seq and the LWW outcome are known), but it stays *pending* until its
 commit: broadcasts are written only after the commit, and every read that hands changes
 to a peer (catch-up, ``request``, ``subscribe``) uses the state's durable view. All packs
 that arrive while a commit runs go into the next one (group commit), and their
-broadcasts share one frame per subscription group. The broadcast of a batch goes out
-before its acks, so a client whose cursor follows its acks never skips a change.
+broadcasts share one frame per subscription group; the packs of every room that arrive
+in one event-loop turn share one store transaction (:class:`GroupCommit`), each room's
+batch fenced on its own. The broadcast of a batch goes out before its acks, so a client
+whose cursor follows its acks never skips a change.
 
 If a commit fails, nothing of it was broadcast or acknowledged: the authors get
 ``refused: internal`` acks, the room's peers are closed with 1011 and a retry hint, and
 the room is evicted at once, so the next hello loads it again from what the store
-really holds (and the seq of the failed change is reused by a change that exists).
+really holds (and the seq of the failed change is reused by a change that exists). A
+failed transaction of several rooms fails each of them so; a batch the store refuses
+inside it (a head another node moved) fails its room alone.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +59,7 @@ from ..core.presence import PresenceTable
 from ..core.room import ApplyLimits, RoomState, client_changes
 from ..core.sketch import serve_probe_message
 from ..core.types import any_prefix_matches
-from ..storage.base import RoomRecord, Store, StoreError
+from ..storage.base import AppendBatch, RoomRecord, Store, StoreError
 from .capture import MAX_RECEIVER_IDS, Capture
 from .logs import event
 from .metrics import Metrics
@@ -161,8 +167,11 @@ class RoomHost:
     refs: int = 0
     closed: bool = False
     unload_handle: asyncio.TimerHandle | None = None
+    #: Commits this room's writes with those of the other rooms of the same loop turn.
+    group_commit: GroupCommit | None = None
     _queue: list[_Submitted] = field(default_factory=list)
-    _persist_task: asyncio.Task[None] | None = None
+    _scheduled: bool = False  # waiting for its commit window or in group_commit's list
+    _committing: bool = False  # a batch of it is being committed
     _compact_task: asyncio.Task[None] | None = None
     quiet: QuietRehash | None = None
     #: Why the room failed (a commit failed); it is evicted and refuses writes.
@@ -180,10 +189,14 @@ class RoomHost:
     _presence_tick: asyncio.TimerHandle | None = None
     # Rooms are created on the running loop; asking for it per write costs a getpid().
     _loop: asyncio.AbstractEventLoop = field(init=False)
+    _limits: ApplyLimits | None = None
+    _limits_of: Policy | None = None
 
     def __post_init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._idle.set()
+        if self.group_commit is None:
+            self.group_commit = GroupCommit(self.store, self.metrics)
         # Delivery consumes the room's events from the bus, whoever committed them.
         self._subscription = self.bus.subscribe(self.record.room, self._on_event)
         p = self.policy
@@ -200,10 +213,16 @@ class RoomHost:
         return self.record.room
 
     def limits(self) -> ApplyLimits:
-        return ApplyLimits(
-            max_value_bytes=self.policy.max_value_bytes,
-            max_clock_skew_ms=self.policy.max_clock_skew_ms,
-        )
+        """The apply limits of the room's effective policy (built once per policy)."""
+        policy = self.policy
+        if self._limits_of is not policy:
+            self._limits = ApplyLimits(
+                max_value_bytes=policy.max_value_bytes,
+                max_clock_skew_ms=policy.max_clock_skew_ms,
+            )
+            self._limits_of = policy
+        assert self._limits is not None
+        return self._limits
 
     # -- membership --------------------------------------------------------------------
 
@@ -411,52 +430,71 @@ class RoomHost:
 
     def _enqueue(self, item: _Submitted) -> None:
         self._queue.append(item)
-        if self._persist_task is None:
-            self._idle.clear()
-            self._persist_task = self._loop.create_task(self._persist_loop())
+        if not self._scheduled and not self._committing:
+            self._schedule()
 
-    async def _persist_loop(self) -> None:
-        try:
-            while self._queue:
-                # Group more changes into one commit (and one broadcast frame per group).
-                wait_ms = max(self.commit_window_ms, self.policy.broadcast_window_ms)
-                if wait_ms > 0:
-                    await asyncio.sleep(wait_ms / 1000)
-                batch, self._queue = self._queue, []
-                accepted = [c for item in batch for c in item.accepted]
-                if accepted:
-                    t0 = time.perf_counter()
-                    try:
-                        await self.store.append(
-                            self.room, accepted, expected_head=(accepted[0].seq or 0) - 1
-                        )
-                    except (StoreError, OSError) as exc:
-                        self._store_failed(batch, exc)
-                        return
-                    self.metrics.persist.observe(time.perf_counter() - t0)
-                    self.state.committed(accepted[-1].seq or 0)
-                    if self._snapshots:
-                        # The head moved: snapshots nobody is reading are stale.
-                        self._snapshots = {k: v for k, v in self._snapshots.items() if v.readers}
-                    self.bus.publish(
-                        RoomEvent(
-                            self.room,
-                            tuple(accepted),
-                            tuple(
-                                item.peer.id if item.peer is not None else None
-                                for item in batch
-                                for _ in item.accepted
-                            ),
-                            self.node,
-                        )
-                    )
-                    self.metrics.broadcast.observe(time.perf_counter() - batch[0].t0)
-                self._deliver(batch)
-                self._maybe_compact()
-                self._hash_ahead(len(accepted))
-        finally:
-            self._persist_task = None
+    def _schedule(self) -> None:
+        """Hand the queue to the group commit: at the end of this loop turn, or once the
+        commit window (``storage.commit_window_ms``, ``policy.broadcast_window_ms``) has
+        gathered more."""
+        self._scheduled = True
+        self._idle.clear()
+        assert self.group_commit is not None
+        wait_ms = max(self.commit_window_ms, self.policy.broadcast_window_ms)
+        if wait_ms > 0:
+            self._loop.call_later(wait_ms / 1000, self.group_commit.ready, self)
+        else:
+            self.group_commit.ready(self)
+
+    def _take(self) -> tuple[list[_Submitted], list[Change]]:
+        """The queued packs and their accepted changes, for one commit (the group commit
+        calls it); the room counts as committing until :meth:`_commit_done`."""
+        self._scheduled = False
+        items, self._queue = self._queue, []
+        if items:
+            self._committing = True
+        elif not self._committing:
             self._idle.set()
+        return items, [c for item in items for c in item.accepted]
+
+    def _commit_done(
+        self, items: list[_Submitted], accepted: list[Change], error: BaseException | None
+    ) -> None:
+        """The commit of ``items`` ended (``error``: it failed, nothing of it is stored).
+
+        Invariant: only now, after the store holds the changes, are they broadcast (the
+        bus delivers them to every node's peers) and then acknowledged."""
+        self._committing = False
+        try:
+            if error is not None:
+                self._store_failed(items, error)
+                return
+            if accepted:
+                self.state.committed(accepted[-1].seq or 0)
+                if self._snapshots:
+                    # The head moved: snapshots nobody is reading are stale.
+                    self._snapshots = {k: v for k, v in self._snapshots.items() if v.readers}
+                self.bus.publish(
+                    RoomEvent(
+                        self.room,
+                        tuple(accepted),
+                        tuple(
+                            item.peer.id if item.peer is not None else None
+                            for item in items
+                            for _ in item.accepted
+                        ),
+                        self.node,
+                    )
+                )
+                self.metrics.broadcast.observe(time.perf_counter() - items[0].t0)
+            self._deliver(items)
+            self._maybe_compact()
+            self._hash_ahead(len(accepted))
+        finally:
+            if self._queue and self.failed is None:
+                self._schedule()
+            else:
+                self._idle.set()
 
     def _hash_ahead(self, batch_size: int) -> None:
         """Keep the MST root mostly computed, off the welcome path.
@@ -742,6 +780,97 @@ class RoomHost:
         return sent
 
 
+class GroupCommit:
+    """Commits the queued writes of every room that has some, once per event-loop turn,
+    in one store call (:meth:`~roomsync.storage.base.OpLog.append_batches`): one
+    transaction for the packs of many rooms that arrived in the same turn.
+
+    A room with a commit under way is not handed in again until it ends; what it queues
+    meanwhile goes into its next one, so each room's batches commit in order. When the
+    store can commit at once (:meth:`~roomsync.storage.base.OpLog.append_batches_now`:
+    SQLite's inline commits, the memory store) the whole turn's commit runs right in this
+    callback, with no task or future; otherwise one task awaits it for all the rooms.
+    Rooms then broadcast and acknowledge, each only its own batch, and only when the
+    store reported that batch durable; a batch refused, or a transaction that failed,
+    fails exactly the rooms whose changes it held (:meth:`RoomHost._store_failed`).
+    """
+
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self.store = store
+        self.metrics = metrics
+        self._ready: list[RoomHost] = []
+        self._handle: asyncio.Handle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Store calls made, and the room batches they carried (tests, diagnostics).
+        self.calls = 0
+        self.batches = 0
+
+    def ready(self, host: RoomHost) -> None:
+        """Commit ``host``'s queue with the others' at the end of this loop turn."""
+        self._ready.append(host)
+        if self._handle is None:
+            # After every frame this turn read: they all join the same commit.
+            self._handle = host._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._handle = None
+        hosts, self._ready = self._ready, []
+        work: list[tuple[RoomHost, list[_Submitted], list[Change]]] = []
+        batches: list[AppendBatch] = []
+        for host in hosts:
+            items, accepted = host._take()
+            if not items:
+                continue
+            work.append((host, items, accepted))
+            if accepted:
+                batches.append(AppendBatch(host.room, accepted, (accepted[0].seq or 0) - 1))
+        if not batches:
+            self._finish(work, [], 0.0)
+            return
+        self.calls += 1
+        self.batches += len(batches)
+        t0 = time.perf_counter()
+        try:
+            outcomes: Sequence[BaseException | None] | None = self.store.append_batches_now(batches)
+        except Exception as exc:  # a failed commit, whatever raised it
+            outcomes = [exc] * len(batches)
+        if outcomes is None:
+            task = hosts[0]._loop.create_task(self._commit(work, batches, t0))
+            self._tasks.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._tasks.discard)
+            return
+        self._finish(work, outcomes, t0)
+
+    async def _commit(
+        self,
+        work: list[tuple[RoomHost, list[_Submitted], list[Change]]],
+        batches: list[AppendBatch],
+        t0: float,
+    ) -> None:
+        outcomes: Sequence[BaseException | None]
+        try:
+            outcomes = await self.store.append_batches(batches)
+        except Exception as exc:  # a failed commit, whatever raised it
+            outcomes = [exc] * len(batches)
+        self._finish(work, outcomes, t0)
+
+    def _finish(
+        self,
+        work: list[tuple[RoomHost, list[_Submitted], list[Change]]],
+        outcomes: Sequence[BaseException | None],
+        t0: float,
+    ) -> None:
+        if outcomes:
+            self.metrics.persist.observe(time.perf_counter() - t0)
+        results = iter(outcomes)
+        for host, items, accepted in work:
+            error = next(results) if accepted else None
+            try:
+                host._commit_done(items, accepted, error)
+            except Exception:  # one room's bug must not leave the others undelivered
+                log.exception("delivering the commit of room %r failed", host.room)
+
+
 class QuietRehash:
     """Hashes the MST root of rooms that have been quiet for ``ROOT_IDLE_S``, with one
     timer for all of them: a write costs a dict store instead of a timer of its own, and
@@ -817,6 +946,8 @@ class RoomRegistry:
         self.loads = 0  # rooms loaded / unloaded since start (also exported as metrics)
         self.unloads = 0
         self.quiet = QuietRehash()
+        #: Commits the writes of every room of a loop turn in one store call.
+        self.group_commit = GroupCommit(store, metrics)
         # One lock per room whose record is being changed (see change_record).
         self._record_locks: dict[str, _RecordLock] = {}
         #: Called with every record change_record stored (the tick scheduler watches).
@@ -872,6 +1003,7 @@ class RoomRegistry:
             commit_window_ms=self.commit_window_ms,
             quiet=self.quiet,
             on_failed=self._failed,
+            group_commit=self.group_commit,
         )
         self.hosts[room] = host
         self.metrics.rooms.set(len(self.hosts))
