@@ -407,13 +407,18 @@ async def test_large_catchup_to_a_slow_reader_streams_without_tripping_the_budge
 async def test_quiet_rooms_get_their_root_hashed_on_one_timer(
     srv: ServerHandle, http: aiohttp.ClientSession
 ) -> None:
-    """Small writes leave the MST root dirty (hashed lazily); once a room is quiet, the
-    registry's single timer hashes it, so a later welcome does not pay for the burst."""
-    from roomsync.server.rooms import ROOT_IDLE_S
+    """Small writes leave the MST root dirty (hashed lazily); once a room is quiet after
+    QUIET_ROOT_CHANGES of them, the registry's single timer hashes it, so a later welcome
+    does not pay for the burst."""
+    from roomsync.server.rooms import QUIET_ROOT_CHANGES, ROOT_IDLE_S
 
     peers = [(await hello(http, srv.ws_url(f"quiet{i}")))[0] for i in range(3)]
+    half = QUIET_ROOT_CHANGES // 2
     for i, ws in enumerate(peers):
-        assert (await send_pack(ws, [ch(f"/q{i}", i + 1)]))["seqs"] == [1]
+        first = [ch(f"/q{i}/{k}", k + 1) for k in range(half)]
+        assert (await send_pack(ws, first))["seqs"] == list(range(1, half + 1))
+        rest = [ch(f"/q{i}/{k}", k + 1) for k in range(half, QUIET_ROOT_CHANGES)]
+        assert (await send_pack(ws, rest))["seqs"][-1] == QUIET_ROOT_CHANGES
     hosts = [srv.server.rooms.hosts[f"quiet{i}"] for i in range(3)]
     quiet = srv.server.rooms.quiet
     assert all(h.quiet is quiet for h in hosts)
@@ -425,3 +430,24 @@ async def test_quiet_rooms_get_their_root_hashed_on_one_timer(
         timeout=ROOT_IDLE_S * 2.5,
     )
     assert quiet._timer is None and not quiet._due  # nothing left to do, no timer armed
+    assert all(h.unhashed == 0 for h in hosts)
+
+
+async def test_a_room_of_light_traffic_is_hashed_by_its_next_reader_not_per_write(
+    srv: ServerHandle, http: aiohttp.ClientSession
+) -> None:
+    """Fewer than QUIET_ROOT_CHANGES small writes arm no timer and hash nothing (no
+    wake-up or re-hash per write of a light room); the next welcome hashes the root,
+    exactly the canonical one."""
+    from roomsync.server.rooms import QUIET_ROOT_CHANGES
+
+    writer, _ = await hello(http, srv.ws_url("light"))
+    written = [ch(f"/l/{k}", k + 1) for k in range(QUIET_ROOT_CHANGES - 1)]
+    for change in written:
+        await send_pack(writer, [change])
+    host = srv.server.rooms.hosts["light"]
+    quiet = srv.server.rooms.quiet
+    assert host.unhashed == QUIET_ROOT_CHANGES - 1
+    assert "light" not in quiet._due and not host.state.tree.hashed
+    _, welcome = await hello(http, srv.ws_url("light"), catchup=False)
+    assert welcome["root"] == build_root(written) and host.state.tree.hashed

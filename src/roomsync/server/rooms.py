@@ -73,8 +73,13 @@ PRESENCE_MIN_WINDOW_MS = 10
 #: A committed batch this large gets its MST root hashed at once (see _hash_ahead).
 EAGER_ROOT_BATCH = 100
 #: Smaller batches get it hashed after the room has been quiet this long (give or take
-#: half of it: one timer serves every room, see QuietRehash).
+#: half of it: one timer serves every room, see QuietRehash)...
 ROOT_IDLE_S = 0.2
+#: ... once they add up to this many changes since the root was last hashed. Fewer are
+#: left for whoever reads the root next (a welcome re-hashes at most this many paths,
+#: well under a millisecond): a room of light traffic costs no wake-up and no re-hash
+#: per write, and the writes between two reads share one re-hash of the nodes above.
+QUIET_ROOT_CHANGES = 64
 #: Full-state snapshots kept per room at one head (one per distinct subscription).
 MAX_SNAPSHOTS = 8
 #: Scopes (catch-up chunk, prefixes) whose encoded full-state groups a room keeps.
@@ -174,6 +179,8 @@ class RoomHost:
     _committing: bool = False  # a batch of it is being committed
     _compact_task: asyncio.Task[None] | None = None
     quiet: QuietRehash | None = None
+    #: Changes committed since the root was hashed ahead (see :meth:`_hash_ahead`).
+    unhashed: int = 0
     #: Why the room failed (a commit failed); it is evicted and refuses writes.
     failed: str | None = None
     #: Called once when a commit fails (the registry evicts the room).
@@ -502,12 +509,16 @@ class RoomHost:
         The root is hashed lazily (writes only mark nodes dirty), so the first ``welcome``
         or ``mst-root`` after a burst of writes would pay for the whole burst. Big batches
         (bulk loads) are hashed right after their commit, where it costs about a
-        microsecond per change; small ones once the room has been quiet for a moment.
+        microsecond per change; small ones once the room has been quiet for a moment,
+        when they add up to :data:`QUIET_ROOT_CHANGES` (fewer are hashed by the next read).
         """
         if batch_size >= EAGER_ROOT_BATCH or self.quiet is None:
             self.state.tree.root_hash  # noqa: B018 - computes and caches the root
+            self.unhashed = 0
         elif batch_size:
-            self.quiet.touch(self)
+            self.unhashed += batch_size
+            if self.unhashed >= QUIET_ROOT_CHANGES:
+                self.quiet.touch(self)
 
     def _store_failed(self, batch: list[_Submitted], exc: BaseException) -> None:
         """A commit failed: nothing of it (or queued after it) was broadcast or acked.
@@ -872,17 +883,19 @@ class GroupCommit:
 
 
 class QuietRehash:
-    """Hashes the MST root of rooms that have been quiet for ``ROOT_IDLE_S``, with one
-    timer for all of them: a write costs a dict store instead of a timer of its own, and
-    the process wakes for this at most ``2 / ROOT_IDLE_S`` times a second however many
-    rooms write (with 500 rooms writing, a timer per write was a wake-up per write)."""
+    """Hashes the MST root of rooms that have been quiet for ``ROOT_IDLE_S`` after at
+    least :data:`QUIET_ROOT_CHANGES` changes, with one timer for all of them: a write
+    costs a dict store instead of a timer of its own, and the process wakes for this at
+    most ``2 / ROOT_IDLE_S`` times a second however many rooms write (with 500 rooms
+    writing, a timer per write was a wake-up per write; a re-hash per write of a light
+    room cost about as much as its commit)."""
 
     def __init__(self) -> None:
         self._due: dict[str, tuple[float, RoomHost]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     def touch(self, host: RoomHost) -> None:
-        loop = asyncio.get_running_loop()
+        loop = host._loop
         self._due[host.room] = (loop.time() + ROOT_IDLE_S, host)
         if self._timer is None:
             self._timer = loop.call_later(ROOT_IDLE_S, self._run)
@@ -908,6 +921,7 @@ class QuietRehash:
                 del self._due[room]
                 if not host.closed:
                     host.state.tree.root_hash  # noqa: B018 - computes and caches the root
+                    host.unhashed = 0
             elif later is None or due < later:
                 later = due
         if later is not None:
