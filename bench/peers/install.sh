@@ -29,16 +29,19 @@ echo "== npm peers (node $(node --version)): $here/node_modules"
 (cd "$here" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 
 echo "== installed"
-"$here/.env/bin/python" - <<'PY'
-import importlib.metadata as m
-for name in ("pycrdt-websocket", "pycrdt", "uvicorn", "websockets", "uvloop"):
-    print(f"  venv  {name}=={m.version(name)}")
-PY
-"$PYTHON" - <<'PY'
-import importlib.metadata as m
-for name in ("pycrdt", "aiohttp"):
-    print(f"  main  {name}=={m.version(name)}")
-PY
+# Versions of what the runs use. The main interpreter also needs roomsync itself (and
+# with it aiohttp): `pip install -e .` from the repo root; say so rather than fail here.
+version_of='
+import importlib.metadata as m, sys
+where, names = sys.argv[1], sys.argv[2:]
+for name in names:
+    try:
+        print(f"  {where:5} {name}=={m.version(name)}")
+    except m.PackageNotFoundError:
+        print(f"  {where:5} {name}: NOT INSTALLED (main: pip install -e . from the repo root)")
+'
+"$here/.env/bin/python" -c "$version_of" venv pycrdt-websocket pycrdt uvicorn websockets uvloop
+"$PYTHON" -c "$version_of" main pycrdt aiohttp roomsync
 (cd "$here" && node -e '
 for (const p of ["@y/websocket-server", "@hocuspocus/server", "yjs", "y-protocols"]) {
   console.log(`  npm   ${p}@${require(`./node_modules/${p}/package.json`).version}`)

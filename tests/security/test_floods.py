@@ -72,9 +72,12 @@ async def test_subscribe_flood_does_not_stall_the_loop(
             for i in range(200)
         )
         flooder.send_raw(burst)
-        # Before the fix each of these took ~1.5 s of loop time: /healthz waited minutes.
+        # Before the fix each of these took ~1.5 s of loop time, and the burst arrives in
+        # one read, so /healthz waited minutes. Today one answer costs a few ms; the bound
+        # sits far from both: a loaded CI machine (seen: 1.05 s) does not fail it, and the
+        # old per-subscribe cost (100 of them in the burst) still would, by far.
         worst = await healthz_worst_s(http, srv.url, 20)
-        assert worst < 1.0, f"/healthz took {worst:.2f} s during the subscribe flood"
+        assert worst < 5.0, f"/healthz took {worst:.2f} s during the subscribe flood"
         await flooder.close()
 
 

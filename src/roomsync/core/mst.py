@@ -250,7 +250,7 @@ class MerkleSearchTree:
         if lo is not None and hi is not None and lo >= hi:
             return None
         self._flush()
-        return _range_hash(self._root, lo, hi, None, None)
+        return _view_hash(_open_view(self._root, lo, hi, None, None))
 
     def region(self, lo: str | None, lo_incl: bool, hi: str | None) -> Region:
         """The canonical structure of the key region ``[lo, hi)`` (``(lo, hi)`` when not
@@ -499,45 +499,6 @@ def _collect(t: _Node | None, lo: str | None, hi: str | None, out: list[str]) ->
         _collect(t.children[k + 1], lo, hi, out)
 
 
-def _range_hash(
-    t: _Node | None, lo: str | None, hi: str | None, tlo: str | None, thi: str | None
-) -> bytes | None:
-    """``hash(build(content(t) ∩ (lo, hi)))`` where ``content(t)`` lies in ``(tlo, thi)``.
-
-    Requires every node of ``t`` to be hashed (clean).
-    """
-    while t is not None:
-        if (lo is None or (tlo is not None and tlo >= lo)) and (
-            hi is None or (thi is not None and thi <= hi)
-        ):
-            return t.hash  # the whole subtree lies in the range
-        keys = t.keys
-        i = 0 if lo is None else bisect_right(keys, lo)
-        j = len(keys) if hi is None else bisect_left(keys, hi)
-        if i >= j:
-            # No entry of t in the range: it lies inside one child.
-            if i > 0:
-                tlo = keys[i - 1]
-            if i < len(keys):
-                thi = keys[i]
-            t = t.children[i]
-            continue
-        children = t.children
-        left = _range_hash(children[i], lo, hi, keys[i - 1] if i > 0 else tlo, keys[i])
-        node_entries: list[NodeEntryTuple] = []
-        for k in range(i, j):
-            child = children[k + 1]
-            if k == j - 1:
-                right = _range_hash(child, lo, hi, keys[k], keys[j] if j < len(keys) else thi)
-            else:
-                right = None if child is None else child.hash
-            leaf = t.leaves[k]
-            assert leaf is not None
-            node_entries.append((keys[k], leaf, right))
-        return _sha256(encode_node(left, node_entries)).digest()
-    return None
-
-
 class _Virtual:
     """A node of ``build(S ∩ (lo, hi))`` that is not a node of the tree: the entries of a
     tree node that lie between the bounds, with its children re-cut at them."""
@@ -579,8 +540,10 @@ def _view_hash(view: View | None) -> bytes | None:
 def _open_view(
     t: _Node | None, lo: str | None, hi: str | None, tlo: str | None, thi: str | None
 ) -> View | None:
-    """The node of ``build(content(t) ∩ (lo, hi))`` (``content(t)`` lies in ``(tlo, thi)``),
-    cut the same way as :func:`_range_hash` cuts it. Requires a clean tree."""
+    """The node of ``build(content(t) ∩ (lo, hi))`` (``content(t)`` lies in ``(tlo, thi)``);
+    its hash is that canonical tree's root hash. Requires a clean tree (every node hashed):
+    a subtree that lies wholly in the range is itself a node of the result, and only the
+    nodes along the two bounds are re-cut (:class:`_Virtual`)."""
     while t is not None:
         if (lo is None or (tlo is not None and tlo >= lo)) and (
             hi is None or (thi is not None and thi <= hi)

@@ -578,25 +578,9 @@ class Replica:
         Returns the changes that became visible.
         """
         answer = Answer(AnswerKind.PATHS, paths=frozenset(c.path for c in changes))
-        changed: list[Change] = []
-        top = 0
         for change in changes:
-            self.clock.observe(change.ts, change.counter)
-            if change.seq is not None:
-                top = max(top, change.seq)
-                if change.seq >= self._wanted.get(change.path, change.seq + 1):
-                    del self._wanted[change.path]
             _see(answer, change)
-            for pending in self._answers:
-                _see(pending, change)
-            if wins(change, self.entries.get(change.path)):
-                self._set(change)
-                changed.append(change)
-            if change.path in self._base:
-                base = self._base[change.path]
-                if wins(change, base):
-                    self._base[change.path] = change
-        self._seen_seq = max(self._seen_seq, top)
+        changed, _ = self._merge(changes)
         changed += self._impose(answer)
         return changed
 
@@ -628,11 +612,10 @@ class Replica:
 
     # -- remote changes ------------------------------------------------------------------
 
-    def receive(self, changes: Sequence[Change], *, head: int | None, done: bool) -> Received:
-        """Merge a server ``pack`` (broadcast, catch-up chunk or answer chunk).
-
-        Returns the changes that became visible (won LWW, or were imposed by an
-        authoritative answer that this pack completed) and that answer, if any.
+    def _merge(self, changes: Sequence[Change]) -> tuple[list[Change], int]:
+        """Merge server changes by LWW (what every received pack does, whatever its kind);
+        returns those that won and the highest seq seen (0: none). Outstanding answers
+        see each change, so an authoritative answer completed later keeps what it carried.
         """
         changed: list[Change] = []
         top = 0
@@ -646,8 +629,7 @@ class Replica:
                     del self._wanted[change.path]
             for pending in self._answers:
                 _see(pending, change)
-            current = self.entries.get(change.path)
-            if wins(change, current):
+            if wins(change, self.entries.get(change.path)):
                 self._set(change)
                 changed.append(change)
             if change.path in self._base:
@@ -655,6 +637,15 @@ class Replica:
                 if wins(change, base):
                     self._base[change.path] = change
         self._seen_seq = max(self._seen_seq, top)
+        return changed, top
+
+    def receive(self, changes: Sequence[Change], *, head: int | None, done: bool) -> Received:
+        """Merge a server ``pack`` (broadcast, catch-up chunk or answer chunk).
+
+        Returns the changes that became visible (won LWW, or were imposed by an
+        authoritative answer that this pack completed) and that answer, if any.
+        """
+        changed, top = self._merge(changes)
         answer = self._answers[0] if self._answers else None
         if answer is not None and answer.kind in (AnswerKind.CATCHUP, AnswerKind.FULL):
             if head is not None:
