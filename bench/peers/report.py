@@ -181,10 +181,14 @@ def results_md(record: dict[str, Any], *, rendered_from: str | None = None) -> s
         "(fewer frames for the server and the generator), while its latency includes that "
         "window and its store's group commit. The peers send one frame per update, and "
         "keep state in memory (roomsync: SQLite unless run as `roomsync-memory`).",
-        "- (d) roomsync's 1% figure is catch-up from the joiner's cursor until MST reconcile "
-        "is wired (`bench/peers/drivers/roomsync.py::roomsync_late_joiner`). "
+        "- (d) the room is idle for `SETTLE_S` (1 s) before each timed join, for every "
+        "system. roomsync's 1% figure is catch-up from the joiner's cursor (as a Yjs state "
+        "vector); *MST reconcile* is the resync of a joiner whose cursor is unusable "
+        "(4001), batched `mst-probe`/`mst-sketch`, timed from connect with the joiner's "
+        "tree already built and hashed (once: `mst_tree_hash_ms` in the JSON; "
+        "`bench/peers/drivers/roomsync.py::roomsync_late_joiner`). "
         "\"incl. client apply\" is decoding in the generator's Python (roomsync: "
-        "`decode_pack`; Yjs: pycrdt's Rust `apply_update`).",
+        "`decode_pack`, pure Python; Yjs: pycrdt's Rust `apply_update`).",
         "",
         "## Scenarios",
         "",

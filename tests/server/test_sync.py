@@ -8,6 +8,7 @@ import base64
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from roomsync.core.codec import pack_data, unpack_data
 from roomsync.core.entries import Change
@@ -451,3 +452,51 @@ async def test_a_room_of_light_traffic_is_hashed_by_its_next_reader_not_per_writ
     assert "light" not in quiet._due and not host.state.tree.hashed
     _, welcome = await hello(http, srv.ws_url("light"), catchup=False)
     assert welcome["root"] == build_root(written) and host.state.tree.hashed
+
+
+async def test_a_large_quiet_room_has_its_full_catchup_encoded_ahead(
+    tmp_path: Path, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a large room is quiet, its full-state catch-up is encoded a few groups per
+    loop turn; the next binary joiner's frames are those bytes, a copy, and hold the
+    whole state at the head."""
+    from roomsync.core.binpack import parse_server_frame
+    from roomsync.server import rooms
+
+    monkeypatch.setattr(rooms, "WARM_CATCHUP_ENTRIES", 1000)
+    async with running_server(tmp_path, policy__catchup_chunk=50) as srv:
+        w, _ = await hello(http, srv.ws_url("big"))
+        written = [ch(f"/e/{i:05}", i + 1) for i in range(1200)]
+        for k in range(0, len(written), 200):
+            await send_pack(w, written[k : k + 200])
+        host = srv.server.rooms.hosts["big"]
+        key = (1200, ("/",))
+        await wait_until(
+            lambda: key in host._snapshots and host.unwarmed == 0,
+            timeout=rooms.ROOT_IDLE_S * 10,
+        )
+        snap = host._snapshots[key]
+        assert len(snap) == 24 and len(snap._binary) == 24  # every group's frame is built
+        frames = list(snap._binary)
+
+        joiner = await http.ws_connect(srv.ws_url("big"))
+        await joiner.send_json({"type": "hello", "v": 1, "caps": ["*", "binary"]})
+        assert (await recv(joiner))["type"] == "welcome"
+        got: list[Change] = []
+        for i in range(24):
+            msg = await asyncio.wait_for(joiner.receive(), 10)
+            assert msg.type is aiohttp.WSMsgType.BINARY
+            assert frames[i].endswith(msg.data)  # the warmed frame, byte for byte
+            pack = parse_server_frame(msg.data)
+            got += unpack_data(pack.data)
+        assert pack.done and pack.head == 1200
+        assert sorted(c.path for c in got) == [c.path for c in written]
+        await joiner.close()
+
+        # Warming is sliced: on the next quiet moment it starts with a few groups only.
+        await send_pack(w, [ch(f"/f/{i}", 5000 + i) for i in range(rooms.QUIET_ROOT_CHANGES)])
+        host.on_quiet()
+        warm = host._snapshots[(1200 + rooms.QUIET_ROOT_CHANGES, ("/",))]
+        assert len(warm._binary) == rooms.WARM_GROUPS_PER_TURN < len(warm)
+        await wait_until(lambda: len(warm._binary) == len(warm), timeout=5)
+        await w.close()

@@ -44,6 +44,14 @@ def chunks(seq: Sequence[int], n: int) -> Iterable[Sequence[int]]:
         yield seq[i : i + n]
 
 
+
+#: Scenario (d): the room sits idle this long after its writes are acknowledged and
+#: before each timed join (every system alike). A joiner rarely arrives in the same
+#: millisecond as a bulk load's last ack; roomsync uses a quiet moment to encode a large
+#: room's catch-up ahead (``server/rooms.py``, ``RoomHost.on_quiet``), the Yjs servers
+#: encode their state on demand.
+SETTLE_S = 1.0
+
 class Client(abc.ABC):
     """One WebSocket peer. Subclasses implement the handshake and frame handling."""
 

