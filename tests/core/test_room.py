@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from roomsync.core.entries import Change
 from roomsync.core.mst import build_root
 from roomsync.core.room import ApplyLimits, RoomState
@@ -168,3 +171,49 @@ def test_client_changes_checks_the_pack_as_a_whole() -> None:
         client_changes(exact, **{**fits, "max_pack_bytes": len(exact) - 1})  # type: ignore[arg-type]
     with pytest.raises(CodecError, match="bad postcard"):
         client_changes(b"\x01\x05/x", **kw)  # type: ignore[arg-type]
+
+
+_PATHS = ["/a", "/b", "/c/x", "/c/y", "/d"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.lists(st.tuples(st.sampled_from(_PATHS), st.booleans()), min_size=1, max_size=4),
+            st.booleans(),  # pending
+            st.booleans(),  # commit everything afterwards
+        ),
+        max_size=12,
+    ),
+    since=st.integers(0, 40),
+    prefixes=st.sampled_from([("/",), ("/c",), ("/a", "/d")]),
+)
+def test_changes_since_equals_a_scan_of_the_durable_entries(
+    steps: list[tuple[list[tuple[str, bool]], bool, bool]],
+    since: int,
+    prefixes: tuple[str, ...],
+) -> None:
+    """Entries are kept in seq order so catch-up reads only what follows the cursor; it
+    must equal the plain definition (every path's durable entry with a seq after the
+    cursor, in seq order), whatever mix of pending and committed writes came before."""
+    from roomsync.core.types import any_prefix_matches
+
+    room = RoomState("r", [Change("/d", 1, 0, "x", b"0", 2), Change("/a", 1, 0, "x", b"0", 1)])
+    ts = 10
+    for batch, pending, commit in steps:
+        changes = []
+        for path, live in batch:
+            ts += 1
+            changes.append(Change(path, ts, 0, "x", b"v" if live else None))
+        room.apply(changes, now_ms=0, limits=LIMITS, pending=pending)
+        if commit:
+            room.committed(room.head)
+        seqs = [c.seq or 0 for c in room.entries.values()]
+        assert seqs == sorted(seqs)
+    durable = [d for p in room.entries if (d := room.durable(p)) is not None]
+    expected = sorted(
+        (c for c in durable if (c.seq or 0) > since and any_prefix_matches(prefixes, c.path)),
+        key=lambda c: c.seq or 0,
+    )
+    assert room.changes_since(since, prefixes) == expected

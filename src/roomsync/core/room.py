@@ -175,13 +175,19 @@ class PathIndex:
         yield from s[lo:hi]
 
 
+def _seq_of(change: Change) -> int:
+    return change.seq or 0
+
+
 class RoomState:
     """The in-memory replica the server holds for a loaded room.
 
     Invariant: ``entries`` is the LWW state (tombstones included, each entry carrying the
-    seq that last changed it), ``tree`` is the MST of its live entries, ``index`` holds
-    every path of ``entries``, and ``_pending`` maps each path with a pending write to
-    (its durable entry or None, the seq of its last pending write).
+    seq that last changed it) **in ascending seq order** (a write moves its path to the
+    end), so a catch-up from a cursor reads only the entries after it, newest first;
+    ``tree`` is the MST of its live entries, ``index`` holds every path of ``entries``,
+    and ``_pending`` maps each path with a pending write to (its durable entry or None,
+    the seq of its last pending write).
     """
 
     __slots__ = (
@@ -204,7 +210,7 @@ class RoomState:
         compacted_through: int = 0,
     ) -> None:
         self.room = room
-        self.entries: dict[str, Change] = {c.path: c for c in entries}
+        self.entries: dict[str, Change] = {c.path: c for c in sorted(entries, key=_seq_of)}
         self.tree = MerkleSearchTree(c for c in self.entries.values() if c.value is not None)
         self.index = PathIndex(self.entries)
         self.head = max([head, *(c.seq or 0 for c in self.entries.values())])
@@ -259,6 +265,8 @@ class RoomState:
             )
             if current is None:
                 self.index.add(change.path)
+            else:
+                del entries[change.path]  # to the end: entries stay in seq order
             if pending:
                 before = pending_map.get(change.path)
                 pending_map[change.path] = (current if before is None else before[0], self.head)
@@ -287,11 +295,6 @@ class RoomState:
                 return held[0]
         return entry
 
-    def _durable_entries(self) -> Iterable[Change]:
-        if not self._pending:
-            return self.entries.values()
-        return [c for c in (self.durable(p) for p in self.entries) if c is not None]
-
     def changes_since(self, since: int, prefixes: tuple[str, ...] = ("/",)) -> list[Change]:
         """The latest durable change of every path changed after ``since``, in seq order.
 
@@ -299,12 +302,27 @@ class RoomState:
         overwritten values do not matter under LWW. The caller checks retention first.
         """
         everything = prefixes == ("/",)
-        out = [
-            c
-            for c in self._durable_entries()
-            if (c.seq or 0) > since and (everything or any_prefix_matches(prefixes, c.path))
-        ]
-        out.sort(key=lambda c: c.seq or 0)
+        if since >= self.durable_head:
+            return []
+        out: list[Change] = []
+        pending = self._pending
+        # Newest first; stop at the first durable entry at or before ``since``. Pending
+        # entries are the newest (their seqs pass the durable head), each standing for its
+        # durable entry, whose seq may be anything: those are sorted in below.
+        for c in reversed(self.entries.values()):
+            if pending and (held := pending.get(c.path)) is not None:
+                d = held[0]
+                if d is not None and (d.seq or 0) > since:
+                    if everything or any_prefix_matches(prefixes, d.path):
+                        out.append(d)
+                continue
+            if (c.seq or 0) <= since:
+                break
+            if everything or any_prefix_matches(prefixes, c.path):
+                out.append(c)
+        out.reverse()
+        if pending:
+            out.sort(key=_seq_of)
         return out
 
     def changes_under(
