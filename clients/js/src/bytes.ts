@@ -1,6 +1,6 @@
 /** Byte helpers: strict standard base64 (SPEC §2), hex, SHA-256, UTF-8 path order. */
 
-import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
+import { sha256 as fastSha256 } from "./sha256.js";
 import { CodecError } from "./errors.js";
 
 const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -75,9 +75,9 @@ export function fromHex(text: string): Uint8Array {
   return out;
 }
 
-/** SHA-256 (synchronous: the MST hashes on every read of a root). */
+/** SHA-256 (synchronous: the MST hashes on every read of a root; see sha256.ts). */
 export function sha256(data: Uint8Array): Uint8Array {
-  return nobleSha256(data);
+  return fastSha256(data);
 }
 
 export function bytesEqual(a: Uint8Array | null | undefined, b: Uint8Array | null | undefined): boolean {

@@ -19,20 +19,21 @@
  */
 
 import { compareUtf8, sha256, sortUtf8, toHex } from "./bytes.js";
-import { encodeLeaf, encodeNode, type Change, type NodeEntry } from "./postcard.js";
+import { encodeNode, scratch, writeLeaf, type Change, type NodeEntry } from "./postcard.js";
 
 export const EMPTY_ROOT_HEX = "0".repeat(64);
 const DEFAULT_RETAIN_ROOTS = 4;
-const utf8 = new TextEncoder();
 
 /** `SHA-256(postcard Leaf)` of a live change. */
 export function leafHash(change: Change): Uint8Array {
-  return sha256(encodeLeaf(change));
+  writeLeaf(scratch.reset(), change);
+  return sha256(scratch.view());
 }
 
 /** The MST level of `path`: leading zero hex digits of `SHA-256(utf8 path)`. */
 export function level(path: string): number {
-  const d = sha256(utf8.encode(path));
+  scratch.reset().utf8(path);
+  const d = sha256(scratch.view());
   let n = 0;
   for (let i = 0; i < 32; i++) {
     const b = d[i]!;

@@ -41,6 +41,7 @@ const MIN_CHANGE_BYTES = 6;
 const POW7 = Array.from({ length: 8 }, (_, i) => 2 ** (7 * i));
 
 const utf8 = new TextEncoder();
+const CHAR_CODES: number[] = [];
 const utf8Strict = new TextDecoder("utf-8", { fatal: true });
 
 function bad(reason: string): CodecError {
@@ -155,10 +156,38 @@ export class Writer {
       this.hash32(digest);
     }
   }
+  /** UTF-8 bytes of `text` without a length prefix. */
+  utf8(text: string): void {
+    const n = text.length;
+    this.ensure(n * 3);
+    const buf = this.buf;
+    let pos = this.pos;
+    for (let i = 0; i < n; i++) {
+      const c = text.charCodeAt(i);
+      if (c >= 0x80) {
+        const r = utf8.encodeInto(text.slice(i), buf.subarray(pos));
+        this.pos = pos + r.written;
+        return;
+      }
+      buf[pos++] = c;
+    }
+    this.pos = pos;
+  }
+  /** The bytes written so far, as a view (valid until the next write or reset). */
+  view(): Uint8Array {
+    return this.buf.subarray(0, this.pos);
+  }
+  reset(): this {
+    this.pos = 0;
+    return this;
+  }
   finish(): Uint8Array {
     return this.buf.slice(0, this.pos);
   }
 }
+
+/** A scratch writer for bytes that are hashed at once and never kept (MST leaves, levels). */
+export const scratch = new Writer(4096);
 
 // -- reading ---------------------------------------------------------------------------
 
@@ -231,7 +260,12 @@ export class Reader {
           break;
         }
       }
-      if (ascii) return String.fromCharCode.apply(null, data.subarray(start, end) as unknown as number[]);
+      if (ascii) {
+        const codes = CHAR_CODES;
+        codes.length = n;
+        for (let i = 0; i < n; i++) codes[i] = data[start + i]!;
+        return String.fromCharCode.apply(null, codes);
+      }
     }
     try {
       return utf8Strict.decode(data.subarray(start, end));
@@ -341,14 +375,19 @@ export function encodeChange(change: Change): Uint8Array {
 
 /** `Leaf { path, ts, counter, actor, value }` of a live entry. */
 export function encodeLeaf(change: Change): Uint8Array {
+  const w = new Writer(change.path.length + change.actor.length + (change.value?.length ?? 0) + 24);
+  writeLeaf(w, change);
+  return w.finish();
+}
+
+/** Append the `Leaf` of a live entry to `w`. */
+export function writeLeaf(w: Writer, change: Change): void {
   if (change.value === null) throw new RangeError("tombstones have no MST leaf");
-  const w = new Writer(change.path.length + change.actor.length + change.value.length + 24);
   w.string(change.path);
   w.u64(change.ts, `ts of ${change.path}`);
   w.u32(change.counter, `counter of ${change.path}`);
   w.string(change.actor);
   w.bytes(change.value);
-  return w.finish();
 }
 
 /** One entry of an MST node: `NodeEntry { path, leaf, right }`. */

@@ -40,6 +40,13 @@ export type AnswerKind = "catchup" | "full" | "paths" | "subscribe";
 /** A chunked `pack` answer the replica expects (it ends with a `done` chunk). */
 export class Answer {
   seen = new Map<string, Change>();
+  /**
+   * False for the full catch-up of a replica that held nothing when it began: then every
+   * entry it ends with came from the server (the answer, or broadcasts meanwhile) or is a
+   * local write (which impose skips), so there is nothing to impose and `seen` is not
+   * kept (the bulk of a first connect's cost otherwise).
+   */
+  track = true;
   constructor(
     public kind: AnswerKind,
     public scopeIn: readonly string[] = [],
@@ -410,6 +417,7 @@ export class Replica {
     if (this.full === null) {
       this.syncedPrefixes = this.prefixes;
       this.full = new Answer("full", this.prefixes);
+      this.full.track = this.entries.size > 0;
     }
     this.mode = "full";
     this.answers.push(this.full);
@@ -482,7 +490,10 @@ export class Replica {
           const w = wanted.get(change.path);
           if (w !== undefined && seq >= w) wanted.delete(change.path);
         }
-        for (let i = 0; i < answers.length; i++) see(answers[i]!, change, seq);
+        for (let i = 0; i < answers.length; i++) {
+          const answer = answers[i]!;
+          if (answer.track) see(answer, change, seq);
+        }
       }
       if (wins(change, entries.get(change.path))) {
         this.setEntry(change);
@@ -506,7 +517,7 @@ export class Replica {
       if (!done) return { changed, finished: null };
       this.answers.shift();
       if (answer.kind === "full") {
-        changed.push(...this.impose(answer));
+        if (answer.track) changed.push(...this.impose(answer));
         this.full = null;
       }
       this.ready = true;
