@@ -36,7 +36,7 @@ import { EMPTY_ROOT_HEX } from "./mst.js";
 import { reconcile as reconcileFlow, differing, type ReconcileResult } from "./reconcile.js";
 import { Answer, Replica, type RefusedChange, type Settled, type SupersededChange, type SyncMode } from "./replica.js";
 import { ABNORMAL_CLOSURE, Backoff, ReconnectPolicy, type StopReason } from "./reconnect.js";
-import { sessionActor, actorAllowed, validatePath } from "./paths.js";
+import { sessionActor, actorAllowed, prefixMatches, validatePath, validatePrefix } from "./paths.js";
 
 export const PROTOCOL_VERSION = 1;
 const HANDSHAKE_TIMEOUT_MS = 15_000;
@@ -526,6 +526,18 @@ export class RoomClient {
   /** Listen to an event; returns a function that removes the listener. */
   on<K extends keyof RoomEvents>(name: K, callback: (arg: RoomEvents[K]) => void): () => void {
     return this.events.on(name, callback);
+  }
+
+  /**
+   * Call `callback` for every change at or below `prefix` (segment-wise: `/todos` matches
+   * `/todos` and `/todos/1`, not `/todosX`), local or remote. Returns the unsubscribe
+   * function. This filters events only; what the client replicates is `subscribe()`.
+   */
+  watch(prefix: string, callback: (event: ChangeEvent) => void): () => void {
+    const p = validatePrefix(prefix);
+    return this.events.on("change", (e) => {
+      if (prefixMatches(p, e.path)) callback(e);
+    });
   }
 
   // -- state ---------------------------------------------------------------------------------

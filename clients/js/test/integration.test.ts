@@ -84,6 +84,30 @@ describe("two JS clients against the real server", () => {
     expect(b.getJSON("/j")).toEqual({ ok: true });
   });
 
+  it("subscriptions by prefix: only the subscribed state, then what a new prefix adds", async () => {
+    const writer = await join("prefixes");
+    for (let i = 0; i < 20; i++) {
+      writer.setText(`/a/${i}`, `a${i}`);
+      writer.setText(`/b/${i}`, `b${i}`);
+    }
+    await writer.flush(5000);
+    const reader = await join("prefixes", { subscribe: ["/a"] });
+    await reader.waitSynced(5000);
+    expect(reader.entries("/").map(([p]) => p.split("/")[1])).toEqual(Array(20).fill("a"));
+    const watched: string[] = [];
+    reader.watch("/b", (e) => watched.push(e.path));
+    writer.setText("/b/new", "ignored until subscribed");
+    writer.setText("/a/new", "seen");
+    await writer.flush(5000);
+    await until(() => reader.get("/a/new") !== undefined, 5000, "/a/new");
+    expect(reader.get("/b/new")).toBeUndefined();
+    await reader.subscribe(["/a", "/b"]);
+    expect(reader.size).toBe(42);
+    expect(reader.getText("/b/new")).toBe("ignored until subscribed");
+    expect(watched).toContain("/b/new");
+    expect(watched.every((p) => p.startsWith("/b/"))).toBe(true);
+  });
+
   it("presence: set, seen by the other, restored after a reconnect", async () => {
     const a = await join("presence");
     const b = await join("presence");
