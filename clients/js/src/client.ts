@@ -33,7 +33,7 @@ import { b64decode, b64encode, fromHex, sha256, toHex } from "./bytes.js";
 import { clientFrame, parseServerFrame } from "./binpack.js";
 import { decodePack, encodePack, type Change } from "./postcard.js";
 import { EMPTY_ROOT_HEX } from "./mst.js";
-import { reconcile as reconcileFlow, differing, type ReconcileResult } from "./reconcile.js";
+import { reconcile as reconcileFlow, reconcileBatched, differing, toRequest, type BatchedResult, type ReconcileResult } from "./reconcile.js";
 import { Answer, Replica, type RefusedChange, type Settled, type SupersededChange, type SyncMode } from "./replica.js";
 import { ABNORMAL_CLOSURE, Backoff, ReconnectPolicy, type StopReason } from "./reconnect.js";
 import { sessionActor, actorAllowed, prefixMatches, validatePath, validatePrefix } from "./paths.js";
@@ -329,6 +329,7 @@ class Link {
   answers = new Map<Answer, Deferred<void>>();
   roots: Deferred<Record<string, unknown>>[] = [];
   nodes: Deferred<Record<string, unknown>>[] = [];
+  sketches: Deferred<Record<string, unknown>>[] = [];
   blobCalls: BlobCall[] = [];
   presenceSent = false;
   lastSentMs = 0;
@@ -377,10 +378,12 @@ class Link {
     for (const d of this.answers.values()) d.reject(down);
     for (const d of this.roots) d.reject(down);
     for (const d of this.nodes) d.reject(down);
+    for (const d of this.sketches) d.reject(down);
     for (const c of this.blobCalls) c.reply.reject(down);
     this.answers.clear();
     this.roots = [];
     this.nodes = [];
+    this.sketches = [];
     this.blobCalls = [];
   }
 }
@@ -429,6 +432,8 @@ export class RoomClient {
   private selfPeer: string | null = null;
   private subscribeFailure: RequestRefused | null = null;
   private closingByApp = false;
+  /** Reconcile with mst-probe first; false once a server answered it `unknown-type`. */
+  private batched = true;
   private running: Promise<void> | null = null;
   private sleepTimer: { timer: ReturnType<typeof setTimeout>; wake: () => void } | null = null;
   private lastFailure: { code: number; error: ErrorEnvelope | null; cause: string } | null = null;
@@ -734,13 +739,30 @@ export class RoomClient {
     return this.link!;
   }
 
+  /**
+   * One reconcile: from a fresh `mst-root`, the batched walk (`mst-probe`, entries inline,
+   * the rest by `request{paths}`), then, when the roots still differ or the server does
+   * not know `mst-probe`, the exact walk (`mst-get`), as the Python SDK's Reconciler.
+   */
   private async reconcileOn(link: Link): Promise<ReconcileResult> {
     this.stats.reconciles++;
     let result: ReconcileResult | null = null;
+    let batched = this.batched;
     for (let pass = 0; pass < MAX_RECONCILE_PASSES; pass++) {
       const msg = await this.mstRoot(link);
       if (typeof msg.root !== "string") throw new CodecError("bad postcard: mst-root without root");
       const remote = msg.root === EMPTY_ROOT_HEX ? null : fromHex(msg.root);
+      if (batched) {
+        const got = await this.batchedPass(link, remote);
+        if (got !== null) {
+          result = got;
+          const mine = this.replica.tree.rootHash;
+          if (got.complete && (mine === null ? got.remoteRoot === null : got.remoteRoot !== null && toHex(mine) === toHex(got.remoteRoot))) break;
+          this.log?.info?.("roomsync: batched reconcile left a difference: an exact pass follows");
+        }
+        batched = false;
+        continue;
+      }
       const flow = reconcileFlow(this.replica.tree, remote);
       let step = flow.next();
       while (!step.done) {
@@ -757,6 +779,40 @@ export class RoomClient {
       if (result.complete) break;
     }
     return result!;
+  }
+
+  private async batchedPass(link: Link, remote: Uint8Array | null): Promise<BatchedResult | null> {
+    const flow = reconcileBatched(this.replica.tree, remote);
+    let step = flow.next();
+    while (!step.done) {
+      const outcomes = await Promise.allSettled(step.value.requests.map((data) => this.mstProbe(link, data)));
+      const refused: RequestRefused[] = [];
+      const answers: Uint8Array[] = [];
+      for (const o of outcomes) {
+        if (o.status === "fulfilled") answers.push(b64decode(o.value.data, "mst-sketch data"));
+        else if (o.reason instanceof RequestRefused) refused.push(o.reason);
+        else throw o.reason; // LinkDown or a bug
+      }
+      if (refused.length) {
+        if (refused[0]!.code === "unknown-type") this.batched = false; // an older server
+        this.log?.info?.(`roomsync: mst-probe refused (${refused[0]!.code}): an exact pass follows`);
+        flow.return(undefined as never);
+        return null;
+      }
+      step = flow.next(answers);
+    }
+    const result = step.value;
+    for (const change of this.replica.imposeEntries(result.entries)) this.emitChange(change, false);
+    const paths = toRequest(result);
+    if (paths.length) await this.requestPaths(link, paths);
+    return result;
+  }
+
+  private mstProbe(link: Link, data: Uint8Array): Promise<Record<string, unknown>> {
+    const d = deferred<Record<string, unknown>>();
+    link.send({ type: "mst-probe", data: b64encode(data) });
+    link.sketches.push(d);
+    return d.promise;
   }
 
   private mstRoot(link: Link): Promise<Record<string, unknown>> {
@@ -1311,6 +1367,9 @@ export class RoomClient {
       case "mst-nodes":
         link.nodes.shift()?.resolve(msg);
         return;
+      case "mst-sketch":
+        link.sketches.shift()?.resolve(msg);
+        return;
       case "presence":
         if (Array.isArray(msg.peers)) this.presenceUpdate(msg.peers);
         return;
@@ -1450,6 +1509,9 @@ export class RoomClient {
         return;
       case "mst-get":
         link.nodes.shift()?.reject(refused);
+        return;
+      case "mst-probe":
+        link.sketches.shift()?.reject(refused);
         return;
       case "request-upload":
       case "blob-upload":

@@ -73,7 +73,17 @@ export {
 } from "./binpack.js";
 export { b64encode, b64decode, toHex, fromHex, sha256, compareUtf8, sortUtf8 } from "./bytes.js";
 export { MerkleSearchTree, buildRoot, leafHash, level, EMPTY_ROOT_HEX } from "./mst.js";
-export { reconcile, differing, type ReconcileResult, type FetchNodes } from "./reconcile.js";
+export {
+  reconcile,
+  reconcileBatched,
+  differing,
+  toRequest,
+  type ReconcileResult,
+  type BatchedResult,
+  type FetchNodes,
+  type SendProbes,
+} from "./reconcile.js";
+export { encodeRequest, decodeAnswer, type Probe, type ProbeRequest, type SketchAnswer } from "./sketch.js";
 export { wins, compareKeys, sameKey, mergeInto, HybridClock } from "./merge.js";
 export {
   Replica,

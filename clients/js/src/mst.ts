@@ -231,6 +231,31 @@ export class MerkleSearchTree {
     return viewHash(openView(this.root, lo, hi, null, null));
   }
 
+  /**
+   * The canonical structure of the key region `[lo, hi)` (`(lo, hi)` unless `loIncl`;
+   * null: unbounded), for batched reconcile: its node is that of `build(live paths
+   * strictly between lo and hi)`.
+   */
+  region(lo: string | null, loIncl: boolean, hi: string | null): Region {
+    this.flush();
+    if (lo !== null && hi !== null && compareUtf8(lo, hi) >= 0) return new Region(lo, loIncl, null, null, hi);
+    const lower = loIncl && lo !== null ? this.leaf(lo) : null;
+    return new Region(lo, loIncl, lower, openView(this.root, lo, hi, null, null), hi);
+  }
+
+  /** `[path, leaf, change]` of the live entries of region `[lo, hi)`, sorted; null past `limit`. */
+  regionEntries(lo: string | null, loIncl: boolean, hi: string | null, limit: number): [string, Uint8Array, Change][] | null {
+    const out: [string, Uint8Array, Change][] = [];
+    if (lo !== null && hi !== null && compareUtf8(lo, hi) >= 0) return out;
+    this.flush();
+    if (loIncl && lo !== null) {
+      const change = this.entries.get(lo);
+      if (change !== undefined && (hi === null || compareUtf8(lo, hi) < 0)) out.push([lo, this.leaf(lo)!, change]);
+    }
+    if (!collectEntries(this.root, lo, hi, out, limit)) return null;
+    return out;
+  }
+
   /** Mirror an applied change: live inserts or replaces its path, a tombstone removes it. */
   put(change: Change): void {
     const path = change.path;
@@ -467,6 +492,74 @@ function collect(t: TreeNode | null, lo: string | null, hi: string | null, out: 
     out.push(keys[k]!);
     collect(t.children[k + 1]!, lo, hi, out);
   }
+}
+
+/**
+ * A key region `[lo, hi)` of one tree with its canonical node (see `region()`). Its slots
+ * split it: slot 0 is `[lo, e1)`, slot i is `[ei, ei+1)` (the last ends at `hi`), where
+ * `e1 < e2 < …` are the node's entries; each slot is a region whose node is the child
+ * between its bounds. An empty open part has one slot, the whole region.
+ */
+export class Region {
+  constructor(
+    readonly lo: string | null,
+    readonly loIncl: boolean,
+    /** The leaf of `lo` when the region includes it and it is live. */
+    readonly lower: Uint8Array | null,
+    readonly node: TreeNode | VirtualNode | null,
+    readonly hi: string | null,
+  ) {}
+
+  get slotCount(): number {
+    return this.node === null ? 1 : this.node.keys.length + 1;
+  }
+
+  slotRegion(s: number): Region {
+    const node = this.node;
+    if (node === null) {
+      if (s !== 0) throw new RangeError(String(s));
+      return this;
+    }
+    const keys = node.keys;
+    const hi = s < keys.length ? keys[s]! : this.hi;
+    const child = node.children[s]!;
+    if (s === 0) return new Region(this.lo, this.loIncl, this.lower, child, hi);
+    return new Region(keys[s - 1]!, true, node.leaves[s - 1]!, child, hi);
+  }
+
+  slotHasChild(s: number): boolean {
+    return this.node !== null && this.node.children[s] !== null;
+  }
+
+  /** Hash of the node of the open part (null when it is empty). */
+  childHash(): Uint8Array | null {
+    return viewHash(this.node);
+  }
+
+  /** True when the node has children (it is not of the lowest level). */
+  hasChildren(): boolean {
+    return this.node !== null && this.node.children.some((c) => c !== null);
+  }
+}
+
+function collectEntries(
+  t: TreeNode | null,
+  lo: string | null,
+  hi: string | null,
+  out: [string, Uint8Array, Change][],
+  limit: number,
+): boolean {
+  if (t === null) return true;
+  const keys = t.keys;
+  const i = lo === null ? 0 : bisectRight(keys, lo);
+  const j = hi === null ? keys.length : bisectLeft(keys, hi);
+  if (!collectEntries(t.children[i]!, lo, hi, out, limit)) return false;
+  for (let k = i; k < j; k++) {
+    out.push([keys[k]!, t.leaves[k]!, t.changes[k]!]);
+    if (out.length > limit) return false;
+    if (!collectEntries(t.children[k + 1]!, lo, hi, out, limit)) return false;
+  }
+  return true;
 }
 
 function openView(

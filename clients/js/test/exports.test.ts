@@ -12,7 +12,7 @@ const EXPORTED = [
   "buildRoot", "clientFrame", "closeAction", "compareKeys", "compareUtf8", "connect", "decodeChange", "decodeNode",
   "decodePack", "differing", "encodeChange", "encodeLeaf", "encodeNode", "encodePack", "encodedSize", "fromHex",
   "inflateRaw", "leafHash", "level", "mergeInto", "parseClientFrame", "parseServerFrame", "pathError", "prefixMatches",
-  "reconcile", "sameKey", "serverFrame", "sha256", "sortUtf8", "toHex", "validatePath", "validatePrefix", "wins",
+  "reconcile", "reconcileBatched", "toRequest", "encodeRequest", "decodeAnswer", "sameKey", "serverFrame", "sha256", "sortUtf8", "toHex", "validatePath", "validatePrefix", "wins",
   "wsUrl",
 ];
 

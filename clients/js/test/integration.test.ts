@@ -183,6 +183,47 @@ describe("lifecycle against the real server", () => {
     await server.start();
   }, 60_000);
 
+  it("4001 after an archive restore: the batched MST reconcile brings the replica to the archive", async () => {
+    const sent: string[] = [];
+    class Recording extends WebSocket {
+      override send(data: unknown, ...rest: unknown[]): void {
+        sent.push(typeof data === "string" ? (JSON.parse(data).type as string) : "binary-pack");
+        (super.send as (...a: unknown[]) => void)(data, ...rest);
+      }
+    }
+    const a = await join("restore", { WebSocket: Recording as unknown as RoomOptions["WebSocket"] });
+    for (let i = 0; i < 500; i++) a.setText(`/doc/${i}`, `v${i}`);
+    await a.flush(10_000);
+    const operator = server.mint({ caps: "archive:*", ttl: "1h" });
+    const control = async (command: string, body: unknown): Promise<Record<string, unknown>> => {
+      const resp = await fetch(`${server.url}/v1/control/archive/${command}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${operator}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      const out = (await resp.json()) as { ok: boolean; result: Record<string, unknown> };
+      expect(out.ok).toBe(true);
+      return out.result;
+    };
+    const archive = await control("create", { room: "restore" });
+    for (let i = 0; i < 10; i++) a.setText(`/doc/${i}`, `changed ${i}`);
+    for (let i = 0; i < 10; i++) a.setText(`/extra/${i}`, "new");
+    for (let i = 100; i < 105; i++) a.delete(`/doc/${i}`);
+    await a.flush(10_000);
+    expect(a.root).not.toBe(archive.root);
+    sent.length = 0;
+    const restored = await control("restore", { room: "restore", ref: archive.ref });
+    await until(() => a.stats.closes.some(([code]) => code === 4001) && a.status === "synced", 20_000, "resync after restore");
+    await until(() => a.root === restored.root, 10_000, "the archive's root");
+    expect(a.size).toBe(500);
+    expect(a.getText("/doc/3")).toBe("v3");
+    expect(a.get("/extra/1")).toBeUndefined();
+    expect(a.getText("/doc/101")).toBe("v101");
+    expect(sent).toContain("mst-probe");
+    expect(sent).not.toContain("mst-get"); // the batched walk found everything
+    expect(a.root).toBe(await a.serverRoot());
+  }, 60_000);
+
   it("4002 (token expired): asks the token provider and reconnects", async () => {
     let minted = 0;
     const provider = (): string => {
