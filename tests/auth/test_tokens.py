@@ -478,6 +478,7 @@ def test_auth_reasons_are_the_published_metric_labels() -> None:
         "missing-claim",
         "unsupported-algorithm",
         "not-yet-valid",
+        "refused-by-app",
         "other",
     ]
 

@@ -25,7 +25,7 @@ import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -73,6 +73,9 @@ class Claims:
     iat: int | None
     jti: str | None
     kid: str | None
+    #: Every claim of the token's payload as sent (an app's own claims included), for
+    #: app hooks (``docs/hooks.md``).
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 def validate_room_pattern(pattern: str) -> str:
@@ -322,6 +325,7 @@ class TokenService:
             iat=_numeric_date(raw, "iat"),
             jti=_optional_str(raw, "jti"),
             kid=header.get("kid"),
+            extra=raw,
         )
         if claims.exp is not None and now_s >= claims.exp:
             raise TokenExpired("token expired")

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..auth.keyfile import signing_keys
 from ..auth.tokens import TokenService
+from ..config import ConfigError
 from ..core.types import DATA_CAPS
 from ..server.app import RoomsyncServer
 from ..server.logs import setup_logging
@@ -43,6 +44,12 @@ def register(sub: Any) -> None:
         metavar="BACKEND",
         help="store backend: sqlite (default, in the data dir) or memory (postgres is planned)",
     )
+    p.add_argument(
+        "--app",
+        default=None,
+        metavar="MODULE:OBJECT",
+        help="the app whose hooks the server calls (docs/hooks.md), e.g. todo.hooks:TodoApp",
+    )
     p.set_defaults(run=run)
 
 
@@ -53,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         "server.tls_cert": args.tls_cert,
         "server.tls_key": args.tls_key,
         "storage.backend": args.storage,
+        "app.object": args.app,
     }
     if args.dev:
         overrides["server.dev"] = True
@@ -80,6 +88,8 @@ async def _serve(settings: Any) -> int:
         await server.start()
     except OSError as exc:
         die(f"cannot start: {exc}")
+    except ConfigError as exc:  # the app of --app / [app] could not be loaded
+        die(f"cannot start: {exc}")
     # Everything allocated at start-up lives as long as the process: keep it out of the
     # cyclic collector's way, and collect young objects less often (thousands of
     # connections make each collection expensive).
@@ -98,6 +108,10 @@ async def _serve(settings: Any) -> int:
     print(
         f"data dir: {s.data_dir}  storage: {settings.storage.backend}", file=sys.stderr, flush=True
     )
+    if server.hooks.app is not None:
+        hooks = ", ".join(server.hooks.names) or "none"
+        name = settings.app.object or type(server.hooks.app).__name__
+        print(f"app: {name}  hooks: {hooks}", file=sys.stderr, flush=True)
     if s.dev:
         tokens = TokenService(signing_keys(settings))
         token = tokens.mint(

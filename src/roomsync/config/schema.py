@@ -22,6 +22,7 @@ __all__ = [
     "SECRET_KEYS",
     "SECTIONS",
     "STORAGE_BACKENDS",
+    "AppSettings",
     "AuthSettings",
     "BlobSettings",
     "LogSettings",
@@ -336,6 +337,57 @@ class LogSettings(_Section):
     ] = "json"
 
 
+class AppSettings(_Section):
+    """``[app]``: the application object whose hooks the server calls (``docs/hooks.md``)."""
+
+    object: Annotated[
+        str,
+        Meta(
+            description=(
+                "`module:object` of the app whose hooks the server calls (`roomsync serve "
+                "--app`); a class is built with `app.options`. Empty: no app."
+            )
+        ),
+    ] = ""
+    options: Annotated[
+        dict[str, Any],
+        Meta(
+            description=(
+                "Keyword arguments for `app.object` when it names a class, e.g. `schemas` "
+                "for `roomsync.hooks:JsonSchemaValidator`."
+            )
+        ),
+    ] = msgspec.field(default_factory=dict)
+    budget_ms: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=60_000,
+            description=(
+                "Time `authorize` and `validate` may take; past it the hello or the pack is "
+                "refused (fail closed)."
+            ),
+        ),
+    ] = 1000
+    event_budget_ms: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=600_000,
+            description="Time a side-effect hook (`on_commit`, `on_join`, ...) may take; past it "
+            "it is cancelled and counted as `timeout`.",
+        ),
+    ] = 5000
+    max_queued_events: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=10_000_000,
+            description="Side-effect hook calls queued at most; more are dropped and counted.",
+        ),
+    ] = 10_000
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """All settings, one attribute per TOML table."""
 
@@ -345,6 +397,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     blobs: BlobSettings = msgspec.field(default_factory=BlobSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     policy: Policy = msgspec.field(default_factory=Policy)
+    app: AppSettings = msgspec.field(default_factory=AppSettings)
 
     def blob_dir(self) -> Path:
         """The filesystem blob directory: ``blobs.dir`` or ``<server.data_dir>/blobs``."""
@@ -359,6 +412,7 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "blobs": BlobSettings,
     "log": LogSettings,
     "policy": Policy,
+    "app": AppSettings,
 }
 
 

@@ -54,6 +54,7 @@ class ErrorCode(StrEnum):
     MALFORMED_PACK = "malformed-pack"
     INVALID_PATH = "invalid-path"
     INVALID_ROOM = "invalid-room"
+    INVALID_VALUE = "invalid-value"  # refused by the app's validate hook (docs/hooks.md)
     FORBIDDEN = "forbidden"
     TOO_LARGE = "too-large"
     RATE_LIMITED = "rate-limited"
@@ -87,6 +88,7 @@ class AuthReason(StrEnum):
     MISSING_CLAIM = "missing-claim"
     UNSUPPORTED_ALG = "unsupported-algorithm"
     NOT_YET_VALID = "not-yet-valid"
+    APP = "refused-by-app"  # the app's authorize hook refused the hello (docs/hooks.md)
     OTHER = "other"
 
 

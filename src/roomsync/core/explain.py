@@ -394,6 +394,17 @@ _ERROR: dict[ErrorCode, _Entry] = {
         _CONVERGE,
         next_action="fix the path in the app; the other changes of the pack were applied",
     ),
+    ErrorCode.INVALID_VALUE: _Entry(
+        "the app's `validate` hook refused a change's value (e.g. it breaks the JSON "
+        "Schema of its path prefix); that change is refused, the rest of the pack commits",
+        (
+            "the client wrote a value the app's rules do not allow",
+            "the app's schema or rules changed and the client is older",
+        ),
+        _CONVERGE,
+        next_action="read the ack's `refused[].message`; fix the value in the app (see "
+        "docs/hooks.md)",
+    ),
     ErrorCode.INVALID_ROOM: _Entry(
         "the room id in `/ws/{room_id}` is not `[A-Za-z0-9._-]{1,128}`",
         ("the app built the URL from unchecked input, or a proxy rewrote it",),
@@ -854,6 +865,17 @@ _AUTH: dict[AuthReason, _Entry] = {
         ("the minting host's clock is ahead",),
         _CONNECT,
         next_action="fix the clock of the host that mints tokens (NTP)",
+    ),
+    AuthReason.APP: _Entry(
+        "the app's `authorize` hook refused the hello, or failed or passed its budget "
+        "(fail closed)",
+        (
+            "the app does not let this user into this room",
+            "the app's hook raised or was slower than `app.budget_ms`: see "
+            '`roomsync_hook_calls_total{hook="authorize"}` and the server log',
+        ),
+        _CONNECT,
+        next_action="read the message after `auth: `; for a hook failure, the server log",
     ),
     AuthReason.OTHER: _Entry(
         "a token check that fits no other reason",

@@ -126,6 +126,20 @@ def check_cursor(cursor: int | None, *, durable_head: int, compacted_through: in
         )
 
 
+def anonymous_refusal(room: RoomView) -> AuthError | None:
+    """Why a hello without a token may not enter ``room`` (locked, or no anonymous
+    caps), or None when it may."""
+    if room.locked:
+        return AuthError(
+            f"room '{room.room}' is locked: a token for it is required", reason=AuthReason.LOCKED
+        )
+    if not room.anonymous_caps:
+        return AuthError(
+            "anonymous access is disabled: send a token", reason=AuthReason.ANONYMOUS_DISABLED
+        )
+    return None
+
+
 def admit(
     hello: m.Hello,
     room: RoomView,
@@ -151,15 +165,9 @@ def admit(
             actor = hello.actor or fallback_actor
         granted, exp_ms, outcome = grant.caps, grant.exp_ms, "ok"
     else:
-        if room.locked:
-            raise AuthError(
-                f"room '{room.room}' is locked: a token for it is required",
-                reason=AuthReason.LOCKED,
-            )
-        if not room.anonymous_caps:
-            raise AuthError(
-                "anonymous access is disabled: send a token", reason=AuthReason.ANONYMOUS_DISABLED
-            )
+        refusal = anonymous_refusal(room)
+        if refusal is not None:
+            raise refusal
         sub, actor = None, hello.actor or fallback_actor
         granted, exp_ms, outcome = room.anonymous_caps, None, "anonymous"
     if room.peers >= room.max_peers:

@@ -23,7 +23,7 @@ change is acked with ``null`` and listed in ``refused`` with its error code.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from .codec import unpack_data
@@ -234,14 +234,19 @@ class RoomState:
         now_ms: int,
         limits: ApplyLimits,
         pending: bool = False,
+        refuse: Mapping[int, tuple[str, str]] | None = None,
     ) -> ApplyResult:
         """Merge ``changes``; with ``pending`` the winners stay out of the durable view
-        until :meth:`committed` is called with their seqs."""
+        until :meth:`committed` is called with their seqs. ``refuse`` maps indices of
+        ``changes`` to the (code, message) an app's ``validate`` hook refused them with;
+        the server's own checks come first."""
         result = ApplyResult()
         entries = self.entries
         pending_map = self._pending
         for index, change in enumerate(changes):
-            problem = refusal(change, now_ms=now_ms, limits=limits)
+            problem: tuple[str, str] | None = refusal(change, now_ms=now_ms, limits=limits)
+            if problem is None and refuse:
+                problem = refuse.get(index)
             if problem is not None:
                 code, message = problem
                 result.seqs.append(None)
@@ -302,13 +307,12 @@ class RoomState:
         overwritten values do not matter under LWW. The caller checks retention first.
         """
         everything = prefixes == ("/",)
-        if since >= self.durable_head:
-            return []
         out: list[Change] = []
         pending = self._pending
-        # Newest first; stop at the first durable entry at or before ``since``. Pending
-        # entries are the newest (their seqs pass the durable head), each standing for its
-        # durable entry, whose seq may be anything: those are sorted in below.
+        # Newest first; stop at the first durable entry at or before ``since`` (a cursor
+        # is never past the durable head). Pending entries are the newest (the server
+        # applies every write as pending, so their seqs pass the durable head), each
+        # standing for its durable entry, whose seq may be anything: sorted in below.
         for c in reversed(self.entries.values()):
             if pending and (held := pending.get(c.path)) is not None:
                 d = held[0]

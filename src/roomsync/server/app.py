@@ -32,6 +32,7 @@ from ..storage.factory import build_store
 from . import http
 from .blobs import BlobService, build_blob_store, url_secret
 from .control import ControlRoute
+from .hooks import AppHooks, load_app
 from .listener import Listener
 from .logs import event
 from .metrics import Metrics
@@ -57,10 +58,22 @@ class RoomsyncServer:
         store: Store | None = None,
         bus: Bus | None = None,
         now_ms: Callable[[], int] = wall_ms,
+        app: object | None = None,
     ) -> None:
         self.settings = settings
         self.now_ms = now_ms
         self.metrics = Metrics()
+        a = settings.app
+        if app is None and a.object:
+            app = load_app(a.object, a.options)
+        #: The app's hooks (``docs/hooks.md``): ``app`` given here, else ``[app] object``.
+        self.hooks = AppHooks(
+            app,
+            self.metrics,
+            budget_ms=a.budget_ms,
+            event_budget_ms=a.event_budget_ms,
+            max_queued=a.max_queued_events,
+        )
         self.store = store if store is not None else build_store(settings)
         keys = signing_keys(settings)
         self.tokens = TokenService(keys)
@@ -77,6 +90,7 @@ class RoomsyncServer:
             commit_window_ms=settings.storage.commit_window_ms,
             bus=self.bus,
             node=self.node_name,
+            hooks=self.hooks,
         )
         self.node = Node(
             settings,
@@ -87,6 +101,7 @@ class RoomsyncServer:
             blobs=self.blobs,
             tokens=self.tokens,
             now_ms=now_ms,
+            hooks=self.hooks,
         )
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -160,6 +175,7 @@ class RoomsyncServer:
         await self.node.load_policy()
         await self.node.ticks.start()
         await self.bus.open()
+        self.hooks.start()
         try:
             await self.blobs.store.open()
             self.node.blobs_open = True
@@ -247,6 +263,7 @@ class RoomsyncServer:
         # The listening socket was closed at the start; Server.wait_closed() is not
         # awaited: from Python 3.12 it also waits for every connection, a slow one included.
         self._listener = None
+        await self.hooks.stop(self.settings.app.event_budget_ms / 1000)
         await self.store.close()
         await self.bus.close()
         if self.node.blobs_open:

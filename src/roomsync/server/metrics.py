@@ -133,10 +133,13 @@ class Metrics:
             return Gauge(name, doc, labels, registry=r)
 
         def histogram(
-            name: str, doc: str, buckets: tuple[float, ...] = _LATENCY_BUCKETS
+            name: str,
+            doc: str,
+            buckets: tuple[float, ...] = _LATENCY_BUCKETS,
+            labels: tuple[str, ...] = (),
         ) -> Histogram:
             METRIC_NAMES[name] = doc
-            return Histogram(name, doc, buckets=buckets, registry=r)
+            return Histogram(name, doc, labels, buckets=buckets, registry=r)
 
         self.control_requests = counter(
             "roomsync_control_requests_total",
@@ -228,6 +231,14 @@ class Metrics:
             "roomsync_event_loop_lag_seconds",
             "How late the event loop ran a timer, sampled every 0.25 s.",
             _LAG_BUCKETS,
+        )
+        self.hook_calls = counter(
+            "roomsync_hook_calls_total",
+            "App hook calls by hook and outcome (ok, refused, error, timeout, dropped).",
+            ("hook", "outcome"),
+        )
+        self.hook_seconds = histogram(
+            "roomsync_hook_seconds", "Histogram: time an app hook took, by hook.", labels=("hook",)
         )
         self.ready = gauge(
             "roomsync_ready", "1 when the last readiness check passed (/readyz 200), else 0."

@@ -33,6 +33,7 @@ from ..core.session import Session
 from ..storage.base import RevocationKind, RoomRecord, Store
 from .blobs import BlobService
 from .events import NodeEvents
+from .hooks import AppHooks
 from .logs import event
 from .memory import release_free_memory
 from .metrics import Metrics
@@ -80,8 +81,11 @@ class Node:
         blobs: BlobService,
         tokens: TokenService,
         now_ms: Callable[[], int],
+        hooks: AppHooks | None = None,
     ) -> None:
         self.settings = settings
+        #: The app's hooks (``docs/hooks.md``); without an app, every one is a no-op.
+        self.hooks = hooks if hooks is not None else AppHooks(None, metrics)
         self.name = settings.server.node_name()
         self.metrics = metrics
         self.store = store

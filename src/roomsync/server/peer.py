@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..auth.tokens import Claims
 from ..core.codes import CloseCode
 from ..core.session import Session
 from .outbox import Outbox
@@ -17,6 +18,7 @@ class Peer:
     __slots__ = (
         "__weakref__",
         "actor_bound",
+        "claims",
         "on_close",
         "out",
         "pending_acks",
@@ -41,6 +43,8 @@ class Peer:
         self.actor_bound: str | None = None
         #: The ``jti`` of the session's token, so a revocation by jti can find it.
         self.token_jti: str | None = None
+        #: The verified token's claims, kept only when an app hook may read them.
+        self.claims: Claims | None = None
         self.pending_acks = 0
 
     @property

@@ -34,6 +34,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,7 @@ from ..core import mst as mst_mod
 from ..core.binpack import server_frame
 from ..core.catchup import BlockCache, seq_blocks
 from ..core.codec import b64encode
-from ..core.codes import CloseCode
+from ..core.codes import CloseCode, ErrorCode
 from ..core.entries import Change
 from ..core.errors import (
     Overload,
@@ -59,8 +60,10 @@ from ..core.presence import PresenceTable
 from ..core.room import ApplyLimits, RoomState, client_changes
 from ..core.sketch import serve_probe_message
 from ..core.types import any_prefix_matches
+from ..hooks import ChangesContext, CommitEvent, PeerEvent, RoomInfo
 from ..storage.base import AppendBatch, RoomRecord, Store, StoreError
 from .capture import MAX_RECEIVER_IDS, Capture
+from .hooks import AppHooks
 from .logs import event
 from .metrics import Metrics
 from .outbox import FrameSnapshot, FullStateSnapshot, binary_frame, text_frame
@@ -154,6 +157,30 @@ def _group_frame(
 
 
 @dataclass(slots=True)
+class _Validating:
+    """A decoded client pack waiting for the app's ``validate`` hook."""
+
+    peer: Peer
+    changes: list[Change]
+    t0: float
+
+
+def _peer_event(room: str, peer: Peer) -> PeerEvent:
+    s = peer.session
+    return PeerEvent(room, peer.id, s.actor, tuple(s.caps), peer.claims)
+
+
+def _internal_refusal(peer: Peer, t0: float) -> _Submitted:
+    return _Submitted(
+        peer,
+        [],
+        [{"index": -1, "code": str(ErrorCode.INTERNAL), "message": "internal error: retry"}],
+        [],
+        t0,
+    )
+
+
+@dataclass(slots=True)
 class _Submitted:
     peer: Peer | None
     result_seqs: list[int | None]
@@ -195,6 +222,12 @@ class RoomHost:
     failed: str | None = None
     #: Called once when a commit fails (the registry evicts the room).
     on_failed: Callable[[RoomHost], None] | None = None
+    #: The app's hooks (``docs/hooks.md``): ``validate`` gates packs, events follow commits.
+    hooks: AppHooks | None = None
+    # With a validate hook: packs (and whole-pack refusals) of this room waiting for their
+    # validation, in arrival order, and the task working through them.
+    _gate: deque[_Validating | _Submitted] = field(default_factory=deque)
+    _gating: asyncio.Task[None] | None = None
     _snapshots: dict[tuple[int, tuple[str, ...]], FrameSnapshot] = field(default_factory=dict)
     _block_caches: dict[tuple[int, tuple[str, ...]], BlockCache] = field(default_factory=dict)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -250,6 +283,9 @@ class RoomHost:
         reconcile through the MST instead of receiving the whole state.
         """
         self.peers.add(peer)
+        hooks = self.hooks
+        if hooks is not None and hooks.events:
+            hooks.emit("on_join", _peer_event(self.room, peer))
         if not peer.reads or not catchup:
             return
         state = self.state
@@ -296,13 +332,19 @@ class RoomHost:
     def refuse_pack(self, peer: Peer, code: str, message: str) -> None:
         """Refuse a whole pack with an ack that keeps its place among the pending acks."""
         peer.pending_acks += 1
-        self._enqueue(
-            _Submitted(
-                peer, [], [{"index": -1, "code": code, "message": message}], [], time.perf_counter()
-            )
+        item = _Submitted(
+            peer, [], [{"index": -1, "code": code, "message": message}], [], time.perf_counter()
         )
+        if self._gating is not None:  # behind packs still being validated
+            self._gate.append(item)
+        else:
+            self._enqueue(item)
 
     def leave(self, peer: Peer) -> None:
+        if peer in self.peers:
+            hooks = self.hooks
+            if hooks is not None and hooks.events:
+                hooks.emit("on_leave", _peer_event(self.room, peer))
         self.peers.discard(peer)
         if peer.id in self.presence.entries:
             self.presence.disconnect(peer.id, self.now_ms())
@@ -413,7 +455,25 @@ class RoomHost:
             max_changes=self.policy.max_changes_per_pack,
             bound_actor=peer.actor_bound,
         )
-        result = self.state.apply(changes, now_ms=self.now_ms(), limits=self.limits(), pending=True)
+        peer.pending_acks += 1
+        hooks = self.hooks
+        if hooks is not None and hooks.validates:
+            self._gate_push(_Validating(peer, changes, t0))
+        else:
+            self._apply_pack(peer, changes, t0, None)
+
+    def _apply_pack(
+        self,
+        peer: Peer,
+        changes: list[Change],
+        t0: float,
+        refuse: dict[int, tuple[str, str]] | None,
+    ) -> None:
+        """Apply a decoded pack (minus the changes ``refuse`` names) and queue it for
+        persistence; its ack is already counted in ``peer.pending_acks``."""
+        result = self.state.apply(
+            changes, now_ms=self.now_ms(), limits=self.limits(), pending=True, refuse=refuse
+        )
         m = self.metrics
         m.pack_apply.observe(time.perf_counter() - t0)
         if result.accepted:
@@ -422,10 +482,47 @@ class RoomHost:
             m.changes_superseded.inc(len(result.superseded))
         for r in result.refused:
             m.changes_refused.labels(str(r["code"])).inc()
-        peer.pending_acks += 1
         self._enqueue(
             _Submitted(peer, result.seqs, result.refused, result.accepted, t0, result.superseded)
         )
+
+    def _gate_push(self, item: _Validating | _Submitted) -> None:
+        self._gate.append(item)
+        if self._gating is None:
+            self._idle.clear()
+            self._gating = self._loop.create_task(self._run_gate())
+
+    async def _run_gate(self) -> None:
+        """Validate the gated packs one at a time, in order, then apply each (the app's
+        refusals folded into its ack); whole-pack refusals queued behind a pack keep
+        their place. A failing hook refuses its pack (fail closed, :class:`AppHooks`)."""
+        hooks = self.hooks
+        assert hooks is not None
+        gate = self._gate
+        try:
+            while gate:
+                item = gate.popleft()
+                if isinstance(item, _Submitted):
+                    self._enqueue(item)
+                    continue
+                peer = item.peer
+                ctx = ChangesContext(
+                    self.room, peer.id, peer.session.actor, peer.claims, tuple(item.changes)
+                )
+                refuse = await hooks.validate(ctx)
+                if self.closed or self.failed is not None:
+                    # Its peers were closed (4004, or 1011 with a retry hint): the SDK
+                    # sends unacknowledged writes again after reconnecting.
+                    continue
+                try:
+                    self._apply_pack(peer, item.changes, item.t0, refuse)
+                except Exception:  # a bug must not leave the packs behind it unanswered
+                    log.exception("applying a validated pack of room %r failed", self.room)
+                    self._enqueue(_internal_refusal(peer, item.t0))
+        finally:
+            self._gating = None
+            if not self._queue and not self._scheduled and not self._committing:
+                self._idle.set()
 
     def _check_writable(self) -> None:
         if self.failed is not None:
@@ -503,6 +600,23 @@ class RoomHost:
                         self.node,
                     )
                 )
+                hooks = self.hooks
+                if hooks is not None and hooks.events:
+                    hooks.emit(
+                        "on_commit",
+                        CommitEvent(
+                            self.room,
+                            accepted[0].seq or 0,
+                            accepted[-1].seq or 0,
+                            tuple(accepted),
+                            tuple(
+                                item.peer.id if item.peer is not None else None
+                                for item in items
+                                for _ in item.accepted
+                            ),
+                            self.node,
+                        ),
+                    )
                 self.metrics.broadcast.observe(time.perf_counter() - items[0].t0)
             self._deliver(items)
             self._maybe_compact()
@@ -996,8 +1110,11 @@ class RoomRegistry:
         commit_window_ms: int = 0,
         bus: Bus | None = None,
         node: str = "",
+        hooks: AppHooks | None = None,
     ) -> None:
         self.commit_window_ms = commit_window_ms
+        #: The app's hooks (``docs/hooks.md``), handed to every room.
+        self.hooks = hooks
         self.bus: Bus = bus if bus is not None else MemoryBus()
         self.node = node
         self.store = store
@@ -1070,12 +1187,19 @@ class RoomRegistry:
             quiet=self.quiet,
             on_failed=self._failed,
             group_commit=self.group_commit,
+            hooks=self.hooks,
         )
         self.hosts[room] = host
         self.metrics.rooms.set(len(self.hosts))
         self.metrics.room_loads.inc()
         self.loads += 1
+        self._room_event("on_room_loaded", host)
         return host
+
+    def _room_event(self, name: str, host: RoomHost) -> None:
+        hooks = self.hooks
+        if hooks is not None and hooks.has(name):
+            hooks.emit(name, RoomInfo(host.room, host.state.durable_head, len(host.state.entries)))
 
     def release(self, host: RoomHost) -> None:
         host.refs -= 1
@@ -1111,6 +1235,7 @@ class RoomRegistry:
         self.metrics.rooms.set(len(self.hosts))
         self.metrics.room_unloads.inc()
         self.unloads += 1
+        self._room_event("on_room_unloaded", host)
 
     async def update_record(self, room: str, **changes: Any) -> RoomRecord:
         """Change a room's durable record (``locked``, ``closed``, ``policy``): persisted
@@ -1135,6 +1260,7 @@ class RoomRegistry:
             host.closed = True
             host.stop_timers()  # and its bus subscription: a reload subscribes anew
             self.metrics.rooms.set(len(self.hosts))
+            self._room_event("on_room_unloaded", host)
 
     @contextlib.asynccontextmanager
     async def exclusive(

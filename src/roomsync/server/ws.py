@@ -27,7 +27,7 @@ from urllib.parse import unquote
 import msgspec
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest
 
-from ..auth.tokens import check_room
+from ..auth.tokens import Claims, check_room
 from ..core import handshake
 from ..core import messages as m
 from ..core.codes import AuthReason, CloseCode, ErrorCode
@@ -41,6 +41,7 @@ from ..core.errors import (
 from ..core.ratelimit import RateLimiter, Verdict
 from ..core.session import Phase, Session, hello_prefixes
 from ..core.types import validate_room_id
+from ..hooks import Allow, HelloContext, Refuse
 from ..storage.base import StoreError
 from .listener import socket_transport
 from .logs import event
@@ -129,6 +130,7 @@ class _Connection(WSListener):
         "_fragments",
         "_fragments_binary",
         "_fragments_size",
+        "_headers",
         "_inbox",
         "_paused",
         "close_code",
@@ -160,6 +162,9 @@ class _Connection(WSListener):
         self._closer: asyncio.TimerHandle | None = None
         self._disconnected = False
         self._cleaned = False
+        #: The upgrade request's headers, kept until the hello only for an app's
+        #: ``authorize`` hook (cookies, say); None otherwise.
+        self._headers: dict[str, str] | None = None
         policy = server.policy
         now = server.now_ms()
         timing = server.settings.server
@@ -179,7 +184,11 @@ class _Connection(WSListener):
         self.ws = transport
         self.out.transport = socket_transport(transport.underlying_transport)
         # picows keeps the upgrade request and response for the connection's lifetime;
-        # their header maps are ~1 KB per connection that nothing reads after the upgrade.
+        # their header maps are ~1 KB per connection that nothing reads after the upgrade
+        # (but an app's authorize hook, which gets a copy until the hello).
+        request = transport.request
+        if self.server.hooks.authorizes and request is not None and request.headers:
+            self._headers = {str(k).lower(): str(v) for k, v in request.headers.items()}
         for message in (transport.request, transport.response):
             if message is not None:
                 message.headers = None  # type: ignore[assignment]  # read by nobody after this
@@ -634,7 +643,7 @@ class _Connection(WSListener):
             anonymous_caps=tuple(policy.anonymous_caps),
         )
         try:
-            grant = self._verify_token(hello, room, now)
+            grant, claims = await self._authorize(hello, view, now, raw)
             admission = handshake.admit(
                 hello,
                 view,
@@ -659,6 +668,8 @@ class _Connection(WSListener):
         peer = Peer(self.session, self.out, on_close=self._peer_closed)
         peer.actor_bound = admission.bound
         peer.token_jti = grant.jti if grant is not None else None
+        if server.hooks.wants_claims:
+            peer.claims = claims
         self.peer = peer
         server.hello_done(self)
         self._arm()  # the hello deadline is gone; the token's expiry may be the next one
@@ -687,18 +698,78 @@ class _Connection(WSListener):
         )
         host.join(peer, hello.cursor, catchup=hello.catchup is not False)
 
-    def _verify_token(self, hello: m.Hello, room: str, now: int) -> handshake.TokenGrant | None:
-        """The hello's token checked (signature, expiry, room, revocation), or None when
-        it sent none; AuthError otherwise."""
+    async def _authorize(
+        self, hello: m.Hello, view: handshake.RoomView, now: int, raw: dict[str, Any]
+    ) -> tuple[handshake.TokenGrant | None, Claims | None]:
+        """What the hello is granted, and its verified claims: roomsync's token check,
+        then the app's ``authorize`` hook when it has one (``docs/hooks.md``), which may
+        admit what the check refused, refuse what it admitted, or keep its decision."""
+        hooks = self.server.hooks
+        room = view.room
+        token_error: AuthError | None = None
+        grant: handshake.TokenGrant | None = None
+        claims: Claims | None = None
+        try:
+            grant, claims = self._verify_token(hello, room, now)
+        except AuthError as exc:
+            if not hooks.authorizes:
+                raise
+            token_error = exc
+        if not hooks.authorizes:
+            return grant, claims
+        if grant is None and token_error is None:
+            token_error = handshake.anonymous_refusal(view)
+        headers, self._headers = self._headers or {}, None
+        peername = self.out.transport.get_extra_info("peername") if self.out.transport else None
+        decision = await hooks.authorize(
+            HelloContext(
+                room=room,
+                peer=self.session.peer,
+                actor=hello.actor,
+                caps=tuple(hello.caps) if hello.caps is not None else None,
+                token=hello.token or None,
+                claims=claims,
+                token_error=token_error.message if token_error is not None else None,
+                fields=raw,
+                headers=headers,
+                remote=str(peername[0]) if isinstance(peername, tuple) and peername else None,
+            )
+        )
+        if self._disconnected or self.close_code is not None:
+            raise AuthError("the connection ended during authorize", reason=AuthReason.APP)
+        if isinstance(decision, Refuse):
+            raise AuthError(decision.reason or "refused by the app", reason=AuthReason.APP)
+        if isinstance(decision, Allow):
+            return (
+                handshake.TokenGrant(
+                    sub=decision.actor,
+                    caps=decision.caps,
+                    exp_ms=grant.exp_ms if grant is not None else None,
+                    jti=grant.jti if grant is not None else None,
+                ),
+                claims,
+            )
+        if token_error is not None:
+            raise token_error
+        return grant, claims
+
+    def _verify_token(
+        self, hello: m.Hello, room: str, now: int
+    ) -> tuple[handshake.TokenGrant | None, Claims | None]:
+        """The hello's token checked (signature, expiry, room, revocation) and its
+        claims, or (None, None) when it sent none; AuthError otherwise."""
         if not hello.token:
-            return None
+            return None, None
         server = self.server
         claims = server.tokens.verify(hello.token, now_s=now / 1000)
         check_room(claims, room)
         if server.is_revoked(claims, now):
             raise AuthError("token revoked", reason=AuthReason.REVOKED)
         exp_ms = claims.exp * 1000 if claims.exp is not None else None
-        return handshake.TokenGrant(sub=claims.sub, caps=claims.caps, exp_ms=exp_ms, jti=claims.jti)
+        grant = handshake.TokenGrant(
+            sub=claims.sub, caps=claims.caps, exp_ms=exp_ms, jti=claims.jti
+        )
+        return grant, claims
 
     # -- messages after welcome ------------------------------------------------------------
 

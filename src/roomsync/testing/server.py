@@ -114,16 +114,18 @@ async def running_server(
     settings: Settings | None = None,
     store: Store | None = None,
     now_ms: Callable[[], int] | None = None,
+    app: object | None = None,
     **overrides: Any,
 ) -> AsyncIterator[ServerHandle]:
     """An in-process server on 127.0.0.1 and a free port, stopped on exit; ``store``
     replaces the one the settings would build (e.g. a :class:`~.faults.FaultyStore`),
-    ``now_ms`` the wall clock the server reads (e.g. :meth:`.clock.FakeClock.now_ms`)."""
+    ``now_ms`` the wall clock the server reads (e.g. :meth:`.clock.FakeClock.now_ms`),
+    ``app`` is the object whose hooks it calls (``docs/hooks.md``)."""
     settings = settings or test_settings(data_dir, **overrides)
     if now_ms is None:
-        server = RoomsyncServer(settings, store=store)
+        server = RoomsyncServer(settings, store=store, app=app)
     else:
-        server = RoomsyncServer(settings, store=store, now_ms=now_ms)
+        server = RoomsyncServer(settings, store=store, now_ms=now_ms, app=app)
     await server.start("127.0.0.1", 0)
     assert server.port is not None
     scheme = "https" if settings.server.tls_cert else "http"
