@@ -7,7 +7,7 @@ import socket
 import tomllib
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -334,9 +334,12 @@ def test_overrides() -> None:
             "(set both or neither)",
         ),
         (
-            '[storage]\nbackend = "postgres"\npostgres_dsn = "postgresql://db/rs"',
-            "config error: storage.backend 'postgres' is not available yet (planned): "
-            "use 'sqlite' or 'memory'",
+            '[storage]\nbackend = "postgres"',
+            "config error: storage.postgres_dsn: required when storage.backend is 'postgres'",
+        ),
+        (
+            '[storage]\nbackend = "postgresql"\npostgres_dsn = "mysql://db/rs"',
+            "config error: storage.postgres_dsn: expected a postgresql:// connection string",
         ),
         (
             '[storage]\nbackend = "mongo"',
@@ -440,37 +443,42 @@ def test_override_errors(overrides: dict[str, object], message: str) -> None:
     fails(message, overrides=overrides)
 
 
-POSTGRES_PLANNED = (
-    "config error: storage.backend 'postgres' is not available yet (planned): "
-    "use 'sqlite' or 'memory'"
-)
-
-
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"env": {"ROOMSYNC_STORAGE_BACKEND": "postgres"}},
-        {"overrides": {"storage.backend": "postgres"}},
+        {
+            "env": {
+                "ROOMSYNC_STORAGE_BACKEND": "postgres",
+                "ROOMSYNC_STORAGE_POSTGRES_DSN": "postgresql://u:pw@db/rs",
+            }
+        },
         {
             "overrides": {
-                "storage.backend": "postgres",
+                "storage.backend": "postgresql",
                 "storage.postgres_dsn": "postgresql://u:pw@db/rs",
+                "storage.postgres_pool_size": "4",
             }
         },
     ],
-    ids=["env", "override", "override-with-dsn"],
+    ids=["env", "override"],
 )
-def test_postgres_backend_is_planned_not_available(kwargs: dict[str, Any]) -> None:
-    error = fails(POSTGRES_PLANNED, **kwargs)
-    assert error.key == "storage.backend"
+def test_postgres_backend_builds_a_postgres_store(kwargs: dict[str, Any]) -> None:
+    from roomsync.storage.postgres import PostgresStore
+
+    settings = load_settings(env=kwargs.get("env", {}), overrides=kwargs.get("overrides"))
+    store = build_store(settings)
+    assert isinstance(store, PostgresStore)
+    assert store.dsn == "postgresql://u:pw@db/rs"
+    assert store.max_size == (4 if "overrides" in kwargs else 10)
+    assert "pw" not in repr(store)
 
 
 def test_build_store_refuses_a_backend_it_does_not_have(tmp_path: Path) -> None:
     """Settings built without load_settings skip its checks; build_store still says why."""
-    settings = Settings(storage=StorageSettings(backend="postgres"))
+    settings = Settings(storage=StorageSettings(backend=cast(Any, "mongo")))
     with pytest.raises(ConfigError) as excinfo:
         build_store(settings)
-    assert str(excinfo.value) == POSTGRES_PLANNED
+    assert str(excinfo.value).startswith("config error: storage.backend 'mongo' is not available")
     assert excinfo.value.key == "storage.backend"
 
 

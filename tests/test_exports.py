@@ -119,6 +119,7 @@ EXPECTED: dict[str, list[str]] = {
     "roomsync.config": [
         "DEFAULT_CONFIG_FILE",
         "ENV_PREFIX",
+        "POSTGRES_BACKENDS",
         "SECRET_KEYS",
         "SECTIONS",
         "STORAGE_BACKENDS",

@@ -9,6 +9,7 @@ import pytest
 
 from roomsync.storage.base import Store
 from roomsync.storage.memory import MemoryStore
+from roomsync.storage.postgres import PostgresStore
 from roomsync.storage.sqlite import SqliteStore
 from roomsync.testing.store_contract import StoreContract
 
@@ -41,6 +42,20 @@ class TestSqliteStoreWriterThread(StoreContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
         store = SqliteStore(tmp_path / "data" / "rooms.db", synchronous="FULL")
+        await store.open()
+        yield store
+        await store.close()
+
+
+class TestPostgresStore(StoreContract):
+    """PostgreSQL (a fresh schema per test in the session's database): appends go
+    through the committer task and its group commit."""
+
+    group_commits = True
+
+    @pytest.fixture
+    async def store(self, postgres_schema_dsn: str) -> AsyncIterator[Store]:
+        store = PostgresStore(postgres_schema_dsn, max_size=4)
         await store.open()
         yield store
         await store.close()

@@ -12,8 +12,9 @@ from typing import Any
 
 from ..auth.keyfile import signing_keys
 from ..auth.tokens import TokenService
-from ..config import ConfigError
+from ..config import POSTGRES_BACKENDS, ConfigError
 from ..core.types import DATA_CAPS
+from ..redaction import redact_dsn
 from ..server.app import RoomsyncServer
 from ..server.logs import setup_logging
 from .common import add_config_flags, die, settings_from
@@ -42,7 +43,16 @@ def register(sub: Any) -> None:
         "--storage",
         default=None,
         metavar="BACKEND",
-        help="store backend: sqlite (default, in the data dir) or memory (postgres is planned)",
+        help="store backend: sqlite (default, in the data dir), memory or postgres",
+    )
+    p.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help=(
+            "PostgreSQL store shared by several nodes, e.g. postgresql://USER@HOST/DB: "
+            "sets storage.backend postgres and storage.postgres_dsn"
+        ),
     )
     p.add_argument(
         "--app",
@@ -62,6 +72,13 @@ def run(args: argparse.Namespace) -> int:
         "storage.backend": args.storage,
         "app.object": args.app,
     }
+    if args.store is not None:
+        if not args.store.startswith(("postgresql://", "postgres://")):
+            die(f"--store: expected a postgresql:// URL, got {redact_dsn(args.store)!r}", code=2)
+        if args.storage is not None and args.storage not in POSTGRES_BACKENDS:
+            die(f"--store names a PostgreSQL store, --storage says {args.storage!r}", code=2)
+        overrides["storage.backend"] = "postgres"
+        overrides["storage.postgres_dsn"] = args.store
     if args.dev:
         overrides["server.dev"] = True
     settings = settings_from(args, **overrides)

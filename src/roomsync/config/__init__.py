@@ -40,6 +40,7 @@ from .errors import ConfigError
 from .loader import DEFAULT_CONFIG_FILE, ENV_PREFIX, load_settings
 from .policy import DataCap, Policy
 from .schema import (
+    POSTGRES_BACKENDS,
     SECRET_KEYS,
     SECTIONS,
     STORAGE_BACKENDS,
@@ -58,6 +59,7 @@ from .toml import to_toml
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "ENV_PREFIX",
+    "POSTGRES_BACKENDS",
     "SECRET_KEYS",
     "SECTIONS",
     "STORAGE_BACKENDS",

@@ -19,7 +19,14 @@ import msgspec
 from ..auth.keyfile import KID_RE, parse_keys_env
 from ..auth.tokens import MIN_SECRET_BYTES
 from .errors import ConfigError, validation_error
-from .schema import SECRET_KEYS, SECTIONS, STORAGE_BACKENDS, Settings, storage_backend_unavailable
+from .schema import (
+    POSTGRES_BACKENDS,
+    SECRET_KEYS,
+    SECTIONS,
+    STORAGE_BACKENDS,
+    Settings,
+    storage_backend_unavailable,
+)
 
 __all__ = ["DEFAULT_CONFIG_FILE", "ENV_PREFIX", "load_settings"]
 
@@ -178,6 +185,19 @@ def _check(settings: Settings) -> Settings:
         )
     if settings.storage.backend not in STORAGE_BACKENDS:
         raise storage_backend_unavailable(settings.storage.backend)
+    if settings.storage.backend in POSTGRES_BACKENDS:
+        dsn = settings.storage.postgres_dsn
+        if not dsn:
+            raise ConfigError(
+                f"storage.postgres_dsn: required when storage.backend is "
+                f"'{settings.storage.backend}'",
+                key="storage.postgres_dsn",
+            )
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                "storage.postgres_dsn: expected a postgresql:// connection string",
+                key="storage.postgres_dsn",
+            )
     if settings.blobs.backend == "s3" and not settings.blobs.s3_bucket:
         raise ConfigError(
             "blobs.s3_bucket: required when blobs.backend is 's3'", key="blobs.s3_bucket"

@@ -19,6 +19,7 @@ from .errors import ConfigError
 from .policy import Policy
 
 __all__ = [
+    "POSTGRES_BACKENDS",
     "SECRET_KEYS",
     "SECTIONS",
     "STORAGE_BACKENDS",
@@ -37,16 +38,17 @@ __all__ = [
 SECRET_KEYS = frozenset({"auth.keys", "blobs.s3_secret_access_key", "storage.postgres_dsn"})
 
 #: The ``storage.backend`` values this build runs. ``postgres`` (SPEC §8, several nodes on
-#: one database) is a known value but planned, not built: it is refused with a clear error.
-STORAGE_BACKENDS = ("sqlite", "memory")
+#: one database, ``storage.postgres_dsn``) is also spelled ``postgresql``.
+STORAGE_BACKENDS = ("sqlite", "memory", "postgres", "postgresql")
+#: The ``storage.backend`` values that name the PostgreSQL store.
+POSTGRES_BACKENDS = ("postgres", "postgresql")
 
 
 def storage_backend_unavailable(backend: str) -> ConfigError:
-    """The error for a ``storage.backend`` this build cannot run (``postgres``: planned)."""
-    planned = " yet (planned)" if backend == "postgres" else ""
+    """The error for a ``storage.backend`` this build cannot run."""
     choices = " or ".join(repr(name) for name in STORAGE_BACKENDS)
     return ConfigError(
-        f"storage.backend {backend!r} is not available{planned}: use {choices}",
+        f"storage.backend {backend!r} is not available: use {choices}",
         key="storage.backend",
     )
 
@@ -219,12 +221,12 @@ class StorageSettings(_Section):
     """``[storage]``: where op logs, rooms and archives live (SPEC §8)."""
 
     backend: Annotated[
-        Literal["sqlite", "memory", "postgres"],
+        Literal["sqlite", "memory", "postgres", "postgresql"],
         Meta(
             description=(
-                "`sqlite` (embedded, in `server.data_dir`) or `memory` (nothing survives a "
-                "restart). `postgres` (shared by several nodes) is planned: refused until "
-                "it exists."
+                "`sqlite` (embedded, in `server.data_dir`), `memory` (nothing survives a "
+                "restart) or `postgres` (also spelled `postgresql`: one database shared by "
+                "several nodes, at `storage.postgres_dsn`)."
             )
         ),
     ] = "sqlite"
@@ -265,11 +267,23 @@ class StorageSettings(_Section):
         str,
         Meta(
             description=(
-                "Secret (password redacted). PostgreSQL connection string for the planned "
-                "`postgres` backend; unused until it exists."
+                "Secret (password redacted). PostgreSQL connection string of the `postgres` "
+                "backend, `postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=...]`; "
+                "required with it."
             )
         ),
     ] = ""
+    postgres_pool_size: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=1000,
+            description=(
+                "Connections this node holds at most to PostgreSQL (one commits appends, "
+                "the others serve reads and room writes)."
+            ),
+        ),
+    ] = 10
 
 
 class BlobSettings(_Section):

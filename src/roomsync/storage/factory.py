@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Settings, storage_backend_unavailable
+from ..config import POSTGRES_BACKENDS, Settings, storage_backend_unavailable
 from .base import Store
 from .memory import MemoryStore
 from .sqlite import SqliteStore
@@ -34,5 +34,12 @@ def build_store(settings: Settings) -> Store:
             Path(settings.server.data_dir) / DATABASE_FILE,
             synchronous=settings.storage.sqlite_synchronous,
             cache_kib=settings.storage.sqlite_cache_kib,
+        )
+    if backend in POSTGRES_BACKENDS:
+        # Imported here: asyncpg is needed only by nodes that use it.
+        from .postgres import PostgresStore
+
+        return PostgresStore(
+            settings.storage.postgres_dsn, max_size=settings.storage.postgres_pool_size
         )
     raise storage_backend_unavailable(backend)

@@ -1,0 +1,204 @@
+"""The PostgreSQL store beyond the contract: fencing between stores that share a database
+(two pools in one process, and two processes), migrations, and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from roomsync.storage.base import AppendBatch, StoreConflict, StoreError
+from roomsync.storage.postgres import MIGRATIONS, PostgresStore
+from roomsync.testing.store_contract import change
+
+
+async def _pair(dsn: str) -> tuple[PostgresStore, PostgresStore]:
+    a, b = PostgresStore(dsn, max_size=3), PostgresStore(dsn, max_size=3)
+    await asyncio.gather(a.open(), b.open())
+    return a, b
+
+
+async def test_two_stores_same_expected_head_exactly_one_wins(postgres_schema_dsn: str) -> None:
+    """Two nodes (two pools, two committers) race on every head: one batch wins each
+    round, the other gets StoreConflict naming the winner's head; seqs stay gap-free."""
+    a, b = await _pair(postgres_schema_dsn)
+    try:
+        head = 0
+        for round_ in range(40):
+            size_a, size_b = 1 + round_ % 3, 1 + (round_ + 1) % 2
+            batch_a = [change(head + i + 1, f"/a/{i}", b"A", actor="a") for i in range(size_a)]
+            batch_b = [change(head + i + 1, f"/b/{i}", b"B", actor="b") for i in range(size_b)]
+            results = await asyncio.gather(
+                a.append("room", batch_a, expected_head=head),
+                b.append("room", batch_b, expected_head=head),
+                return_exceptions=True,
+            )
+            won = [batch for batch, r in zip((batch_a, batch_b), results, strict=True) if r is None]
+            lost = [r for r in results if r is not None]
+            assert len(won) == 1 and len(lost) == 1, results
+            assert isinstance(lost[0], StoreConflict)
+            assert (lost[0].expected, lost[0].actual) == (head, head + len(won[0]))
+            head += len(won[0])
+        seqs = [c.seq for c in await a.changes_since("room", 0, limit=10_000)]
+        assert seqs == list(range(1, head + 1))
+        record = await b.get_room("room")
+        assert record is not None and record.head == head
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
+async def test_two_stores_racing_to_create_a_room(postgres_schema_dsn: str) -> None:
+    a, b = await _pair(postgres_schema_dsn)
+    try:
+        for n in range(10):
+            results = await asyncio.gather(
+                a.append(f"new{n}", [change(1, "/x", b"a")], expected_head=0),
+                b.append(f"new{n}", [change(1, "/x", b"b")], expected_head=0),
+                return_exceptions=True,
+            )
+            assert sum(r is None for r in results) == 1
+            assert all(isinstance(r, StoreConflict) for r in results if r is not None)
+            assert len(await a.changes_since(f"new{n}", 0, limit=10)) == 1
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
+_WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from roomsync.storage.base import StoreConflict
+    from roomsync.storage.postgres import PostgresStore
+    from roomsync.testing.store_contract import change
+
+    async def main(dsn, name, writes):
+        store = PostgresStore(dsn, max_size=2)
+        await store.open()
+        conflicts = 0
+        try:
+            head = (await store.load_room("shared", now_ms=0)).record.head
+            done = 0
+            while done < writes:
+                try:
+                    await store.append(
+                        "shared", [change(head + 1, f"/{name}/{done}", name.encode())],
+                        expected_head=head,
+                    )
+                except StoreConflict as exc:
+                    conflicts += 1
+                    head = exc.actual  # reload: the store says where the head is
+                    continue
+                head += 1
+                done += 1
+        finally:
+            await store.close()
+        print(conflicts)
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    """
+)
+
+
+def test_writers_in_two_processes_keep_seqs_gap_free(postgres_schema_dsn: str) -> None:
+    """Two processes append to one room as fast as they can, each reloading its head on
+    a conflict: every write lands exactly once, seqs 1..n without a gap."""
+    writes = 60
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, postgres_schema_dsn, name, str(writes)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("p1", "p2")
+    ]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+
+    async def verify() -> None:
+        store = PostgresStore(postgres_schema_dsn, max_size=1)
+        await store.open()
+        try:
+            log = await store.changes_since("shared", 0, limit=10_000)
+            assert [c.seq for c in log] == list(range(1, 2 * writes + 1))
+            for name in ("p1", "p2"):
+                mine = [c.path for c in log if c.actor == "a" and c.value == name.encode()]
+                assert mine == [f"/{name}/{i}" for i in range(writes)]  # once each, in order
+            record = await store.get_room("shared")
+            assert record is not None and record.head == 2 * writes
+        finally:
+            await store.close()
+
+    asyncio.run(verify())
+
+
+async def test_migrations_are_recorded_and_applied_once(postgres_schema_dsn: str) -> None:
+    stores = [PostgresStore(postgres_schema_dsn, max_size=1) for _ in range(3)]
+    await asyncio.gather(*(s.open() for s in stores))  # nodes starting together
+    try:
+        applied = sorted(v for s in stores for v in s.migrations_applied)
+        assert applied == [m.version for m in MIGRATIONS]
+        again = PostgresStore(postgres_schema_dsn, max_size=1)
+        await again.open()
+        assert again.migrations_applied == []
+        await again.close()
+        async with stores[0]._conn() as conn:
+            rows = await conn.fetch("SELECT version, name FROM schema_version ORDER BY version")
+        assert [(r[0], r[1]) for r in rows] == [(m.version, m.name) for m in MIGRATIONS]
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_group_commit_keeps_call_order_per_room(postgres_schema_dsn: str) -> None:
+    store = PostgresStore(postgres_schema_dsn, max_size=2)
+    await store.open()
+    try:
+        calls = [
+            store.append("o", [change(i + 1, f"/{i % 3}", b"%d" % i)], expected_head=i)
+            for i in range(50)
+        ]
+        await asyncio.gather(*calls)
+        assert [c.seq for c in await store.changes_since("o", 0, limit=100)] == list(range(1, 51))
+        assert 0 < store.commits < 50
+        assert store.append_batches_now([AppendBatch("o", [change(51, "/x", b"x")], 50)]) is None
+    finally:
+        await store.close()
+
+
+async def test_unstorable_text_is_refused_alone(postgres_schema_dsn: str) -> None:
+    store = PostgresStore(postgres_schema_dsn, max_size=1)
+    await store.open()
+    try:
+        outcomes = await store.append_batches(
+            [
+                AppendBatch("ok", [change(1, "/a", b"1")], 0),
+                AppendBatch("bad", [change(1, "/nul\x00", b"1")], 0),
+                AppendBatch("bad2", [change(1, "/a", b"1", actor="\ud800")], 0),
+            ]
+        )
+        assert outcomes[0] is None
+        assert isinstance(outcomes[1], StoreError) and isinstance(outcomes[2], StoreError)
+        assert await store.get_room("bad") is None
+        await store.check()
+    finally:
+        await store.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_unreachable_server_fails_to_open_without_the_password() -> None:
+    store = PostgresStore(f"postgresql://u:s3cret@127.0.0.1:{_closed_port()}/db")
+    with pytest.raises(StoreError) as failed:
+        await store.open()
+    assert "s3cret" not in str(failed.value) and "s3cret" not in repr(store)
+    with pytest.raises(StoreError):
+        await store.check()
+    outcomes = await store.append_batches([AppendBatch("r", [change(1, "/a", b"1")], 0)])
+    assert len(outcomes) == 1 and isinstance(outcomes[0], StoreError)
