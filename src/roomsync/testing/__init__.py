@@ -16,6 +16,10 @@ need test-only dependencies: ``moto[server]``, ``trustme``).
 - :mod:`.control`: call a test server's control plane as an operator (``call``, ``ok``,
   ``refused``).
 - :mod:`.moto_server` and :mod:`.tls`: a local S3 and a throwaway certificate authority.
+- :mod:`.postgres` and :mod:`.redis`: a throwaway PostgreSQL database and a Redis prefix
+  of the test's own (skipped locally, failed under CI, when the service is missing).
+- :mod:`.proxy`: a TCP proxy whose connections a test cuts and restores (a service that
+  goes away for one client).
 """
 
 __all__ = [
@@ -26,7 +30,10 @@ __all__ = [
     "faults",
     "link",
     "moto_server",
+    "postgres",
+    "proxy",
     "rawws",
+    "redis",
     "server",
     "store_contract",
     "tls",
