@@ -195,6 +195,30 @@ def test_rate_limited_pack_is_requeued_in_front() -> None:
     assert r.get("/a") is a
 
 
+def test_a_refusal_with_retry_after_ms_is_sent_again_not_rolled_back() -> None:
+    """A failed commit (full disk) refuses each change with ``retry_after_ms``: the server
+    stored nothing and asks for the write again. Found by the reliability suite's full-disk
+    scenario: the SDK rolled those writes back, so the app lost them."""
+    r = synced()
+    a = r.write("/a", b"1", now_ms=1)
+    b = r.write("/b", b"2", now_ms=2)
+    r.take_outgoing(10, 1 << 20)
+    later = r.write("/c", b"3", now_ms=3)
+    settled = r.on_ack(
+        [5, None],
+        [{"index": 1, "code": "internal", "message": "store", "retry_after_ms": 1000}],
+    )
+    assert settled.retry and settled.refused == () and settled.reverted == ()
+    assert r.unsent == [b, later]
+    assert r.get("/b") is b and r.is_pending("/b") and not r.is_pending("/a")
+    assert r.get("/a") is a
+    # Without the hint the same refusal is final: rolled back and reported.
+    r.take_outgoing(10, 1 << 20)
+    settled = r.on_ack([None, None], [{"index": 0, "code": "internal", "message": "m"}])
+    assert [x.change for x in settled.refused] == [b, later]
+    assert r.get("/b") is None
+
+
 def test_whole_pack_refusals() -> None:
     r = synced()
     a = r.write("/a", b"1", now_ms=1)

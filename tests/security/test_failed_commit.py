@@ -184,3 +184,33 @@ async def test_a_store_failure_in_a_blob_path_is_logged_and_retryable(
             "disk I/O error" in r.getMessage() or "disk I/O error" in str(getattr(r, "fields", ""))
             for r in caplog.records
         )
+
+
+async def test_an_sdk_write_refused_by_a_failed_commit_is_sent_again(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """The refusal of a failed commit carries ``retry_after_ms`` and the SDK sends the
+    write again after reconnecting, instead of rolling it back (found by the reliability
+    suite's full-disk scenario: every SDK write of that moment was lost)."""
+    from roomsync.client import Backoff, connect
+
+    faulty = FaultyStore(SqliteStore(tmp_path / "roomsync.db"))
+    async with running_server(tmp_path, store=faulty.as_store()) as srv:
+        raw, _ = await hello(http, srv.ws_url("r"), actor="raw")
+        faulty.fail_appends(1)
+        await raw.send_json({"type": "pack", "data": pack_data([ch("/raw", b"x", actor="raw")])})
+        seen, _ = await closed(raw)
+        ack = next(m for m in seen if m["type"] == "ack")
+        assert ack["refused"][0]["code"] == "internal"
+        assert ack["refused"][0]["retry_after_ms"] > 0
+        client = await connect(srv.url, "r", actor="app", backoff=Backoff(0.01, 2, 0.1))
+        try:
+            faulty.fail_appends(1)
+            client.set("/doc", b"kept")
+            await client.flush(timeout=20)
+            assert client.refused == [] and client.get("/doc") == b"kept"
+            assert faulty.failed_appends == 2
+            loaded = await srv.server.store.load_room("r", now_ms=0)
+            assert {c.path: c.value for c in loaded.entries} == {"/doc": b"kept"}
+        finally:
+            await client.close()

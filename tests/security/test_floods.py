@@ -17,8 +17,8 @@ from pathlib import Path
 
 import aiohttp
 
-from roomsync.core.codec import pack_data
-from roomsync.core.entries import Change
+from roomsync.testing.load import fill as fill_room
+from roomsync.testing.load import healthz_worst_s
 from roomsync.testing.rawws import OP_PING, OP_PONG, RawWebSocket, client_frame
 from roomsync.testing.server import ServerHandle, running_server
 from roomsync.testing.wsclient import hello, recv_type
@@ -29,29 +29,7 @@ ROOM_ENTRIES = 20_000
 async def fill(
     http: aiohttp.ClientSession, srv: ServerHandle, room: str, n: int, value: bytes = b'"item"'
 ) -> None:
-    ws, _ = await hello(http, srv.ws_url(room), actor="filler", catchup=False)
-    now = int(time.time() * 1000)
-    per_pack = 400_000 // (len(value) + 40)  # well under max_frame_bytes in base64
-    for start in range(0, n, per_pack):
-        changes = [
-            Change(f"/items/{i:05d}/title", now, 0, "filler", value)
-            for i in range(start, min(n, start + per_pack))
-        ]
-        await ws.send_json({"type": "pack", "data": pack_data(changes)})
-        ack = await recv_type(ws, "ack", timeout=30)
-        assert None not in ack["seqs"]
-    await ws.close()
-
-
-async def healthz_worst_s(http: aiohttp.ClientSession, url: str, probes: int) -> float:
-    worst = 0.0
-    for _ in range(probes):
-        t0 = time.perf_counter()
-        async with http.get(url + "/healthz") as resp:
-            assert resp.status == 200
-        worst = max(worst, time.perf_counter() - t0)
-        await asyncio.sleep(0.02)
-    return worst
+    await fill_room(http, srv.ws_url(room), n, value)
 
 
 async def test_subscribe_flood_does_not_stall_the_loop(

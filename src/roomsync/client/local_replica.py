@@ -278,7 +278,8 @@ class LocalReplica:
         if settled.superseded:
             self._reconciler.fetch_winners(link)
         if settled.retry:
-            # The whole pack was rate-limited: it is queued again; pause, then resend.
+            # Rate-limited, or a failed commit (``retry_after_ms``): the changes are queued
+            # again; pause, then resend (after the reconnect when the server closes).
             pause = rate_limit_pause_ms(link.rate_limited) / 1000
             link.rate_limited += 1
             loop = asyncio.get_running_loop()

@@ -52,7 +52,10 @@ resync from resurrecting deleted paths.
 
 Refused writes (``ack.refused``, a pack refused as a whole, a change too large to send)
 are rolled back to the last server-confirmed entry of their path and reported as
-:class:`RefusedChange`; nothing is dropped silently.
+:class:`RefusedChange`; nothing is dropped silently. A refusal that carries
+``retry_after_ms`` (the server stored nothing and asks for the write again: a failed
+commit, such as a full disk) is not a refusal of the write: the change goes back to the
+front of the queue, like a pack refused ``rate-limited``, and is sent again.
 
 Superseded writes
 -----------------
@@ -180,8 +183,8 @@ class Settled:
     ``refused``: writes to report to the app. ``superseded``: acknowledged writes that
     lost LWW (see the module doc). ``reverted``: the entries (or tombstones of vanished
     paths) that rolling refused or superseded writes back made visible, for change
-    callbacks. ``retry``: the pack was refused for now (rate limit); it is back at the
-    front of the queue.
+    callbacks. ``retry``: the pack, or some of its changes, was refused for now (rate
+    limit, a failed commit with ``retry_after_ms``); it is back at the front of the queue.
     """
 
     refused: tuple[RefusedChange, ...] = ()
@@ -383,8 +386,10 @@ class Replica:
         """Settle the oldest pack in flight with ``ack{seqs, refused, superseded}``.
 
         Accepted changes (a seq) advance the cursor; refused ones are rolled back and
-        returned. ``refused[{index: -1}]`` refuses the whole pack: ``rate-limited`` puts it
-        back at the front of the queue (``retry``), anything else refuses every change.
+        returned, except those refused with a ``retry_after_ms``, which go back to the
+        front of the queue (``retry``). ``refused[{index: -1}]`` refuses the whole pack:
+        ``rate-limited`` (or a ``retry_after_ms``) puts it back at the front of the queue
+        (``retry``), anything else refuses every change.
         Acknowledged changes that lost LWW are rolled back and returned as ``superseded``
         (module doc, "Superseded writes"), whether or not the ack lists them.
         """
@@ -393,16 +398,21 @@ class Replica:
         flight = self._inflight.popleft()
         pack = flight.changes
         reasons: dict[int, tuple[str, str]] = {}
+        later: set[int] = set()  # refused for now: the server asks for them again
         for item in refused:
             index = item.get("index")
             if isinstance(index, int):
                 reasons[index] = (str(item.get("code", "refused")), str(item.get("message", "")))
+                hint = item.get("retry_after_ms")
+                if isinstance(hint, int) and not isinstance(hint, bool) and hint >= 0:
+                    later.add(index)
         if -1 in reasons:
             code, message = reasons[-1]
-            if code == "rate-limited":
+            if code == "rate-limited" or -1 in later:
                 self._requeue([pack])
                 return Settled(retry=True)
             return self._refuse(pack, code, message)
+        again: list[Change] = []
         listed: set[int] = set()
         for item in superseded:
             index = item.get("index")
@@ -420,14 +430,18 @@ class Replica:
                     self._forget(change)
                 self._advance(seq)
                 self._seen_seq = max(self._seen_seq, seq)
+            elif index in later:
+                again.append(change)
             else:
                 code, message = reasons.get(index, ("internal", "the ack carried no seq"))
                 bad.append((change, code, message))
+        if again:
+            self._requeue([again])
         settled = self._refuse_each(bad)
         reverted = list(settled.reverted)
         for superseded_change in lost:
             reverted += self._supersede(superseded_change)
-        return Settled(settled.refused, tuple(reverted), superseded=tuple(lost))
+        return Settled(settled.refused, tuple(reverted), retry=bool(again), superseded=tuple(lost))
 
     def _lost(
         self, change: Change, seq: int, *, listed: bool, fresh: bool, flight: _Flight

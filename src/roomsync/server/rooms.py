@@ -689,9 +689,10 @@ class RoomHost:
     def _store_failed(self, batch: list[_Submitted], exc: BaseException) -> None:
         """A commit failed: nothing of it (or queued after it) was broadcast or acked.
 
-        Tell the authors (``refused: internal``, retryable), close the room's peers with
-        1011 and a retry hint, and evict the room at once so the next hello reloads it
-        from what the store really holds; the pending changes die with this host.
+        Tell the authors (``refused: internal`` with ``retry_after_ms``: send it again),
+        close the room's peers with 1011 and a retry hint, and evict the room at once so
+        the next hello reloads it from what the store really holds; the pending changes
+        die with this host (the SDK sends its refused writes again).
         """
         self.metrics.store_errors.inc()
         event(log, "store.append_failed", level=logging.ERROR, room=self.room, error=str(exc))
@@ -707,6 +708,8 @@ class RoomHost:
                                 "index": i,
                                 "code": "internal",
                                 "message": "store write failed: nothing was stored, retry",
+                                # Not the write's fault: the SDK sends it again.
+                                "retry_after_ms": 1000,
                             }
                             for i in range(len(item.result_seqs))
                         ],

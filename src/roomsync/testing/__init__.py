@@ -13,6 +13,9 @@ need test-only dependencies: ``moto[server]``, ``trustme``).
 - :mod:`.store_contract`, :mod:`.blob_contract`, :mod:`.bus_contract`: the contract suites
   every store, blob store and bus backend passes.
 - :mod:`.faults`: a store whose commits fail on demand.
+- :mod:`.load`: fill a room over a real socket; time ``/healthz`` meanwhile.
+- :mod:`.reliability`: the reliability suite and its scorecard
+  (``python -m roomsync.testing.reliability``).
 - :mod:`.control`: call a test server's control plane as an operator (``call``, ``ok``,
   ``refused``).
 - :mod:`.moto_server` and :mod:`.tls`: a local S3 and a throwaway certificate authority.

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from ...client import Backoff, connect
 from ...core.codec import pack_data, unpack_data
 from ...core.entries import Change
 from ...storage.sqlite import SqliteStore
@@ -108,6 +109,7 @@ async def run(ctx: Context, out: Outcome) -> None:
         node = Node(disk / "data")
         node.log_path = ctx.workdir / "node.log"
         acked: dict[int, tuple[str, bytes]] = {}
+        sdk_written: dict[str, bytes] = {}
         readers: list[Reader] = []
         with node.running():
             timeout = aiohttp.ClientTimeout(total=60)
@@ -121,6 +123,9 @@ async def run(ctx: Context, out: Outcome) -> None:
                     ws, _ = await hello(http, node.ws_url(ROOM), actor=f"reader{k}")
                     readers.append(Reader(ws))
                 reading = [asyncio.create_task(r.run()) for r in readers]
+                app = await connect(
+                    node.url, ROOM, actor="app", backoff=Backoff(0.05, 2, 0.5), binary=False
+                )
                 nxt, frames, code = await write_until_refused(http, node, acked, 0)
                 out.check(bool(frames), "the disk never filled up")
                 if frames:
@@ -140,6 +145,13 @@ async def run(ctx: Context, out: Outcome) -> None:
                     status == 503 and "full" in store_error,
                     f"/readyz while full: {status} {report}",
                 )
+                # An SDK client writes while the disk is full: told to retry, it keeps its
+                # writes (nothing rolled back) and they are stored once there is room.
+                app_writes = {f"/app/{i}": b"app:%d" % i for i in range(20)}
+                for path, value in app_writes.items():
+                    app.set(path, value)
+                with contextlib.suppress(TimeoutError):
+                    await app.flush(timeout=3)
                 # While full: still welcomed, and every write refused the same way.
                 retries = 0
                 for _ in range(3):
@@ -169,11 +181,24 @@ async def run(ctx: Context, out: Outcome) -> None:
                         resumed += 1
                 await ws.close()
                 out.check(resumed == 200, f"only {resumed}/200 writes acked after space was freed")
+                await app.flush(timeout=30)
+                out.figures["sdk_refused"] = sorted({r.code for r in app.refused})
+                out.check(
+                    not app.refused,
+                    f"the SDK dropped {len(app.refused)} writes the server said to retry: "
+                    f"{app.refused[0].code if app.refused else ''}",
+                )
+                kept = {p for p, v in app_writes.items() if app.get(p) == v}
+                out.check(
+                    kept == set(app_writes), f"the SDK lost {len(app_writes) - len(kept)} writes"
+                )
+                sdk_written = app_writes
+                await app.close()
                 out.faults += 1
             out.crashes += len(node.log_events("session.internal_error"))
             code = node.kill(15)
             out.check(code == 0, f"SIGTERM exit status {code}")
-        lost = await stored_check(node, acked, out)
+        lost = await stored_check(node, acked, out, sdk_written)
         out.lost += lost
         report = await replay_cli(node.data_dir, ROOM)
         out.check(report.get("match") is True, f"roomsync replay does not match: {report}")
@@ -196,7 +221,9 @@ async def check_refusal(
     out.check(code in (1011, None) or code == 1011, f"{when}: closed with {code}")
 
 
-async def stored_check(node: Node, acked: dict[int, tuple[str, bytes]], out: Outcome) -> int:
+async def stored_check(
+    node: Node, acked: dict[int, tuple[str, bytes]], out: Outcome, sdk: dict[str, bytes]
+) -> int:
     store = SqliteStore(node.data_dir / "roomsync.db")
     await store.open()
     try:
@@ -208,4 +235,7 @@ async def stored_check(node: Node, acked: dict[int, tuple[str, bytes]], out: Out
     out.check(seqs == list(range(1, len(seqs) + 1)), "stored seqs are not gap-free")
     missing = [s for s, pv in acked.items() if stored.get(s) != pv]
     out.check(not missing, f"{len(missing)} acked changes are not stored: {missing[:5]}")
+    latest = {path: value for path, value in stored.values()}
+    unstored = [p for p, v in sdk.items() if latest.get(p) != v]
+    out.check(not unstored, f"{len(unstored)} SDK writes are not stored: {unstored[:5]}")
     return len(missing)

@@ -1,24 +1,83 @@
 """The hostile floods of ``tests/security`` as scenarios with figures, against a real
-``roomsync serve`` child: PINGs from a peer that never reads, connections that never say
-hello, refused hellos to new rooms, and a room at ``max_peers`` during a storm (what the
-client past the cap is told, and whether the SDK's retry honours it).
+``roomsync serve`` child: PINGs from a peer that never reads, ``subscribe`` with 256
+prefixes on a 20,000-entry room, ``request{since:0}`` from a peer that never reads,
+connections that never say hello, refused hellos to new rooms, and a room at
+``max_peers`` during a storm (what the client past the cap is told, and whether the
+SDK's retry honours it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import sqlite3
 import time
 from typing import Any
 
 import aiohttp
 
 from ...client import Backoff, connect
+from ..load import fill, healthz_worst_s
 from ..rawws import OP_PING, RawWebSocket, client_frame
 from .harness import Context, Node, Probes, counts_by
 from .scorecard import Outcome
 
 MAX_PEERS = 1000
+ROOM_ENTRIES = 20_000
+
+
+async def subscribe_flood(node: Node, out: Outcome, http: aiohttp.ClientSession) -> None:
+    """200 ``subscribe`` frames, half with 256 new prefixes, on a 20k-entry room, in one
+    burst from a peer with a tiny receive buffer: the slowest ``/healthz`` meanwhile."""
+    await fill(http, node.ws_url("big"), ROOM_ENTRIES)
+    flooder = await RawWebSocket.open(node.host, node.port, "/ws/big", rcvbuf=4096)
+    await flooder.send_json({"type": "hello", "v": 1, "actor": "f", "subscribe": ["/nothing"]})
+    prefixes = [f"/other/{i}" for i in range(256)]
+    flooder.send_raw(
+        b"".join(
+            client_frame(
+                json.dumps(
+                    {"type": "subscribe", "paths": prefixes if i % 2 else ["/nothing"]}
+                ).encode()
+            )
+            for i in range(200)
+        )
+    )
+    worst = await healthz_worst_s(http, node.url, 20)
+    await flooder.close()
+    out.figures["subscribe_flood_healthz_worst_ms"] = round(worst * 1000, 1)
+    out.check(worst < 5.0, f"/healthz took {worst:.2f} s during the subscribe flood")
+    out.bad_inputs += 200
+
+
+async def request_flood(node: Node, out: Outcome, http: aiohttp.ClientSession) -> None:
+    """100 ``request{since:0}`` from a reader that does not read: 8 answers queued at
+    most, the rest refused ``rate-limited``, the session alive."""
+    await fill(http, node.ws_url("wide"), ROOM_ENTRIES, value=b'"' + b"v" * 250 + b'"')
+    flooder = await RawWebSocket.open(node.host, node.port, "/ws/wide", rcvbuf=4096)
+    await flooder.send_json(
+        {"type": "hello", "v": 1, "actor": "f", "catchup": False, "caps": ["read"]}
+    )
+    flooder.send_raw(client_frame(json.dumps({"type": "request", "since": 0}).encode()) * 100)
+    await flooder.writer.drain()
+    await asyncio.sleep(1.0)  # the node queues what it queues while nobody reads
+    rss_while = node.sample_rss()
+    dones = refusals = 0
+    first = (await flooder.read_frame(timeout=30)).json()
+    out.check(first.get("type") == "welcome", f"request flood: {first}")
+    while dones + refusals < 100:
+        msg = (await flooder.read_frame(timeout=60)).json()
+        if msg["type"] == "pack" and msg.get("done"):
+            dones += 1
+        elif msg["type"] == "error":
+            refusals += msg.get("code") == "rate-limited"
+    await flooder.close()
+    out.figures["request_flood_answers"] = dones
+    out.figures["request_flood_refused"] = refusals
+    out.figures["request_flood_rss_mib"] = None if rss_while is None else rss_while >> 20
+    out.check(dones <= 8, f"{dones} whole-room answers queued for one peer")
+    out.bad_inputs += 100
 
 
 async def pings_never_read(node: Node, out: Outcome) -> None:
@@ -69,15 +128,23 @@ async def refused_hellos(node: Node, n: int, out: Outcome) -> None:
             codes[str(code)] = codes.get(str(code), 0) + 1
             await ws.close()
 
+    wal = node.data_dir / "roomsync.db-wal"
+    before = wal.stat().st_size if wal.exists() else 0
     t0 = time.monotonic()
     await asyncio.gather(*(one(i) for i in range(n)))
     out.figures["refused_hellos"] = codes
     out.figures["refused_hellos_per_s"] = round(n / (time.monotonic() - t0))
     out.check(set(codes) == {"4003"}, f"refused hellos closed with {codes}")
-    wal = node.data_dir / "roomsync.db-wal"
-    size = wal.stat().st_size if wal.exists() else 0
-    out.figures["wal_bytes_after"] = size
-    out.check(size < 1 << 20, f"refused hellos grew the WAL to {size} bytes")
+    grown = (wal.stat().st_size if wal.exists() else 0) - before
+    out.figures["refused_hellos_wal_growth_bytes"] = grown
+    out.check(grown < 1 << 20, f"refused hellos grew the WAL by {grown} bytes")
+    db = sqlite3.connect(f"file:{node.data_dir / 'roomsync.db'}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT count(*) FROM rooms WHERE room LIKE 'refused-%'").fetchone()
+    finally:
+        db.close()
+    out.figures["refused_hellos_room_rows"] = rows[0]
+    out.check(rows[0] == 0, f"refused hellos left {rows[0]} room rows")
     out.bad_inputs += n
 
 
@@ -131,7 +198,7 @@ async def full_room(node: Node, out: Outcome) -> None:
 
 async def run(ctx: Context, out: Outcome) -> None:
     silent_n = ctx.scaled(out, "connections that never send hello", 2000, 10_000, 10_000)
-    refused_n = ctx.scaled(out, "refused hellos to new rooms", 1000, 3000, 3000)
+    refused_n = ctx.scaled(out, "refused hellos to new rooms", 3000, 3000, 3000)
     node = Node(
         ctx.workdir / "data",
         dev=False,
@@ -145,6 +212,8 @@ async def run(ctx: Context, out: Outcome) -> None:
     with node.running():
         async with aiohttp.ClientSession() as http, Probes(out, node.url, node).running() as p:
             await pings_never_read(node, out)
+            await subscribe_flood(node, out, http)
+            await request_flood(node, out, http)
             await refused_hellos(node, refused_n, out)
             await silent_connections(node, silent_n, out, http)
             await full_room(node, out)
@@ -154,5 +223,5 @@ async def run(ctx: Context, out: Outcome) -> None:
         out.check(p.failed == 0, f"{p.failed} /healthz probes failed")
         with contextlib.suppress(Exception):
             out.check(node.kill(15) == 0, "SIGTERM did not exit 0")
-    out.faults += 4
+    out.faults += 6
     out.load.update({"silent": silent_n, "refused_hellos": refused_n, "room_peers": MAX_PEERS})
