@@ -167,6 +167,14 @@ def _value(sql: _Sql, value: Json) -> str | None:
         return None
 
 
+def _has_image(value: Json) -> bool:
+    try:
+        _canon(value)
+    except _NoImage:
+        return False
+    return True
+
+
 def _string(sql: _Sql, value: str) -> str:
     if not _text_ok(value):
         raise _Unpushable
@@ -177,14 +185,21 @@ _COMPARE: Final = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 
 def _filter(sql: _Sql, f: Filter) -> str:
-    """SQL for one filter on an image row (true or false, never NULL)."""
+    """SQL for one filter on an image row (true or false, never NULL). A filter that no
+    image can pass is ``false`` before its pointer is bound (a parameter SQL does not
+    use has no type)."""
+    if f.op == "eq" and not _has_image(f.value):
+        return "false"
+    if f.op == "prefix" and not (isinstance(f.value, str) and _text_ok(f.value)):
+        return "false"
     t = _target(sql, f.pointer)
     if f.op == "exists":
         return f"({t} IS NOT NULL)"
     if f.op in ("eq", "ne"):
         v = _value(sql, f.value)
         if f.op == "eq":
-            return "false" if v is None else f"COALESCE({t} = {v}, false)"
+            assert v is not None
+            return f"COALESCE({t} = {v}, false)"
         return f"({t} IS NOT NULL)" if v is None else f"COALESCE({t} <> {v}, false)"
     if f.op in _COMPARE:
         op = _COMPARE[f.op]
@@ -205,8 +220,6 @@ def _filter(sql: _Sql, f: Filter) -> str:
         )
     if f.op == "prefix":
         assert isinstance(f.value, str)
-        if not _text_ok(f.value):
-            return "false"
         s = sql.bind(f.value, "::text")
         return (
             f"(CASE WHEN jsonb_typeof({t}) = 'string' "
