@@ -19,8 +19,10 @@ increasing whatever the number of processes and pools.
 **Group commit and order.** Appends of this process are queued; one committer task takes
 everything queued when it starts (at most ``_GROUP_ROWS`` rows per transaction) and
 commits it in one transaction, so batches of one room are applied in call order and
-concurrent appends share a commit (``commits`` counts them). A refused batch (fence, bad
-seqs) writes nothing and fails alone, without a savepoint (its statement writes nothing);
+concurrent appends share a commit (``commits`` counts them; a group of one batch is its
+single statement, committed on its own without BEGIN/COMMIT round trips). A refused
+batch (fence, bad seqs) writes nothing and fails alone, without a savepoint (its
+statement writes nothing);
 should a statement fail in the database (a constraint), the group is retried with one
 SAVEPOINT per batch so that only that batch fails. A caller's append returns only after
 the COMMIT that carried its rows; when the connection is lost before the COMMIT's answer
@@ -836,9 +838,13 @@ class PostgresStore:
         outcomes: list[AppendOutcome] = []
         async with pool.acquire() as conn:
             try:
-                async with conn.transaction():
-                    for b in batches:
-                        outcomes.append(await self._append_one(conn, b, now, savepoints))
+                if len(batches) == 1 and not savepoints:
+                    # One statement is its own transaction: no BEGIN and COMMIT round trips.
+                    outcomes.append(await self._append_one(conn, batches[0], now, False))
+                else:
+                    async with conn.transaction():
+                        for b in batches:
+                            outcomes.append(await self._append_one(conn, b, now, savepoints))
             except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
                 raise _Fatal() from exc
         written = [o for o in outcomes if o is None]
