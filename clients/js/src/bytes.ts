@@ -117,3 +117,17 @@ export function sortUtf8(paths: string[]): string[] {
   if (paths.some((p) => ASTRAL_OR_HIGH.test(p))) return paths.sort(compareUtf8);
   return paths.sort();
 }
+
+/**
+ * Whether `v` is a Uint8Array, from this realm or another (an iframe, a worker's
+ * message, a test DOM whose globals differ from the engine's): `instanceof` alone
+ * refuses the others.
+ */
+export function isBytes(v: unknown): v is Uint8Array {
+  return v instanceof Uint8Array || (ArrayBuffer.isView(v) && Object.prototype.toString.call(v) === "[object Uint8Array]");
+}
+
+/** Whether `v` is an ArrayBuffer of any realm. */
+export function isArrayBuffer(v: unknown): v is ArrayBuffer {
+  return v instanceof ArrayBuffer || Object.prototype.toString.call(v) === "[object ArrayBuffer]";
+}

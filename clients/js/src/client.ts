@@ -29,7 +29,7 @@
 
 import { ConnectError, ConnectionClosed, RequestRefused, RoomsyncError, BlobRejected, BlobNotFound, BlobFetchFailed, CodecError, type ErrorEnvelope } from "./errors.js";
 import { Emitter } from "./events.js";
-import { b64decode, b64encode, fromHex, sha256, toHex } from "./bytes.js";
+import { b64decode, b64encode, fromHex, isArrayBuffer, isBytes, sha256, toHex } from "./bytes.js";
 import { clientFrame, parseServerFrame } from "./binpack.js";
 import { decodePack, encodePack, type Change } from "./postcard.js";
 import { EMPTY_ROOT_HEX } from "./mst.js";
@@ -594,7 +594,7 @@ export class RoomClient {
   // -- writes --------------------------------------------------------------------------------
 
   set(path: string, value: Uint8Array): Change {
-    if (!(value instanceof Uint8Array)) throw new TypeError("value must be a Uint8Array: use setJSON or setText");
+    if (!isBytes(value)) throw new TypeError("value must be a Uint8Array: use setJSON or setText");
     return this.write(path, value);
   }
 
@@ -966,7 +966,7 @@ export class RoomClient {
    * falling back to an inline `blob-upload` when it is denied or the PUT fails.
    */
   async putBlob(data: Uint8Array, timeoutMs?: number): Promise<string> {
-    if (!(data instanceof Uint8Array)) throw new TypeError("data must be a Uint8Array");
+    if (!isBytes(data)) throw new TypeError("data must be a Uint8Array");
     const hash = blobHash(data);
     return withTimeout(this.retryOnLinkDown((link) => this.uploadFlow(link, hash, data)), timeoutMs);
   }
@@ -1639,7 +1639,7 @@ function withTimeout<T>(promise: Promise<T>, ms: number | undefined): Promise<T>
 }
 
 function toBytes(data: unknown): Uint8Array {
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (isArrayBuffer(data)) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   if (Array.isArray(data)) {
     // ws may hand fragmented messages as a list of Buffers

@@ -26,7 +26,7 @@ import { sameKey, wins, HybridClock } from "./merge.js";
 import { MerkleSearchTree } from "./mst.js";
 import { encodedSize, type Change, type U64 } from "./postcard.js";
 import { anyPrefixMatches, prefixMatches, validatePath, validatePrefix } from "./paths.js";
-import { compareUtf8, sortUtf8 } from "./bytes.js";
+import { compareUtf8, isBytes, sortUtf8 } from "./bytes.js";
 
 
 export const DEFAULT_MAX_INFLIGHT = 4;
@@ -226,7 +226,7 @@ export class Replica {
   /** Apply a local write (`value` null deletes) and queue it. Throws InvalidPath. */
   write(path: string, value: Uint8Array | null, nowMs: number): Change {
     validatePath(path);
-    if (value !== null && !(value instanceof Uint8Array)) throw new TypeError("value must be a Uint8Array or null");
+    if (value !== null && !isBytes(value)) throw new TypeError("value must be a Uint8Array or null");
     const [ts, counter] = this.clock.tick(nowMs);
     const change: Change = { path, ts, counter, actor: this.actor, value: value === null ? null : value.slice(), seq: null };
     if (!this.pendingCount.has(path)) this.base.set(path, this.entries.get(path) ?? null);
