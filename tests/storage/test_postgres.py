@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -16,6 +17,7 @@ from roomsync.core.entries import Change
 from roomsync.core.query import OPS, evaluate, parse_spec
 from roomsync.storage.base import AppendBatch, StoreConflict, StoreError
 from roomsync.storage.postgres import MIGRATIONS, PostgresStore
+from roomsync.testing.proxy import TcpProxy
 from roomsync.testing.store_contract import change
 
 
@@ -275,3 +277,45 @@ async def test_tricky_values_answer_as_the_core_does(postgres_schema_dsn: str) -
         assert pushed > 1000  # most of them in SQL
     finally:
         await store.close()
+
+
+async def test_a_lost_connection_is_tried_again_and_an_own_commit_recognised(
+    postgres_schema_dsn: str,
+) -> None:
+    """After a lost connection the group runs once more; a batch that had committed meets
+    its own head and is reported committed (its rows are in the op log), another
+    writer's batch at those seqs is still a conflict."""
+    store = PostgresStore(postgres_schema_dsn, max_size=2)
+    await store.open()
+    try:
+        mine = AppendBatch("r", (change(1, "/a", b"mine", actor="me"),), 0)
+        assert await store.append_batches([mine]) == [None]
+        theirs = AppendBatch("r", (change(1, "/a", b"theirs", actor="other"),), 0)
+        fresh = AppendBatch("r", (change(2, "/b", b"next"),), 1)
+        outcomes = await store._commit_again([mine, theirs, fresh], ConnectionResetError())
+        assert outcomes[0] is None and outcomes[2] is None
+        assert isinstance(outcomes[1], StoreConflict)
+        assert [c.value for c in await store.changes_since("r", 0, limit=10)] == [b"mine", b"next"]
+    finally:
+        await store.close()
+
+
+async def test_the_store_survives_its_database_going_away(postgres_schema_dsn: str) -> None:
+    target = urlsplit(postgres_schema_dsn)
+    async with TcpProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        via = urlunsplit(target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}"))
+        store = PostgresStore(via, max_size=2, command_timeout_s=5)
+        await store.open()
+        try:
+            await store.append("r", [change(1, "/a", b"1")], expected_head=0)
+            await proxy.cut()
+            with pytest.raises(StoreError):
+                await store.check()
+            outcomes = await store.append_batches([AppendBatch("r", [change(2, "/a", b"2")], 1)])
+            assert isinstance(outcomes[0], StoreError)
+            await proxy.restore()
+            await store.check()
+            await store.append("r", [change(2, "/a", b"2")], expected_head=1)
+            assert [c.seq for c in await store.changes_since("r", 0, limit=10)] == [1, 2]
+        finally:
+            await store.close()

@@ -22,13 +22,14 @@ commits it in one transaction, so batches of one room are applied in call order 
 concurrent appends share a commit (``commits`` counts them; a group of one batch is its
 single statement, committed on its own without BEGIN/COMMIT round trips). A refused
 batch (fence, bad seqs) writes nothing and fails alone, without a savepoint (its
-statement writes nothing);
-should a statement fail in the database (a constraint), the group is retried with one
-SAVEPOINT per batch so that only that batch fails. A caller's append returns only after
-the COMMIT that carried its rows; when the connection is lost before the COMMIT's answer
-the outcome is unknown and reported as a :class:`StoreError` (the caller reloads the
-room, whose head tells). ``append_batches_now`` always answers None: nothing commits
-without a round trip.
+statement writes nothing); should a statement fail in the database (a constraint), the
+group is retried with one SAVEPOINT per batch so that only that batch fails. A caller's
+append returns only after the COMMIT that carried its rows. When the connection is lost
+(a database restart, a connection lost before the COMMIT's answer) the group is tried
+once more on a fresh connection: the fence makes that safe, and a batch that had
+committed meets its own head and is recognised by its rows in the op log; a second
+failure is a :class:`StoreError`. ``append_batches_now`` always answers None: nothing
+commits without a round trip.
 
 **Query images.** Entries carry the ``jsonb`` image :mod:`.postgres_query` computes for
 the query push-down (``kind`` and ``doc``), written with them.
@@ -266,6 +267,13 @@ _APPEND_FIRST = (
 _Row = Any
 # What a failed query or a lost connection raises (TimeoutError: command_timeout).
 _DB_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# What says the connection, not the statement, failed (the outcome may be unknown).
+_LOST: Final = (
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    OSError,
+)
 
 
 def _ts_in(ts: int) -> int:
@@ -823,10 +831,46 @@ class PostgresStore:
                 error = self._fail("append transaction failed", cause)
                 self._write_failure = error
                 return [error] * len(batches)
+        except _LOST as exc:
+            if isinstance(exc, TimeoutError):
+                return self._failed_group(batches, exc)
+            return await self._commit_again(batches, exc)
         except (*_DB_ERRORS, StoreError) as exc:
-            error = exc if isinstance(exc, StoreError) else self._fail("append failed", exc)
+            return self._failed_group(batches, exc)
+
+    def _failed_group(self, batches: list[AppendBatch], exc: BaseException) -> list[AppendOutcome]:
+        error = exc if isinstance(exc, StoreError) else self._fail("append failed", exc)
+        self._write_failure = error
+        return [error] * len(batches)
+
+    async def _commit_again(
+        self, batches: list[AppendBatch], lost: BaseException
+    ) -> list[AppendOutcome]:
+        """The connection was lost: the group may or may not have committed (a pooled
+        connection that went stale with a database restart, or one lost before the
+        COMMIT's answer). Once more on a fresh connection; the fence makes that safe. A
+        batch that did commit the first time now meets its own head moved: it is
+        reported committed when the op log holds exactly its changes at its seqs."""
+        try:
+            outcomes = await self._transaction(batches, savepoints=False)
+        except (_Fatal, *_DB_ERRORS, StoreError) as exc:
+            error = self._fail(f"append failed (and before, {lost})", exc)
             self._write_failure = error
             return [error] * len(batches)
+        for i, (batch, outcome) in enumerate(zip(batches, outcomes, strict=True)):
+            if isinstance(outcome, StoreConflict) and await self._holds(batch):
+                outcomes[i] = None
+        return outcomes
+
+    async def _holds(self, batch: AppendBatch) -> bool:
+        """True when the op log holds exactly ``batch`` after its expected head."""
+        try:
+            log = await self.changes_since(
+                batch.room, batch.expected_head, limit=len(batch.changes)
+            )
+        except StoreError:
+            return False
+        return log == list(batch.changes)
 
     async def _transaction(
         self, batches: list[AppendBatch], *, savepoints: bool
