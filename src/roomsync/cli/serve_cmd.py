@@ -17,6 +17,7 @@ from ..core.types import DATA_CAPS
 from ..redaction import redact_dsn
 from ..server.app import RoomsyncServer
 from ..server.logs import setup_logging
+from ..server.web import APPS, add_web_routes
 from .common import add_config_flags, die, settings_from
 
 #: Allocations between young-generation collections (CPython's default is 700).
@@ -60,6 +61,16 @@ def register(sub: Any) -> None:
         metavar="MODULE:OBJECT",
         help="the app whose hooks the server calls (docs/hooks.md), e.g. todo.hooks:TodoApp",
     )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve the demo board at /demo/ and the room inspector at /inspect/",
+    )
+    p.add_argument(
+        "--inspect",
+        action="store_true",
+        help="serve the room inspector at /inspect/ (read-only, needs an operator token)",
+    )
     p.set_defaults(run=run)
 
 
@@ -94,18 +105,28 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:  # uvloop is optional on platforms without it
         pass
     try:
-        return asyncio.run(_serve(settings))
+        return asyncio.run(_serve(settings, _web_apps(args)))
     except KeyboardInterrupt:
         return 0
 
 
-async def _serve(settings: Any) -> int:
+def _web_apps(args: argparse.Namespace) -> tuple[str, ...]:
+    """The web apps to serve: ``--demo`` both, ``--inspect`` the inspector alone."""
+    if args.demo:
+        return ("demo", "inspect")
+    return ("inspect",) if args.inspect else ()
+
+
+async def _serve(settings: Any, web_apps: tuple[str, ...] = ()) -> int:
     try:
         server = RoomsyncServer(settings)
+        add_web_routes(server.app, web_apps)
         await server.start()
     except OSError as exc:
         die(f"cannot start: {exc}")
     except ConfigError as exc:  # the app of --app / [app] could not be loaded
+        die(f"cannot start: {exc}")
+    except FileNotFoundError as exc:  # --demo/--inspect in a checkout without the builds
         die(f"cannot start: {exc}")
     # Everything allocated at start-up lives as long as the process: keep it out of the
     # cyclic collector's way, and collect young objects less often (thousands of
@@ -129,6 +150,8 @@ async def _serve(settings: Any) -> int:
         hooks = ", ".join(server.hooks.names) or "none"
         name = settings.app.object or type(server.hooks.app).__name__
         print(f"app: {name}  hooks: {hooks}", file=sys.stderr, flush=True)
+    for name in web_apps:
+        print(f"{name}: {http_scheme}://{base}{APPS[name]}", file=sys.stderr, flush=True)
     if s.dev:
         tokens = TokenService(signing_keys(settings))
         token = tokens.mint(
