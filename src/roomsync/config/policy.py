@@ -4,8 +4,9 @@
 domain object rooms read their limits from. Overrides (the control plane's ``policy
 set``: a global patch stored as a node-wide setting, a room's in its record) are patches
 merged with :func:`merge_patch` and applied with :meth:`Policy.patched`, validated by the
-same rules: room effective = config defaults + global patch + room patch. No policy key
-is secret.
+same rules: room effective = config defaults + global patch + room patch. The one secret
+in a policy is a webhook's ``secret``: :func:`masked_policy` hides it wherever a policy
+is shown.
 """
 
 from __future__ import annotations
@@ -18,10 +19,43 @@ from msgspec import Meta
 
 from .errors import ConfigError, validation_error
 
-__all__ = ["DataCap", "Policy", "merge_patch"]
+__all__ = ["DataCap", "Policy", "Webhook", "WebhookEvent", "masked_policy", "merge_patch"]
 
 #: A data capability (SPEC §3); equal to ``roomsync.core.types.DATA_CAPS`` (a test checks).
 DataCap = Literal["read", "write", "presence", "blob", "blob-direct", "reconcile", "binary"]
+
+
+#: A webhook event type (``roomsync.hooks.webhooks.WEBHOOK_EVENTS``; a test checks).
+WebhookEvent = Literal[
+    "room.created",
+    "room.deleted",
+    "peer.joined",
+    "peer.left",
+    "changes.committed",
+    "blob.stored",
+    "proposal.promoted",
+    "archive.created",
+]
+_ALL_EVENTS: list[WebhookEvent] = list(WebhookEvent.__args__)  # type: ignore[attr-defined]
+
+
+class Webhook(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """One webhook endpoint of ``policy.webhooks``: where events go, the secret that
+    signs them (HMAC-SHA256) and which event types it wants (default: all)."""
+
+    url: Annotated[str, Meta(min_length=8, max_length=2048, pattern=r"^https?://[^\s/]+")]
+    secret: Annotated[str, Meta(min_length=16, max_length=512)]
+    events: list[WebhookEvent] = msgspec.field(default_factory=lambda: list(_ALL_EVENTS))
+
+
+def masked_policy(data: dict[str, Any]) -> dict[str, Any]:
+    """Policy data (effective or a patch) with every webhook secret replaced by ``***``:
+    what ``policy get`` and ``room get`` show."""
+    hooks = data.get("webhooks")
+    if not isinstance(hooks, list):
+        return data
+    masked = [{**h, "secret": "***"} if isinstance(h, dict) else h for h in hooks]
+    return {**data, "webhooks": masked}
 
 
 class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -173,6 +207,16 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ),
         ),
     ] = 256
+    webhooks: Annotated[
+        list[Webhook],
+        Meta(
+            description=(
+                "Webhook endpoints, each `{url, secret, events}` (`docs/hooks.md`). A room's "
+                "endpoints are the global ones plus those of its own `policy set`; secrets "
+                "are shown masked."
+            )
+        ),
+    ] = []
 
     def patched(self, patch: Mapping[str, object]) -> Policy:
         """A validated copy with ``patch`` (field name -> new value) applied.

@@ -30,6 +30,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "StorageSettings",
+    "WebhookSettings",
     "redacted",
     "storage_backend_unavailable",
 ]
@@ -402,6 +403,48 @@ class AppSettings(_Section):
     ] = 10_000
 
 
+class WebhookSettings(_Section):
+    """``[webhooks]``: how this node delivers the events of ``policy.webhooks``."""
+
+    timeout_ms: Annotated[
+        int,
+        Meta(ge=100, le=120_000, description="Time one delivery attempt may take."),
+    ] = 5000
+    retry_for_ms: Annotated[
+        int,
+        Meta(
+            ge=1000,
+            le=30 * 86_400_000,
+            description="How long after an event its delivery is retried before it fails.",
+        ),
+    ] = 86_400_000
+    max_backoff_ms: Annotated[
+        int,
+        Meta(
+            ge=100,
+            le=3_600_000,
+            description="Longest wait between two attempts (the wait doubles from 1 s).",
+        ),
+    ] = 60_000
+    debounce_ms: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=600_000,
+            description="Window in which a room's commits fold into one `changes.committed`.",
+        ),
+    ] = 1000
+    lease_ms: Annotated[
+        int,
+        Meta(
+            ge=1000,
+            le=3_600_000,
+            description="How long a claimed delivery is this node's before another node may "
+            "try it (a node that died mid-delivery delays it by this much).",
+        ),
+    ] = 30_000
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """All settings, one attribute per TOML table."""
 
@@ -412,6 +455,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     policy: Policy = msgspec.field(default_factory=Policy)
     app: AppSettings = msgspec.field(default_factory=AppSettings)
+    webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
 
     def blob_dir(self) -> Path:
         """The filesystem blob directory: ``blobs.dir`` or ``<server.data_dir>/blobs``."""
@@ -427,6 +471,7 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "log": LogSettings,
     "policy": Policy,
     "app": AppSettings,
+    "webhooks": WebhookSettings,
 }
 
 

@@ -164,6 +164,12 @@ async def archive_room(
     new = await ctx.node.store.put_archive(archive, chunks)
     del chunks
     await ctx.node.rooms.update_record(room, lineage_head=ref)
+    if new:
+        await ctx.node.notify_room(
+            room,
+            "archive.created",
+            {"ref": ref, "head": archive.head, "root": archive.root, "count": archive.count},
+        )
     return archive, new
 
 

@@ -25,10 +25,11 @@ from ..blobs.filesystem import FilesystemBlobStore
 from ..blobs.signing import UrlSigner
 from ..bus.base import Bus
 from ..bus.memory import MemoryBus
-from ..config import Settings
+from ..config import Policy, Settings
 from ..core.codes import ErrorCode
 from ..storage.base import Store
 from ..storage.factory import build_store
+from ..storage.webhooks import WebhookOutbox
 from . import http
 from .blobs import BlobService, build_blob_store, url_secret
 from .control import ControlRoute
@@ -39,6 +40,7 @@ from .metrics import Metrics
 from .node import Connection, Node
 from .probes import Probes
 from .rooms import RoomRegistry
+from .webhooks import WebhookDispatcher, WebhookTiming
 from .ws import Endpoint, too_big_error
 
 log = logging.getLogger("roomsync.server")
@@ -92,6 +94,24 @@ class RoomsyncServer:
             node=self.node_name,
             hooks=self.hooks,
         )
+        w = settings.webhooks
+        #: Signed event webhooks (``policy.webhooks``), through the store's outbox.
+        self.webhooks = WebhookDispatcher(
+            self.store if isinstance(self.store, WebhookOutbox) else None,
+            self.metrics,
+            node=self.node_name,
+            global_policy=lambda: self.node.policy,
+            room_policy=self._room_policy,
+            timing=WebhookTiming(
+                timeout_ms=w.timeout_ms,
+                retry_for_ms=w.retry_for_ms,
+                max_backoff_ms=w.max_backoff_ms,
+                debounce_ms=w.debounce_ms,
+                lease_ms=w.lease_ms,
+            ),
+            now_ms=now_ms,
+        )
+        self.rooms.webhooks = self.webhooks
         self.node = Node(
             settings,
             metrics=self.metrics,
@@ -102,6 +122,7 @@ class RoomsyncServer:
             tokens=self.tokens,
             now_ms=now_ms,
             hooks=self.hooks,
+            webhooks=self.webhooks,
         )
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -131,6 +152,15 @@ class RoomsyncServer:
 
     async def readiness(self) -> dict[str, Any]:
         return await self.node.readiness()
+
+    async def _room_policy(self, room: str) -> Policy:
+        """A room's effective policy: the loaded room's, else from its stored record."""
+        host = self.rooms.hosts.get(room)
+        if host is not None:
+            return host.policy
+        record = await self.store.get_room(room)
+        policy = self.node.policy
+        return policy.patched(record.policy) if record is not None and record.policy else policy
 
     # -- app -------------------------------------------------------------------------------
 
@@ -176,6 +206,7 @@ class RoomsyncServer:
         await self.node.ticks.start()
         await self.bus.open()
         self.hooks.start()
+        self.webhooks.start()
         try:
             await self.blobs.store.open()
             self.node.blobs_open = True
@@ -264,6 +295,7 @@ class RoomsyncServer:
         # awaited: from Python 3.12 it also waits for every connection, a slow one included.
         self._listener = None
         await self.hooks.stop(self.settings.app.event_budget_ms / 1000)
+        await self.webhooks.stop()
         await self.store.close()
         await self.bus.close()
         if self.node.blobs_open:

@@ -313,6 +313,7 @@ class BlobService:
         await host.store.add_blob_ref(host.room, hash, size, now_ms=host.now_ms())
         peer.send({"type": "blob-uploaded", "hash": hash})
         host.broadcast_message({"type": "blob-available", "hash": hash, "size": size})
+        host.notify("blob.stored", {"hash": hash, "size": size, "peer": peer.id})
         event(log, "blob.available", room=host.room, peer=peer.id, hash=hash, size=size)
 
     async def _fetch(self, host: RoomHost, peer: Peer, hash: str, now_ms: int) -> None:

@@ -194,7 +194,8 @@ class AppHooks:
         fn = self._methods[name]
         t0 = time.perf_counter()
         try:
-            return await asyncio.wait_for(fn(ctx), self.budget_s)
+            async with asyncio.timeout(self.budget_s):  # not wait_for: see webhooks.py
+                return await fn(ctx)
         except TimeoutError:
             self._count(name, "timeout")
             event(log, "hook.timeout", level=logging.ERROR, hook=name, budget_s=self.budget_s)
@@ -237,7 +238,8 @@ class AppHooks:
             fn = self._methods[name]
             t0 = time.perf_counter()
             try:
-                await asyncio.wait_for(fn(ev), self.event_budget_s)
+                async with asyncio.timeout(self.event_budget_s):
+                    await fn(ev)
                 self._count(name, "ok")
             except TimeoutError:
                 self._count(name, "timeout")

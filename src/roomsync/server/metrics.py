@@ -240,6 +240,15 @@ class Metrics:
         self.hook_seconds = histogram(
             "roomsync_hook_seconds", "Histogram: time an app hook took, by hook.", labels=("hook",)
         )
+        self.webhooks = counter(
+            "roomsync_webhook_deliveries_total",
+            "Webhook delivery attempts by outcome (delivered, retry, failed, cancelled, "
+            "store-error).",
+            ("outcome",),
+        )
+        self.webhook_seconds = histogram(
+            "roomsync_webhook_seconds", "Histogram: time of one webhook delivery attempt."
+        )
         self.ready = gauge(
             "roomsync_ready", "1 when the last readiness check passed (/readyz 200), else 0."
         )

@@ -42,6 +42,7 @@ from .peer import Peer
 from .rooms import RoomHost, RoomRegistry
 from .ticks import TickScheduler
 from .transport import PING_FRAME
+from .webhooks import WebhookDispatcher
 
 log = logging.getLogger("roomsync.node")
 
@@ -82,10 +83,13 @@ class Node:
         tokens: TokenService,
         now_ms: Callable[[], int],
         hooks: AppHooks | None = None,
+        webhooks: WebhookDispatcher | None = None,
     ) -> None:
         self.settings = settings
         #: The app's hooks (``docs/hooks.md``); without an app, every one is a no-op.
         self.hooks = hooks if hooks is not None else AppHooks(None, metrics)
+        #: Signed event webhooks (``docs/hooks.md``); None: not delivered by this node.
+        self.webhooks = webhooks
         self.name = settings.server.node_name()
         self.metrics = metrics
         self.store = store
@@ -113,6 +117,32 @@ class Node:
         self._policy_lock = asyncio.Lock()
         # Read at scrape time, so the write path pays nothing for it.
         metrics.outbound_bytes.set_function(self.outbound_queue_bytes)
+
+    async def notify_room(
+        self,
+        room: str,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        record: RoomRecord | None = None,
+    ) -> None:
+        """Send webhook event ``event_type`` of ``room`` (a control-plane event) to the
+        endpoints of the room's effective policy; ``record`` stands in for a room that
+        is gone from the store (``room.deleted``)."""
+        webhooks = self.webhooks
+        if webhooks is None:
+            return
+        host = self.rooms.hosts.get(room)
+        if host is not None:
+            policy = host.policy
+        else:
+            if record is None:
+                record = await self.store.get_room(room)
+            policy = self.policy
+            if record is not None and record.policy:
+                policy = policy.patched(record.policy)
+        if webhooks.wants(policy):
+            webhooks.emit(event_type, room, data, policy)
 
     # -- connections and admission ---------------------------------------------------------
 

@@ -68,6 +68,7 @@ from .logs import event
 from .metrics import Metrics
 from .outbox import FrameSnapshot, FullStateSnapshot, binary_frame, text_frame
 from .peer import Peer
+from .webhooks import WebhookDispatcher
 
 log = logging.getLogger("roomsync.rooms")
 
@@ -170,6 +171,11 @@ def _peer_event(room: str, peer: Peer) -> PeerEvent:
     return PeerEvent(room, peer.id, s.actor, tuple(s.caps), peer.claims)
 
 
+def _peer_data(peer: Peer) -> dict[str, Any]:
+    s = peer.session
+    return {"peer": peer.id, "actor": s.actor, "caps": list(s.caps)}
+
+
 def _internal_refusal(peer: Peer, t0: float) -> _Submitted:
     return _Submitted(
         peer,
@@ -228,6 +234,8 @@ class RoomHost:
     # validation, in arrival order, and the task working through them.
     _gate: deque[_Validating | _Submitted] = field(default_factory=deque)
     _gating: asyncio.Task[None] | None = None
+    #: Signed event webhooks (``policy.webhooks``): peers, commits and blobs of this room.
+    webhooks: WebhookDispatcher | None = None
     _snapshots: dict[tuple[int, tuple[str, ...]], FrameSnapshot] = field(default_factory=dict)
     _block_caches: dict[tuple[int, tuple[str, ...]], BlockCache] = field(default_factory=dict)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -286,6 +294,7 @@ class RoomHost:
         hooks = self.hooks
         if hooks is not None and hooks.events:
             hooks.emit("on_join", _peer_event(self.room, peer))
+        self.notify("peer.joined", _peer_data(peer))
         if not peer.reads or not catchup:
             return
         state = self.state
@@ -340,11 +349,18 @@ class RoomHost:
         else:
             self._enqueue(item)
 
+    def notify(self, event_type: str, data: dict[str, Any]) -> None:
+        """Send webhook event ``event_type`` of this room to the endpoints that want it."""
+        webhooks = self.webhooks
+        if webhooks is not None and webhooks.wants(self.policy):
+            webhooks.emit(event_type, self.room, data, self.policy)
+
     def leave(self, peer: Peer) -> None:
         if peer in self.peers:
             hooks = self.hooks
             if hooks is not None and hooks.events:
                 hooks.emit("on_leave", _peer_event(self.room, peer))
+            self.notify("peer.left", _peer_data(peer))
         self.peers.discard(peer)
         if peer.id in self.presence.entries:
             self.presence.disconnect(peer.id, self.now_ms())
@@ -600,6 +616,15 @@ class RoomHost:
                         self.node,
                     )
                 )
+                webhooks = self.webhooks
+                if webhooks is not None and webhooks.wants(self.policy):
+                    first = accepted[0].seq or 0
+                    if first == 1:
+                        self.notify("room.created", {"head": accepted[-1].seq or 0})
+                    webhooks.committed(
+                        self.room, first, accepted[-1].seq or 0,
+                        [c.path for c in accepted], self.policy,
+                    )  # fmt: skip
                 hooks = self.hooks
                 if hooks is not None and hooks.events:
                     hooks.emit(
@@ -1118,6 +1143,8 @@ class RoomRegistry:
         self.commit_window_ms = commit_window_ms
         #: The app's hooks (``docs/hooks.md``), handed to every room.
         self.hooks = hooks
+        #: Signed event webhooks (set by the server), handed to every room.
+        self.webhooks: WebhookDispatcher | None = None
         self.bus: Bus = bus if bus is not None else MemoryBus()
         self.node = node
         self.store = store
@@ -1191,6 +1218,7 @@ class RoomRegistry:
             on_failed=self._failed,
             group_commit=self.group_commit,
             hooks=self.hooks,
+            webhooks=self.webhooks,
         )
         self.hosts[room] = host
         self.metrics.rooms.set(len(self.hosts))

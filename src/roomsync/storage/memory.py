@@ -46,6 +46,7 @@ from .base import (
     revocation_key,
     wall_clock_ms,
 )
+from .webhooks import WEBHOOK_LOG_KEEP, WebhookDelivery, WebhookResult
 
 __all__ = ["MemoryStore"]
 
@@ -87,6 +88,10 @@ class MemoryStore:
         self._proposals: dict[str, ProposalRecord] = {}
         self._queries: dict[str, dict[str, object]] = {}
         self._settings: dict[str, dict[str, object]] = {}
+        # key -> (delivery, lease holder, lease end, insertion number)
+        self._webhooks: dict[str, tuple[WebhookDelivery, str | None, int, int]] = {}
+        self._webhook_seq = 0
+        self._webhook_log: dict[str, list[WebhookResult]] = {}
         self._open = False
         self.commits = 0
 
@@ -421,3 +426,58 @@ class MemoryStore:
     async def put_setting(self, key: str, value: dict[str, object]) -> None:
         self._require_open()
         self._settings[key] = json_copy(value, what=f"setting {key!r}")
+
+    # -- webhook outbox (storage/webhooks.py) ----------------------------------------------
+
+    async def add_webhooks(self, deliveries: Sequence[WebhookDelivery]) -> None:
+        self._require_open()
+        for d in deliveries:
+            if d.key not in self._webhooks:
+                self._webhook_seq += 1
+                self._webhooks[d.key] = (d, None, 0, self._webhook_seq)
+
+    async def claim_webhooks(
+        self, *, node: str, now_ms: int, lease_ms: int, limit: int
+    ) -> list[WebhookDelivery]:
+        self._require_open()
+        due = sorted(
+            (
+                (d.next_ms, n, d)
+                for d, holder, until, n in self._webhooks.values()
+                if d.next_ms <= now_ms and (holder is None or until <= now_ms)
+            ),
+            key=lambda item: (item[0], item[1]),
+        )[: max(0, limit)]
+        for _, n, d in due:
+            self._webhooks[d.key] = (d, node, now_ms + lease_ms, n)
+        return [d for _, _, d in due]
+
+    async def settle_webhook(
+        self,
+        key: str,
+        *,
+        retry_at_ms: int | None = None,
+        error: str = "",
+        result: WebhookResult | None = None,
+    ) -> None:
+        self._require_open()
+        held = self._webhooks.get(key)
+        if held is None:
+            return
+        d, _, _, n = held
+        if result is not None:
+            del self._webhooks[key]
+            log = self._webhook_log.setdefault(result.room, [])
+            log.insert(0, result)
+            del log[WEBHOOK_LOG_KEEP:]
+        elif retry_at_ms is not None:
+            again = replace(d, attempts=d.attempts + 1, next_ms=retry_at_ms, last_error=error)
+            self._webhooks[key] = (again, None, 0, n)
+
+    async def pending_webhooks(self) -> int:
+        self._require_open()
+        return len(self._webhooks)
+
+    async def webhook_log(self, room: str, *, limit: int = WEBHOOK_LOG_KEEP) -> list[WebhookResult]:
+        self._require_open()
+        return list(self._webhook_log.get(room, [])[: max(0, limit)])

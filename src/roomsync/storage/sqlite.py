@@ -115,6 +115,7 @@ from .base import (
     revocation_key,
     wall_clock_ms,
 )
+from .webhooks import WEBHOOK_LOG_KEEP, WebhookDelivery, WebhookResult
 
 __all__ = ["MIGRATIONS", "Migration", "SqliteStore"]
 
@@ -298,7 +299,45 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        7,
+        "webhook outbox and delivery log (storage/webhooks.py)",
+        (
+            # n orders claims after next_ms (insertion order among equally due rows).
+            """CREATE TABLE webhook_outbox (
+                n INTEGER PRIMARY KEY AUTOINCREMENT,
+                key TEXT NOT NULL UNIQUE,
+                id TEXT NOT NULL,
+                room TEXT NOT NULL,
+                event TEXT NOT NULL,
+                url TEXT NOT NULL,
+                body TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                next_ms INTEGER NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT NOT NULL DEFAULT '',
+                lease_node TEXT,
+                lease_until INTEGER NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX webhook_outbox_due ON webhook_outbox (next_ms, n)",
+            """CREATE TABLE webhook_log (
+                n INTEGER PRIMARY KEY AUTOINCREMENT,
+                room TEXT NOT NULL,
+                id TEXT NOT NULL,
+                event TEXT NOT NULL,
+                url TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                status INTEGER,
+                attempts INTEGER NOT NULL,
+                at_ms INTEGER NOT NULL,
+                error TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX webhook_log_room ON webhook_log (room, n)",
+        ),
+    ),
 )
+
+_WEBHOOK_COLUMNS = "key, id, room, event, url, body, created_ms, next_ms, attempts, last_error"
 
 _CREATE_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY,
@@ -1696,3 +1735,89 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, text)
             )
         )
+
+    # -- webhook outbox (storage/webhooks.py) ----------------------------------------------
+
+    async def add_webhooks(self, deliveries: Sequence[WebhookDelivery]) -> None:
+        if not deliveries:
+            return
+        rows = [
+            (d.key, d.id, d.room, d.event, d.url, d.body, d.created_ms, d.next_ms, d.attempts)
+            for d in deliveries
+        ]
+
+        def add(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR IGNORE INTO webhook_outbox (key, id, room, event, url, body, "
+                "created_ms, next_ms, attempts) VALUES (?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+
+        await self._write(add, pad_bytes=sum(len(d.body) for d in deliveries))
+
+    async def claim_webhooks(
+        self, *, node: str, now_ms: int, lease_ms: int, limit: int
+    ) -> list[WebhookDelivery]:
+        def claim(conn: sqlite3.Connection) -> list[WebhookDelivery]:
+            rows = conn.execute(
+                f"UPDATE webhook_outbox SET lease_node = ?, lease_until = ? WHERE n IN ("
+                "SELECT n FROM webhook_outbox WHERE next_ms <= ? AND "
+                "(lease_node IS NULL OR lease_until <= ?) ORDER BY next_ms, n LIMIT ?) "
+                f"RETURNING n, {_WEBHOOK_COLUMNS}",
+                (node, now_ms + lease_ms, now_ms, now_ms, max(0, limit)),
+            ).fetchall()
+            rows.sort(key=lambda r: (r[8], r[0]))  # RETURNING keeps no order
+            return [WebhookDelivery(*r[1:]) for r in rows]
+
+        return await self._write(claim)
+
+    async def settle_webhook(
+        self,
+        key: str,
+        *,
+        retry_at_ms: int | None = None,
+        error: str = "",
+        result: WebhookResult | None = None,
+    ) -> None:
+        def settle(conn: sqlite3.Connection) -> None:
+            if result is not None:
+                gone = conn.execute("DELETE FROM webhook_outbox WHERE key = ?", (key,)).rowcount
+                if not gone:
+                    return
+                r = result
+                conn.execute(
+                    "INSERT INTO webhook_log (room, id, event, url, outcome, status, attempts, "
+                    "at_ms, error) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (r.room, r.id, r.event, r.url, r.outcome, r.status, r.attempts, r.at_ms,
+                     r.error),
+                )  # fmt: skip
+                conn.execute(
+                    "DELETE FROM webhook_log WHERE room = ? AND n NOT IN (SELECT n FROM "
+                    "webhook_log WHERE room = ? ORDER BY n DESC LIMIT ?)",
+                    (r.room, r.room, WEBHOOK_LOG_KEEP),
+                )
+            elif retry_at_ms is not None:
+                conn.execute(
+                    "UPDATE webhook_outbox SET attempts = attempts + 1, next_ms = ?, "
+                    "last_error = ?, lease_node = NULL, lease_until = 0 WHERE key = ?",
+                    (retry_at_ms, error, key),
+                )
+
+        await self._write(settle)
+
+    async def pending_webhooks(self) -> int:
+        def count(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT count(*) FROM webhook_outbox").fetchone()[0])
+
+        return await self._read(count)
+
+    async def webhook_log(self, room: str, *, limit: int = WEBHOOK_LOG_KEEP) -> list[WebhookResult]:
+        def read(conn: sqlite3.Connection) -> list[WebhookResult]:
+            rows = conn.execute(
+                "SELECT id, room, event, url, outcome, status, attempts, at_ms, error FROM "
+                "webhook_log WHERE room = ? ORDER BY n DESC LIMIT ?",
+                (room, max(0, limit)),
+            ).fetchall()
+            return [WebhookResult(*row) for row in rows]
+
+        return await self._read(read)

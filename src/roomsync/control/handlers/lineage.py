@@ -324,6 +324,11 @@ async def promote(ctx: Context, p: ProposalRef) -> dict[str, Any]:
     finally:
         rooms.release(host)
     await ctx.node.store.put_proposal(replace(record, state="promoted"))
+    await ctx.node.notify_room(
+        record.source,
+        "proposal.promoted",
+        {"proposal": record.proposal, "head": head, "applied": len(batch)},
+    )
     return {"proposal": record.proposal, "state": "promoted", "head": head, "applied": len(batch)}
 
 

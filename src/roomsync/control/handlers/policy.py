@@ -26,6 +26,7 @@ import msgspec
 from msgspec import Meta
 
 from ...config import ConfigError, Policy
+from ...config.policy import masked_policy
 from ...core.codes import RejectClass
 from ..payloads import Payload, Result, RoomId
 from ..registry import REGISTRY, Context
@@ -71,7 +72,11 @@ def _refused(exc: ConfigError) -> Rejected:
 
 
 def _view(scope: str, policy: Policy, patch: dict[str, object]) -> dict[str, Any]:
-    return {"scope": scope, "policy": msgspec.to_builtins(policy), "patch": dict(patch)}
+    return {
+        "scope": scope,
+        "policy": masked_policy(msgspec.to_builtins(policy)),
+        "patch": masked_policy(dict(patch)),
+    }
 
 
 @REGISTRY.command(

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from ...config.errors import ConfigError
+from ...config.policy import masked_policy
 from ...core.codes import CloseCode, RejectClass
 from ...storage.base import lineage
+from ...storage.webhooks import WebhookOutbox
 from ..payloads import Payload, Result, Revoke, RoomCreate, RoomId, RoomList, RoomRef
 from ..registry import REGISTRY, Context
 from ..rejects import Rejected, not_found
@@ -32,6 +36,17 @@ class Lineage(Result):
     checkpoint: str | None = None
 
 
+class WebhookOutcomeView(Result):
+    id: str
+    event: str
+    url: str
+    outcome: str
+    status: int | None
+    attempts: int
+    at_ms: int
+    error: str = ""
+
+
 class RoomView(Result):
     room: str
     head: int
@@ -42,6 +57,8 @@ class RoomView(Result):
     peers: int
     lineage: Lineage
     node: str | None = None
+    #: The room's last finished webhook deliveries, newest first (``docs/hooks.md``).
+    webhooks: list[WebhookOutcomeView] = msgspec.field(default_factory=list)
 
 
 class RoomSummary(Result):
@@ -99,6 +116,14 @@ async def _room_view(ctx: Context, room: str) -> dict[str, Any]:
     if record.source is not None:
         view_lineage["source"] = record.source
         view_lineage["checkpoint"] = record.checkpoint
+    store = node.store
+    webhooks = []
+    if isinstance(store, WebhookOutbox):
+        webhooks = [
+            {"id": r.id, "event": r.event, "url": r.url, "outcome": r.outcome,
+             "status": r.status, "attempts": r.attempts, "at_ms": r.at_ms, "error": r.error}
+            for r in await store.webhook_log(room, limit=10)
+        ]  # fmt: skip
     return {
         "room": room,
         "head": head,
@@ -109,6 +134,7 @@ async def _room_view(ctx: Context, room: str) -> dict[str, Any]:
         "peers": peers,
         "lineage": view_lineage,
         "node": record.node,
+        "webhooks": webhooks,
     }
 
 
@@ -163,7 +189,7 @@ async def create(ctx: Context, p: RoomCreate) -> dict[str, Any]:
         "room": p.room,
         "created": existing is None,
         "locked": record.locked,
-        "policy": dict(record.policy),
+        "policy": masked_policy(dict(record.policy)),
     }
 
 
@@ -232,7 +258,7 @@ async def revoke(ctx: Context, p: Revoke) -> dict[str, Any]:
     result=RoomDeleteResult,
 )
 async def delete(ctx: Context, p: RoomDelete) -> dict[str, Any]:
-    await record_of(ctx, p.room)
+    record = await record_of(ctx, p.room)
     host = ctx.node.rooms.hosts.get(p.room)
     closed = 0 if host is None else sum(1 for peer in host.peers if not peer.closing)
     async with ctx.node.rooms.exclusive(
@@ -241,4 +267,8 @@ async def delete(ctx: Context, p: RoomDelete) -> dict[str, Any]:
         # Out of service from here: the final archive holds every write before the delete.
         final = None if p.hard else (await archive_room(ctx, p.room, state=state))[0].ref
         deleted = await ctx.node.store.delete_room(p.room)
+    if deleted:
+        await ctx.node.notify_room(
+            p.room, "room.deleted", {"archive": final, "hard": p.hard}, record=record
+        )
     return {"room": p.room, "deleted": deleted, "archive": final, "closed": closed}
