@@ -1,7 +1,8 @@
 """What ``.ci/run`` enforces: the suite, then mypy strict and ruff, any failure fatal.
 
-The script runs here with stand-ins for ``pip`` and ``python`` (and ``promtool`` or
-``apt-get``) first on ``PATH``: they log their arguments and exit with the code a test
+The script runs here with stand-ins for ``pip``, ``python`` and ``npm`` (and
+``promtool`` or ``apt-get``) first on ``PATH``, and ``ROOMSYNC_CHROMIUM`` naming a browser
+that is there or not: they log their arguments and exit with the code a test
 picks, so the order of the steps and the exit codes are checked without installing or
 running anything for real.
 """
@@ -23,6 +24,8 @@ CI = ROOT / ".ci" / "run"
 STEPS = [
     "pip install -e .[test]",
     "python -m pytest",
+    "npm ci",
+    "npm test",
     "python -m mypy --strict src/roomsync",
     "python -m ruff check src tests",
     "python -m ruff format --check src tests",
@@ -38,13 +41,20 @@ exit "${!var:-0}"
 
 
 def run_ci(
-    tmp_path: Path, *, promtool: bool = True, **exit_codes: int
+    tmp_path: Path, *, promtool: bool = True, chromium: bool = True, **exit_codes: int
 ) -> tuple[int, list[str], str]:
     """Run ``.ci/run``; without ``promtool`` the machine's own is hidden too (``PATH``
     then holds only the stubs and the few tools the script and the stubs use)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in ("pip", "python", "promtool" if promtool else "apt-get"):
+    names = ["pip", "python", "npm", "promtool" if promtool else "apt-get"]
+    if not chromium and promtool:
+        names.append("apt-get")
+    browser = tmp_path / "chromium"
+    if chromium:
+        browser.write_text("#!/bin/sh\n")
+        browser.chmod(0o755)
+    for name in names:
         stub = bin_dir / name
         stub.write_text(STUB)
         stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
@@ -64,6 +74,7 @@ def run_ci(
     env = {
         "PATH": f"{bin_dir}{os.pathsep}{path}",
         "CI_FAKE_LOG": str(log),
+        "ROOMSYNC_CHROMIUM": str(browser),
         **{f"CI_FAKE_RC_{step}": str(rc) for step, rc in exit_codes.items()},
     }
     done = subprocess.run(
@@ -97,7 +108,23 @@ def test_no_tests_collected_fails(tmp_path: Path) -> None:
     assert "collected no tests" in stderr
 
 
-@pytest.mark.parametrize("failing", [1, 2, 3, 4, 5])
+def test_chromium_is_installed_from_debian_when_missing(tmp_path: Path) -> None:
+    rc, steps, _ = run_ci(tmp_path, chromium=False)
+    assert rc == 0
+    assert steps == [
+        "apt-get update -qq",
+        "apt-get install -y --no-install-recommends chromium",
+        *STEPS,
+    ]
+
+
+def test_a_failed_chromium_install_fails_ci(tmp_path: Path) -> None:
+    rc, steps, _ = run_ci(tmp_path, chromium=False, **{"2": 100})
+    assert rc == 100
+    assert steps == ["apt-get update -qq", "apt-get install -y --no-install-recommends chromium"]
+
+
+@pytest.mark.parametrize("failing", range(1, len(STEPS) + 1))
 def test_any_failing_step_fails_ci_and_stops_it(tmp_path: Path, failing: int) -> None:
     rc, steps, _ = run_ci(tmp_path, **{str(failing): 1})
     assert rc == 1
