@@ -83,6 +83,7 @@ from .base import (
     revocation_key,
     wall_clock_ms,
 )
+from .webhooks import WEBHOOK_LOG_KEEP, WebhookDelivery, WebhookResult
 
 __all__ = ["MIGRATIONS", "Migration", "PostgresStore"]
 
@@ -216,6 +217,42 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE TABLE health (id integer PRIMARY KEY, probes bigint NOT NULL)",
         ),
     ),
+    Migration(
+        2,
+        "webhook outbox and delivery log (storage/webhooks.py)",
+        (
+            # n orders claims after next_ms (insertion order among equally due rows).
+            f"""CREATE TABLE webhook_outbox (
+                n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                key text {_C} NOT NULL UNIQUE,
+                id text NOT NULL,
+                room text NOT NULL,
+                event text NOT NULL,
+                url text NOT NULL,
+                body text NOT NULL,
+                created_ms bigint NOT NULL,
+                next_ms bigint NOT NULL,
+                attempts bigint NOT NULL DEFAULT 0,
+                last_error text NOT NULL DEFAULT '',
+                lease_node text,
+                lease_until bigint NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX webhook_outbox_due ON webhook_outbox (next_ms, n)",
+            f"""CREATE TABLE webhook_log (
+                n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                room text {_C} NOT NULL,
+                id text NOT NULL,
+                event text NOT NULL,
+                url text NOT NULL,
+                outcome text NOT NULL,
+                status integer,
+                attempts bigint NOT NULL,
+                at_ms bigint NOT NULL,
+                error text NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX webhook_log_room ON webhook_log (room, n)",
+        ),
+    ),
 )
 
 _CREATE_VERSIONS = """CREATE TABLE IF NOT EXISTS schema_version (
@@ -235,6 +272,7 @@ _PROPOSAL_COLUMNS = (
 )
 _REVOCATION_COLUMNS = "kind, value, created_ms, expires_ms"
 _CHANGE_COLUMNS = "path, ts, counter, actor, value, seq"
+_WEBHOOK_COLUMNS = "key, id, room, event, url, body, created_ms, next_ms, attempts, last_error"
 
 # One statement per batch: the fence, then the op log and the entries only if it moved.
 _ROWS = """
@@ -1255,3 +1293,98 @@ class PostgresStore:
                 key,
                 text,
             )
+
+    # -- webhook outbox (storage/webhooks.py) ----------------------------------------------
+
+    async def add_webhooks(self, deliveries: Sequence[WebhookDelivery]) -> None:
+        if not deliveries:
+            return
+        async with self._conn("write failed") as conn:
+            await conn.execute(
+                """INSERT INTO webhook_outbox (key, id, room, event, url, body, created_ms,
+                       next_ms, attempts)
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                       $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[])
+                   ON CONFLICT (key) DO NOTHING""",
+                [d.key for d in deliveries],
+                [d.id for d in deliveries],
+                [d.room for d in deliveries],
+                [d.event for d in deliveries],
+                [d.url for d in deliveries],
+                [d.body for d in deliveries],
+                [d.created_ms for d in deliveries],
+                [d.next_ms for d in deliveries],
+                [d.attempts for d in deliveries],
+            )
+
+    async def claim_webhooks(
+        self, *, node: str, now_ms: int, lease_ms: int, limit: int
+    ) -> list[WebhookDelivery]:
+        """Due rows leased in one statement; ``SKIP LOCKED``: nodes claiming at once
+        take different rows and never wait for each other."""
+        async with self._conn("write failed") as conn:
+            rows = await conn.fetch(
+                f"""UPDATE webhook_outbox SET lease_node = $1, lease_until = $2
+                    WHERE n IN (SELECT n FROM webhook_outbox WHERE next_ms <= $3
+                        AND (lease_node IS NULL OR lease_until <= $3)
+                        ORDER BY next_ms, n LIMIT $4 FOR UPDATE SKIP LOCKED)
+                    RETURNING n, {_WEBHOOK_COLUMNS}""",
+                node,
+                now_ms + lease_ms,
+                now_ms,
+                max(0, limit),
+            )
+        ordered = sorted(rows, key=lambda r: (r["next_ms"], r["n"]))  # RETURNING has no order
+        return [WebhookDelivery(*tuple(r)[1:]) for r in ordered]
+
+    async def settle_webhook(
+        self,
+        key: str,
+        *,
+        retry_at_ms: int | None = None,
+        error: str = "",
+        result: WebhookResult | None = None,
+    ) -> None:
+        async with self._write() as conn:
+            if result is not None:
+                gone = await conn.fetchval(
+                    "DELETE FROM webhook_outbox WHERE key = $1 RETURNING 1", key
+                )
+                if gone is None:
+                    return  # another node finished it
+                r = result
+                await conn.execute(
+                    """INSERT INTO webhook_log (room, id, event, url, outcome, status,
+                           attempts, at_ms, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+                    r.room, r.id, r.event, r.url, r.outcome, r.status, r.attempts, r.at_ms,
+                    r.error,
+                )  # fmt: skip
+                await conn.execute(
+                    """DELETE FROM webhook_log WHERE room = $1 AND n NOT IN (SELECT n FROM
+                           webhook_log WHERE room = $1 ORDER BY n DESC LIMIT $2)""",
+                    r.room,
+                    WEBHOOK_LOG_KEEP,
+                )
+            elif retry_at_ms is not None:
+                await conn.execute(
+                    """UPDATE webhook_outbox SET attempts = attempts + 1, next_ms = $1,
+                           last_error = $2, lease_node = NULL, lease_until = 0
+                       WHERE key = $3""",
+                    retry_at_ms,
+                    error,
+                    key,
+                )
+
+    async def pending_webhooks(self) -> int:
+        async with self._conn() as conn:
+            return int(await conn.fetchval("SELECT count(*) FROM webhook_outbox"))
+
+    async def webhook_log(self, room: str, *, limit: int = WEBHOOK_LOG_KEEP) -> list[WebhookResult]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                """SELECT id, room, event, url, outcome, status, attempts, at_ms, error
+                   FROM webhook_log WHERE room = $1 ORDER BY n DESC LIMIT $2""",
+                room,
+                max(0, limit),
+            )
+        return [WebhookResult(*tuple(r)) for r in rows]
