@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -74,15 +75,16 @@ async def test_two_stores_racing_to_create_a_room(postgres_schema_dsn: str) -> N
 
 _WRITER = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, sys, time
     from roomsync.storage.base import StoreConflict
     from roomsync.storage.postgres import PostgresStore
     from roomsync.testing.store_contract import change
 
-    async def main(dsn, name, writes):
+    async def main(dsn, name, writes, start_at):
         store = PostgresStore(dsn, max_size=2)
         await store.open()
         conflicts = 0
+        await asyncio.sleep(max(0.0, start_at - time.time()))  # both start together
         try:
             head = (await store.load_room("shared", now_ms=0)).record.head
             done = 0
@@ -102,7 +104,7 @@ _WRITER = textwrap.dedent(
             await store.close()
         print(conflicts)
 
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
     """
 )
 
@@ -110,18 +112,22 @@ _WRITER = textwrap.dedent(
 def test_writers_in_two_processes_keep_seqs_gap_free(postgres_schema_dsn: str) -> None:
     """Two processes append to one room as fast as they can, each reloading its head on
     a conflict: every write lands exactly once, seqs 1..n without a gap."""
-    writes = 60
+    writes = 400
+    start_at = str(time.time() + 3)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER, postgres_schema_dsn, name, str(writes)],
+            [sys.executable, "-c", _WRITER, postgres_schema_dsn, name, str(writes), start_at],
             stdout=subprocess.PIPE,
             text=True,
         )
         for name in ("p1", "p2")
     ]
+    conflicts = 0
     for proc in procs:
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
+        conflicts += int(out)
+    assert conflicts > 0  # they did race for the same heads
 
     async def verify() -> None:
         store = PostgresStore(postgres_schema_dsn, max_size=1)
