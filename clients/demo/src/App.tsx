@@ -86,7 +86,7 @@ function useStopReason(): string | null {
     setReason(null);
     if (room === null) return;
     return room.on("close", (e) => {
-      if (e.closeCode !== 1000) setReason(`${e.code ?? "closed"} (close ${e.closeCode}): ${e.message}`);
+      if (e.closeCode !== 1000) setReason(`${e.code ?? "closed"} (close ${e.closeCode}): ${e.error?.message ?? e.message}`);
     });
   }, [room]);
   return reason;

@@ -152,6 +152,8 @@ async def _serve(settings: Any, web_apps: tuple[str, ...] = ()) -> int:
         print(f"app: {name}  hooks: {hooks}", file=sys.stderr, flush=True)
     for name in web_apps:
         print(f"{name}: {http_scheme}://{base}{APPS[name]}", file=sys.stderr, flush=True)
+    if "demo" in web_apps and not s.dev:
+        print("demo: no --dev, so open it with #room=ROOM&token=DATA_TOKEN", file=sys.stderr)
     if s.dev:
         tokens = TokenService(signing_keys(settings))
         token = tokens.mint(
