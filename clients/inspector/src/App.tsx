@@ -250,7 +250,7 @@ function Presence({ envelopes }: { envelopes: Envelope[] }) {
   for (const e of envelopes) {
     if (e.dir === "in" && e.type === "presence") {
       const p = byPeer.get(e.peer) ?? { n: 0, last: 0, left: false };
-      byPeer.set(e.peer, { n: p.n + 1, last: e.at, left: false });
+      byPeer.set(e.peer, { n: p.n + 1, last: e.at, left: e.cleared === true });
     }
     if (e.type === "close" || e.type === "presence-leave") {
       const peer = typeof e.left === "string" ? e.left : e.peer;
