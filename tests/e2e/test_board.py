@@ -163,6 +163,9 @@ def test_two_boards_converge_recover_and_show_in_the_inspector(
         expect(inspector.get_by_role("img", name="messages in /s chart")).to_be_visible()
         shot(inspector, "07-inspector")
         assert control(served, token, "room", "get", room=ROOM)["peers"] == 2
+        # Both replicas hold the server's canonical root (the board re-renders on changes).
+        for page in (a, b):
+            expect(page.get_by_test_id("root")).to_have_attribute("data-root", view["root"])
         assert errors == [], errors
     finally:
         ctx_a.close()

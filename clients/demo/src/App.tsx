@@ -187,6 +187,11 @@ function Board({ room, initialName }: { room: string; initialName: string }) {
           />
         </label>
         {uploading > 0 && <span data-testid="uploading">uploading…</span>}
+        {client && (
+          <span className="root" data-testid="root" data-root={client.root} title="canonical root of this replica (SPEC §1)">
+            root {client.root.slice(0, 12)}
+          </span>
+        )}
       </header>
       {stop && (
         <p className="error" data-testid="stopped">
