@@ -395,3 +395,22 @@ def test_serve_refuses_an_app_it_cannot_load(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "cannot start" in out.stderr and "no_such_module_xyz" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+async def test_the_sdk_sends_hello_fields_for_authorize(tmp_path: Path) -> None:
+    from roomsync.client import connect as sdk_connect
+
+    app = SessionAuth()
+    async with running_server(tmp_path, dev=False, app=app) as srv:
+        client = await sdk_connect(
+            srv.url, "r", actor="alice#sdk", hello_fields={"session_id": "s-alice"}
+        )
+        try:
+            assert app.seen[-1].fields["session_id"] == "s-alice"
+            client.set_json("/from-sdk", 1)  # bound to the app's actor: alice#sdk may write
+            await client.flush()
+            assert srv.server.rooms.hosts["r"].state.durable_head == 1
+            with pytest.raises(ValueError, match="protocol's own fields"):
+                await sdk_connect(srv.url, "r", hello_fields={"token": "x"})
+        finally:
+            await client.close()

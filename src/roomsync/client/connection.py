@@ -44,7 +44,7 @@ import dataclasses
 import logging
 import random
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -146,6 +146,7 @@ class Connection:
         token_provider: TokenProvider | None,
         caps: Sequence[str] | None,
         binary: bool = True,
+        hello_fields: Mapping[str, Any] | None = None,
         reconnect: bool,
         backoff: Backoff | None,
         rng: random.Random,
@@ -157,6 +158,11 @@ class Connection:
         self._token = token
         self._token_provider = token_provider
         self._caps = _requested_caps(caps, binary=binary)
+        reserved = set(m.Hello.__dataclass_fields__) | {"type"}
+        clash = sorted(set(hello_fields or ()) & reserved)
+        if clash:
+            raise ValueError(f"hello_fields may not set the protocol's own fields: {clash}")
+        self._hello_fields = dict(hello_fields or {})
         self._policy = ReconnectPolicy(
             backoff, reconnect=reconnect, can_refresh_token=token_provider is not None
         )
@@ -443,7 +449,7 @@ class Connection:
             cursor=plan.cursor,
             catchup=None if plan.catchup else False,
         )
-        link.send(hello.to_wire())
+        link.send({**self._hello_fields, **hello.to_wire()})
         link.tasks.append(loop.create_task(self._sender(link)))
         try:
             async for msg in ws:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 import secrets
 import ssl as ssl_module
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jwt
@@ -75,6 +75,7 @@ class RoomClient:
         subscribe: Sequence[str] = ("/",),
         caps: Sequence[str] | None = None,
         binary: bool = True,
+        hello_fields: Mapping[str, Any] | None = None,
         reconnect: bool = True,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
@@ -95,6 +96,7 @@ class RoomClient:
             token_provider=token_provider,
             caps=caps,
             binary=binary,
+            hello_fields=hello_fields,
             reconnect=reconnect,
             backoff=backoff,
             rng=rng if rng is not None else random.Random(),
@@ -382,6 +384,7 @@ async def connect(
     subscribe: Sequence[str] = ("/",),
     caps: Sequence[str] | None = None,
     binary: bool = True,
+    hello_fields: Mapping[str, Any] | None = None,
     reconnect: bool = True,
     backoff: Backoff | None = None,
     rng: random.Random | None = None,
@@ -397,7 +400,9 @@ async def connect(
     (default: a random id; give each replica its own). ``subscribe``: path prefixes to
     replicate. ``caps``: capabilities to request (default: all the token grants).
     ``binary`` (default True) also asks for the ``binary`` cap, so that packs travel as
-    binary frames both ways when the server grants it (JSON otherwise).
+    binary frames both ways when the server grants it (JSON otherwise). ``hello_fields``
+    are extra fields of every ``hello`` (an app's ``authorize`` hook reads them,
+    ``docs/hooks.md``); they may not replace the protocol's own.
     ``reconnect=False`` stops at the first close. ``backoff`` and ``rng`` shape the
     reconnect delays; ``ssl`` is the context for ``wss://``. ``connect_timeout_s``
     (default 10, None: no limit) bounds the wait for the first ``welcome``; once a
@@ -417,6 +422,7 @@ async def connect(
         subscribe=subscribe,
         caps=caps,
         binary=binary,
+        hello_fields=hello_fields,
         reconnect=reconnect,
         backoff=backoff,
         rng=rng,
