@@ -123,6 +123,7 @@ EXPECTED: dict[str, list[str]] = {
         "SECRET_KEYS",
         "SECTIONS",
         "STORAGE_BACKENDS",
+        "AppSettings",
         "AuthSettings",
         "BlobSettings",
         "ConfigError",
@@ -132,6 +133,7 @@ EXPECTED: dict[str, list[str]] = {
         "ServerSettings",
         "Settings",
         "StorageSettings",
+        "WebhookSettings",
         "load_settings",
         "redact_dsn",
         "redacted",
@@ -140,6 +142,23 @@ EXPECTED: dict[str, list[str]] = {
     ],
     # Operator tools as a library (doctor, canary, evidence, capture diff): its modules.
     "roomsync.ops": ["capture_diff", "checks", "evidence", "probe"],
+    # App hooks (docs/hooks.md): the contexts, results and the shipped validator.
+    "roomsync.hooks": [
+        "DECISION_HOOKS",
+        "EVENT_HOOKS",
+        "HOOK_NAMES",
+        "REFUSAL_CODES",
+        "Allow",
+        "ChangesContext",
+        "Claims",
+        "CommitEvent",
+        "HelloContext",
+        "JsonSchemaValidator",
+        "PeerEvent",
+        "Refusal",
+        "Refuse",
+        "RoomInfo",
+    ],
     # The test kit's API is its modules too.
     "roomsync.testing": [
         "blob_contract",
@@ -158,6 +177,7 @@ EXPECTED: dict[str, list[str]] = {
         "server",
         "store_contract",
         "tls",
+        "webhook_contract",
         "wsclient",
     ],
 }

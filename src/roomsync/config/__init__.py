@@ -51,6 +51,7 @@ from .schema import (
     ServerSettings,
     Settings,
     StorageSettings,
+    WebhookSettings,
     redacted,
     storage_backend_unavailable,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "StorageSettings",
+    "WebhookSettings",
     "load_settings",
     "redact_dsn",
     "redacted",

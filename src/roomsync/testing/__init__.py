@@ -10,7 +10,8 @@ need test-only dependencies: ``moto[server]``, ``trustme``).
   pure server room (the core's session, handshake and room state) over an in-memory link
   whose frames the test delivers: protocol tests without sockets or sleeps.
 - :mod:`.wsclient` and :mod:`.rawws`: protocol-level WebSocket clients, polite and hostile.
-- :mod:`.store_contract`, :mod:`.blob_contract`, :mod:`.bus_contract`: the contract suites
+- :mod:`.store_contract`, :mod:`.blob_contract`, :mod:`.bus_contract`,
+  :mod:`.webhook_contract`: the contract suites
   every store, blob store and bus backend passes.
 - :mod:`.faults`: a store whose commits fail on demand.
 - :mod:`.load`: fill a room over a real socket; time ``/healthz`` meanwhile.
@@ -42,5 +43,6 @@ __all__ = [
     "server",
     "store_contract",
     "tls",
+    "webhook_contract",
     "wsclient",
 ]
