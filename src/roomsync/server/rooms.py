@@ -604,44 +604,18 @@ class RoomHost:
                 if self._snapshots:
                     # The head moved: snapshots nobody is reading are stale.
                     self._snapshots = {k: v for k, v in self._snapshots.items() if v.readers}
-                self.bus.publish(
-                    RoomEvent(
-                        self.room,
-                        tuple(accepted),
-                        tuple(
-                            item.peer.id if item.peer is not None else None
-                            for item in items
-                            for _ in item.accepted
-                        ),
-                        self.node,
-                    )
+                committed = RoomEvent(
+                    self.room,
+                    tuple(accepted),
+                    tuple(
+                        item.peer.id if item.peer is not None else None
+                        for item in items
+                        for _ in item.accepted
+                    ),
+                    self.node,
                 )
-                webhooks = self.webhooks
-                if webhooks is not None and webhooks.wants(self.policy):
-                    first = accepted[0].seq or 0
-                    if first == 1:
-                        self.notify("room.created", {"head": accepted[-1].seq or 0})
-                    webhooks.committed(
-                        self.room, first, accepted[-1].seq or 0,
-                        [c.path for c in accepted], self.policy,
-                    )  # fmt: skip
-                hooks = self.hooks
-                if hooks is not None and hooks.events:
-                    hooks.emit(
-                        "on_commit",
-                        CommitEvent(
-                            self.room,
-                            accepted[0].seq or 0,
-                            accepted[-1].seq or 0,
-                            tuple(accepted),
-                            tuple(
-                                item.peer.id if item.peer is not None else None
-                                for item in items
-                                for _ in item.accepted
-                            ),
-                            self.node,
-                        ),
-                    )
+                self.bus.publish(committed)
+                self._after_commit(committed)
                 self.metrics.broadcast.observe(time.perf_counter() - items[0].t0)
             self._deliver(items)
             self._maybe_compact()
@@ -651,6 +625,23 @@ class RoomHost:
                 self._schedule()
             else:
                 self._idle.set()
+
+    def _after_commit(self, ev: RoomEvent) -> None:
+        """What follows a commit besides delivery: webhooks (``room.created``, the
+        debounced ``changes.committed``) and the app's ``on_commit``."""
+        first, last = ev.first_seq, ev.last_seq
+        webhooks = self.webhooks
+        if webhooks is not None and webhooks.wants(self.policy):
+            if first == 1:
+                self.notify("room.created", {"head": last})
+            paths = [c.path for c in ev.changes]
+            webhooks.committed(self.room, first, last, paths, self.policy)
+        hooks = self.hooks
+        if hooks is not None and hooks.events:
+            hooks.emit(
+                "on_commit",
+                CommitEvent(self.room, first, last, ev.changes, ev.authors, self.node),
+            )
 
     def _hash_ahead(self, batch_size: int) -> None:
         """Keep the MST root mostly computed, off the welcome path.
