@@ -414,3 +414,30 @@ async def test_the_sdk_sends_hello_fields_for_authorize(tmp_path: Path) -> None:
                 await sdk_connect(srv.url, "r", hello_fields={"token": "x"})
         finally:
             await client.close()
+
+
+class Slow:
+    async def validate(self, pack: ChangesContext) -> None:
+        await asyncio.sleep(0.05)
+
+
+async def test_a_peer_flooding_a_slow_validator_is_closed_and_others_go_on(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    from roomsync.server.rooms import MAX_VALIDATING_PACKS
+
+    async with running_server(tmp_path, app=Slow()) as srv:
+        flooder, _ = await hello(http, srv.ws_url("f"))
+        honest, _ = await hello(http, srv.ws_url("f"))
+        for i in range(MAX_VALIDATING_PACKS + 8):
+            await flooder.send_json({"type": "pack", "data": pack_data([ch(f"/f/{i}", i + 1, i)])})
+        seen, code = await closed(flooder, timeout=30)
+        assert code == 1011
+        assert any(m.get("type") == "error" and m["code"] == "overload" for m in seen)
+        # What it queued before is still validated and committed (its acks went to a
+        # closed connection: the SDK resends unacknowledged writes, LWW makes that safe).
+        host = srv.server.rooms.hosts["f"]
+        await wait_until(lambda: host.head >= MAX_VALIDATING_PACKS, timeout=20)
+        ack = await send_pack(honest, [ch("/h", 1, "fine", actor="h")])
+        assert ack["seqs"][0] is not None
+        await honest.close()

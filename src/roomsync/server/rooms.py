@@ -92,6 +92,9 @@ WARM_CATCHUP_ENTRIES = 10_000
 #: Groups of a full catch-up (``catchup_chunk`` changes each) encoded per loop turn
 #: while warming: other work runs between them.
 WARM_GROUPS_PER_TURN = 2
+#: Packs of one peer waiting for the app's validate hook (or for their commit) at most;
+#: a peer past it is closed with 1011 and a retry hint, so a slow hook bounds memory.
+MAX_VALIDATING_PACKS = 64
 #: Full-state snapshots kept per room at one head (one per distinct subscription).
 MAX_SNAPSHOTS = 8
 #: Scopes (catch-up chunk, prefixes) whose encoded full-state groups a room keeps.
@@ -471,12 +474,19 @@ class RoomHost:
             max_changes=self.policy.max_changes_per_pack,
             bound_actor=peer.actor_bound,
         )
-        peer.pending_acks += 1
         hooks = self.hooks
         if hooks is not None and hooks.validates:
+            if peer.pending_acks >= MAX_VALIDATING_PACKS:
+                raise Overload(
+                    f"{peer.pending_acks} packs wait for the app's validate hook: slow down "
+                    "and retry",
+                    retry_after_ms=1000,
+                )
+            peer.pending_acks += 1
             self._gate_push(_Validating(peer, changes, t0))
-        else:
-            self._apply_pack(peer, changes, t0, None)
+            return
+        peer.pending_acks += 1
+        self._apply_pack(peer, changes, t0, None)
 
     def _apply_pack(
         self,
