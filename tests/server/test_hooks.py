@@ -197,6 +197,13 @@ class Flaky:
             await asyncio.sleep(10)
         if "/bad-index" in paths:
             return [Refusal(99, "no such change")]
+        if "/gen" in paths:
+
+            def refusals() -> Any:
+                yield Refusal(0, "first")
+                raise KeyError("the app's generator broke")
+
+            return refusals()  # type: ignore[no-any-return]
         return [Refusal(i, "no secrets", "forbidden") for i, p in enumerate(paths) if "secret" in p]
 
 
@@ -211,6 +218,7 @@ async def test_a_failing_validator_refuses_its_pack_and_acks_stay_in_order(
             [ch("/boom", 3, 3), ch("/fine", 4, 4)],
             [ch("/slow", 5, 5)],
             [ch("/bad-index", 6, 6)],
+            [ch("/gen", 8, 8)],
             [ch("/after", 7, 7)],
         ]
         for changes in packs:
@@ -221,9 +229,10 @@ async def test_a_failing_validator_refuses_its_pack_and_acks_stay_in_order(
         assert {r["code"] for r in acks[1]["refused"]} == {"internal"}
         assert acks[2]["seqs"] == [None] and "timed out" in acks[2]["refused"][0]["message"]
         assert acks[3]["seqs"] == [None] and "invalid result" in acks[3]["refused"][0]["message"]
-        assert acks[4]["seqs"] == [2]
+        assert acks[4]["seqs"] == [None] and "invalid result" in acks[4]["refused"][0]["message"]
+        assert acks[5]["seqs"] == [2]
         assert srv.server.rooms.hosts["v"].state.durable_head == 2
-        assert hook_count(srv, "validate", "error") == 2  # the raise and the bad index
+        assert hook_count(srv, "validate", "error") == 3  # the raise, bad index, generator
         assert hook_count(srv, "validate", "timeout") == 1
         await ws.close()
 

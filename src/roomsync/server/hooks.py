@@ -182,7 +182,7 @@ class AppHooks:
                 ):
                     raise TypeError(f"not a Refusal of this pack: {item!r}")
                 refused[item.index] = (item.code, str(item.message)[:200])
-        except TypeError as exc:
+        except Exception as exc:  # not iterable, a generator that raised, a bad item
             self._count("validate", "error")
             event(log, "hook.bad_result", level=logging.ERROR, hook="validate", error=str(exc))
             why = "validate hook returned an invalid result: retry later"

@@ -535,7 +535,12 @@ class RoomHost:
                 ctx = ChangesContext(
                     self.room, peer.id, peer.session.actor, peer.claims, tuple(item.changes)
                 )
-                refuse = await hooks.validate(ctx)
+                try:
+                    refuse = await hooks.validate(ctx)
+                except Exception:  # AppHooks answers every failure; this is a bug of ours
+                    log.exception("validating a pack of room %r failed", self.room)
+                    self._enqueue(_internal_refusal(peer, item.t0))
+                    continue
                 if self.closed or self.failed is not None:
                     # Its peers were closed (4004, or 1011 with a retry hint): the SDK
                     # sends unacknowledged writes again after reconnecting.
