@@ -82,6 +82,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -868,7 +869,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open sqlite store {path}: {exc}") from exc
         try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._w_wal_mode(conn)
             if str(mode).lower() != "wal":
                 raise StoreError(f"cannot open sqlite store {path}: WAL mode refused ({mode})")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -883,6 +884,22 @@ class SqliteStore:
             conn.close()
             raise
         self._wconn = conn
+
+    def _w_wal_mode(self, conn: sqlite3.Connection) -> object:
+        """``PRAGMA journal_mode = WAL``, retried while another process holds the lock.
+
+        Switching a new database to WAL takes an exclusive lock, and SQLite does not call
+        the busy handler for it: a second process opening the same new database at that
+        moment gets "database is locked" at once. Retried for ``busy_timeout_ms``."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
 
     @staticmethod
     def _w_migrate(conn: sqlite3.Connection) -> list[int]:
