@@ -227,6 +227,9 @@ async def test_room_endpoints_add_to_the_global_ones_and_removal_cancels(
             )
             view = await ok(http, srv, "room get", {"room": "mine"})
             assert {w["outcome"] for w in view["webhooks"]} == {"delivered", "cancelled"}
+            # The room's own endpoint hears of its deletion, after its policy is gone.
+            await ok(http, srv, "room delete", {"room": "mine", "hard": True})
+            await wait_until(lambda: len(receiver.of("room.deleted")) == 1, timeout=10)
     finally:
         await other.stop()
 

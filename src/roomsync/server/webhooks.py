@@ -51,6 +51,8 @@ __all__ = ["MAX_EVENT_PATHS", "WebhookDispatcher", "WebhookTiming"]
 MAX_EVENT_PATHS = 100
 #: Deliveries claimed per round and attempted at once.
 CLAIM_BATCH = 16
+#: Endpoints of deleted rooms remembered for their room.deleted deliveries at most.
+MAX_GONE_ENDPOINTS = 1000
 #: First retry delay; each retry doubles it up to ``max_backoff_ms``.
 FIRST_BACKOFF_MS = 1000
 
@@ -107,6 +109,10 @@ class WebhookDispatcher:
         self.timing = timing or WebhookTiming()
         self.now_ms = now_ms
         self._queued: list[WebhookDelivery] = []
+        # room.deleted of a room with endpoints of its own: the room's policy goes with its
+        # record, so its endpoints are remembered here for the delivery (in memory: after
+        # a restart, such a delivery finds no endpoint and is cancelled).
+        self._gone: dict[tuple[str, str], Webhook] = {}
         self._committed: dict[str, _Committed] = {}
         self._wake_writer: asyncio.Event | None = None
         self._wake_deliverer: asyncio.Event | None = None
@@ -150,6 +156,11 @@ class WebhookDispatcher:
             separators=(",", ":"),
             ensure_ascii=False,
         )
+        if event_type == "room.deleted":
+            for hook in targets:
+                self._gone[(room, hook.url)] = hook
+            while len(self._gone) > MAX_GONE_ENDPOINTS:
+                del self._gone[next(iter(self._gone))]
         for hook in targets:
             self._queued.append(
                 WebhookDelivery(
@@ -297,6 +308,8 @@ class WebhookDispatcher:
             await self._retry(d, f"policy unavailable: {exc}")
             return
         hook = next((h for h in self.endpoints(policy, d.event) if h.url == d.url), None)
+        if hook is None and d.event == "room.deleted":
+            hook = self._gone.get((d.room, d.url))
         if hook is None:
             await self._finish(d, "cancelled", None, "the endpoint was removed from the policy")
             return
