@@ -107,7 +107,9 @@ class AppHooks:
         #: Any side-effect hook (the server only builds events when one exists).
         self.events = any(n in self._methods for n in HOOK_NAMES[2:])
         #: Peers' token claims are kept only when a hook may read them.
-        self.wants_claims = self.validates or "on_join" in self._methods
+        self.wants_claims = (
+            self.validates or "on_join" in self._methods or "on_leave" in self._methods
+        )
         self._queue: deque[tuple[str, Event]] = deque()
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
