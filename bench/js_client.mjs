@@ -64,9 +64,20 @@ const cmd = process.env.ROOMSYNC_CMD ? process.env.ROOMSYNC_CMD.split(" ") : ["r
 const port = await freePort();
 const dataDir = mkdtempSync(join(tmpdir(), "roomsync-jsbench-"));
 const serverArgs = [...cmd, "serve", "--dev", "--host", "127.0.0.1", "--port", String(port), "--data-dir", dataDir];
+// As bench/peers (servers.py ROOMSYNC_ENV): no per-peer rate limit. With the default
+// policy (200 messages/s a peer) a writer of one pack per change at 500/s is refused
+// `rate-limited` and both SDKs pause 250 ms: that would measure the limit, not latency.
+const env = {
+  ...process.env,
+  ROOMSYNC_POLICY_RATE_MESSAGES_PER_S: "1000000000",
+  ROOMSYNC_POLICY_RATE_BYTES_PER_S: "1000000000000000",
+  ROOMSYNC_POLICY_RATE_BURST_MESSAGES: "1000000000",
+  ROOMSYNC_POLICY_RATE_BURST_BYTES: "1000000000000000",
+};
+const opts = { stdio: ["ignore", "ignore", "ignore"], env };
 const server = hasTaskset
-  ? spawn("taskset", ["-c", "0", ...serverArgs], { stdio: ["ignore", "ignore", "ignore"] })
-  : spawn(serverArgs[0], serverArgs.slice(1), { stdio: ["ignore", "ignore", "ignore"] });
+  ? spawn("taskset", ["-c", "0", ...serverArgs], opts)
+  : spawn(serverArgs[0], serverArgs.slice(1), opts);
 const url = `http://127.0.0.1:${port}`;
 
 async function stopServer() {
