@@ -174,6 +174,25 @@ class PathIndex:
         hi = bisect.bisect_left(s, prefix + "0", lo)
         yield from s[lo:hi]
 
+    def under_after(self, prefix: str, after: str | None) -> Iterator[str]:
+        """The paths ``prefix`` matches that sort strictly after ``after`` (all of them
+        when None), in path order and lazily: the first costs ``O(log n)``, each next
+        one ``O(1)`` (a page of a listing). Do not add paths while iterating."""
+        s = self._settle()
+        if prefix == "/":
+            lo, hi = 0, len(s)
+        else:
+            i = bisect.bisect_left(s, prefix)
+            # ``prefix`` itself sorts before its subtree, so it comes first.
+            if i < len(s) and s[i] == prefix and (after is None or prefix > after):
+                yield prefix
+            lo = bisect.bisect_left(s, prefix + "/", i)
+            hi = bisect.bisect_left(s, prefix + "0", lo)
+        if after is not None:
+            lo = max(lo, bisect.bisect_right(s, after, lo))
+        for k in range(lo, hi):
+            yield s[k]
+
 
 def _seq_of(change: Change) -> int:
     return change.seq or 0

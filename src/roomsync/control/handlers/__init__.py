@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
-from . import archive, capture, events, lineage, policy, query, room, tick, topology
+from . import archive, capture, events, inspection, lineage, policy, query, room, tick, topology
 
-__all__ = ["archive", "capture", "events", "lineage", "policy", "query", "room", "tick", "topology"]
+__all__ = [
+    "archive",
+    "capture",
+    "events",
+    "inspection",
+    "lineage",
+    "policy",
+    "query",
+    "room",
+    "tick",
+    "topology",
+]
