@@ -95,6 +95,8 @@ export interface AckRefusal {
   index: number;
   code?: string;
   message?: string;
+  /** Set when the server stored nothing and wants the write again (a failed commit). */
+  retry_after_ms?: number;
 }
 
 interface Flight {
@@ -284,13 +286,19 @@ export class Replica {
     if (flight === undefined) return settled();
     const pack = flight.changes;
     const reasons = new Map<number, [string, string]>();
+    // Refused for now: the server asks for them again (retry_after_ms, e.g. a full disk).
+    const later = new Set<number>();
     for (const item of refused) {
-      if (Number.isInteger(item.index)) reasons.set(item.index, [String(item.code ?? "refused"), String(item.message ?? "")]);
+      if (Number.isInteger(item.index)) {
+        reasons.set(item.index, [String(item.code ?? "refused"), String(item.message ?? "")]);
+        const hint = item.retry_after_ms;
+        if (typeof hint === "number" && Number.isInteger(hint) && hint >= 0) later.add(item.index);
+      }
     }
     const whole = reasons.get(-1);
     if (whole !== undefined) {
       const [code, message] = whole;
-      if (code === "rate-limited") {
+      if (code === "rate-limited" || later.has(-1)) {
         this.requeue([pack]);
         return settled({ retry: true });
       }
@@ -299,6 +307,7 @@ export class Replica {
     const listed = new Set<number>();
     for (const item of superseded) if (Number.isInteger(item.index)) listed.add(item.index);
     const bad: [Change, string, string][] = [];
+    const again: Change[] = [];
     const lost: SupersededChange[] = [];
     pack.forEach((change, index) => {
       const seq = index < seqs.length ? seqs[index] : null;
@@ -308,15 +317,18 @@ export class Replica {
         else this.forget(change);
         this.advance(seq);
         this.seenSeq = Math.max(this.seenSeq, seq);
+      } else if (later.has(index)) {
+        again.push(change);
       } else {
         const [code, message] = reasons.get(index) ?? ["internal", "the ack carried no seq"];
         bad.push([change, code, message]);
       }
     });
+    if (again.length > 0) this.requeue([again]);
     const result = this.refuseEach(bad);
     const reverted = [...result.reverted];
     for (const item of lost) reverted.push(...this.supersede(item));
-    return settled({ refused: result.refused, reverted, superseded: lost });
+    return settled({ refused: result.refused, reverted, retry: again.length > 0, superseded: lost });
   }
 
   private lost(change: Change, seq: number, listed: boolean, fresh: boolean, flight: Flight): boolean {

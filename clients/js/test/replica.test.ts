@@ -48,6 +48,24 @@ describe("Replica (roomsync.core.replica)", () => {
     expect(r.unsent.map((c) => c.path)).toEqual(["/a", "/b"]);
   });
 
+  it("a change refused with retry_after_ms (a failed commit) is sent again, not rolled back", () => {
+    const r = new Replica("me");
+    r.write("/a", enc("1"), 1000);
+    r.write("/b", enc("2"), 1000);
+    r.takeOutgoing(100, 1 << 20);
+    const s = r.onAck([5, null], [{ index: 1, code: "internal", message: "the store failed", retry_after_ms: 1000 }]);
+    expect(s.refused).toEqual([]);
+    expect(s.retry).toBe(true);
+    expect(dec(r.get("/b"))).toBe("2"); // still the local value
+    expect(r.unsent.map((c) => c.path)).toEqual(["/b"]);
+    const whole = new Replica("me");
+    whole.write("/c", enc("3"), 1000);
+    whole.takeOutgoing(100, 1 << 20);
+    const w = whole.onAck([], [{ index: -1, code: "internal", message: "x", retry_after_ms: 500 }]);
+    expect(w.retry).toBe(true);
+    expect(whole.unsent.map((c) => c.path)).toEqual(["/c"]);
+  });
+
   it("after a disconnect, packs in flight are queued again", () => {
     const r = new Replica("me");
     r.write("/a", enc("1"), 1000);
