@@ -20,7 +20,7 @@ ROOM = "e2e-board"
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAEklEQVR4nGP4z8CAFWEXHbQSACj/P8Fu7N9hAAAAAElFTkSuQmCC"
 )
-INSPECTOR_CAPS = "room:get,room:list,room:capture,archive:list,query:run"
+INSPECTOR_CAPS = "room:get,room:list,room:capture,room:entries,room:presence,archive:list"
 WAIT_MS = 20_000
 
 
@@ -139,10 +139,8 @@ def test_two_boards_converge_recover_and_show_in_the_inspector(
         shot(a, "06-a-recovered")
         shot(b, "06-b-recovered")
 
-        # 5. The inspector (operator token in the fragment) shows both peers and the root.
-        setup = served.mint("query:define")
-        control(served, setup, "query", "define", name="inspect.entries",
-                spec={"prefix": "/", "limit": 25})  # fmt: skip
+        # 5. The inspector (operator token in the fragment) shows both peers, the root, the
+        # entries (room entries: no query spec defined) and each peer's presence state.
         token = served.mint(INSPECTOR_CAPS)
         view = control(served, token, "room", "get", room=ROOM)
         inspector = ctx_a.new_page()
@@ -158,6 +156,11 @@ def test_two_boards_converge_recover_and_show_in_the_inspector(
             '"written while the server was down"'
         )
         expect(inspector.get_by_test_id("capture")).to_contain_text("presence")
+        presence = inspector.get_by_test_id("presence")
+        expect(presence.get_by_test_id("presence-state")).to_have_count(2)
+        expect(presence).to_contain_text('"name": "alice"')
+        expect(presence).to_contain_text('"name": "bob"')
+        expect(presence).to_contain_text('"color"')
         # Metrics charts from /metrics (this process started after the restart).
         expect(inspector.get_by_role("img", name="connections chart")).to_be_visible()
         expect(inspector.get_by_role("img", name="messages in /s chart")).to_be_visible()

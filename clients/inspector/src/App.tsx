@@ -1,10 +1,10 @@
 /**
  * The room inspector (read-only): rooms with peers and head; one room's head, canonical
- * root, peers, lineage, entries (paged, pretty-printed), presence activity and its recent
- * captured envelopes, live; close codes and node metrics over the last minutes.
+ * root, peers, lineage, entries (paged, pretty-printed), each peer's presence state and
+ * its recent captured envelopes, live; close codes and node metrics over the last minutes.
  *
- * Every read is a control-plane command (`room list|get|capture`, `archive list`,
- * `query run`) or `/metrics`. The operator token comes from the URL fragment
+ * Every read is a control-plane command (`room list|get|capture|entries|presence`,
+ * `archive list`) or `/metrics`. The operator token comes from the URL fragment
  * (`#token=…`, then removed from the address bar) or is pasted; it is kept in
  * sessionStorage and sent only in the Authorization header.
  */
@@ -12,7 +12,7 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import { byLabel, control, ControlError, metrics } from "./control";
 
 const TOKEN_KEY = "roomsync.inspect.token";
-export const ENTRIES_QUERY = "inspect.entries";
+const ENTRIES_PAGE = 25;
 const HISTORY = 150; // samples kept: 5 minutes at one per 2 s
 const METRICS_MS = 2000;
 const ROOM_MS = 1000;
@@ -38,10 +38,26 @@ interface Envelope {
   bytes: number;
   [field: string]: unknown;
 }
-interface Row {
+/** One entry of `room entries`. */
+interface EntryView {
   path: string;
-  value: unknown;
-  raw?: string | null;
+  seq: number;
+  ts: number;
+  counter: number;
+  actor: string;
+  deleted: boolean;
+  size: number;
+  value_b64: string | null;
+  is_json: boolean;
+  value_json: unknown;
+  json_truncated: boolean;
+}
+/** One peer of `room presence`. */
+interface PresencePeer {
+  peer: string;
+  actor: string;
+  state: unknown;
+  updated_ms: number;
 }
 
 function fragmentParams(): URLSearchParams {
@@ -146,7 +162,7 @@ function TokenForm({ onToken }: { onToken: (t: string) => void }) {
         Paste an operator token (it stays in this tab and goes only in the Authorization header), or open
         <code> /inspect/#token=…</code>. Mint one with:
       </p>
-      <pre>roomsync token mint --caps room:get,room:list,room:capture,archive:list,query:run --ttl 8h</pre>
+      <pre>roomsync token mint --caps room:get,room:list,room:capture,room:entries,room:presence,archive:list --ttl 8h</pre>
       <input data-testid="token-input" type="password" autoComplete="off" value={value} onChange={(e) => setValue(e.target.value)} placeholder="operator token" />
       <button type="submit">inspect</button>
     </form>
@@ -237,48 +253,47 @@ function Room({ token, room }: { token: string; room: string }) {
           </dl>
         )}
       </div>
-      <Presence envelopes={envelopes} />
+      <Presence token={token} room={room} envelopes={envelopes} />
       <Entries token={token} room={room} head={v?.head ?? 0} />
       <Capture envelopes={envelopes} error={capture.error} />
     </div>
   );
 }
 
-/** Presence as the capture shows it: who published, how often, when last (states are redacted). */
-function Presence({ envelopes }: { envelopes: Envelope[] }) {
-  const byPeer = new Map<string, { n: number; last: number; left: boolean }>();
+/** Each peer's current presence state (`room presence`) and, from the capture, how often it
+ * published in the captured window. */
+function Presence({ token, room, envelopes }: { token: string; room: string; envelopes: Envelope[] }) {
+  const { data, error } = usePoll(() => control<{ peers: PresencePeer[] }>(token, "room", "presence", { room }), ROOM_MS, [token, room]);
+  const updates = new Map<string, number>();
   for (const e of envelopes) {
-    if (e.dir === "in" && e.type === "presence") {
-      const p = byPeer.get(e.peer) ?? { n: 0, last: 0, left: false };
-      byPeer.set(e.peer, { n: p.n + 1, last: e.at, left: e.cleared === true });
-    }
-    if (e.type === "close" || e.type === "presence-leave") {
-      const peer = typeof e.left === "string" ? e.left : e.peer;
-      const p = byPeer.get(peer);
-      if (p) p.left = true;
-    }
+    if (e.dir === "in" && e.type === "presence") updates.set(e.peer, (updates.get(e.peer) ?? 0) + 1);
   }
+  const peers = data?.peers ?? [];
   return (
     <div className="panel">
       <h2>presence</h2>
-      <p className="muted">Peers that published presence in the captured window (the capture keeps no states).</p>
-      <table data-testid="presence">
+      {error && <p className="error">{error}</p>}
+      {data && peers.length === 0 && <p className="muted">No peer has presence in this room on this node.</p>}
+      <table data-testid="presence" className="entries">
         <thead>
           <tr>
             <th>peer</th>
+            <th>actor</th>
+            <th>state</th>
             <th>updates</th>
             <th>last</th>
           </tr>
         </thead>
         <tbody>
-          {[...byPeer].map(([peer, p]) => (
-            <tr key={peer}>
-              <td className="mono">{peer}</td>
-              <td>{p.n}</td>
+          {peers.map((p) => (
+            <tr key={p.peer} data-peer={p.peer}>
+              <td className="mono">{p.peer}</td>
+              <td>{p.actor}</td>
               <td>
-                {new Date(p.last).toLocaleTimeString()}
-                {p.left ? " (left)" : ""}
+                <pre data-testid="presence-state">{JSON.stringify(p.state, null, 2)}</pre>
               </td>
+              <td>{updates.get(p.peer) ?? 0}</td>
+              <td>{new Date(p.updated_ms).toLocaleTimeString()}</td>
             </tr>
           ))}
         </tbody>
@@ -287,38 +302,56 @@ function Presence({ envelopes }: { envelopes: Envelope[] }) {
   );
 }
 
+/** How an entry's value is shown: its JSON pretty-printed, else its bytes as base64. */
+function shown(e: EntryView): string {
+  if (e.deleted) return "(deleted)";
+  if (e.is_json) return JSON.stringify(e.value_json, null, 2);
+  const note = e.json_truncated ? ` (${e.size} bytes: too big to show as JSON)` : "";
+  return `base64:${e.value_b64 ?? ""}${note}`;
+}
+
 function Entries({ token, room, head }: { token: string; room: string; head: number }) {
   const [cursors, setCursors] = useState<(string | null)[]>([null]);
+  const [deleted, setDeleted] = useState(false);
   const cursor = cursors[cursors.length - 1] ?? null;
+  useEffect(() => setCursors([null]), [room, deleted]);
   const { data, error } = usePoll(
-    () => control<{ rows: Row[]; cursor: string | null }>(token, "query", "run", { room, name: ENTRIES_QUERY, limit: 25, ...(cursor ? { cursor } : {}) }),
+    () =>
+      control<{ entries: EntryView[]; cursor: string | null; head: number }>(token, "room", "entries", {
+        room,
+        limit: ENTRIES_PAGE,
+        include_deleted: deleted,
+        ...(cursor ? { cursor } : {}),
+      }),
     // Re-read when the head moves, else every few seconds.
     5000,
-    [token, room, cursor, head],
+    [token, room, cursor, head, deleted],
   );
-  const missing = error?.includes("query-spec-missing");
   return (
     <div className="panel">
       <h2>entries</h2>
-      {missing ? (
-        <div className="error" data-testid="entries-missing">
-          <p>
-            The inspector reads entries with the query spec <code>{ENTRIES_QUERY}</code>, which this node does not have. An operator with
-            <code> query:define</code> defines it once:
-          </p>
-          <pre>{`roomsync control query define --json '{"name": "${ENTRIES_QUERY}", "spec": {"prefix": "/", "limit": 25}}'`}</pre>
-        </div>
-      ) : (
-        error && <p className="error">{error}</p>
-      )}
+      {error && <p className="error">{error}</p>}
+      <label className="muted">
+        <input type="checkbox" checked={deleted} onChange={(e) => setDeleted(e.target.checked)} /> show deleted
+      </label>
       <table data-testid="entries" className="entries">
+        <thead>
+          <tr>
+            <th>path</th>
+            <th>value</th>
+            <th>seq</th>
+            <th>actor</th>
+          </tr>
+        </thead>
         <tbody>
-          {data?.rows.map((r) => (
-            <tr key={r.path}>
-              <td className="mono">{r.path}</td>
+          {data?.entries.map((e) => (
+            <tr key={e.path} data-path={e.path}>
+              <td className="mono">{e.path}</td>
               <td>
-                <pre>{r.raw != null ? `base64:${r.raw}` : JSON.stringify(r.value, null, 2)}</pre>
+                <pre>{shown(e)}</pre>
               </td>
+              <td>{e.seq}</td>
+              <td className="mono">{e.actor}</td>
             </tr>
           ))}
         </tbody>
