@@ -3,6 +3,7 @@ presence written by real clients over sockets, read over HTTP, and the refusals.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -10,11 +11,16 @@ from typing import Any
 import aiohttp
 import pytest
 
+from roomsync.cli.control_cmd import EXIT_CODES
 from roomsync.client import Backoff, connect
+from roomsync.control.client import ControlClient
 from roomsync.control.handlers.inspection import JSON_VIEW_BYTES
+from roomsync.core.codes import RejectClass
 from roomsync.core.room import PathIndex
 from roomsync.testing.control import ok, refused
 from roomsync.testing.server import ServerHandle, wait_until
+
+from .test_client_and_cli import run_cli
 
 FAST = Backoff(base=0.01, factor=2, max=0.05)
 
@@ -163,3 +169,25 @@ async def test_presence_shows_each_peers_state(
             return [p["actor"] for p in got["peers"]] == ["alice"]
 
         await wait_until(one, timeout=5)
+
+
+async def test_cli_and_client_reach_both(srv: ServerHandle) -> None:
+    async with await connect(srv.url, "cli", actor="alice", backoff=FAST) as alice:
+        alice.set_json("/a/1", {"x": 1})
+        alice.set_json("/a/2", {"x": 2})
+        await alice.flush()
+    token = srv.mint("*", ("room:entries", "room:presence"), actor="ops")
+    async with ControlClient(srv.url, token) as ops:
+        page = await ops.room_entries(room="cli", prefix="/a", limit=1)
+        assert [e["path"] for e in page["entries"]] == ["/a/1"] and page["cursor"] == "/a/1"
+        assert (await ops.room_presence(room="cli"))["peers"] == []
+    done = await asyncio.to_thread(
+        run_cli, "--url", srv.url, "room", "entries", "room=cli", "cursor=/a/1", token=token
+    )
+    assert done.returncode == 0, done.stderr
+    assert [e["path"] for e in json.loads(done.stdout)["entries"]] == ["/a/2"]
+    done = await asyncio.to_thread(
+        run_cli, "--url", srv.url, "room", "entries", "room=cli", "limit=0", token=token
+    )
+    assert done.returncode == EXIT_CODES[RejectClass.INVALID_PAYLOAD]
+    assert "field limit" in done.stderr
