@@ -117,7 +117,13 @@ async def slow_consumers(node: Node, n: int, writer: RoomClient, out: Outcome) -
         codes[str(code)] = codes.get(str(code), 0) + 1
         await ws.close()
     out.figures["slow_consumer_closes"] = codes
-    out.check(set(codes) <= {"4001"}, f"slow consumers closed with {codes}")
+    # 4001 when its queue passes the stream budget; 1011 (`timeout`) when the node's
+    # liveness check finds it silent first (it stopped reading, so it sends no pong):
+    # both are documented closes for a peer that stopped reading; most are 4001.
+    out.check(
+        set(codes) <= {"4001", "1011"} and codes.get("4001", 0) > len(peers) // 2,
+        f"slow consumers closed with {codes}",
+    )
     out.faults += 1
 
 
