@@ -28,7 +28,7 @@ from roomsync.hooks import (
 from roomsync.testing.server import ServerHandle, running_server, server_process, wait_until
 from roomsync.testing.wsclient import closed, connect, hello, recv, recv_type
 
-TODO_SCHEMA = {
+ITEM_SCHEMA = {
     "type": "object",
     "required": ["title"],
     "properties": {"title": {"type": "string"}, "done": {"type": "boolean"}},
@@ -158,7 +158,7 @@ async def test_validate_refuses_single_changes_and_the_rest_commits(
     async with running_server(
         tmp_path,
         app__object="roomsync.hooks:JsonSchemaValidator",
-        app__options={"schemas": {"/todos": TODO_SCHEMA}},
+        app__options={"schemas": {"/todos": ITEM_SCHEMA}},
     ) as srv:
         writer, _ = await hello(http, srv.ws_url("todo"))
         reader, _ = await hello(http, srv.ws_url("todo"))
