@@ -114,6 +114,19 @@ class RawWebSocket:
 
         return await asyncio.wait_for(read(), timeout)
 
+    async def read_message(self, timeout: float = 10) -> Frame:
+        """The next data or CLOSE frame: a PING is answered with its PONG and skipped, a
+        PONG skipped, so a slow hello is not mistaken for a non-JSON answer."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            frame = await self.read_frame(max(left, 0.001))
+            if frame.opcode == OP_PING:
+                self.send_raw(client_frame(frame.payload, OP_PONG))
+                continue
+            if frame.opcode != OP_PONG:
+                return frame
+
     async def until_close(self, timeout: float = 10) -> tuple[list[Frame], int | None]:
         """Read until the server's CLOSE (or EOF): (the frames before it, its code)."""
         seen: list[Frame] = []

@@ -64,10 +64,10 @@ async def request_flood(node: Node, out: Outcome, http: aiohttp.ClientSession) -
     await asyncio.sleep(1.0)  # the node queues what it queues while nobody reads
     rss_while = node.sample_rss()
     dones = refusals = 0
-    first = (await flooder.read_frame(timeout=30)).json()
+    first = (await flooder.read_message(timeout=30)).json()
     out.check(first.get("type") == "welcome", f"request flood: {first}")
     while dones + refusals < 100:
-        msg = (await flooder.read_frame(timeout=60)).json()
+        msg = (await flooder.read_message(timeout=60)).json()
         if msg["type"] == "pack" and msg.get("done"):
             dones += 1
         elif msg["type"] == "error":
@@ -105,7 +105,7 @@ async def silent_connections(node: Node, n: int, out: Outcome, http: aiohttp.Cli
             silent.append(await RawWebSocket.open(node.host, node.port, "/ws/silent"))
         ws = await RawWebSocket.open(node.host, node.port, "/ws/silent")
         await ws.send_json({"type": "hello", "v": 1, "actor": "honest"})
-        first = (await ws.read_frame(timeout=30)).json()
+        first = (await ws.read_message(timeout=30)).json()
         out.check(first.get("type") == "welcome", f"honest hello at the cap: {first}")
         await ws.close()
         shed = await counts_by(http, node.url, "roomsync_connections_shed_total", "")
@@ -156,7 +156,7 @@ async def full_room(node: Node, out: Outcome) -> None:
         async def join(i: int) -> RawWebSocket:
             ws = await RawWebSocket.open(node.host, node.port, "/ws/full", timeout=60)
             await ws.send_json({"type": "hello", "v": 1, "actor": f"p{i}", "catchup": False})
-            assert (await ws.read_frame(timeout=60)).json()["type"] == "welcome"
+            assert (await ws.read_message(timeout=60)).json()["type"] == "welcome"
             return ws
 
         peers = list(await asyncio.gather(*(join(i) for i in range(MAX_PEERS))))

@@ -33,11 +33,14 @@ async def hello_raw(
 ) -> tuple[RawWebSocket, dict]:  # type: ignore[type-arg]
     ws = await RawWebSocket.open(node.host, node.port, f"/ws/{room}", timeout=60)
     await ws.send_json({"type": "hello", "v": 1, "actor": actor, **fields})
-    frame = await ws.read_frame(timeout=60)
+    try:
+        frame = await ws.read_message(timeout=60)
+    except BaseException:
+        await ws.close()
+        raise
     if frame.opcode == OP_CLOSE:  # closed without an error envelope first
         return ws, {"type": "close", "code": frame.close_code}
-    first = frame.json()
-    return ws, first
+    return ws, frame.json()
 
 
 async def storm(node: Node, n: int, out: Outcome) -> None:
@@ -73,14 +76,14 @@ async def burst(node: Node, out: Outcome) -> None:
     ws.send_raw(ping * (10 * RATE_BURST))
     answered = limited = 0
     while answered < 10 * RATE_BURST:
-        msg = (await ws.read_frame(timeout=30)).json()
+        msg = (await ws.read_message(timeout=30)).json()
         answered += 1
         limited += msg.get("code") == "rate-limited"
     out.figures["burst_refused"] = limited
     out.check(limited >= 8 * RATE_BURST, f"burst: only {limited} messages refused")
     await asyncio.sleep(1.0)
     ws.send_raw(ping)
-    alive = (await ws.read_frame(timeout=10)).json().get("type") == "pong"
+    alive = (await ws.read_message(timeout=10)).json().get("type") == "pong"
     out.check(alive, "burst: the session did not survive a one-off burst")
     code: int | None = None
     for _ in range(100):  # 10x the rate (200/s) for up to 10 s: closed once past the grace
@@ -142,27 +145,41 @@ async def many_rooms(node: Node, n: int, out: Outcome) -> None:
     async def one(i: int) -> None:
         nonlocal refused
         async with gate:
-            ws, first = await hello_raw(node, f"abandoned-{i}", "r", catchup=False)
-            key = str(first.get("type") if first.get("type") == "welcome" else first)
-            answers[key] = answers.get(key, 0) + 1
-            if first.get("type") != "welcome":
+            try:
+                ws, first = await hello_raw(node, f"abandoned-{i}", "r", catchup=False)
+            except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError) as e:
+                key = f"connect failed: {type(e).__name__}"
+                answers[key] = answers.get(key, 0) + 1
                 refused += 1
-            else:
-                change = Change("/x", int(time.time() * 1000), 0, "r", b"%d" % i)
-                await ws.send_json({"type": "pack", "data": pack_data([change])})
-                for _ in range(1000):  # skip other frames (the node's PINGs) until the ack
-                    frame = await ws.read_frame(timeout=30)
-                    if frame.opcode == OP_CLOSE:
-                        key = f"closed {frame.close_code} before the ack"
-                        answers[key] = answers.get(key, 0) + 1
-                        refused += 1
-                        break
-                    if frame.opcode == OP_TEXT and frame.json().get("type") == "ack":
-                        break
-            await ws.close()
+                return
+            try:
+                await opened(ws, first, i)
+            finally:
+                await ws.close()
+
+    async def opened(ws: RawWebSocket, first: dict, i: int) -> None:  # type: ignore[type-arg]
+        nonlocal refused
+        key = str(first.get("type") if first.get("type") == "welcome" else first)
+        answers[key] = answers.get(key, 0) + 1
+        if first.get("type") != "welcome":
+            refused += 1
+            return
+        change = Change("/x", int(time.time() * 1000), 0, "r", b"%d" % i)
+        await ws.send_json({"type": "pack", "data": pack_data([change])})
+        for _ in range(1000):  # other frames (a notice, say) until the ack
+            frame = await ws.read_message(timeout=30)
+            if frame.opcode == OP_CLOSE:
+                key = f"closed {frame.close_code} before the ack"
+                answers[key] = answers.get(key, 0) + 1
+                refused += 1
+                return
+            if frame.opcode == OP_TEXT and frame.json().get("type") == "ack":
+                return
 
     t0 = time.monotonic()
-    await asyncio.gather(*(one(i) for i in range(n)))
+    async with asyncio.TaskGroup() as group:  # one failure cancels the rest, none outlives
+        for i in range(n):
+            group.create_task(one(i))
     out.figures["rooms_opened"] = n
     out.figures["rooms_s"] = round(time.monotonic() - t0, 2)
     out.figures["rooms_answers"] = answers
