@@ -17,12 +17,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from roomsync.core.codec import pack_data
+from roomsync.core.codec import pack_data, unpack_data
 from roomsync.core.entries import Change
 from roomsync.storage.base import StoreConflict
 from roomsync.storage.sqlite import SqliteStore
 from roomsync.testing.server import running_server
-from roomsync.testing.wsclient import closed, hello, recv_type
+from roomsync.testing.wsclient import hello, recv_type
 
 
 def _change(seq: int, actor: str, path: str = "/doc") -> Change:
@@ -163,13 +163,13 @@ def test_two_processes_never_write_the_same_seq(tmp_path: Path) -> None:
     asyncio.run(check())
 
 
-async def test_the_server_is_fenced_out_when_another_writer_moved_the_room(
+async def test_the_server_rebases_when_another_writer_moved_the_room(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    """The room host's commit meets a head another writer (a second node) moved: it is
-    handled like any failed commit. The author's change is refused (``internal``), the
-    room's peers get 1011, nothing of the refused commit is stored, and the next hello
-    reloads the room from the store, with the other writer's change."""
+    """The room host's commit meets a head another writer (a second node) moved: the
+    store refuses it (nothing stored), the host reads the other writer's change, sends
+    it to its peers, applies the write again on top and commits it. The writer is acked
+    the next seq and stays connected; the store holds both changes, in that order."""
     async with running_server(tmp_path) as srv:
         store = srv.server.store
         assert isinstance(store, SqliteStore)
@@ -189,21 +189,13 @@ async def test_the_server_is_fenced_out_when_another_writer_moved_the_room(
             await other.close()
 
         await writer.send_json(
-            {"type": "pack", "data": pack_data([Change("/a", ts + 2, 0, "w", b"stale")])}
+            {"type": "pack", "data": pack_data([Change("/a", ts + 2, 0, "w", b"again")])}
         )
-        seen, code = await closed(writer)
-        ack = next(m for m in seen if m["type"] == "ack")
-        assert ack["seqs"] == [None] and ack["refused"][0]["code"] == "internal"
-        assert code == 1011
+        pack = await recv_type(writer, "pack")  # the other writer's change, first
+        assert [(c.path, c.seq) for c in unpack_data(pack["data"])] == [("/b", 2)]
+        assert (await recv_type(writer, "ack"))["seqs"] == [3]
         loaded = await store.load_room("r", now_ms=0)
         assert {c.path: (c.seq, c.value) for c in loaded.entries} == {
-            "/a": (1, b"1"),
+            "/a": (3, b"again"),
             "/b": (2, b"from b"),
         }
-
-        again, welcome = await hello(http, srv.ws_url("r"), actor="w", cursor=1)
-        assert welcome["head"] == 2  # reloaded from the store
-        await again.send_json(
-            {"type": "pack", "data": pack_data([Change("/a", ts + 3, 0, "w", b"3")])}
-        )
-        assert (await recv_type(again, "ack"))["seqs"] == [3]

@@ -56,6 +56,21 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument(
+        "--bus",
+        default=None,
+        metavar="URL",
+        help=(
+            "Redis bus between nodes, e.g. redis://HOST:6379/0: sets bus.backend redis and "
+            "bus.redis_url (with a PostgreSQL --store)"
+        ),
+    )
+    p.add_argument(
+        "--node-id",
+        default=None,
+        metavar="NAME",
+        help="this node's id in topology (server.node_id; default <hostname>:<port>)",
+    )
+    p.add_argument(
         "--app",
         default=None,
         metavar="MODULE:OBJECT",
@@ -82,7 +97,13 @@ def run(args: argparse.Namespace) -> int:
         "server.tls_key": args.tls_key,
         "storage.backend": args.storage,
         "app.object": args.app,
+        "server.node_id": args.node_id,
     }
+    if args.bus is not None:
+        if not args.bus.startswith(("redis://", "rediss://", "unix://")):
+            die(f"--bus: expected a redis:// URL, got {redact_dsn(args.bus)!r}", code=2)
+        overrides["bus.backend"] = "redis"
+        overrides["bus.redis_url"] = args.bus
     if args.store is not None:
         if not args.store.startswith(("postgresql://", "postgres://")):
             die(f"--store: expected a postgresql:// URL, got {redact_dsn(args.store)!r}", code=2)

@@ -198,6 +198,26 @@ def _check(settings: Settings) -> Settings:
                 "storage.postgres_dsn: expected a postgresql:// connection string",
                 key="storage.postgres_dsn",
             )
+    if settings.bus.backend == "redis":
+        url = settings.bus.redis_url
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                "bus.redis_url: required when bus.backend is 'redis', a redis:// URL",
+                key="bus.redis_url",
+            )
+        if settings.storage.backend not in POSTGRES_BACKENDS:
+            raise ConfigError(
+                "bus.backend 'redis': several nodes share one store, set storage.backend "
+                f"'postgres' (it is {settings.storage.backend!r})",
+                key="storage.backend",
+            )
+        if settings.blobs.backend == "filesystem" and not settings.blobs.shared:
+            raise ConfigError(
+                "blobs.backend 'filesystem' with several nodes: a blob uploaded via one node "
+                "must be readable via every other; use blobs.backend 's3', or set "
+                "blobs.shared = true when blobs.dir is shared by every node",
+                key="blobs.shared",
+            )
     if settings.blobs.backend == "s3" and not settings.blobs.s3_bucket:
         raise ConfigError(
             "blobs.s3_bucket: required when blobs.backend is 's3'", key="blobs.s3_bucket"

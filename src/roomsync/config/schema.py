@@ -36,7 +36,9 @@ __all__ = [
 ]
 
 #: Dotted keys whose values are secret: never shown in errors, masked by :func:`redacted`.
-SECRET_KEYS = frozenset({"auth.keys", "blobs.s3_secret_access_key", "storage.postgres_dsn"})
+SECRET_KEYS = frozenset(
+    {"auth.keys", "blobs.s3_secret_access_key", "storage.postgres_dsn", "bus.redis_url"}
+)
 
 #: The ``storage.backend`` values this build runs. ``postgres`` (SPEC §8, several nodes on
 #: one database, ``storage.postgres_dsn``) is also spelled ``postgresql``.
@@ -337,6 +339,16 @@ class BlobSettings(_Section):
         str,
         Meta(description="Secret. S3 secret access key, paired with `blobs.s3_access_key_id`."),
     ] = ""
+    shared: Annotated[
+        bool,
+        Meta(
+            description=(
+                "The `filesystem` directory is shared by every node (NFS, a shared volume). "
+                "Several nodes (`bus.backend` `redis`) refuse to start on filesystem blobs "
+                "without it: a blob uploaded via one node must be readable via the others."
+            )
+        ),
+    ] = False
 
 
 class LogSettings(_Section):
@@ -445,6 +457,68 @@ class WebhookSettings(_Section):
     ] = 30_000
 
 
+class BusSettings(_Section):
+    """``[bus]``: how nodes hear each other's commits, presence and control signals, and
+    how they find each other (SPEC §8). One node needs nothing here."""
+
+    backend: Annotated[
+        Literal["memory", "redis"],
+        Meta(
+            description=(
+                "`memory` (one node) or `redis` (several nodes sharing a PostgreSQL store: "
+                "pub/sub at `bus.url`)."
+            )
+        ),
+    ] = "memory"
+    redis_url: Annotated[
+        str,
+        Meta(
+            description=(
+                "Secret (password redacted). Redis URL of the `redis` bus, "
+                "`redis://[:PASSWORD@]HOST[:PORT]/DB` (or `rediss://`); required with it."
+            )
+        ),
+    ] = ""
+    prefix: Annotated[
+        str,
+        Meta(
+            description=(
+                "Starts every channel name: deployments sharing a Redis use different ones."
+            )
+        ),
+    ] = "roomsync:"
+    outbox_max: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=10_000_000,
+            description=(
+                "Events kept while Redis is unreachable; older ones are dropped (receivers "
+                "refetch them from the store by seq)."
+            ),
+        ),
+    ] = 10_000
+    heartbeat_ms: Annotated[
+        int,
+        Meta(
+            ge=100,
+            le=60_000,
+            description="How often this node records its heartbeat in the store's node registry.",
+        ),
+    ] = 1000
+    node_dead_ms: Annotated[
+        int,
+        Meta(
+            ge=500,
+            le=600_000,
+            description=(
+                "A node whose heartbeat is older than this is dead: its placed rooms fail "
+                "over to a live node and its presence entries leave."
+            ),
+        ),
+    ] = 5000
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """All settings, one attribute per TOML table."""
 
@@ -456,6 +530,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     policy: Policy = msgspec.field(default_factory=Policy)
     app: AppSettings = msgspec.field(default_factory=AppSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
+    bus: BusSettings = msgspec.field(default_factory=BusSettings)
 
     def blob_dir(self) -> Path:
         """The filesystem blob directory: ``blobs.dir`` or ``<server.data_dir>/blobs``."""
@@ -472,6 +547,7 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "policy": Policy,
     "app": AppSettings,
     "webhooks": WebhookSettings,
+    "bus": BusSettings,
 }
 
 
@@ -479,13 +555,16 @@ def redacted(settings: Settings) -> dict[str, Any]:
     """The settings as plain data with every secret replaced by ``"***"``.
 
     Masks the values of ``auth.keys`` (key ids stay visible), a non-empty
-    ``blobs.s3_secret_access_key`` and the password inside ``storage.postgres_dsn``.
+    ``blobs.s3_secret_access_key`` and the passwords inside ``storage.postgres_dsn`` and
+    ``bus.redis_url``.
     This is what ``roomsync config show`` prints. Every key of :data:`SECRET_KEYS` is
     masked by :func:`roomsync.redaction.mask_secret`.
     """
     data: dict[str, Any] = msgspec.to_builtins(settings)
     for dotted in SECRET_KEYS:
         section, name = dotted.split(".", 1)
-        # Keys named *_dsn are connection strings: only their password is secret.
-        data[section][name] = mask_secret(data[section][name], dsn=name.endswith("_dsn"))
+        # Connection strings (*_dsn, *_url): only their password is secret.
+        data[section][name] = mask_secret(
+            data[section][name], dsn=name.endswith(("_dsn", "_url"))
+        )
     return data

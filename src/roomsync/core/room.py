@@ -310,6 +310,52 @@ class RoomState:
             for path in done:
                 del self._pending[path]
 
+    def rollback(self) -> None:
+        """Undo every pending change: the state is the durable one again (``head`` back
+        to ``durable_head``). The server calls it when its pending changes cannot be
+        committed as they are (another node committed first: their seqs are taken), and
+        applies the writes again on top of what that node committed."""
+        pending = self._pending
+        if not pending:
+            self.head = self.durable_head
+            return
+        entries = self.entries
+        new_paths = False
+        for path, (before, _) in pending.items():
+            del entries[path]
+            if before is None:
+                self.tree.remove(path)
+                new_paths = True
+            else:
+                entries[path] = before
+                self.tree.put(before)
+        pending.clear()
+        # The restored entries went to the end: back to seq order (nearly sorted: cheap).
+        self.entries = dict(sorted(entries.items(), key=lambda kv: kv[1].seq or 0))
+        if new_paths:
+            self.index.rebuild(self.entries)
+        self.head = self.durable_head
+
+    def absorb(self, changes: Iterable[Change]) -> None:
+        """Take durable changes another writer committed, in seq order, each the next
+        seq after the durable head (:class:`ValueError` otherwise, nothing of the rest
+        taken). They won LWW against this very state when they were committed (the
+        store fences a commit on the head it was merged at), so they are kept as they
+        are. Only while nothing is pending (:meth:`rollback` first)."""
+        if self._pending:
+            raise ValueError("absorb with pending changes: roll them back first")
+        entries = self.entries
+        for change in changes:
+            seq = change.seq or 0
+            if seq != self.durable_head + 1:
+                raise ValueError(f"absorb: seq {seq} does not follow head {self.durable_head}")
+            current = entries.pop(change.path, None)
+            if current is None:
+                self.index.add(change.path)
+            entries[change.path] = change
+            self.tree.put(change)
+            self.head = self.durable_head = seq
+
     def durable(self, path: str) -> Change | None:
         """The durable entry of ``path`` (tombstones included), or None."""
         entry = self.entries.get(path)

@@ -214,6 +214,25 @@ class Metrics:
             "roomsync_resync_required_total", "Peers told to resync, by reason.", ("reason",)
         )
         self.store_errors = counter("roomsync_store_errors_total", "Store operations that failed.")
+        self.commit_conflicts = counter(
+            "roomsync_commit_conflicts_total",
+            "Room commits the store refused because another node had committed first.",
+        )
+        self.bus_events = counter(
+            "roomsync_bus_events_total",
+            "Other nodes' commits as this node took them: delivered from the bus, duplicate, "
+            "gap or deferred (read from the store instead), fetched (store reads).",
+            ("outcome",),
+        )
+        self.bus_signals = counter(
+            "roomsync_bus_signals_total",
+            "Control signals between nodes (presence, revocation, policy, room, drain), by "
+            "kind and direction.",
+            ("kind", "direction"),
+        )
+        self.nodes_live = gauge(
+            "roomsync_nodes_live", "Nodes whose heartbeat in the store's registry is fresh."
+        )
         self.room_loads = counter("roomsync_room_loads_total", "Rooms loaded from the store.")
         self.room_unloads = counter("roomsync_room_unloads_total", "Rooms unloaded when idle.")
         self.blob_ops = counter(

@@ -61,7 +61,7 @@ from ..core.room import ApplyLimits, RoomState, client_changes
 from ..core.sketch import serve_probe_message
 from ..core.types import any_prefix_matches
 from ..hooks import ChangesContext, CommitEvent, PeerEvent, RoomInfo
-from ..storage.base import AppendBatch, RoomRecord, Store, StoreError
+from ..storage.base import AppendBatch, RoomRecord, Store, StoreConflict, StoreError
 from .capture import MAX_RECEIVER_IDS, Capture
 from .hooks import AppHooks
 from .logs import event
@@ -99,6 +99,11 @@ MAX_VALIDATING_PACKS = 64
 MAX_SNAPSHOTS = 8
 #: Scopes (catch-up chunk, prefixes) whose encoded full-state groups a room keeps.
 MAX_BLOCK_CACHES = 4
+#: Rows read per store call when a room catches up on other nodes' commits.
+SYNC_PAGE = 2000
+#: Times a pack may lose the race for its seqs to another node's commit before it is
+#: refused (``internal`` with a retry hint: the SDK sends it again later).
+MAX_CONFLICTS = 20
 #: Answers (catch-up, ``request``, ``subscribe``) queued for one peer at most, the one
 #: streaming included. Waiting answers are built only when their turn comes, so a peer
 #: that asks and never reads holds one answer in memory, not one per request.
@@ -197,6 +202,12 @@ class _Submitted:
     accepted: list[Change]
     t0: float
     superseded: list[dict[str, int]] = field(default_factory=list)
+    #: What was applied (to apply it again after another node committed first), with
+    #: the app's refusals; None for a refusal of the whole pack.
+    changes: list[Change] | None = None
+    refuse: dict[int, tuple[str, str]] | None = None
+    #: Commits of it the store refused because another node had taken its seqs.
+    conflicts: int = 0
 
 
 @dataclass(slots=True)
@@ -252,6 +263,13 @@ class RoomHost:
     _loop: asyncio.AbstractEventLoop = field(init=False)
     _limits: ApplyLimits | None = None
     _limits_of: Policy | None = None
+    # Several nodes (SPEC §8): the highest seq other nodes announced on the bus, whether
+    # the bus may have missed some (``resync``), and the task that reads the store up
+    # to them (:meth:`_sync`); while it runs, nothing of this room is committed.
+    _remote_head: int = 0
+    _resync: bool = False
+    _syncing: asyncio.Task[None] | None = None
+    _publishing: bool = False
 
     def __post_init__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -509,7 +527,16 @@ class RoomHost:
         for r in result.refused:
             m.changes_refused.labels(str(r["code"])).inc()
         self._enqueue(
-            _Submitted(peer, result.seqs, result.refused, result.accepted, t0, result.superseded)
+            _Submitted(
+                peer,
+                result.seqs,
+                result.refused,
+                result.accepted,
+                t0,
+                result.superseded,
+                changes,
+                refuse,
+            )
         )
 
     def _gate_push(self, item: _Validating | _Submitted) -> None:
@@ -569,7 +596,14 @@ class RoomHost:
         self._check_writable()
         result = self.state.apply(changes, now_ms=self.now_ms(), limits=self.limits(), pending=True)
         self._enqueue(
-            _Submitted(None, result.seqs, result.refused, result.accepted, time.perf_counter())
+            _Submitted(
+                None,
+                result.seqs,
+                result.refused,
+                result.accepted,
+                time.perf_counter(),
+                changes=changes,
+            )
         )
         return result.seqs
 
@@ -582,8 +616,10 @@ class RoomHost:
         """Hand the queue to the group commit: at the end of this loop turn, or once the
         commit window (``storage.commit_window_ms``, ``policy.broadcast_window_ms``) has
         gathered more."""
-        self._scheduled = True
         self._idle.clear()
+        if self._syncing is not None:
+            return  # the sync applies the queue again and schedules it when it ends
+        self._scheduled = True
         assert self.group_commit is not None
         wait_ms = max(self.commit_window_ms, self.policy.broadcast_window_ms)
         if wait_ms > 0:
@@ -595,6 +631,8 @@ class RoomHost:
         """The queued packs and their accepted changes, for one commit (the group commit
         calls it); the room counts as committing until :meth:`_commit_done`."""
         self._scheduled = False
+        if self._syncing is not None:  # its seqs are being re-assigned: not now
+            return [], []
         items, self._queue = self._queue, []
         if items:
             self._committing = True
@@ -611,6 +649,9 @@ class RoomHost:
         bus delivers them to every node's peers) and then acknowledged."""
         self._committing = False
         try:
+            if isinstance(error, StoreConflict):
+                self._conflicted(items, error)
+                return
             if error is not None:
                 self._store_failed(items, error)
                 return
@@ -629,17 +670,197 @@ class RoomHost:
                     ),
                     self.node,
                 )
-                self.bus.publish(committed)
+                self._publishing = True  # the bus hands it back to _on_event at once
+                try:
+                    self.bus.publish(committed)
+                finally:
+                    self._publishing = False
                 self._after_commit(committed)
                 self.metrics.broadcast.observe(time.perf_counter() - items[0].t0)
             self._deliver(items)
             self._maybe_compact()
             self._hash_ahead(len(accepted))
         finally:
-            if self._queue and self.failed is None:
+            self._maybe_sync()
+            if self._syncing is not None:
+                pass  # it schedules the queue when it ends
+            elif self._queue and self.failed is None:
                 self._schedule()
             else:
                 self._idle.set()
+
+    # -- several nodes: other nodes' commits (SPEC §8) -------------------------------------
+
+    def _conflicted(self, items: list[_Submitted], exc: StoreConflict) -> None:
+        """The store refused the batch: another node committed to this room first, so
+        its seqs are taken. Nothing of it was stored, broadcast or acknowledged; the
+        packs go back to the front of the queue and are applied again on top of what
+        the store holds (:meth:`_sync`). A pack that keeps losing the race is refused
+        with a retry hint (the SDK sends it again)."""
+        self.metrics.commit_conflicts.inc()
+        again: list[_Submitted] = []
+        for item in items:
+            item.conflicts += 1
+            if item.conflicts <= MAX_CONFLICTS or item.changes is None:
+                again.append(item)
+            elif item.peer is not None:
+                self._refuse_all(item, "the room is written from several nodes at once: retry")
+        self._queue = again + self._queue
+        self._remote_head = max(self._remote_head, exc.actual)
+        self._resync = True
+
+    def _refuse_all(self, item: _Submitted, message: str) -> None:
+        """Answer ``item`` with an ack refusing each of its changes (``internal``, with a
+        retry hint: nothing of it was stored, the SDK sends it again)."""
+        peer = item.peer
+        if peer is None:
+            return
+        peer.pending_acks -= 1
+        n = len(item.changes) if item.changes is not None else len(item.result_seqs)
+        peer.send(
+            {
+                "type": "ack",
+                "seqs": [None] * n,
+                "refused": [
+                    {
+                        "index": i,
+                        "code": str(ErrorCode.INTERNAL),
+                        "message": message,
+                        "retry_after_ms": 250,
+                    }
+                    for i in range(n)
+                ],
+            }
+        )
+
+    def resync(self) -> None:
+        """Other nodes' commits to this room may have been missed (the bus subscription
+        just became active, at load or after a reconnect): read the store from the
+        durable head on."""
+        self._resync = True
+        self._maybe_sync()
+
+    def _remote(self, event: RoomEvent) -> None:
+        """Another node committed ``event``: deliver it in seq order, each seq once.
+
+        In the usual case it follows the durable head and nothing of this node is
+        pending: it is absorbed into the state and broadcast at once. A duplicate is
+        dropped; one that leaves a gap behind it (a lost or late bus message), or that
+        arrives while this node has writes of its own pending (their seqs are taken:
+        their commit is refused or will be), is read from the store instead."""
+        if self.failed is not None or self.closed:
+            return
+        state = self.state
+        last = event.last_seq
+        if last <= state.durable_head:
+            self.metrics.bus_events.labels("duplicate").inc()
+            return
+        self._remote_head = max(self._remote_head, last)
+        if (
+            event.first_seq == state.durable_head + 1
+            and self._syncing is None
+            and not self._committing
+            and not self._queue
+            and not state.pending
+        ):
+            self.metrics.bus_events.labels("delivered").inc()
+            state.absorb(event.changes)
+            self._absorbed(event.changes, event.node)
+            return
+        if event.first_seq > state.durable_head + 1:
+            self.metrics.bus_events.labels("gap").inc()
+        else:
+            self.metrics.bus_events.labels("deferred").inc()
+        self._maybe_sync()
+
+    def _absorbed(self, changes: Sequence[Change], node: str) -> None:
+        """Broadcast durable changes another node committed to this node's peers."""
+        if not changes:
+            return
+        if self._snapshots:  # the head moved: snapshots nobody is reading are stale
+            self._snapshots = {k: v for k, v in self._snapshots.items() if v.readers}
+        self._broadcast(RoomEvent(self.room, tuple(changes), (None,) * len(changes), node))
+        self._hash_ahead(len(changes))
+
+    def _maybe_sync(self) -> None:
+        if (
+            self._syncing is not None
+            or self._committing
+            or self.closed
+            or self.failed is not None
+            or not (self._resync or self._remote_head > self.state.durable_head)
+        ):
+            return
+        self._idle.clear()
+        self._syncing = self._loop.create_task(self._sync())
+
+    async def _sync(self) -> None:
+        """Read what other nodes committed after the durable head from the store (the seq
+        authority), roll this node's pending writes back, absorb and broadcast what was
+        read, and apply the pending writes again on top (their LWW outcome and seqs may
+        change; nothing of them was acknowledged). Runs with no commit of this room in
+        flight, and none starts until it ends."""
+        state = self.state
+        try:
+            while self._resync or self._remote_head > state.durable_head:
+                self._resync = False
+                since = state.durable_head
+                fetched: list[Change] = []
+                while True:
+                    rows = await self.store.changes_since(self.room, since, limit=SYNC_PAGE)
+                    fetched += rows
+                    if len(rows) < SYNC_PAGE:
+                        break
+                    since = rows[-1].seq or since
+                if self.closed or self.failed is not None:
+                    return
+                state.rollback()
+                try:
+                    state.absorb(fetched)
+                except ValueError as exc:
+                    # The op log was compacted past this node's head (it was cut off for
+                    # long): its peers reconnect and catch up from a fresh load.
+                    self._store_failed([], StoreError(f"cannot catch up: {exc}"))
+                    return
+                if fetched:
+                    self.metrics.bus_events.labels("fetched").inc()
+                    self._absorbed(fetched, "store")
+                # The store is the seq authority: what it does not hold was not committed.
+                self._remote_head = min(self._remote_head, state.durable_head)
+                self._reapply()
+        except (StoreError, OSError) as exc:
+            self.metrics.store_errors.inc()
+            event(log, "room.sync_failed", level=logging.WARNING, room=self.room, error=str(exc))
+            self._resync = True
+            # Try again in a moment; meanwhile nothing of this room is committed.
+            self._loop.call_later(0.5, self._retry_sync)
+        finally:
+            self._syncing = None
+            if self._resync:
+                pass  # _retry_sync starts it again
+            elif self._queue and self.failed is None:
+                self._schedule()
+            else:
+                self._idle.set()
+
+    def _retry_sync(self) -> None:
+        self._maybe_sync()
+
+    def _reapply(self) -> None:
+        """Apply the queued packs again on the state just synced (their previous outcome
+        was computed against a head another node moved)."""
+        now = self.now_ms()
+        limits = self.limits()
+        for item in self._queue:
+            if item.changes is None:
+                continue
+            result = self.state.apply(
+                item.changes, now_ms=now, limits=limits, pending=True, refuse=item.refuse
+            )
+            item.result_seqs = result.seqs
+            item.refused = result.refused
+            item.accepted = result.accepted
+            item.superseded = result.superseded
 
     def _after_commit(self, ev: RoomEvent) -> None:
         """What follows a commit besides delivery: webhooks (``room.created``, the
@@ -774,7 +995,16 @@ class RoomHost:
         self.metrics.msg_out("ack", len(batch))
 
     def _on_event(self, event: RoomEvent) -> None:
-        """Deliver a durable room event to this node's peers (the bus calls it).
+        """The bus calls it with every event of this room: this node's own commit
+        (inside :meth:`_commit_done`) is broadcast at once, another node's goes through
+        :meth:`_remote` (seq order)."""
+        if self._publishing:
+            self._broadcast(event)
+        else:
+            self._remote(event)
+
+    def _broadcast(self, event: RoomEvent) -> None:
+        """Deliver a durable room event to this node's peers.
 
         One encode per (subscription, excluded author) group, the same bytes to each peer.
         This loop runs once per receiving peer per broadcast, so it keeps to a dict lookup
