@@ -16,14 +16,17 @@ Invariants every bus keeps:
 - :meth:`Bus.publish` delivers to this node's subscribers before it returns, so the
   publisher can acknowledge the writers afterwards: a writer's ack never overtakes the
   broadcast of its own changes on this node;
-- a subscriber that raises does not stop delivery to the others (the bus logs it).
+- a subscriber that raises does not stop delivery to the others (the bus logs it);
+- :class:`Signal` messages (presence, revocations, policy and room changes, drain) reach
+  the other nodes in publish order with the events, at most once; they carry no state
+  the store does not hold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..core.entries import Change
 from ..core.errors import InternalError
@@ -56,6 +59,35 @@ class RoomEvent:
 Handler = Callable[[RoomEvent], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A control message between nodes (not a change): ``kind`` says what, ``node`` who
+    sent it, ``room`` which room it is about (None: the whole deployment), ``data`` the
+    JSON-able details. Kinds (``server/cluster.py`` sends and handles them):
+
+    ``presence``       {changed, left}: this node's presence diff of ``room``
+    ``presence-sync``  {}: a node just loaded ``room``; the others send their members
+    ``revoke``         {kind, value, expires_ms}: close the sessions of a revoked token
+    ``policy``         {}: the global policy patch changed; read it from the store
+    ``room``           {deleted}: ``room``'s record changed (lock, close, policy,
+                       placement) or it was deleted; read it from the store
+    ``blob``           {hash, size}: a blob of ``room`` was uploaded (``blob-available``)
+    ``drain``          {target}: node ``target`` drains (``topology drain`` elsewhere)
+
+    Signals carry no durable state: the store holds it; a lost signal is repaired by
+    the store (policy, records, revocations are read at load), presence by its TTL.
+    """
+
+    kind: str
+    node: str
+    room: str | None
+    data: dict[str, Any]
+
+
+#: What a bus calls with every signal from another node.
+SignalHandler = Callable[[Signal], None]
+
+
 class Subscription(Protocol):
     """A live subscription; :meth:`close` ends it (idempotent)."""
 
@@ -82,6 +114,17 @@ class Bus(Protocol):
 
     def subscribe(self, room: str, handler: Handler) -> Subscription:
         """Call ``handler`` with every event of ``room`` published from now on."""
+
+    def signal(self, sig: Signal) -> None:
+        """Send ``sig`` to every *other* node (in publish order with this node's events;
+        this node acts on it itself). Nothing to do with one node."""
+
+    def on_signal(self, handler: SignalHandler | None) -> None:
+        """Call ``handler`` with every signal another node sends (None: stop)."""
+
+    def on_resync(self, handler: Callable[[str], None] | None) -> None:
+        """Call ``handler(room)`` when other nodes' events of ``room`` may have been
+        missed (its subscription just became active, at first or after a reconnect)."""
 
 
 class BusError(InternalError):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from .base import Handler, RoomEvent
+from .base import Handler, RoomEvent, Signal, SignalHandler
 
 log = logging.getLogger("roomsync.bus")
 
@@ -58,6 +59,15 @@ class MemoryBus:
         sub = _MemorySubscription(self, room, handler)
         self._subs.setdefault(room, []).append(sub)
         return sub
+
+    def signal(self, sig: Signal) -> None:
+        return None  # one node: there is no other to tell
+
+    def on_signal(self, handler: SignalHandler | None) -> None:
+        return None
+
+    def on_resync(self, handler: Callable[[str], None] | None) -> None:
+        return None  # nothing is ever missed in-process
 
     def _drop(self, sub: _MemorySubscription) -> None:
         subs = self._subs.get(sub.room)

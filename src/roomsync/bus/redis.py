@@ -61,9 +61,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from ..core.entries import Change
 from ..core.postcard import decode_pack, encode_pack
 from ..redaction import redact_dsn
-from .base import BusError, Handler, RoomEvent
+from .base import BusError, Handler, RoomEvent, Signal, SignalHandler
 
 __all__ = ["RedisBus"]
 
@@ -73,7 +74,7 @@ _VERSION: Final = 1
 _ERRORS: Final = (RedisError, OSError, TimeoutError)
 
 
-class _Wire(msgspec.Struct, array_like=True, frozen=True):
+class _Wire(msgspec.Struct, array_like=True, frozen=True, tag="e"):
     """One event on the wire."""
 
     v: int
@@ -84,8 +85,19 @@ class _Wire(msgspec.Struct, array_like=True, frozen=True):
     pack: bytes  # postcard Pack of the changes, with their seqs
 
 
+class _SignalWire(msgspec.Struct, array_like=True, frozen=True, tag="s"):
+    """One signal on the wire (:class:`~.base.Signal`); ``data`` is its JSON."""
+
+    v: int
+    origin: str
+    kind: str
+    node: str
+    room: str | None
+    data: bytes
+
+
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(_Wire)
+_decoder = msgspec.msgpack.Decoder(_Wire | _SignalWire)
 
 
 class _RedisSubscription:
@@ -132,7 +144,8 @@ class RedisBus:
             raise ValueError("outbox_max must be at least 1")
         self.url = url
         self.prefix = prefix
-        self.on_resync = on_resync
+        self._on_resync = on_resync
+        self._on_signal: SignalHandler | None = None
         self.outbox_max = outbox_max
         self.ping_interval_s = ping_interval_s
         self.retry_max_s = retry_max_s
@@ -141,6 +154,7 @@ class RedisBus:
         self.origin = f"{node}/{secrets.token_hex(6)}"
         self.published = self.sent = self.received = 0
         self.dropped = self.malformed = self.reconnects = 0
+        self.signals_sent = self.signals_received = 0
         self._subs: dict[str, list[_RedisSubscription]] = {}
         self._outbox: deque[tuple[str, bytes]] = deque()
         self._inflight = 0
@@ -320,6 +334,27 @@ class RedisBus:
             self.dropped += 1
         self._wake_sender.set()
 
+    def signal(self, sig: Signal) -> None:
+        """Queue ``sig`` for the other nodes, on the deployment's control channel (every
+        node hears it), behind the events published before it."""
+        if not self._open:
+            return
+        wire = _SignalWire(
+            _VERSION, self.origin, sig.kind, sig.node, sig.room, msgspec.json.encode(sig.data)
+        )
+        self._outbox.append((self._control_channel, _encoder.encode(wire)))
+        self.signals_sent += 1
+        while len(self._outbox) > self.outbox_max:
+            self._outbox.popleft()
+            self.dropped += 1
+        self._wake_sender.set()
+
+    def on_signal(self, handler: SignalHandler | None) -> None:
+        self._on_signal = handler
+
+    def on_resync(self, handler: Callable[[str], None] | None) -> None:
+        self._on_resync = handler
+
     async def _send_loop(self) -> None:
         backoff = 0.05
         while True:
@@ -443,7 +478,7 @@ class RedisBus:
                 if channel == self._control_channel:
                     self._sub_up = True
                     self._wake_control.set()  # subscriptions made while it was down
-                elif self.on_resync is not None:
+                elif self._on_resync is not None:
                     self._resync(channel)
                 self._progress.set()
             elif kind == "unsubscribe":
@@ -452,9 +487,9 @@ class RedisBus:
 
     def _resync(self, channel: str) -> None:
         room = channel.removeprefix(f"{self.prefix}room:")
-        assert self.on_resync is not None
+        assert self._on_resync is not None
         try:
-            self.on_resync(room)
+            self._on_resync(room)
         except Exception:
             log.exception("redis bus: on_resync of room %s failed", room)
 
@@ -463,15 +498,29 @@ class RedisBus:
             wire = _decoder.decode(data)
             if wire.v != _VERSION:
                 raise ValueError(f"bus message version {wire.v}")
-            changes = tuple(decode_pack(wire.pack))
-            if len(wire.authors) != len(changes):
-                raise ValueError("authors do not match changes")
+            if isinstance(wire, _SignalWire):
+                sig = Signal(wire.kind, wire.node, wire.room, msgspec.json.decode(wire.data))
+                if not isinstance(sig.data, dict):
+                    raise ValueError("signal data is not an object")
+                changes: tuple[Change, ...] = ()
+            else:
+                changes = tuple(decode_pack(wire.pack))
+                if len(wire.authors) != len(changes):
+                    raise ValueError("authors do not match changes")
         except Exception as exc:  # another version or garbage: never the reader's end
             self.malformed += 1
             log.warning("redis bus: dropped a malformed message: %s", exc)
             return
         if wire.origin == self.origin:
-            return  # delivered locally inside publish()
+            return  # delivered locally inside publish() / acted on by this node
+        if isinstance(wire, _SignalWire):
+            if self._on_signal is not None:
+                self.signals_received += 1
+                try:
+                    self._on_signal(sig)
+                except Exception:
+                    log.exception("redis bus: the %s signal handler failed", sig.kind)
+            return
         subs = self._subs.get(wire.room)
         if not subs:
             return
