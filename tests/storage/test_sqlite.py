@@ -40,7 +40,7 @@ def _raw(path: Path) -> sqlite3.Connection:
 
 
 async def test_schema_migrations_and_pragmas(store: SqliteStore) -> None:
-    assert store.migrations_applied == [m.version for m in MIGRATIONS] == [1, 2, 3, 4, 5, 6, 7]
+    assert store.migrations_applied == [m.version for m in MIGRATIONS] == [1, 2, 3, 4, 5, 6, 7, 8]
     conn = _raw(store.path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -56,7 +56,7 @@ async def test_schema_migrations_and_pragmas(store: SqliteStore) -> None:
         }
         assert tables >= expected
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
-        assert versions == [1, 2, 3, 4, 5, 6, 7]
+        assert versions == [1, 2, 3, 4, 5, 6, 7, 8]
         columns = {
             table: [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
             for table in ("rooms", "entries", "oplog", "base_entries", "health")
@@ -454,7 +454,7 @@ async def test_a_version_3_database_gains_the_probe_pad(
     store = SqliteStore(path)
     await store.open()
     try:
-        assert store.migrations_applied == [4, 5, 6, 7]
+        assert store.migrations_applied == [4, 5, 6, 7, 8]
         await store.check()
         assert await store.changes_since("r", 0, limit=10) == [_change(1)]
     finally:

@@ -116,11 +116,11 @@ async def test_reopening_runs_no_migration_twice(tmp_path: Path) -> None:
         await store.open()  # idempotent: no second migration pass
         applied.append(store.migrations_applied)
         await store.close()
-    assert applied == [[1, 2, 3, 4, 5, 6, 7], [], []]
+    assert applied == [[1, 2, 3, 4, 5, 6, 7, 8], [], []]
     conn = sqlite3.connect(path)
     try:
         rows = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
-        assert [version for version, _name in rows] == [1, 2, 3, 4, 5, 6, 7]
+        assert [version for version, _name in rows] == [1, 2, 3, 4, 5, 6, 7, 8]
     finally:
         conn.close()
 

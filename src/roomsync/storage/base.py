@@ -15,7 +15,8 @@
      │                    delete_archive, forks_of; lineage(store, room)
      ├── Proposals        put_proposal, get_proposal
      ├── QuerySpecs       put_query, get_query, list_queries, delete_query, run_query
-     └── Settings         get_setting, put_setting (node-wide, e.g. the global policy)
+     ├── Settings         get_setting, put_setting (node-wide, e.g. the global policy)
+     └── NodeRegistry     beat, list_nodes, forget_node (nodes sharing the store)
 
 Code that needs one concept asks for its Protocol (replay needs a ``RoomCatalog`` and an
 ``OpLog``, blob garbage collection ``BlobRefs``), so a new backend, or a wrapper in a test,
@@ -93,6 +94,8 @@ __all__ = [
     "BlobRefs",
     "LineageReader",
     "LoadedRoom",
+    "NodeBeat",
+    "NodeRegistry",
     "OpLog",
     "ProposalRecord",
     "ProposalState",
@@ -598,6 +601,31 @@ class Settings(Protocol):
         """Store ``value`` (JSON-able, else :class:`StoreError`) under ``key``."""
 
 
+@dataclass(frozen=True, slots=True)
+class NodeBeat:
+    """A node's last heartbeat in the registry (SPEC §8 ``topology``): ``info`` is what
+    it reported then (its URL, rooms, connections, draining), ``beat_ms`` when (the
+    node's clock)."""
+
+    node: str
+    beat_ms: int
+    info: dict[str, object]
+
+
+class NodeRegistry(Protocol):
+    """Nodes sharing the store, by heartbeat (several nodes: ``topology get``, and the
+    failover of placed rooms when a node's heartbeat stops)."""
+
+    async def beat(self, node: str, info: dict[str, object], *, now_ms: int) -> None:
+        """Record ``node``'s heartbeat at ``now_ms`` with ``info`` (JSON-able)."""
+
+    async def list_nodes(self) -> list[NodeBeat]:
+        """Every node that has beaten and was not forgotten, by name."""
+
+    async def forget_node(self, node: str) -> bool:
+        """Remove ``node`` from the registry (it stopped); True when it was there."""
+
+
 class Store(
     StoreLifecycle,
     RoomCatalog,
@@ -608,6 +636,7 @@ class Store(
     Proposals,
     QuerySpecs,
     Settings,
+    NodeRegistry,
     Protocol,
 ):
     """Everything a node holds: every Protocol above in one backend."""

@@ -29,6 +29,7 @@ from .base import (
     AppendOutcome,
     ArchiveRecord,
     LoadedRoom,
+    NodeBeat,
     ProposalRecord,
     Revocation,
     RevocationKind,
@@ -88,6 +89,7 @@ class MemoryStore:
         self._proposals: dict[str, ProposalRecord] = {}
         self._queries: dict[str, dict[str, object]] = {}
         self._settings: dict[str, dict[str, object]] = {}
+        self._nodes: dict[str, NodeBeat] = {}
         # key -> (delivery, lease holder, lease end, insertion number)
         self._webhooks: dict[str, tuple[WebhookDelivery, str | None, int, int]] = {}
         self._webhook_seq = 0
@@ -426,6 +428,23 @@ class MemoryStore:
     async def put_setting(self, key: str, value: dict[str, object]) -> None:
         self._require_open()
         self._settings[key] = json_copy(value, what=f"setting {key!r}")
+
+    # -- node registry -----------------------------------------------------------------
+
+    async def beat(self, node: str, info: dict[str, object], *, now_ms: int) -> None:
+        self._require_open()
+        self._nodes[node] = NodeBeat(node, now_ms, json_copy(info, what=f"node {node!r}"))
+
+    async def list_nodes(self) -> list[NodeBeat]:
+        self._require_open()
+        return [
+            NodeBeat(b.node, b.beat_ms, copy.deepcopy(b.info))
+            for _, b in sorted(self._nodes.items())
+        ]
+
+    async def forget_node(self, node: str) -> bool:
+        self._require_open()
+        return self._nodes.pop(node, None) is not None
 
     # -- webhook outbox (storage/webhooks.py) ----------------------------------------------
 

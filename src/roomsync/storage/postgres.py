@@ -66,6 +66,7 @@ from .base import (
     AppendOutcome,
     ArchiveRecord,
     LoadedRoom,
+    NodeBeat,
     ProposalRecord,
     Revocation,
     RevocationKind,
@@ -251,6 +252,17 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 error text NOT NULL DEFAULT ''
             )""",
             "CREATE INDEX webhook_log_room ON webhook_log (room, n)",
+        ),
+    ),
+    Migration(
+        3,
+        "node registry (topology, heartbeats)",
+        (
+            f"""CREATE TABLE nodes (
+                node text {_C} PRIMARY KEY,
+                beat_ms bigint NOT NULL,
+                info text NOT NULL
+            )""",
         ),
     ),
 )
@@ -1293,6 +1305,30 @@ class PostgresStore:
                 key,
                 text,
             )
+
+    # -- node registry -----------------------------------------------------------------
+
+    async def beat(self, node: str, info: dict[str, object], *, now_ms: int) -> None:
+        text = _json_text(info, f"node {node!r}")
+        async with self._conn("write failed") as conn:
+            await conn.execute(
+                """INSERT INTO nodes (node, beat_ms, info) VALUES ($1, $2, $3)
+                   ON CONFLICT (node) DO UPDATE SET beat_ms = excluded.beat_ms,
+                   info = excluded.info""",
+                node,
+                now_ms,
+                text,
+            )
+
+    async def list_nodes(self) -> list[NodeBeat]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT node, beat_ms, info FROM nodes ORDER BY node")
+        return [NodeBeat(r[0], int(r[1]), dict(json.loads(r[2]))) for r in rows]
+
+    async def forget_node(self, node: str) -> bool:
+        async with self._conn("write failed") as conn:
+            status = await conn.execute("DELETE FROM nodes WHERE node = $1", node)
+        return bool(status != "DELETE 0")
 
     # -- webhook outbox (storage/webhooks.py) ----------------------------------------------
 

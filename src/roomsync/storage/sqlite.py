@@ -99,6 +99,7 @@ from .base import (
     AppendOutcome,
     ArchiveRecord,
     LoadedRoom,
+    NodeBeat,
     ProposalRecord,
     Revocation,
     RevocationKind,
@@ -334,6 +335,17 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 error TEXT NOT NULL DEFAULT ''
             )""",
             "CREATE INDEX webhook_log_room ON webhook_log (room, n)",
+        ),
+    ),
+    Migration(
+        8,
+        "node registry (topology, heartbeats)",
+        (
+            """CREATE TABLE nodes (
+                node TEXT PRIMARY KEY,
+                beat_ms INTEGER NOT NULL,
+                info TEXT NOT NULL
+            ) WITHOUT ROWID""",
         ),
     ),
 )
@@ -1752,6 +1764,30 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, text)
             )
         )
+
+    # -- node registry -----------------------------------------------------------------
+
+    async def beat(self, node: str, info: dict[str, object], *, now_ms: int) -> None:
+        text = _json_text(info, f"node {node!r}")
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO nodes (node, beat_ms, info) VALUES (?, ?, ?)",
+                (node, now_ms, text),
+            )
+        )
+
+    async def list_nodes(self) -> list[NodeBeat]:
+        def get(conn: sqlite3.Connection) -> list[NodeBeat]:
+            rows = conn.execute("SELECT node, beat_ms, info FROM nodes ORDER BY node")
+            return [NodeBeat(n, int(ms), dict(json.loads(info))) for n, ms, info in rows]
+
+        return await self._read(get)
+
+    async def forget_node(self, node: str) -> bool:
+        def forget(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM nodes WHERE node = ?", (node,)).rowcount > 0
+
+        return await self._write(forget)
 
     # -- webhook outbox (storage/webhooks.py) ----------------------------------------------
 

@@ -1234,6 +1234,35 @@ class SettingsContract:
         assert await store.get_setting("policy") == {"max_peers": 6, "echo_to_sender": True}
 
 
+class NodeRegistryContract:
+    """``NodeRegistry``: the nodes sharing the store, by their last heartbeat."""
+
+    async def test_beats_replace_and_list_by_name(self, store: Store) -> None:
+        assert await store.list_nodes() == []
+        await store.beat("node-b", {"url": "ws://b", "connections": 1}, now_ms=1000)
+        await store.beat("node-a", {"url": "ws://a", "rooms": ["r"]}, now_ms=1500)
+        await store.beat("node-b", {"url": "ws://b", "connections": 7}, now_ms=2000)
+        nodes = await store.list_nodes()
+        assert [(n.node, n.beat_ms, n.info) for n in nodes] == [
+            ("node-a", 1500, {"url": "ws://a", "rooms": ["r"]}),
+            ("node-b", 2000, {"url": "ws://b", "connections": 7}),
+        ]
+        nodes[0].info["rooms"] = ["changed"]  # a copy: the store keeps its own
+        assert (await store.list_nodes())[0].info == {"url": "ws://a", "rooms": ["r"]}
+
+    async def test_forget_removes_one_node(self, store: Store) -> None:
+        await store.beat("node-a", {}, now_ms=1)
+        await store.beat("node-b", {}, now_ms=1)
+        assert await store.forget_node("node-a") is True
+        assert await store.forget_node("node-a") is False
+        assert [n.node for n in await store.list_nodes()] == ["node-b"]
+
+    async def test_info_must_be_json(self, store: Store) -> None:
+        with pytest.raises(StoreError):
+            await store.beat("node-a", {"x": object()}, now_ms=1)
+        assert await store.list_nodes() == []
+
+
 class StoreContract(
     LifecycleContract,
     RoomCatalogContract,
@@ -1246,6 +1275,7 @@ class StoreContract(
     QuerySpecsContract,
     QueryRunContract,
     SettingsContract,
+    NodeRegistryContract,
 ):
     """Every section: what a full :class:`~roomsync.storage.base.Store` keeps. Subclasses
     provide the ``store`` fixture (opened)."""
