@@ -126,6 +126,7 @@ EXPECTED: dict[str, list[str]] = {
         "AppSettings",
         "AuthSettings",
         "BlobSettings",
+        "BusSettings",
         "ConfigError",
         "DataCap",
         "LogSettings",

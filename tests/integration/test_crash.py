@@ -11,32 +11,14 @@ from pathlib import Path
 
 import aiohttp
 
-from roomsync.core.codec import pack_data
-from roomsync.core.entries import Change
 from roomsync.testing.server import free_port, server_process
-from roomsync.testing.wsclient import hello, recv_type
+from roomsync.testing.wsclient import hello, recv_type, write_until_closed
 
 
 async def write_until_killed(url: str, acked: dict[str, int], kill: asyncio.Event) -> None:
     async with aiohttp.ClientSession() as http:
         ws, _ = await hello(http, url)
-        i = 0
-        try:
-            while True:
-                batch = [
-                    Change(f"/w/{i + j}", i + j + 1, 0, "writer", b"%d" % (i + j))
-                    for j in range(20)
-                ]
-                await ws.send_json({"type": "pack", "data": pack_data(batch)})
-                ack = await recv_type(ws, "ack", timeout=5)
-                for change, seq in zip(batch, ack["seqs"], strict=True):
-                    assert seq is not None
-                    acked[change.path] = seq
-                i += 20
-                if i == 2000:
-                    kill.set()
-        except (aiohttp.ClientError, ConnectionError, TimeoutError, AssertionError, KeyError):
-            return
+        await write_until_closed(ws, acked, on_acked=lambda n: kill.set() if n >= 2000 else None)
 
 
 async def test_acked_changes_survive_kill_9(tmp_path: Path) -> None:

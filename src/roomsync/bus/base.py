@@ -69,10 +69,14 @@ class Signal:
     ``presence-sync``  {}: a node just loaded ``room``; the others send their members
     ``revoke``         {kind, value, expires_ms}: close the sessions of a revoked token
     ``policy``         {}: the global policy patch changed; read it from the store
-    ``room``           {deleted}: ``room``'s record changed (lock, close, policy,
-                       placement) or it was deleted; read it from the store
+    ``record``         {record}: ``room``'s record as just stored (lock, close, policy,
+                       placement, ticks)
+    ``evict``          {code, error, message, reason}: ``room``'s state was replaced or
+                       deleted; close its peers so, and reload it from the store
     ``blob``           {hash, size}: a blob of ``room`` was uploaded (``blob-available``)
     ``drain``          {target}: node ``target`` drains (``topology drain`` elsewhere)
+    ``heads``          {rooms}: room -> durable head, for the rooms whose head moved
+                       lately (a lost last event shows no gap otherwise)
 
     Signals carry no durable state: the store holds it; a lost signal is repaired by
     the store (policy, records, revocations are read at load), presence by its TTL.

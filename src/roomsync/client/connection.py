@@ -139,7 +139,7 @@ class Connection:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         replica: Replica,
         *,
         token: str | None,
@@ -153,7 +153,12 @@ class Connection:
         ssl: ssl_module.SSLContext | None,
         connect_timeout_s: float | None,
     ) -> None:
-        self.url = url
+        #: The room's WebSocket URLs: several nodes of one deployment (SPEC §8). Each
+        #: reconnect tries the next, so peers of a drained or dead node move to another.
+        self.urls: tuple[str, ...] = (url,) if isinstance(url, str) else tuple(url)
+        if not self.urls:
+            raise ValueError("at least one server URL is needed")
+        self.url = self.urls[0]
         self.replica = replica
         self._token = token
         self._token_provider = token_provider
@@ -351,6 +356,8 @@ class Connection:
                     return
                 if decision.resync:
                     self.replica.resync_required()
+                if len(self.urls) > 1:  # the next node: this one may be draining or gone
+                    self.url = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
                 delay = decision.delay_s
                 self.stats.waits.append(RetryWait(delay, code, error_code, decision.retry_after_ms))
                 if self.stats.welcomes == 0:

@@ -66,7 +66,7 @@ class RoomClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         room: str,
         *,
         token: str | None = None,
@@ -85,12 +85,15 @@ class RoomClient:
         if connect_timeout_s is not None and not connect_timeout_s > 0:
             raise ValueError(f"connect_timeout_s must be > 0 or None, got {connect_timeout_s!r}")
         self.room = validate_room_id(room)
-        self.url = ws_url(url, room)
+        urls = [ws_url(u, room) for u in ([url] if isinstance(url, str) else url)]
+        if not urls:
+            raise ValueError("at least one server URL is needed")
+        self.url = urls[0]
         # With a token, the server accepts writes only as its ``sub`` or ``sub#<suffix>``.
         self.actor = session_actor(_token_sub(token), actor, _new_actor(rng))
         replica = Replica(self.actor, subscribe=subscribe)
         self._connection = Connection(
-            self.url,
+            urls,
             replica,
             token=token,
             token_provider=token_provider,
@@ -375,7 +378,7 @@ class RoomClient:
 
 
 async def connect(
-    url: str,
+    url: str | Sequence[str],
     room: str,
     *,
     token: str | None = None,
@@ -394,11 +397,12 @@ async def connect(
     """Connect to ``room`` on the server at ``url`` and return once it is welcomed.
 
     ``url`` is the server's base URL (``http://host:port``, ``https://...``; a
-    ``ws(s)://host/ws/room`` URL is accepted too). ``token`` authenticates;
-    ``token_provider`` is awaited for a fresh token before every reconnect and after a
-    4002 (and first, when ``token`` is None). ``actor`` names this replica's writes
-    (default: a random id; give each replica its own). ``subscribe``: path prefixes to
-    replicate. ``caps``: capabilities to request (default: all the token grants).
+    ``ws(s)://host/ws/room`` URL is accepted too), or a list of them: the nodes of one
+    deployment, tried in turn on each reconnect (a load balancer's URL works as well).
+    ``token`` authenticates; ``token_provider`` is awaited for a fresh token before every
+    reconnect and after a 4002 (and first, when ``token`` is None). ``actor`` names this
+    replica's writes (default: a random id; give each replica its own). ``subscribe``:
+    path prefixes to replicate. ``caps``: capabilities to request (default: all the token grants).
     ``binary`` (default True) also asks for the ``binary`` cap, so that packs travel as
     binary frames both ways when the server grants it (JSON otherwise). ``hello_fields``
     are extra fields of every ``hello`` (an app's ``authorize`` hook reads them,

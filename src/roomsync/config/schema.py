@@ -466,7 +466,7 @@ class BusSettings(_Section):
         Meta(
             description=(
                 "`memory` (one node) or `redis` (several nodes sharing a PostgreSQL store: "
-                "pub/sub at `bus.url`)."
+                "pub/sub at `bus.redis_url`)."
             )
         ),
     ] = "memory"
@@ -503,7 +503,10 @@ class BusSettings(_Section):
         Meta(
             ge=100,
             le=60_000,
-            description="How often this node records its heartbeat in the store's node registry.",
+            description=(
+                "How often this node records its heartbeat in the store's node registry "
+                "(and sends the `heads` signal that repairs a lost last event)."
+            ),
         ),
     ] = 1000
     node_dead_ms: Annotated[
@@ -564,7 +567,5 @@ def redacted(settings: Settings) -> dict[str, Any]:
     for dotted in SECRET_KEYS:
         section, name = dotted.split(".", 1)
         # Connection strings (*_dsn, *_url): only their password is secret.
-        data[section][name] = mask_secret(
-            data[section][name], dsn=name.endswith(("_dsn", "_url"))
-        )
+        data[section][name] = mask_secret(data[section][name], dsn=name.endswith(("_dsn", "_url")))
     return data

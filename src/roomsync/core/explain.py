@@ -647,6 +647,17 @@ _REJECT_CODE: dict[str, _Entry] = {
         next_action="{next}: `roomsync control topology get` lists the nodes",
         reject_class=_R.NOT_FOUND,
     ),
+    "node-not-live": _Entry(
+        "`topology drain` of a node whose heartbeat is older than `bus.node_dead_ms`",
+        (
+            "the node stopped, crashed or lost the store: its peers already reconnect to "
+            "the live nodes",
+        ),
+        _CONTROL,
+        next_action="`roomsync control topology get` shows `alive` and `beat_age_ms`; "
+        "restart the node, or leave it: nothing of it needs draining",
+        reject_class=_R.PRECONDITION_FAILED,
+    ),
     "proposal-unknown": _Entry(
         "no proposal with that id",
         ("a typo, or an id from another server",),

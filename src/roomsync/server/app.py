@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from ..blobs.filesystem import FilesystemBlobStore
 from ..blobs.signing import UrlSigner
 from ..bus.base import Bus
 from ..bus.memory import MemoryBus
+from ..bus.redis import RedisBus
 from ..config import Policy, Settings
 from ..core.codes import ErrorCode
 from ..storage.base import Store
@@ -32,6 +34,7 @@ from ..storage.factory import build_store
 from ..storage.webhooks import WebhookOutbox
 from . import http
 from .blobs import BlobService, build_blob_store, url_secret
+from .cluster import Cluster
 from .control import ControlRoute
 from .hooks import AppHooks, load_app
 from .listener import Listener
@@ -48,6 +51,18 @@ log = logging.getLogger("roomsync.server")
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
+
+
+def scheme_of(ctx: ssl.SSLContext | None) -> str:
+    return "https" if ctx is not None else "http"
+
+
+def build_bus(settings: Settings, node: str) -> Bus:
+    """The bus ``[bus]`` names: in-process (one node) or Redis (several)."""
+    b = settings.bus
+    if b.backend == "redis":
+        return RedisBus(b.redis_url, node=node, prefix=b.prefix, outbox_max=b.outbox_max)
+    return MemoryBus()
 
 
 class RoomsyncServer:
@@ -82,7 +97,7 @@ class RoomsyncServer:
         signer = UrlSigner(url_secret(keys[self.tokens.active_kid]))
         self.blobs = BlobService(build_blob_store(settings, signer), settings, self.metrics, signer)
         self.node_name = settings.server.node_name()
-        self.bus: Bus = bus if bus is not None else MemoryBus()
+        self.bus: Bus = bus if bus is not None else build_bus(settings, self.node_name)
         self.rooms = RoomRegistry(
             self.store,
             self.metrics,
@@ -124,6 +139,8 @@ class RoomsyncServer:
             hooks=self.hooks,
             webhooks=self.webhooks,
         )
+        #: The other nodes (``server/cluster.py``): with a shared bus only.
+        self.cluster = None if isinstance(self.bus, MemoryBus) else Cluster(self.node, settings.bus)
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -246,8 +263,12 @@ class RoomsyncServer:
             self.port = int(sockets[0].getsockname()[1])
         blob_store = self.blobs.store
         if isinstance(blob_store, FilesystemBlobStore) and not self.settings.blobs.public_url:
-            scheme = "https" if ctx is not None else "http"
-            blob_store.set_public_base_url(f"{scheme}://{host or s.host}:{self.port}")
+            blob_store.set_public_base_url(f"{scheme_of(ctx)}://{host or s.host}:{self.port}")
+        if self.cluster is not None:  # in the registry before the first peer is served
+            bound = host or s.host
+            reach = socket.gethostname() if bound in ("0.0.0.0", "::", "") else bound
+            self.cluster.url = f"{scheme_of(ctx)}://{reach}:{self.port}"
+            await self.cluster.start()
         self._reaper = asyncio.get_running_loop().create_task(self.node.heartbeat_loop())
         self.probes.start()
         event(
@@ -283,6 +304,8 @@ class RoomsyncServer:
         deadline = time.monotonic() + self.settings.server.shutdown_grace_ms / 1000
         await self.node.ticks.stop()  # before the drain: no tick is sent to closing peers
         await self.node.drain(deadline=deadline)
+        if self.cluster is not None:  # the others see this node gone at once
+            await self.cluster.stop()
         self.rooms.quiet.stop()
         if self._reaper is not None:
             self._reaper.cancel()

@@ -313,6 +313,8 @@ class BlobService:
         await host.store.add_blob_ref(host.room, hash, size, now_ms=host.now_ms())
         peer.send({"type": "blob-uploaded", "hash": hash})
         host.broadcast_message({"type": "blob-available", "hash": hash, "size": size})
+        if host.signal is not None:  # the room's readers on the other nodes
+            host.signal("blob", {"hash": hash, "size": size})
         host.notify("blob.stored", {"hash": hash, "size": size, "peer": peer.id})
         event(log, "blob.available", room=host.room, peer=peer.id, hash=hash, size=size)
 

@@ -25,12 +25,12 @@ from typing import Any, Protocol
 
 from ..auth.tokens import Claims, TokenService
 from ..bus.base import Bus
-from ..config import ConfigError, Policy, Settings
+from ..config import BusSettings, ConfigError, Policy, Settings
 from ..config.policy import merge_patch
 from ..core.codes import CloseCode, ErrorCode
 from ..core.errors import Draining, Overload, RoomsyncError
 from ..core.session import Session
-from ..storage.base import RevocationKind, RoomRecord, Store
+from ..storage.base import NodeBeat, RevocationKind, RoomRecord, Store
 from .blobs import BlobService
 from .events import NodeEvents
 from .hooks import AppHooks
@@ -49,6 +49,20 @@ log = logging.getLogger("roomsync.node")
 #: The store setting (:class:`~roomsync.storage.base.Settings`) holding the global
 #: policy patch of ``policy set`` without a room.
 POLICY_SETTING = "policy"
+
+
+class ClusterView(Protocol):
+    """What the control plane reads of the other nodes (``server/cluster.py`` is one)."""
+
+    settings: BusSettings
+    #: The node registry as last read, by node name.
+    beats: dict[str, NodeBeat]
+
+    def alive(self, name: str) -> bool: ...
+
+    def send(self, kind: str, room: str | None, data: dict[str, Any]) -> None: ...
+
+    def views(self) -> list[dict[str, Any]]: ...
 
 
 class Connection(Protocol):
@@ -104,6 +118,11 @@ class Node:
         # the first to be shed when the node is at its connection cap.
         self._pre_hello: dict[Connection, None] = {}
         self.draining = False
+        #: Sends a signal to the other nodes (kind, room, data): set by the cluster
+        #: (``server/cluster.py``) when there are several; None with one node.
+        self.signal: Callable[[str, str | None, dict[str, Any]], None] | None = None
+        #: The other nodes, when there are several (``server/cluster.py``).
+        self.cluster: ClusterView | None = None
         # The store's revocations (the source of truth), cached: kind -> value -> expires.
         self._revoked: dict[RevocationKind, dict[str, int | None]] = {"sub": {}, "jti": {}}
         self.blobs_open = False
@@ -249,6 +268,17 @@ class Node:
         Returns (whether it was not revoked before, sessions closed)."""
         now = self.now_ms()
         new = await self.store.add_revocation(kind, value, now_ms=now, expires_ms=expires_ms)
+        closed = self.revocation_heard(kind, value, expires_ms=expires_ms, new=new)
+        if self.signal is not None:  # the other nodes close their sessions of it too
+            self.signal("revoke", None, {"kind": kind, "value": value, "expires_ms": expires_ms})
+        return new, closed
+
+    def revocation_heard(
+        self, kind: RevocationKind, value: str, *, expires_ms: int | None, new: bool = False
+    ) -> int:
+        """A revocation was stored (here or, ``revoke`` signal, by another node): refuse
+        its tokens at the handshake from now on and close the live sessions they opened
+        with 4003. Returns the sessions closed."""
         known = self._revoked[kind]
         before = known.get(value, 0)
         # The store keeps the longer expiry of one that still applies (None: for good).
@@ -274,7 +304,7 @@ class Node:
                 )
                 closed += 1
         event(log, "node.revoked", kind=kind, value=value, closed=closed)
-        return new, closed
+        return closed
 
     async def set_room(self, room: str, **changes: Any) -> RoomRecord:
         """Lock, unlock, close or reopen a room (``locked=``, ``closed=``): persisted,
@@ -284,7 +314,7 @@ class Node:
         return record
 
     def presence_snapshot(self, host: RoomHost) -> list[dict[str, Any]]:
-        return host.presence.snapshot()
+        return host.presence_members()
 
     # -- liveness --------------------------------------------------------------------------
 
@@ -432,6 +462,8 @@ class Node:
             await self.store.put_setting(POLICY_SETTING, patch)
             self.policy_patch = patch
             self.rooms.set_policy(policy)
+        if self.signal is not None:  # the other nodes read it from the store
+            self.signal("policy", None, {})
         event(log, "policy.updated", scope="global", keys=sorted(changes))
         return policy
 

@@ -266,6 +266,10 @@ class RoomHost:
     # Several nodes (SPEC §8): the highest seq other nodes announced on the bus, whether
     # the bus may have missed some (``resync``), and the task that reads the store up
     # to them (:meth:`_sync`); while it runs, nothing of this room is committed.
+    #: Sends a signal to the other nodes (kind, room, data); None with one node.
+    signal: Callable[[str, dict[str, Any]], None] | None = None
+    #: Other nodes' presence members of this room: node -> peer -> its wire entry.
+    remote_presence: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     _remote_head: int = 0
     _resync: bool = False
     _syncing: asyncio.Task[None] | None = None
@@ -424,6 +428,14 @@ class RoomHost:
         self._presence_flush = None
         changed, left = self.presence.take_dirty()
         # Leaves first: after a quick reconnect, the old peer goes before the new one shows.
+        if (changed or left) and self.signal is not None:
+            self.signal("presence", {"changed": changed, "left": left})
+        self._send_presence(changed, left)
+        self._schedule_presence()
+
+    def _send_presence(self, changed: list[dict[str, Any]], left: list[str]) -> None:
+        """``presence-leave`` for ``left``, then one ``presence`` of ``changed``, to every
+        peer of this node that has the ``presence`` capability."""
         msgs: list[dict[str, Any]] = [{"type": "presence-leave", "peer": p} for p in left]
         if changed:
             msgs.append({"type": "presence", "peers": changed})
@@ -442,11 +454,57 @@ class RoomHost:
             if self.capture.size and receivers:
                 for msg, frame in zip(msgs, frames, strict=True):
                     self.capture.record_out("*", msg, len(frame), receivers=receivers)
-        self._schedule_presence()
+
+    def presence_members(self) -> list[dict[str, Any]]:
+        """Everyone present in the room: this node's members, then the other nodes'."""
+        members = self.presence.snapshot()
+        for peers in self.remote_presence.values():
+            members.extend(peers.values())
+        return members
+
+    def remote_presence_diff(
+        self, node: str, changed: list[dict[str, Any]], left: list[str]
+    ) -> None:
+        """Another node's presence diff of this room: kept, and passed to this node's
+        peers (its members are bounded like a node's own: ``presence_max_members`` in
+        all, the newest beyond it ignored)."""
+        peers = self.remote_presence.setdefault(node, {})
+        gone = [p for p in left if peers.pop(p, None) is not None]
+        room_for = (
+            self.policy.presence_max_members
+            - len(self.presence)
+            - sum(len(v) for v in self.remote_presence.values())
+        )
+        kept: list[dict[str, Any]] = []
+        for entry in changed:
+            peer = entry.get("peer")
+            if not isinstance(peer, str):
+                continue
+            if peer not in peers:
+                if room_for <= 0:
+                    continue
+                room_for -= 1
+            peers[peer] = entry
+            kept.append(entry)
+        if not peers:
+            del self.remote_presence[node]
+        self._send_presence(kept, gone)
+
+    def drop_node_presence(self, node: str) -> None:
+        """A node stopped (or died): its members leave."""
+        peers = self.remote_presence.pop(node, None)
+        if peers:
+            self._send_presence([], list(peers))
 
     def stop_timers(self) -> None:
         """Stop everything this host does by itself: its presence timers, its rehash and
-        its subscription to the bus."""
+        its subscription to the bus. The other nodes are told that this node's members
+        of the room left (the room unloads here: no later flush would say so)."""
+        if self.signal is not None:
+            _, left = self.presence.take_dirty()
+            gone = set(left) | set(self.presence.entries)
+            if gone:
+                self.signal("presence", {"changed": [], "left": sorted(gone)})
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
@@ -771,6 +829,17 @@ class RoomHost:
             self.metrics.bus_events.labels("gap").inc()
         else:
             self.metrics.bus_events.labels("deferred").inc()
+        self._maybe_sync()
+
+    def heard_head(self, seq: int) -> None:
+        """Another node says this room's durable head is ``seq`` (its ``heads`` signal):
+        when that is past this node's head, the bus lost the last events (no later one
+        shows the gap): read the store up to it."""
+        if self.failed is not None or self.closed or seq <= self.state.durable_head:
+            return
+        if seq > self._remote_head:
+            self.metrics.bus_events.labels("gap").inc()
+            self._remote_head = seq
         self._maybe_sync()
 
     def _absorbed(self, changes: Sequence[Change], node: str) -> None:
@@ -1401,6 +1470,10 @@ class RoomRegistry:
         self._record_locks: dict[str, _RecordLock] = {}
         #: Called with every record change_record stored (the tick scheduler watches).
         self.record_watchers: list[Callable[[RoomRecord], None]] = []
+        #: Several nodes (``server/cluster.py``): sends a signal (kind, room, data) to the
+        #: other nodes. With it, record changes read the record from the store (another
+        #: node may have changed it) and tell the other nodes what they stored.
+        self.signal: Callable[[str, str | None, dict[str, Any]], None] | None = None
 
     async def acquire(self, room: str) -> RoomHost:
         """The loaded room, loading it if needed; the caller must :meth:`release` it."""
@@ -1455,13 +1528,62 @@ class RoomRegistry:
             group_commit=self.group_commit,
             hooks=self.hooks,
             webhooks=self.webhooks,
+            signal=self._room_signal(room),
         )
         self.hosts[room] = host
+        if self.signal is not None:  # the other nodes' members of it, please
+            self.signal("presence-sync", room, {})
         self.metrics.rooms.set(len(self.hosts))
         self.metrics.room_loads.inc()
         self.loads += 1
         self._room_event("on_room_loaded", host)
         return host
+
+    def _room_signal(self, room: str) -> Callable[[str, dict[str, Any]], None] | None:
+        signal = self.signal
+        if signal is None:
+            return None
+
+        def send(kind: str, data: dict[str, Any]) -> None:
+            signal(kind, room, data)
+
+        return send
+
+    def resync(self, room: str) -> None:
+        """The bus may have missed other nodes' events of ``room``: catch up from the store."""
+        host = self.hosts.get(room)
+        if host is not None:
+            host.resync()
+
+    def record_heard(self, record: RoomRecord) -> None:
+        """Another node stored ``record``: the loaded room applies it as if stored here
+        (policy, lock, close, ticks), and the watchers (tick placement) see it."""
+        host = self.hosts.get(record.room)
+        if host is not None:
+            before = host.record
+            self._apply_record(host, before, record)
+            if (record.tick_n, record.tick_at_ms) != (before.tick_n, before.tick_at_ms):
+                host.send_tick(record.tick_n, record.tick_at_ms)  # the owner's advance
+        for watcher in self.record_watchers:
+            watcher(record)
+
+    def evict_heard(
+        self, room: str, code: CloseCode, error_code: str, message: str, reason: str | None
+    ) -> None:
+        """Another node replaced or deleted ``room``'s state (restore, fork, delete): the
+        copy loaded here is stale. Its peers are closed as that node closed its own, and
+        the next hello loads what the store holds."""
+        host = self.hosts.get(room)
+        if host is not None:
+            host.close_all(code, error_code, message, reason=reason)
+            self.evict(room)
+
+    def _apply_record(self, host: RoomHost, current: RoomRecord, record: RoomRecord) -> None:
+        host.record = record
+        if record.policy != current.policy:
+            host.apply_policy(self.policy.patched(record.policy))
+        if record.closed:
+            host.close_all(CloseCode.ROOM_CLOSED, "room-closed", f"room {record.room!r} is closed")
 
     def _room_event(self, name: str, host: RoomHost) -> None:
         hooks = self.hooks
@@ -1552,6 +1674,12 @@ class RoomRegistry:
             self._out_of_service(room, code, error_code, message, reason) as state,
         ):
             yield state
+        if self.signal is not None:  # the other nodes' copies are stale now
+            self.signal(
+                "evict",
+                room,
+                {"code": int(code), "error": error_code, "message": message, "reason": reason},
+            )
 
     @contextlib.asynccontextmanager
     async def _out_of_service(
@@ -1610,7 +1738,10 @@ class RoomRegistry:
         """
         async with self._record_lock(room):
             host = self.hosts.get(room)
-            current = host.record if host is not None else await self.store.get_room(room)
+            if host is not None and self.signal is None:
+                current: RoomRecord | None = host.record
+            else:  # another node may have changed it: the store has the latest
+                current = await self.store.get_room(room)
             if current is None:
                 if not create:
                     return None
@@ -1622,13 +1753,11 @@ class RoomRegistry:
             await self.store.put_room(record)
             host = self.hosts.get(room)  # the await may have loaded or unloaded it
             if host is not None:
-                host.record = record
-                if record.policy != current.policy:
-                    host.apply_policy(self.policy.patched(record.policy))
-                if record.closed:
-                    host.close_all(CloseCode.ROOM_CLOSED, "room-closed", f"room {room!r} is closed")
+                self._apply_record(host, current, record)
             for watcher in self.record_watchers:
                 watcher(record)
+            if self.signal is not None:
+                self.signal("record", room, {"record": dataclasses.asdict(record)})
         return record
 
     @contextlib.asynccontextmanager

@@ -10,8 +10,13 @@ control plane (``tick set``/``advance``) or by a timer, goes through
 
 Timers are eager: :class:`TickScheduler` keeps one task per ticking room, loaded or not,
 so a room nobody is connected to still counts, one advance per interval, each persisted.
-Only the node that owns a room's ticks runs its timer: the record's ``node``
-(``topology place``) when set, else any node (there is one now). Intervals are not caught
+Only the node that owns a room's ticks runs its timer: alone, the record's ``node``
+(``topology place``) when set, else this node; among several nodes (:attr:`owner_of`,
+set by :class:`~roomsync.server.cluster.Cluster`), the placed node while it is live,
+else the live node rendezvous hashing picks, re-read at every change of the live set
+(:meth:`TickScheduler.reassess`). Each advance re-reads the record under the room's
+record lock and checks ownership again, so two nodes that briefly both believe they own
+a room write at most one advance each per interval. Intervals are not caught
 up: while no node runs a room's timer (a restart, a slow store) its ``n`` stands still,
 and after a restart the timer resumes one interval after the last advance (at once when
 that is past). So ``n`` counts the advances that were made, never more than one per
@@ -77,6 +82,9 @@ class TickScheduler:
         self.store = store
         self.node = node
         self.now_ms = now_ms
+        #: Who owns a record's ticks when several nodes share the store (the cluster
+        #: sets it); None: a single node.
+        self.owner_of: Callable[[RoomRecord], str] | None = None
         self._timers: dict[str, _Timer] = {}
         self._started = False
         rooms.record_watchers.append(self._record_changed)
@@ -100,8 +108,23 @@ class TickScheduler:
         tasks = [t.task for t in timers if t.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def reassess(self) -> None:
+        """The live nodes changed: re-read the ticking rooms and start or stop timers as
+        ownership now says (a node that left hands its rooms to the others)."""
+        if not self._started:
+            return
+        records = await self.store.ticking_rooms()
+        listed = {r.room for r in records}
+        for record in records:
+            self._sync(record, resume=True)
+        for room in [r for r in self._timers if r not in listed]:
+            self._timers.pop(room).stop()
+
     def owns(self, record: RoomRecord) -> bool:
-        """True when this node runs ``record``'s timer: not placed, or placed here."""
+        """True when this node runs ``record``'s timer: alone, when it is not placed or
+        placed here; among several nodes, when :attr:`owner_of` names this node."""
+        if self.owner_of is not None:
+            return self.owner_of(record) == self.node
         return record.node is None or record.node == self.node
 
     def running(self, room: str) -> bool:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+
+from ..core.codec import pack_data
+from ..core.entries import Change
 
 TIMEOUT = 10.0
 
@@ -71,3 +75,33 @@ async def hello(
             if msg["type"] == "pack" and msg.get("done"):
                 break
     return ws, welcome
+
+
+async def write_until_closed(
+    ws: aiohttp.ClientWebSocketResponse,
+    acked: dict[str, int],
+    *,
+    actor: str = "writer",
+    batch: int = 20,
+    on_acked: Callable[[int], None] | None = None,
+) -> None:
+    """Send packs of ``batch`` new paths (``/w/N``) one after another, each after the
+    previous one's ack, recording every acknowledged path's seq in ``acked`` and calling
+    ``on_acked(count)``, until the connection fails (a killed server, say)."""
+    i = 0
+    try:
+        while True:
+            changes = [
+                Change(f"/w/{i + j}", i + j + 1, 0, actor, b"%d" % (i + j)) for j in range(batch)
+            ]
+            await ws.send_json({"type": "pack", "data": pack_data(changes)})
+            ack = await recv_type(ws, "ack", timeout=5)
+            for change, seq in zip(changes, ack["seqs"], strict=True):
+                if seq is None:
+                    raise RuntimeError(f"{change.path} was refused: {ack}")
+                acked[change.path] = seq
+            i += batch
+            if on_acked is not None:
+                on_acked(i)
+    except (aiohttp.ClientError, ConnectionError, TimeoutError, KeyError, AssertionError):
+        return  # AssertionError: recv saw the CLOSE instead of a text frame

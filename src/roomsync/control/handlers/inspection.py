@@ -4,7 +4,9 @@ operators and the inspector (``docs/control.md``).
 ``entries`` reads the loaded room (acquired like ``room get``, after the commits in
 flight) through its sorted path index, so a page costs ``O(log n + limit)`` plus the
 tombstones it skips; its cursor is the last path of the page. ``presence`` reads the
-room's presence table on this node: a room that is not loaded here has no presence.
+room's presence table on this node, with the members other nodes announced for it
+(``node`` names the node a peer is connected to): a room that is not loaded on the node
+answering has no presence there (ask a node ``topology get`` lists it on).
 """
 
 from __future__ import annotations
@@ -66,8 +68,11 @@ class PresenceView(Result):
     peer: str
     actor: str
     state: Any
-    #: When the peer last refreshed its presence (any frame it sent), server clock.
+    #: When the peer last refreshed its presence (any frame it sent), server clock; 0 for
+    #: a peer of another node (that node keeps it fresh).
     updated_ms: int
+    #: The node the peer is connected to.
+    node: str
 
 
 class RoomPresenceResult(Result):
@@ -164,18 +169,21 @@ async def entries(ctx: Context, p: RoomEntries) -> dict[str, Any]:
     "room",
     "presence",
     RoomRef,
-    "The room's current presence table on this node: each peer's actor and state.",
+    "The room's current presence: each peer's actor, state and node.",
     result=RoomPresenceResult,
 )
 async def presence(ctx: Context, p: RoomRef) -> dict[str, Any]:
     host = ctx.node.rooms.hosts.get(p.room)
     if host is None:
         return {"room": p.room, "peers": []}
+    here = ctx.node.name
     peers = [
-        {"peer": e.peer, "actor": e.actor, "state": e.state, "updated_ms": e.seen_ms}
+        {"peer": e.peer, "actor": e.actor, "state": e.state, "updated_ms": e.seen_ms, "node": here}
         for e in host.presence.entries.values()
         if e.leaving_at_ms is None
     ]
+    for node, members in sorted(host.remote_presence.items()):
+        peers.extend({**entry, "updated_ms": 0, "node": node} for entry in members.values())
     return {"room": p.room, "peers": peers}
 
 
