@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -20,12 +21,15 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="data directory (server.data_dir)")
 
 
-def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
-    """Load settings with the command's flags applied; exit 2 with the message on error."""
+def settings_from(
+    args: argparse.Namespace, *, env: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Load settings with the command's flags applied (``env``: the environment to read,
+    default the process's); exit 2 with the message on error."""
     values = {"server.data_dir": getattr(args, "data_dir", None), **overrides}
     try:
         return load_settings(
-            args.config, overrides={k: v for k, v in values.items() if v is not None}
+            args.config, env=env, overrides={k: v for k, v in values.items() if v is not None}
         )
     except ConfigError as exc:
         die(str(exc), code=2)

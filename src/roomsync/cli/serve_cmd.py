@@ -8,11 +8,12 @@ import gc
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ..auth.keyfile import signing_keys
 from ..auth.tokens import TokenService
-from ..config import POSTGRES_BACKENDS, ConfigError
+from ..config import POSTGRES_BACKENDS, ConfigError, Settings
 from ..core.types import DATA_CAPS
 from ..redaction import redact_dsn
 from ..server.app import RoomsyncServer
@@ -89,7 +90,10 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def serve_settings(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """The settings ``roomsync serve`` runs with: ``args`` (its parsed flags) over the
+    environment ``env`` (default the process's) over the config file; exits 2 with the
+    message when they do not make a valid configuration."""
     overrides: dict[str, Any] = {
         "server.host": args.host,
         "server.port": args.port,
@@ -113,11 +117,16 @@ def run(args: argparse.Namespace) -> int:
         overrides["storage.postgres_dsn"] = args.store
     if args.dev:
         overrides["server.dev"] = True
-    settings = settings_from(args, **overrides)
+    settings = settings_from(args, env=env, **overrides)
     if settings.server.dev and not settings.policy.anonymous_caps:
         settings = settings_from(
-            args, **overrides, **{"policy.anonymous_caps": ",".join(DEV_ANONYMOUS_CAPS)}
+            args, env=env, **overrides, **{"policy.anonymous_caps": ",".join(DEV_ANONYMOUS_CAPS)}
         )
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = serve_settings(args)
     setup_logging(settings.log.level, settings.log.format)
     try:
         import uvloop
