@@ -414,8 +414,10 @@ def bench_server(
     core: int = SERVER_CORE,
     extra_env: Mapping[str, str] | None = None,
     keep: bool = False,
+    args: Sequence[str] = (),
 ) -> Iterator[BenchServer]:
-    """``roomsync serve --dev`` on a free port, pinned to ``core``, in a fresh data dir.
+    """``roomsync serve --dev`` on a free port, pinned to ``core``, in a fresh data dir;
+    ``args`` are more flags of ``serve`` (``--store URL --bus URL --node-id N``).
 
     RLIMIT_NOFILE is raised in the child before exec (``preexec_fn``). The child runs in
     its own session; on exit it gets SIGTERM, then SIGKILL after 10 s, by its pid only.
@@ -437,6 +439,7 @@ def bench_server(
         "--data-dir",
         str(data_dir),
         "--dev",
+        *args,
     ]
     taskset = shutil.which("taskset")
     if taskset and (os.cpu_count() or 1) > core:
