@@ -140,6 +140,14 @@ async def test_presence_and_its_leave_cross_nodes(nodes: list[ServerHandle]) -> 
             await wait_until(lambda: {"alice", "bob"} <= {p.actor for p in cc.presence.values()})
         finally:
             await cc.close()
+        # A presence signal lost on the way (here: a member node-1 was told about that
+        # node-0 never had) is repaired by node-0's periodic full announcement.
+        host = b.server.rooms.hosts["room-p"]
+        ghost = {"peer": "p-ghost", "actor": "ghost", "state": {"cursor": 9}}
+        host.remote_presence_diff("node-0", [ghost], [])
+        await wait_until(lambda: "ghost" in {p.actor for p in cb.presence.values()})
+        await wait_until(lambda: "ghost" not in {p.actor for p in cb.presence.values()})
+        assert "alice" in {p.actor for p in cb.presence.values()}
         await ca.close()
         await wait_until(lambda: "alice" not in {p.actor for p in cb.presence.values()})
     finally:

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from roomsync.testing.reliability.harness import raise_fd_limit
-from roomsync.testing.reliability.runner import run_one, scenarios
+from roomsync.testing.reliability.runner import missing, run_one, scenarios
 
 pytestmark = pytest.mark.reliability
 
@@ -21,10 +21,11 @@ SCENARIOS = {s.name: s for s in scenarios() if s.quick}
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_scenario(name: str) -> None:
     scenario = SCENARIOS[name]
-    if "root" in scenario.needs and os.geteuid() != 0:
+    why = await missing(scenario.needs)  # root, PostgreSQL, Redis
+    if why is not None:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} needs root (mount -t tmpfs) in CI")
-        pytest.skip("needs root (mount -t tmpfs)")
+            pytest.fail(f"{name} {why} in CI")
+        pytest.skip(why)
     raise_fd_limit(65536)
     out = await run_one(scenario, "quick")
     report = "\n".join(out.failures)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from roomsync.testing.reliability.harness import NOT_COVERED
 from roomsync.testing.reliability.scorecard import Outcome, Scorecard, percentile
 
 
@@ -20,7 +19,8 @@ def test_totals_and_json(tmp_path: Path) -> None:
     b = Outcome("b", "B", lost=1)
     b.check(False, "lost one")
     c = Outcome("c", "C", skipped="needs root")
-    card = Scorecard("quick", [a, b, c], list(NOT_COVERED))
+    not_covered = [("d", "needs a kernel module this machine lacks")]
+    card = Scorecard("quick", [a, b, c], not_covered)
     t = card.totals()
     assert (t["scenarios_run"], t["scenarios_passed"], t["scenarios_skipped"]) == (2, 1, 1)
     assert (t["faults_survived"], t["bad_inputs"], t["acked_lost"]) == (2, 10, 1)
@@ -28,10 +28,13 @@ def test_totals_and_json(tmp_path: Path) -> None:
     assert not card.ok
     text = card.render()
     assert "[FAIL] b" in text and "[SKIP] c" in text and "NOT COVERED YET" in text
+    assert "d: needs a kernel module" in text
     assert "RESULT: FAIL" in text
     card.write_json(tmp_path / "s.json")
     doc = json.loads((tmp_path / "s.json").read_text())
-    assert doc["totals"]["acked_lost"] == 1 and len(doc["not_covered"]) == len(NOT_COVERED)
+    assert doc["totals"]["acked_lost"] == 1 and doc["not_covered"] == [
+        {"scenario": "d", "why": "needs a kernel module this machine lacks"}
+    ]
 
 
 def test_the_repository_corpus_holds_every_target() -> None:

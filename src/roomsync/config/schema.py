@@ -287,6 +287,18 @@ class StorageSettings(_Section):
             ),
         ),
     ] = 10
+    postgres_timeout_ms: Annotated[
+        int,
+        Meta(
+            ge=100,
+            le=600_000,
+            description=(
+                "How long connecting to PostgreSQL or one query or commit may take; past it "
+                "the operation fails (writes are refused `internal` with a retry hint), so a "
+                "node cut off from the database stops acknowledging after this long."
+            ),
+        ),
+    ] = 30000
 
 
 class BlobSettings(_Section):

@@ -7,7 +7,8 @@ delivers them in seq order); everything else a node must hear from another trave
 :class:`~roomsync.bus.base.Signal`, sent after the change is stored:
 
 ==================  ==============================================================
-``presence``        a room's presence diff on the sending node (its members only)
+``presence``        a room's presence diff on the sending node (its members only);
+                    ``full``: its whole membership (a heartbeat's repair, round robin)
 ``presence-sync``   the sender just loaded the room: the others send their members
 ``revoke``          a token was revoked: close the sessions it opened (4003)
 ``policy``          the global policy patch changed: read it from the store
@@ -63,6 +64,10 @@ log = logging.getLogger("roomsync.cluster")
 
 #: Rooms a heartbeat lists at most (``topology get``); the count is always exact.
 MAX_BEAT_ROOMS = 1000
+#: Rooms whose whole presence membership a heartbeat re-announces (``presence`` with
+#: ``full``), round robin over the loaded rooms: a lost presence signal is repaired
+#: within (loaded rooms / PRESENCE_REPAIR) heartbeats.
+PRESENCE_REPAIR = 100
 #: A room whose head moved is in the ``heads`` signal of this many heartbeats (a signal
 #: may be lost too); at most :data:`MAX_HEADS` rooms per signal, the most recent first.
 HEADS_REPEAT = 3
@@ -87,6 +92,9 @@ class Cluster:
         self.live: frozenset[str] = frozenset({node.name})
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Where the presence repair goes on, and the rooms it announced members of.
+        self._repair_at = 0
+        self._announced: set[str] = set()
         # The heads last seen per room, and the rooms that moved in the last beats.
         self._heads: dict[str, int] = {}
         self._moved: list[dict[str, int]] = []
@@ -101,6 +109,9 @@ class Cluster:
         node.bus.on_signal(self._heard)
         node.bus.on_resync(node.rooms.resync)
         node.ticks.owner_of = self.owner_of
+        node.rooms.owns = self.owns
+        for host in node.rooms.hosts.values():
+            host.owns = self.owns
         await self.beat()  # in the registry before the first peer is served
         self._task = asyncio.get_running_loop().create_task(self._beat_loop())
 
@@ -153,7 +164,12 @@ class Cluster:
         host = node.rooms.hosts.get(sig.room) if sig.room is not None else None
         if kind == "presence":
             if host is not None:
-                host.remote_presence_diff(sig.node, list(data["changed"]), list(data["left"]))
+                host.remote_presence_diff(
+                    sig.node,
+                    list(data["changed"]),
+                    list(data["left"]),
+                    full=bool(data.get("full", False)),
+                )
         elif kind == "presence-sync":
             if host is not None and len(host.presence):
                 self.send("presence", host.room, {"changed": host.presence.snapshot(), "left": []})
@@ -227,6 +243,7 @@ class Cluster:
         now = node.now_ms()
         await node.store.beat(node.name, info, now_ms=now)
         self._send_heads()
+        self._repair_presence()
         beats = {b.node: b for b in await node.store.list_nodes()}
         dead_ms = self.settings.node_dead_ms
         live = frozenset({n for n, b in beats.items() if now - b.beat_ms <= dead_ms} | {node.name})
@@ -269,8 +286,31 @@ class Cluster:
                 heads = dict(list(heads.items())[-MAX_HEADS:])
             self.send("heads", None, {"rooms": heads})
 
+    def _repair_presence(self) -> None:
+        """Re-announce the whole membership of the next :data:`PRESENCE_REPAIR` rooms
+        (those with members here, or that had some at their last announcement)."""
+        hosts = self.node.rooms.hosts
+        rooms = sorted(r for r, h in hosts.items() if len(h.presence) or r in self._announced)
+        self._announced &= set(hosts)
+        if not rooms:
+            return
+        start = self._repair_at % len(rooms)
+        batch = (rooms[start:] + rooms[:start])[:PRESENCE_REPAIR]
+        self._repair_at = start + len(batch)
+        for room in batch:
+            members = hosts[room].presence.snapshot()
+            self.send("presence", room, {"changed": members, "left": [], "full": True})
+            if members:
+                self._announced.add(room)
+            else:
+                self._announced.discard(room)
+
     def alive(self, name: str) -> bool:
         return name in self.live
+
+    def owns(self, record: RoomRecord) -> bool:
+        """True when this node runs ``record``'s ticks and compaction."""
+        return self.owner_of(record) == self.node.name
 
     def owner_of(self, record: RoomRecord) -> str:
         """The node that runs ``record``'s ticks and compaction: the one it is placed on

@@ -268,6 +268,9 @@ class RoomHost:
     # to them (:meth:`_sync`); while it runs, nothing of this room is committed.
     #: Sends a signal to the other nodes (kind, room, data); None with one node.
     signal: Callable[[str, dict[str, Any]], None] | None = None
+    #: Several nodes: whether this node owns a room's compaction (and ticks) by its
+    #: record (``server/cluster.py``); None with one node (it owns everything).
+    owns: Callable[[RoomRecord], bool] | None = None
     #: Other nodes' presence members of this room: node -> peer -> its wire entry.
     remote_presence: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     _remote_head: int = 0
@@ -463,12 +466,17 @@ class RoomHost:
         return members
 
     def remote_presence_diff(
-        self, node: str, changed: list[dict[str, Any]], left: list[str]
+        self, node: str, changed: list[dict[str, Any]], left: list[str], *, full: bool = False
     ) -> None:
-        """Another node's presence diff of this room: kept, and passed to this node's
-        peers (its members are bounded like a node's own: ``presence_max_members`` in
-        all, the newest beyond it ignored)."""
+        """Another node's presence diff of this room: kept, and what it changes passed to
+        this node's peers (its members are bounded like a node's own:
+        ``presence_max_members`` in all, the newest beyond it ignored). ``full``: it is
+        that node's whole membership of the room (the periodic repair of a lost signal):
+        whoever it does not list left."""
         peers = self.remote_presence.setdefault(node, {})
+        if full:
+            listed = {e.get("peer") for e in changed}
+            left = [*left, *(p for p in peers if p not in listed)]
         gone = [p for p in left if peers.pop(p, None) is not None]
         room_for = (
             self.policy.presence_max_members
@@ -480,15 +488,19 @@ class RoomHost:
             peer = entry.get("peer")
             if not isinstance(peer, str):
                 continue
-            if peer not in peers:
+            known = peers.get(peer)
+            if known is None:
                 if room_for <= 0:
                     continue
                 room_for -= 1
+            elif known == entry:
+                continue  # nothing new for this node's peers
             peers[peer] = entry
             kept.append(entry)
         if not peers:
             del self.remote_presence[node]
-        self._send_presence(kept, gone)
+        if kept or gone:
+            self._send_presence(kept, gone)
 
     def drop_node_presence(self, node: str) -> None:
         """A node stopped (or died): its members leave."""
@@ -1138,6 +1150,8 @@ class RoomHost:
         state = self.state
         if self._compact_task is not None:
             return  # one compaction at a time
+        if self.owns is not None and not self.owns(self.record):
+            return  # another node compacts this room (topology place, or rendezvous)
         if state.head - state.compacted_through > retention + max(1000, retention // 10):
             through = state.head - retention
             self._compact_task = asyncio.get_running_loop().create_task(self._compact(through))
@@ -1474,6 +1488,8 @@ class RoomRegistry:
         #: other nodes. With it, record changes read the record from the store (another
         #: node may have changed it) and tell the other nodes what they stored.
         self.signal: Callable[[str, str | None, dict[str, Any]], None] | None = None
+        #: Several nodes: whether this node owns a room's compaction, by its record.
+        self.owns: Callable[[RoomRecord], bool] | None = None
 
     async def acquire(self, room: str) -> RoomHost:
         """The loaded room, loading it if needed; the caller must :meth:`release` it."""
@@ -1529,6 +1545,7 @@ class RoomRegistry:
             hooks=self.hooks,
             webhooks=self.webhooks,
             signal=self._room_signal(room),
+            owns=self.owns,
         )
         self.hosts[room] = host
         if self.signal is not None:  # the other nodes' members of it, please

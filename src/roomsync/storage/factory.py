@@ -40,6 +40,8 @@ def build_store(settings: Settings) -> Store:
         from .postgres import PostgresStore
 
         return PostgresStore(
-            settings.storage.postgres_dsn, max_size=settings.storage.postgres_pool_size
+            settings.storage.postgres_dsn,
+            max_size=settings.storage.postgres_pool_size,
+            command_timeout_s=settings.storage.postgres_timeout_ms / 1000,
         )
     raise storage_backend_unavailable(backend)

@@ -514,6 +514,7 @@ class PostgresStore:
                     min_size=self.min_size,
                     max_size=self.max_size,
                     command_timeout=self.command_timeout_s,
+                    timeout=self.command_timeout_s,  # connecting, too
                 )
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
                 raise self._fail("cannot connect", exc) from exc

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import NoReturn
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -30,7 +30,9 @@ __all__ = [
     "ENV_SERVER",
     "create_schema",
     "find_server",
+    "find_server_async",
     "postgres_database",
+    "postgres_database_async",
     "schema_dsn",
     "unavailable",
 ]
@@ -70,15 +72,22 @@ async def _probe(candidates: list[str]) -> tuple[str | None, str]:
     return None, "; ".join(errors)
 
 
-def find_server() -> tuple[str | None, str]:
-    """``(dsn of a maintenance database, "")`` of the test server, or ``(None, why)``."""
+def _candidates() -> list[str]:
     named = os.environ.get(ENV_SERVER, "")
     if named:
-        candidates = [named]
-    else:
-        users = [u for u in (os.environ.get("PGUSER", ""), "root", "postgres") if u]
-        candidates = [f"postgresql://{u}@127.0.0.1:5432/postgres" for u in dict.fromkeys(users)]
-    return asyncio.run(_probe(candidates))
+        return [named]
+    users = [u for u in (os.environ.get("PGUSER", ""), "root", "postgres") if u]
+    return [f"postgresql://{u}@127.0.0.1:5432/postgres" for u in dict.fromkeys(users)]
+
+
+def find_server() -> tuple[str | None, str]:
+    """``(dsn of a maintenance database, "")`` of the test server, or ``(None, why)``."""
+    return asyncio.run(_probe(_candidates()))
+
+
+async def find_server_async() -> tuple[str | None, str]:
+    """:func:`find_server` from a running event loop."""
+    return await _probe(_candidates())
 
 
 async def _admin(dsn: str, *statements: str) -> None:
@@ -104,6 +113,18 @@ def postgres_database(server: str | None = None) -> Iterator[str]:
         yield _with_database(server, name)
     finally:
         asyncio.run(_admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@asynccontextmanager
+async def postgres_database_async(server: str) -> AsyncIterator[str]:
+    """:func:`postgres_database` from a running event loop, on ``server`` (a DSN of
+    :func:`find_server_async`)."""
+    name = f"roomsync_test_{secrets.token_hex(6)}"
+    await _admin(server, f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")
+    try:
+        yield _with_database(server, name)
+    finally:
+        await _admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 async def create_schema(dsn: str, schema: str) -> None:

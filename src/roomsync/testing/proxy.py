@@ -8,6 +8,11 @@ PostgreSQL) that goes away and comes back, for one client only.
         ...
         await proxy.cut()       # every connection through it ends; new ones are refused
         await proxy.restore()   # it listens again, on the same port
+        proxy.silence()         # a black hole: connections stay open, nothing passes
+        proxy.resume()          # what was held back passes, in order
+
+``listen`` is the address it listens on (``127.0.0.1``; the host side of a veth pair to
+serve a network namespace).
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ __all__ = ["TcpProxy"]
 class TcpProxy:
     """Forwards 127.0.0.1:``port`` (picked by the OS at :meth:`start`) to ``host:port``."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, listen: str = "127.0.0.1") -> None:
         self.target = (host, port)
+        self.listen = listen
         self.port = 0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._pumps: set[asyncio.Task[None]] = set()
@@ -42,7 +50,7 @@ class TcpProxy:
         await self.cut()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._accept, self.listen, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def restore(self) -> None:
@@ -65,7 +73,17 @@ class TcpProxy:
                 await task
         self._writers.clear()
 
+    def silence(self) -> None:
+        """Stop forwarding in both directions without closing anything (a partition:
+        the peers see silence, not a reset); new connections are accepted and held."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        """Forward again (after :meth:`silence`)."""
+        self._flowing.set()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._flowing.wait()
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -80,6 +98,7 @@ class TcpProxy:
     async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
             while data := await src.read(65536):
+                await self._flowing.wait()
                 dst.write(data)
                 await dst.drain()
         except (OSError, ConnectionError):

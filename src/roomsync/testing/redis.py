@@ -17,10 +17,15 @@ import redis.asyncio as aioredis
 
 from .postgres import unavailable
 
-__all__ = ["ENV_SERVER", "delete_prefix", "redis_url", "unique_prefix"]
+__all__ = ["ENV_SERVER", "delete_prefix", "ping", "redis_url", "unique_prefix"]
 
 #: The environment variable naming the test server.
 ENV_SERVER = "ROOMSYNC_TEST_REDIS"
+
+
+async def ping(url: str) -> str:
+    """ "" when the Redis at ``url`` answers a PING, else why not."""
+    return await _ping(url)
 
 
 async def _ping(url: str) -> str:

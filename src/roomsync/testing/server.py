@@ -196,7 +196,10 @@ def server_process(
 
 
 def wait_for_port(
-    port: int, proc: subprocess.Popen[str] | None = None, timeout: float = 20.0
+    port: int,
+    proc: subprocess.Popen[str] | None = None,
+    timeout: float = 20.0,
+    host: str = "127.0.0.1",
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -204,7 +207,7 @@ def wait_for_port(
             out = proc.stdout.read() if proc.stdout else ""
             raise RuntimeError(f"server exited with {proc.returncode}:\n{out}")
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on port {port} after {timeout} s")

@@ -200,7 +200,7 @@ async def run(ctx: Context, out: Outcome) -> None:
             out.check(code == 0, f"SIGTERM exit status {code}")
         lost = await stored_check(node, acked, out, sdk_written)
         out.lost += lost
-        report = await replay_cli(node.data_dir, ROOM)
+        report = await replay_cli(ROOM, data_dir=node.data_dir)
         out.check(report.get("match") is True, f"roomsync replay does not match: {report}")
         out.load.update({"disk": DISK, "readers": len(readers), "acked_changes": len(acked)})
 

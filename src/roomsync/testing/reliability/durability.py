@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ...client import Backoff, RefusedChange, RoomClient, connect
+from ...storage.base import Store
 from ...storage.sqlite import SqliteStore
 from .harness import Context, Node, Probes
 from .scorecard import Outcome
@@ -68,39 +71,8 @@ class Writer:
 async def verify_store(node: Node, writers: list[Writer], out: Outcome, when: str) -> int:
     """With the node down: the acked changes, seqs and replay of every room; the number
     of acked changes missing."""
-    store = SqliteStore(node.data_dir / "roomsync.db")
-    await store.open()
-    lost = 0
-    try:
-        for room in ROOMS:
-            loaded = await store.load_room(room, now_ms=0)
-            # Past policy.retention_changes the oldest ops are compacted into the state
-            # table: the log holds compacted_through+1..head, the state table everything.
-            first = loaded.record.compacted_through + 1
-            log = await store.changes_since(room, first - 1, limit=10_000_000)
-            seqs = [c.seq for c in log]
-            expected = list(range(first, loaded.record.head + 1))
-            out.check(
-                seqs == expected,
-                f"{when}: {room}: op log seqs are not gap-free {first}..{loaded.record.head}",
-            )
-            latest: dict[str, bytes | None] = {c.path: c.value for c in loaded.entries}
-            for w in writers:
-                if w.client.room != room:
-                    continue
-                missing = [p for p, v in w.acked.items() if latest.get(p) != v]
-                lost += len(missing)
-                out.check(
-                    not missing, f"{when}: {room}: {len(missing)} acked changes of {w.actor} lost"
-                )
-                last = latest.get(f"/last/{w.actor}")
-                if w.last_acked >= 0:
-                    ok = last is not None and int(last) >= w.last_acked
-                    out.check(ok, f"{when}: {room}: /last/{w.actor} is {last!r} < acked")
-                    lost += 0 if ok else 1
-    finally:
-        await store.close()
-    reports = await asyncio.gather(*(replay_cli(node.data_dir, room) for room in ROOMS))
+    lost = await verify_log(SqliteStore(node.data_dir / "roomsync.db"), ROOMS, writers, out, when)
+    reports = await asyncio.gather(*(replay_cli(room, data_dir=node.data_dir) for room in ROOMS))
     for room, report in zip(ROOMS, reports, strict=True):
         out.check(
             report.get("match") is True,
@@ -109,20 +81,68 @@ async def verify_store(node: Node, writers: list[Writer], out: Outcome, when: st
     return lost
 
 
-async def replay_cli(data_dir: Path, room: str) -> dict[str, Any]:
-    """``roomsync replay --json`` of ``room``, as an operator would run it."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "roomsync.cli.main",
-        "replay",
-        "--data-dir",
-        str(data_dir),
-        "--room",
-        room,
-        "--json",
-    ]
-    proc = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=120)
+async def verify_log(
+    store: Store, rooms: Sequence[str], writers: list[Writer], out: Outcome, when: str
+) -> int:
+    """Read ``rooms`` from ``store`` (opened and closed here): every change a writer saw
+    acked is stored with its value and the op log's seqs are gap-free; the number of
+    acked changes missing. Other nodes may go on writing meanwhile: what the writers saw
+    acked is taken first (it is durable before its ack), and the log may run past the
+    head the room's record said."""
+    acked = {w.actor: (dict(w.acked), w.last_acked) for w in writers}
+    await store.open()
+    lost = 0
+    try:
+        for room in rooms:
+            loaded = await store.load_room(room, now_ms=0)
+            # Past policy.retention_changes the oldest ops are compacted into the state
+            # table: the log holds compacted_through+1..head, the state table everything.
+            first = loaded.record.compacted_through + 1
+            log = await store.changes_since(room, first - 1, limit=10_000_000)
+            seqs = [c.seq for c in log]
+            head = loaded.record.head
+            out.check(
+                seqs == list(range(first, first + len(seqs))) and first + len(seqs) > head,
+                f"{when}: {room}: op log seqs are not gap-free {first}..{head}",
+            )
+            latest: dict[str, bytes | None] = {c.path: c.value for c in loaded.entries}
+            for c in log:  # past the loaded head: written since by other nodes
+                if (c.seq or 0) > head:
+                    latest[c.path] = c.value
+            for w in writers:
+                if w.client.room != room:
+                    continue
+                seen, last_acked = acked[w.actor]
+                missing = [p for p, v in seen.items() if latest.get(p) != v]
+                lost += len(missing)
+                out.check(
+                    not missing, f"{when}: {room}: {len(missing)} acked changes of {w.actor} lost"
+                )
+                last = latest.get(f"/last/{w.actor}")
+                if last_acked >= 0:
+                    ok = last is not None and int(last) >= last_acked
+                    out.check(ok, f"{when}: {room}: /last/{w.actor} is {last!r} < {last_acked}")
+                    lost += 0 if ok else 1
+    finally:
+        await store.close()
+    return lost
+
+
+async def replay_cli(
+    room: str, *, data_dir: Path | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """``roomsync replay --json`` of ``room``, as an operator would run it: on the SQLite
+    store in ``data_dir``, or the store ``env``'s ``ROOMSYNC_STORAGE_*`` names."""
+    cmd = [sys.executable, "-m", "roomsync.cli.main", "replay", "--room", room, "--json"]
+    if data_dir is not None:
+        cmd += ["--data-dir", str(data_dir)]
+    run_env = None
+    if env is not None:
+        run_env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMSYNC_")}
+        run_env.update(env)
+    proc = await asyncio.to_thread(
+        subprocess.run, cmd, capture_output=True, text=True, timeout=120, env=run_env
+    )
     try:
         report: dict[str, Any] = json.loads(proc.stdout)
     except ValueError:
@@ -197,7 +217,7 @@ async def run(ctx: Context, out: Outcome) -> None:
         out.check(code == 0, f"SIGTERM exit status {code}")
     out.lost += await verify_store(node, writers, out, "after the last stop")
     for room, root in final_roots.items():  # the root the live server served = the replay's
-        report = await replay_cli(node.data_dir, room)
+        report = await replay_cli(room, data_dir=node.data_dir)
         out.check(
             report.get("replayed_root") == root,
             f"{room}: server root {root[:12]} != replayed {str(report.get('replayed_root'))[:12]}",

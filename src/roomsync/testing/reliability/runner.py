@@ -1,9 +1,10 @@
 """The scenario registry and the run loop behind ``python -m roomsync.testing.reliability``
 and ``tests/reliability``.
 
-New scenarios (the multi-node ones of issue 16, once several nodes can share a store and
-a bus) are one more :class:`~.harness.Scenario` in :func:`scenarios`; until then they are
-listed in :data:`~.harness.NOT_COVERED` and printed as such.
+A new scenario is one more :class:`~.harness.Scenario` in :func:`scenarios`; one this
+build cannot run is listed in :data:`~.harness.NOT_COVERED` and printed as such. A
+scenario that needs PostgreSQL, Redis or root is skipped when they are missing (the
+pytest wrapper fails instead under CI).
 """
 
 from __future__ import annotations
@@ -15,15 +16,20 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..postgres import find_server_async
+from ..redis import ping as redis_ping
+from .cluster import redis_server
 from .harness import NOT_COVERED, Context, Scenario, private_dir, raise_fd_limit
 from .scorecard import Outcome, Scorecard
 
-__all__ = ["run_one", "run_scenarios", "scenarios"]
+__all__ = ["missing", "run_one", "run_scenarios", "scenarios"]
 
 
 def scenarios() -> list[Scenario]:
     """Every scenario, in run order."""
-    from . import backends, disk, durability, floods, fuzz, overload
+    from . import backends, cluster, disk, durability, floods, fuzz, overload
+
+    shared = ("postgres", "redis")
 
     return [
         Scenario("durability", "kill -9 under SDK write load (SQLite)", durability.run),
@@ -40,13 +46,46 @@ def scenarios() -> list[Scenario]:
         ),
         Scenario("floods", "the hostile floods of tests/security, with figures", floods.run),
         Scenario("fuzz", "hypothesis and atheris on the parsers, a fuzzed wire", fuzz.run),
+        Scenario(
+            "cluster-kill",
+            "kill -9 of one node of three under SDK load (PostgreSQL + Redis)",
+            cluster.run_kill,
+            shared,
+        ),
+        Scenario(
+            "postgres-down",
+            "PostgreSQL connections reset, then black-holed, under SDK load",
+            cluster.run_postgres,
+            shared,
+        ),
+        Scenario(
+            "redis-down",
+            "one node's Redis reset, then black-holed, under a two-node load",
+            cluster.run_redis,
+            shared,
+        ),
+        Scenario(
+            "partitions",
+            "a node in its own network namespace: backends black-holed, then its link down",
+            cluster.run_partition,
+            (*shared, "root"),
+        ),
     ]
 
 
-def _missing(needs: Sequence[str]) -> str | None:
+async def missing(needs: Sequence[str]) -> str | None:
+    """Why a scenario with ``needs`` cannot run here, or None."""
     for need in needs:
         if need == "root" and os.geteuid() != 0:
-            return "needs root (mount -t tmpfs)"
+            return "needs root (mount -t tmpfs, ip netns)"
+        if need == "postgres":
+            server, why = await find_server_async()
+            if server is None:
+                return f"needs PostgreSQL ({why})"
+        if need == "redis":
+            why = await redis_ping(redis_server())
+            if why:
+                return f"needs Redis ({why})"
     return None
 
 
@@ -54,7 +93,7 @@ async def run_one(scenario: Scenario, profile: str, workdir: Path | None = None)
     """Run ``scenario`` in a private directory (removed after); its outcome. An
     exception out of the scenario is a failure of the scenario, with its traceback."""
     out = Outcome(scenario.name, scenario.title)
-    skip = _missing(scenario.needs)
+    skip = await missing(scenario.needs)
     if skip is not None:
         out.skipped = skip
         return out
