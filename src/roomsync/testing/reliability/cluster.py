@@ -43,7 +43,7 @@ from ..redis import ENV_SERVER as REDIS_ENV
 from ..redis import delete_prefix, unique_prefix
 from ..server import TEST_KEYS
 from .backends import ready_within, readyz
-from .durability import ROOMS, Writer, replay_cli, verify_log
+from .durability import ROOMS, Writer, replay_cli, stop_writers, verify_log
 from .harness import Context, Node, counts_by
 from .scorecard import Outcome
 
@@ -163,17 +163,6 @@ async def converge(writers: list[Writer], out: Outcome, timeout: float = 60) -> 
     return roots
 
 
-async def stop_writers(writers: list[Writer], tasks: list[asyncio.Task[None]]) -> None:
-    for t in tasks:
-        t.cancel()
-    for t in tasks:
-        with contextlib.suppress(BaseException):
-            await t
-    for w in writers:
-        with contextlib.suppress(Exception):
-            await w.client.close()
-
-
 async def check_replay(b: Backends, roots: dict[str, str], out: Outcome) -> None:
     for room, root in roots.items():
         report = await replay_cli(room, env=b.store_env())
@@ -263,39 +252,49 @@ async def run_kill(ctx: Context, out: Outcome) -> None:
 # -- PostgreSQL unreachable -----------------------------------------------------------------
 
 
-async def outage(
+async def outages(
     http: aiohttp.ClientSession,
     node: Node,
     writer: Writer,
     out: Outcome,
+    proxy: TcpProxy,
     *,
-    start: Any,
-    end: Any,
     check: str,
-    label: str,
+    name: str,
     seconds: float = 3.0,
 ) -> None:
-    """Make a backend unreachable (``start``), check ``/readyz`` names ``check`` and
-    writes are not acknowledged, bring it back (``end``) and time the recovery."""
-    acked_before = len(writer.acked)
-    await start()
-    t0 = time.monotonic()
-    named = False
-    while time.monotonic() - t0 < seconds + 10:
-        status, body = await readyz(http, node.url)
-        if status == 503 and not body["checks"].get(check, {}).get("ok", True):
-            named = True
-            if time.monotonic() - t0 >= seconds:
-                break
-        await asyncio.sleep(0.1)
-    out.check(named, f"{label}: /readyz never named {check}")
-    out.figures[f"{label}_acked_during"] = len(writer.acked) - acked_before
-    await end()
-    ready = await ready_within(http, node.url, 30)
-    out.check(ready is not None, f"{label}: /readyz not 200 within 30 s of the recovery")
-    out.figures[f"{label}_ready_after_s"] = None if ready is None else round(ready, 2)
-    await progress([writer], out, f"after {label}")
-    out.faults += 1
+    """Make the backend behind ``proxy`` unreachable twice: its connections reset
+    (``cut``), then black-holed (``silence``: no reset, nothing passes). Each time
+    ``/readyz`` must name ``check``, and once the backend is back the node must be ready
+    and acknowledging again with no manual step (recovery timed)."""
+
+    async def silence() -> None:
+        proxy.silence()
+
+    async def resume() -> None:
+        proxy.resume()
+
+    for mode, start, end in (("reset", proxy.cut, proxy.restore), ("black_hole", silence, resume)):
+        label = f"{name}_{mode}"
+        acked_before = len(writer.acked)
+        await start()
+        t0 = time.monotonic()
+        named = False
+        while time.monotonic() - t0 < seconds + 10:
+            status, body = await readyz(http, node.url)
+            if status == 503 and not body["checks"].get(check, {}).get("ok", True):
+                named = True
+                if time.monotonic() - t0 >= seconds:
+                    break
+            await asyncio.sleep(0.1)
+        out.check(named, f"{label}: /readyz never named {check}")
+        out.figures[f"{label}_acked_during"] = len(writer.acked) - acked_before
+        await end()
+        ready = await ready_within(http, node.url, 30)
+        out.check(ready is not None, f"{label}: /readyz not 200 within 30 s of the recovery")
+        out.figures[f"{label}_ready_after_s"] = None if ready is None else round(ready, 2)
+        await progress([writer], out, f"after {label}")
+        out.faults += 1
 
 
 async def run_postgres(ctx: Context, out: Outcome) -> None:
@@ -316,24 +315,9 @@ async def run_postgres(ctx: Context, out: Outcome) -> None:
                     tasks = [asyncio.create_task(w.run(stop)) for w in writers]
                     await progress(writers, out, "warm-up")
                     async with aiohttp.ClientSession() as http:
-
-                        async def cut() -> None:
-                            await proxy.cut()
-
-                        async def silence() -> None:
-                            proxy.silence()
-
-                        async def resume() -> None:
-                            proxy.resume()
-
-                        await outage(
-                            http, node, writers[0], out, start=cut, end=proxy.restore,
-                            check="store", label="postgres_reset",
-                        )  # fmt: skip
-                        await outage(
-                            http, node, writers[0], out, start=silence, end=resume,
-                            check="store", label="postgres_black_hole",
-                        )  # fmt: skip
+                        await outages(
+                            http, node, writers[0], out, proxy, check="store", name="postgres"
+                        )
                         closes = await counts_by(http, node.url, "roomsync_closes_total", "code")
                     stop.set()
                     await asyncio.wait_for(asyncio.gather(*tasks), 90)
@@ -402,28 +386,12 @@ async def run_redis(ctx: Context, out: Outcome) -> None:
                         tasks = [asyncio.create_task(w.run(stop)) for w in writers]
                         await progress(writers, out, "warm-up")
 
-                        async def cut() -> None:
-                            await proxy.cut()
-
-                        async def silence() -> None:
-                            proxy.silence()
-
-                        async def resume() -> None:
-                            proxy.resume()
-
                         b_writer = writers[2]
-                        await outage(
-                            http, c, b_writer, out, start=cut, end=proxy.restore,
-                            check="bus", label="redis_reset",
-                        )  # fmt: skip
+                        await outages(http, c, b_writer, out, proxy, check="bus", name="redis")
                         out.check(
                             out.figures["redis_reset_acked_during"] > 0,
                             "node b stopped acking its own peers while Redis was away",
                         )
-                        await outage(
-                            http, c, b_writer, out, start=silence, end=resume,
-                            check="bus", label="redis_black_hole",
-                        )  # fmt: skip
                         stop.set()
                         await asyncio.wait_for(asyncio.gather(*tasks), 90)
                         await converge(writers, out)

@@ -68,6 +68,18 @@ class Writer:
             await asyncio.sleep(0)
 
 
+async def stop_writers(writers: list[Writer], tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the writers' tasks and close their clients (whatever state they are in)."""
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(BaseException):
+            await t
+    for w in writers:
+        with contextlib.suppress(Exception):
+            await w.client.close()
+
+
 async def verify_store(node: Node, writers: list[Writer], out: Outcome, when: str) -> int:
     """With the node down: the acked changes, seqs and replay of every room; the number
     of acked changes missing."""
@@ -204,14 +216,7 @@ async def run(ctx: Context, out: Outcome) -> None:
                     )
             finally:
                 stop.set()
-                for t in tasks:
-                    t.cancel()
-                for t in tasks:
-                    with contextlib.suppress(BaseException):
-                        await t
-                for w in writers:
-                    with contextlib.suppress(Exception):
-                        await w.client.close()
+                await stop_writers(writers, tasks)
             crashed = node.log_events("session.internal_error")
         code = node.kill(15)
         out.check(code == 0, f"SIGTERM exit status {code}")
