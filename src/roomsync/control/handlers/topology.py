@@ -70,7 +70,7 @@ def _node_view(ctx: Context) -> dict[str, Any]:
     "topology",
     "get",
     Empty,
-    "Nodes with their rooms, connections and draining.",
+    "Every node (all the registry's, with several) with rooms, connections, draining, liveness.",
     result=TopologyResult,
 )
 async def get(ctx: Context, p: Empty) -> dict[str, Any]:
@@ -84,7 +84,7 @@ async def get(ctx: Context, p: Empty) -> dict[str, Any]:
     "topology",
     "drain",
     NodeRef,
-    "Close the node's peers with 1012 and admit no new ones (bounded by the grace).",
+    "Close the node's peers with 1012 and admit no new ones (any live node, from any node).",
     result=DrainResult,
 )
 async def drain(ctx: Context, p: NodeRef) -> dict[str, Any]:
