@@ -229,7 +229,9 @@ async def run_kill(ctx: Context, out: Outcome) -> None:
                 await asyncio.to_thread(n.kill, 15)
             out.peak_rss_bytes = max(n.peak_rss for n in nodes) or None
         out.crashes += crashed
-        out.lost += await verify_log(PostgresStore(b.dsn), ROOMS, writers, out, "at the end")
+        out.lost += await verify_log(
+            PostgresStore(b.dsn), ROOMS, writers, out, "at the end", quiet=True
+        )
         await check_replay(b, roots, out)
     out.load.update(
         {
@@ -327,7 +329,9 @@ async def run_postgres(ctx: Context, out: Outcome) -> None:
                 stop.set()
                 await stop_writers(writers, tasks)
         out.crashes += crashed
-        out.lost += await verify_log(PostgresStore(b.dsn), ROOMS, writers, out, "at the end")
+        out.lost += await verify_log(
+            PostgresStore(b.dsn), ROOMS, writers, out, "at the end", quiet=True
+        )
         await check_replay(b, roots, out)
     codes = sorted({r.code for w in writers for r in w.refused})
     out.figures.update({"refused": sum(len(w.refused) for w in writers), "refused_codes": codes})
@@ -429,7 +433,9 @@ async def run_redis(ctx: Context, out: Outcome) -> None:
                 stop.set()
                 await stop_writers(writers, tasks)
         out.crashes += crashed
-        out.lost += await verify_log(PostgresStore(b.dsn), ROOMS, writers, out, "at the end")
+        out.lost += await verify_log(
+            PostgresStore(b.dsn), ROOMS, writers, out, "at the end", quiet=True
+        )
     out.load.update({"nodes": 2, "clients": len(writers) + 2})
 
 
@@ -572,7 +578,9 @@ async def run_partition(ctx: Context, out: Outcome) -> None:
                     stop.set()
                     await stop_writers(writers, tasks)
         out.crashes += crashed
-        out.lost += await verify_log(PostgresStore(b.dsn), ROOMS, writers, out, "at the end")
+        out.lost += await verify_log(
+            PostgresStore(b.dsn), ROOMS, writers, out, "at the end", quiet=True
+        )
         await check_replay(b, roots, out)
     codes = sorted({r.code for w in writers for r in w.refused})
     out.figures["refused_codes"] = codes
