@@ -59,19 +59,24 @@ class TcpProxy:
             await self.start()
 
     async def cut(self) -> None:
-        """Stop listening and end every connection (both sides see it closed)."""
+        """Stop listening and end every connection (both sides see it closed), also the
+        ones :meth:`silence` holds; it ends the silence."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
             await server.wait_closed()
         for writer in list(self._writers):
-            writer.close()
+            # abort, not close: a close waits for the write buffer to drain, which never
+            # happens towards a peer that is unreachable (a link down), and the socket
+            # would outlive the proxy.
+            writer.transport.abort()
         for task in list(self._pumps):
             task.cancel()
         for task in list(self._pumps):
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await task
         self._writers.clear()
+        self._flowing.set()  # connections held by silence() end here too
 
     def silence(self) -> None:
         """Stop forwarding in both directions without closing anything (a partition:
@@ -83,13 +88,18 @@ class TcpProxy:
         self._flowing.set()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)  # held while silent; cut() closes it like the others
         await self._flowing.wait()
+        if writer.is_closing():
+            self._writers.discard(writer)
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
+            self._writers.discard(writer)
             return
-        self._writers |= {writer, up_writer}
+        self._writers.add(up_writer)
         for src, dst in ((reader, up_writer), (up_reader, writer)):
             task = asyncio.get_running_loop().create_task(self._pump(src, dst))
             self._pumps.add(task)
@@ -104,5 +114,4 @@ class TcpProxy:
         except (OSError, ConnectionError):
             pass
         finally:
-            dst.close()
-            self._writers.discard(dst)
+            dst.close()  # flushes what it holds; cut() aborts it if that never ends

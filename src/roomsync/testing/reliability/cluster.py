@@ -163,7 +163,13 @@ async def converge(writers: list[Writer], out: Outcome, timeout: float = 60) -> 
     return roots
 
 
-async def check_replay(b: Backends, roots: dict[str, str], out: Outcome) -> None:
+async def finish(b: Backends, writers: list[Writer], roots: dict[str, str], out: Outcome) -> None:
+    """With every node stopped: nothing acked lost and the op logs gap-free up to the
+    heads (read from PostgreSQL), ``roomsync replay`` reproduces each converged root, and
+    whatever was refused was refused with a retryable code (the SDK sends it again)."""
+    out.lost += await verify_log(
+        PostgresStore(b.dsn), ROOMS, writers, out, "at the end", quiet=True
+    )
     for room, root in roots.items():
         report = await replay_cli(room, env=b.store_env())
         out.check(report.get("match") is True, f"replay of {room} does not match: {report}")
@@ -171,6 +177,10 @@ async def check_replay(b: Backends, roots: dict[str, str], out: Outcome) -> None
         out.check(
             replayed == root, f"{room}: converged root {root[:12]} != replayed {replayed[:12]}"
         )
+    codes = sorted({r.code for w in writers for r in w.refused})
+    out.figures["refused"] = sum(len(w.refused) for w in writers)
+    out.figures["refused_codes"] = codes
+    out.check(set(codes) <= {"internal", "overload"}, f"refusals not retryable: {codes}")
 
 
 async def progress(writers: list[Writer], out: Outcome, what: str, within: float = 30) -> None:
@@ -229,10 +239,7 @@ async def run_kill(ctx: Context, out: Outcome) -> None:
                 await asyncio.to_thread(n.kill, 15)
             out.peak_rss_bytes = max(n.peak_rss for n in nodes) or None
         out.crashes += crashed
-        out.lost += await verify_log(
-            PostgresStore(b.dsn), ROOMS, writers, out, "at the end", quiet=True
-        )
-        await check_replay(b, roots, out)
+        await finish(b, writers, roots, out)
     out.load.update(
         {
             "nodes": 3,
@@ -240,14 +247,6 @@ async def run_kill(ctx: Context, out: Outcome) -> None:
             "kill9_cycles": cycles,
             "acked_changes": sum(len(w.acked) for w in writers),
         }
-    )
-    out.figures["refused"] = sum(len(w.refused) for w in writers)
-    out.figures["refused_codes"] = sorted({r.code for w in writers for r in w.refused})
-    # A write in flight on the killed node is never acked; the SDK sends it again on the
-    # next node. What the nodes refused was refused with a retryable code.
-    out.check(
-        all(r.code in ("internal", "overload") for w in writers for r in w.refused),
-        f"refusals other than internal/overload: {out.figures['refused_codes']}",
     )
 
 
@@ -329,16 +328,10 @@ async def run_postgres(ctx: Context, out: Outcome) -> None:
                 stop.set()
                 await stop_writers(writers, tasks)
         out.crashes += crashed
-        out.lost += await verify_log(
-            PostgresStore(b.dsn), ROOMS, writers, out, "at the end", quiet=True
-        )
-        await check_replay(b, roots, out)
-    codes = sorted({r.code for w in writers for r in w.refused})
-    out.figures.update({"refused": sum(len(w.refused) for w in writers), "refused_codes": codes})
+        await finish(b, writers, roots, out)
     out.figures["server_closes"] = closes
-    out.check(set(codes) <= {"internal", "overload"}, f"refusals not retryable: {codes}")
     out.check(
-        bool(codes) or closes.get("1011", 0) > 0,
+        bool(out.figures["refused_codes"]) or closes.get("1011", 0) > 0,
         "writers were never told the store was away (no refusal, no 1011)",
     )
     out.load.update({"clients": len(writers), "acked_changes": sum(len(w.acked) for w in writers)})
@@ -398,7 +391,7 @@ async def run_redis(ctx: Context, out: Outcome) -> None:
                         )
                         stop.set()
                         await asyncio.wait_for(asyncio.gather(*tasks), 90)
-                        await converge(writers, out)
+                        roots = await converge(writers, out)
                         store = PostgresStore(b.dsn)
                         await store.open()
                         try:
@@ -433,9 +426,7 @@ async def run_redis(ctx: Context, out: Outcome) -> None:
                 stop.set()
                 await stop_writers(writers, tasks)
         out.crashes += crashed
-        out.lost += await verify_log(
-            PostgresStore(b.dsn), ROOMS, writers, out, "at the end", quiet=True
-        )
+        await finish(b, writers, roots, out)
     out.load.update({"nodes": 2, "clients": len(writers) + 2})
 
 
@@ -578,13 +569,7 @@ async def run_partition(ctx: Context, out: Outcome) -> None:
                     stop.set()
                     await stop_writers(writers, tasks)
         out.crashes += crashed
-        out.lost += await verify_log(
-            PostgresStore(b.dsn), ROOMS, writers, out, "at the end", quiet=True
-        )
-        await check_replay(b, roots, out)
-    codes = sorted({r.code for w in writers for r in w.refused})
-    out.figures["refused_codes"] = codes
-    out.check(set(codes) <= {"internal", "overload"}, f"refusals not retryable: {codes}")
+        await finish(b, writers, roots, out)
     out.load.update(
         {"nodes": 2, "clients": len(writers), "acked_changes": sum(len(w.acked) for w in writers)}
     )
