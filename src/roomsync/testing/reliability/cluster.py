@@ -341,13 +341,17 @@ async def run_postgres(ctx: Context, out: Outcome) -> None:
 
 
 class Observer:
-    """A raw reading peer: the seqs of every change it is sent, in arrival order."""
+    """A raw reading peer: the seqs of every change it is sent, in arrival order. It
+    sends the application heartbeat (``ping`` every ``heartbeat_s``) as a client must:
+    a peer that only reads is silent, and the node closes it (1011 ``timeout``) after
+    three heartbeats of silence."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, heartbeat_s: float) -> None:
         self.ws = ws
         self.seqs: list[int] = []
         self.closed: int | None = None
         self.task = asyncio.create_task(self._read())
+        self.pinger = asyncio.create_task(self._ping(heartbeat_s))
 
     async def _read(self) -> None:
         async for msg in self.ws:
@@ -356,12 +360,25 @@ class Observer:
                 if body.get("type") == "pack":
                     self.seqs.extend(c.seq or 0 for c in unpack_data(body["data"]))
         self.closed = self.ws.close_code
+        self.pinger.cancel()
+
+    async def _ping(self, every: float) -> None:
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError, RuntimeError):
+            while not self.ws.closed:
+                await self.ws.send_json({"type": "ping"})
+                await asyncio.sleep(every)
+
+    async def close(self) -> None:
+        self.pinger.cancel()
+        await self.ws.close()
+        await self.task
 
 
 async def observe(http: aiohttp.ClientSession, node: Node, room: str) -> Observer:
-    ws = await http.ws_connect(node.ws_url(room), heartbeat=1.0)
+    ws = await http.ws_connect(node.ws_url(room))
     await ws.send_json({"type": "hello", "v": 1, "actor": f"observer-{secrets.token_hex(3)}"})
-    return Observer(ws)
+    heartbeat_ms = int(node.env.get("ROOMSYNC_SERVER_HEARTBEAT_MS", "15000"))
+    return Observer(ws, heartbeat_ms / 2000)
 
 
 async def run_redis(ctx: Context, out: Outcome) -> None:
@@ -380,7 +397,9 @@ async def run_redis(ctx: Context, out: Outcome) -> None:
                         watchers = [await observe(http, c, room) for room in ROOMS]
                         await asyncio.sleep(0.5)
                         writers = await writers_on([a, c], 2)  # two on a, two on b
-                        tasks = [asyncio.create_task(w.run(stop)) for w in writers]
+                        # Paced: the observers (in this process) must keep up with
+                        # everything the four write, or they would be slow consumers.
+                        tasks = [asyncio.create_task(w.run(stop, pause=0.02)) for w in writers]
                         await progress(writers, out, "warm-up")
 
                         b_writer = writers[2]
@@ -413,8 +432,7 @@ async def run_redis(ctx: Context, out: Outcome) -> None:
                                 f"{room}: node b's observer did not get seqs 1..{heads[room]} "
                                 f"once in order ({len(w.seqs)} seqs, closed {w.closed})",
                             )
-                            await w.ws.close()
-                            await w.task
+                            await w.close()
                         events = await counts_by(
                             http, c.url, "roomsync_bus_events_total", "outcome"
                         )

@@ -43,7 +43,9 @@ class Writer:
         self.flush_timeouts = 0
         client.on_refused(self.refused.append)
 
-    async def run(self, stop: asyncio.Event, batch: int = 10) -> None:
+    async def run(self, stop: asyncio.Event, batch: int = 10, pause: float = 0.0) -> None:
+        """Write until ``stop``: ``batch`` fresh paths and ``/last/<actor>``, flushed,
+        then ``pause`` seconds (0: at once, as fast as acks come)."""
         i = 0
         while not stop.is_set():
             written: dict[str, bytes] = {}
@@ -65,7 +67,7 @@ class Writer:
             if f"/last/{self.actor}" not in refused:
                 self.last_acked = i + batch - 1
             i += batch
-            await asyncio.sleep(0)
+            await asyncio.sleep(pause)
 
 
 async def stop_writers(writers: list[Writer], tasks: list[asyncio.Task[None]]) -> None:
