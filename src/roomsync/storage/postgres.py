@@ -871,7 +871,12 @@ class PostgresStore:
         """One transaction for ``batches``: each one's outcome (a transaction that fails
         fails them all)."""
         try:
-            return await self._transaction(batches, savepoints=False)
+            try:
+                return await self._transaction(batches, savepoints=False)
+            except asyncpg.DeadlockDetectedError:
+                # Rolled back whole, nothing of it committed: once more (rooms are locked
+                # in one order, so only a writer outside the group can cause it).
+                return await self._transaction(batches, savepoints=False)
         except _Fatal:
             # A statement the database refused aborted the transaction: again, each batch
             # in a savepoint of its own, so only the offending one fails.
@@ -930,16 +935,20 @@ class PostgresStore:
         if pool is None:
             raise StoreError(f"postgres store {redact_dsn(self.dsn)} is not open")
         now = self.now_ms()
-        outcomes: list[AppendOutcome] = []
+        outcomes: list[AppendOutcome] = [None] * len(batches)
         async with pool.acquire() as conn:
             try:
                 if len(batches) == 1 and not savepoints:
                     # One statement is its own transaction: no BEGIN and COMMIT round trips.
-                    outcomes.append(await self._append_one(conn, batches[0], now, False))
+                    outcomes[0] = await self._append_one(conn, batches[0], now, False)
                 else:
+                    # Rooms in one global order (call order kept within a room): each
+                    # statement locks its room's row to the COMMIT, so two nodes' groups
+                    # over the same rooms in different call orders would deadlock.
+                    order = sorted(range(len(batches)), key=lambda i: batches[i].room)
                     async with conn.transaction():
-                        for b in batches:
-                            outcomes.append(await self._append_one(conn, b, now, savepoints))
+                        for i in order:
+                            outcomes[i] = await self._append_one(conn, batches[i], now, savepoints)
             except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
                 raise _Fatal() from exc
         written = [o for o in outcomes if o is None]
