@@ -165,6 +165,11 @@ async def converge(writers: list[Writer], out: Outcome, timeout: float = 60) -> 
     return roots
 
 
+def internal_errors(*nodes: Node) -> int:
+    """``session.internal_error`` log events of ``nodes`` so far (crashes found)."""
+    return sum(len(n.log_events("session.internal_error")) for n in nodes)
+
+
 async def finish(b: Backends, writers: list[Writer], roots: dict[str, str], out: Outcome) -> None:
     """With every node stopped: nothing acked lost and the op logs gap-free up to the
     heads (read from PostgreSQL), ``roomsync replay`` reproduces each converged root, and
@@ -236,7 +241,7 @@ async def run_kill(ctx: Context, out: Outcome) -> None:
         finally:
             stop.set()
             await stop_writers(writers, tasks)
-            crashed = sum(len(n.log_events("session.internal_error")) for n in nodes)
+            crashed = internal_errors(*nodes)
             for n in nodes:
                 await asyncio.to_thread(n.kill, 15)
             out.peak_rss_bytes = max(n.peak_rss for n in nodes) or None
@@ -325,7 +330,7 @@ async def run_postgres(ctx: Context, out: Outcome) -> None:
                     stop.set()
                     await asyncio.wait_for(asyncio.gather(*tasks), 90)
                     roots = await converge(writers, out)
-                    crashed = len(node.log_events("session.internal_error"))
+                    crashed = internal_errors(node)
             finally:
                 stop.set()
                 await stop_writers(writers, tasks)
@@ -444,9 +449,7 @@ async def run_redis(ctx: Context, out: Outcome) -> None:
                             http, c.url, "roomsync_bus_events_total", "outcome"
                         )
                         out.figures["node_b_bus_events"] = events
-                    crashed = len(a.log_events("session.internal_error")) + len(
-                        c.log_events("session.internal_error")
-                    )
+                    crashed = internal_errors(a, c)
             finally:
                 stop.set()
                 await stop_writers(writers, tasks)
@@ -587,9 +590,7 @@ async def run_partition(ctx: Context, out: Outcome) -> None:
                                 else "-"
                                 for w in writers
                             )
-                        crashed = len(a.log_events("session.internal_error")) + len(
-                            p.log_events("session.internal_error")
-                        )
+                        crashed = internal_errors(a, p)
                 finally:
                     stop.set()
                     await stop_writers(writers, tasks)
