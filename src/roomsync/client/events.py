@@ -68,6 +68,10 @@ class Listeners(Generic[_T]):
 
         return remove
 
+    def active(self) -> bool:
+        """True when a callback or an open stream listens (else :meth:`emit` does nothing)."""
+        return bool(self._callbacks or self._queues)
+
     def emit(self, event: _T) -> None:
         """Report ``event`` to every callback, then to every open stream."""
         for callback in list(self._callbacks):
