@@ -1,0 +1,6 @@
+"""Type stub of the C decoder ``_postcard_c.c`` (see :mod:`roomsync.core.postcard`)."""
+
+from .entries import Change
+
+def decode_pack(data: bytes, /) -> list[Change] | None: ...
+def setup(change: type[Change], descriptors: tuple[object, ...], /) -> None: ...
