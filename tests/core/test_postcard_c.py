@@ -1,9 +1,10 @@
-"""The C decoder of ``Pack`` (``roomsync.core._postcard_c``) against the Python one.
+"""The C codec of ``Pack`` (``roomsync.core._postcard_c``) against the Python one.
 
 It must give exactly what the pure-Python path gives: the same changes for every valid
-pack, and for anything else the same :class:`CodecError` (it only says "irregular", and
-the strict reader explains). Under ``CI=true`` the accelerator must be built, so that CI
-tests it; elsewhere the comparisons skip when it is not.
+pack and the same bytes for every encodable list of changes; for anything else the same
+error (it only says "irregular", and the Python code raises and explains). Under
+``CI=true`` the accelerator must be built, so that CI tests it; elsewhere the comparisons
+skip when it is not.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tracemalloc
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -51,6 +53,25 @@ def pure(data: bytes) -> list[Change] | str:
         return exc.message
     finally:
         postcard.use_accelerator(was)
+
+
+def pure_encode(changes: list[Change], seqs: bool) -> bytes | str:
+    """What the pure-Python encoder makes of ``changes``: bytes, or the error it raises."""
+    was = postcard.ACCELERATED
+    postcard.use_accelerator(False)
+    try:
+        return encode_pack(changes, seqs=seqs)
+    except Exception as exc:  # compared as text with the C path's
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        postcard.use_accelerator(was)
+
+
+def fast_encode(changes: list[Change], seqs: bool) -> bytes | str:
+    try:
+        return encode_pack(changes, seqs=seqs)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 def fast(data: bytes) -> list[Change] | str:
@@ -176,3 +197,55 @@ def test_roomsync_pure_python_turns_the_accelerator_off() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+@accelerated
+@given(packs, st.booleans())
+def test_valid_changes_encode_to_the_same_bytes(pack: list[Change], seqs: bool) -> None:
+    assert postcard._encode_pack_c is not None
+    got = postcard._encode_pack_c(pack, seqs)
+    assert got is not None and got == pure_encode(pack, seqs)
+    assert postcard._encode_pack_c(tuple(pack), seqs) == got
+    assert decode_pack(got) == (pack if seqs else [replace(c, seq=None) for c in pack])
+
+
+class _Sub(Change):
+    __slots__ = ()
+
+
+@accelerated
+@pytest.mark.parametrize(
+    "odd",
+    [
+        Change("/a", -1, 0, "x", b"", None),
+        Change("/a", U64_MAX + 1, 0, "x", b"", None),
+        Change("/a", 1, U32_MAX + 1, "x", b"", None),
+        Change("/a", 1, -2, "x", b"", None),
+        Change("/a", 1, 0, "x", b"", -5),
+        Change("/a", 1, 0, "x", b"", U64_MAX + 1),
+        Change("/\ud800", 1, 0, "x", b"", None),  # a lone surrogate has no UTF-8
+        Change("/a", 1, 0, "\udfff", b"", None),
+        Change("/a", 1.5, 0, "x", b"", None),  # type: ignore[arg-type]
+        Change(b"/a", 1, 0, "x", b"", None),  # type: ignore[arg-type]
+        Change("/a", 1, 0, "x", "text", None),  # type: ignore[arg-type]
+        Change("/a", 1, 0, "x", bytearray(b"ok"), None),  # type: ignore[arg-type]
+        Change("/a", 1, 0, "x", memoryview(b"ok"), 3),  # type: ignore[arg-type]
+        Change("/a", True, False, "x", b"", True),  # bools are ints to both
+        _Sub("/a", 1, 0, "x", b"v", 1),
+    ],
+)
+@pytest.mark.parametrize("seqs", [True, False])
+def test_irregular_changes_get_what_the_python_encoder_does(odd: Change, seqs: bool) -> None:
+    good = Change("/ok", 5, 0, "y", b"v", 9)
+    for changes in ([odd], [good, odd], [odd, good]):
+        assert fast_encode(changes, seqs) == pure_encode(changes, seqs)
+
+
+@accelerated
+def test_the_encoder_takes_only_lists_and_tuples_of_changes() -> None:
+    change = Change("/a", 1, 0, "x", b"v", 1)
+    assert postcard._encode_pack_c is not None
+    assert postcard._encode_pack_c(iter([change]), True) is None  # type: ignore[arg-type]
+    assert postcard._encode_pack_c([object()], True) is None  # type: ignore[list-item]
+    with pytest.raises(TypeError):  # as the Python encoder, which needs a len()
+        encode_pack(iter([change]))  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
 /*
- * roomsync.core._postcard_c: the hot path of roomsync.core.postcard.decode_pack in C.
+ * roomsync.core._postcard_c: the hot paths of roomsync.core.postcard (decode_pack and
+ * encode_pack) in C.
  *
  * Same format and the same checks as postcard._decode_pack_fast (SPEC section 2):
  *
@@ -7,6 +8,10 @@
  *     struct Change { path: String, ts: u64, counter: u32, actor: String, op: Op,
  *                     seq: Option<u64> }
  *     enum   Op     { Set(Vec<u8>) = 0, Delete = 1 }
+ *
+ * encode_pack(changes, seqs) writes a list or tuple of Change as Pack bytes, or returns
+ * None when anything is irregular (not exactly a Change, an int out of range, a str that
+ * has no UTF-8, a value that is not bytes): the Python encoder then raises its error.
  *
  * decode_pack(data) returns the list of Change objects, or None when anything is
  * irregular (a truncated or overlong varint, an overflow, a length past the end, invalid
@@ -276,6 +281,252 @@ decode_pack(PyObject *self, PyObject *arg)
     return result;
 }
 
+/* -- encoding ---------------------------------------------------------------------------- */
+
+/* A growing output buffer (PyMem). */
+typedef struct {
+    unsigned char *data;
+    Py_ssize_t len, cap;
+} Buf;
+
+static int
+reserve(Buf *b, Py_ssize_t more)
+{
+    if (b->len + more <= b->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + more) {
+        if (cap > PY_SSIZE_T_MAX / 2) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        cap *= 2;
+    }
+    unsigned char *data = PyMem_Realloc(b->data, (size_t)cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+/* Appends a LEB128 varint (room for 10 bytes reserved by the caller). */
+static void
+put_varint(Buf *b, uint64_t v)
+{
+    while (v >= 0x80) {
+        b->data[b->len++] = (unsigned char)((v & 0x7F) | 0x80);
+        v >>= 7;
+    }
+    b->data[b->len++] = (unsigned char)v;
+}
+
+/* Appends varint(len) + the bytes. 0, or -1 with an error set. */
+static int
+put_span(Buf *b, const char *data, Py_ssize_t len)
+{
+    if (reserve(b, 10 + len) < 0) {
+        return -1;
+    }
+    put_varint(b, (uint64_t)len);
+    memcpy(b->data + b->len, data, (size_t)len);
+    b->len += len;
+    return 0;
+}
+
+/* A slot's value (new reference), or NULL with the error cleared when it is unset. */
+static PyObject *
+slot(int i, PyObject *change)
+{
+    PyObject *v = Py_TYPE(slot_descr[i])->tp_descr_get(slot_descr[i], change,
+                                                      (PyObject *)change_type);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+    }
+    return v;
+}
+
+/* An int in [0, max]; -1 (error cleared) when it is not an int or out of range. */
+static int
+as_u64(PyObject *v, uint64_t max, uint64_t *out)
+{
+    if (!PyLong_Check(v)) {
+        return -1;
+    }
+    uint64_t x = PyLong_AsUnsignedLongLong(v);
+    if (x == (uint64_t)-1 && PyErr_Occurred()) {
+        PyErr_Clear(); /* negative or past u64 */
+        return -1;
+    }
+    if (x > max) {
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* UTF-8 of a str (borrowed from the str's cache); NULL, error cleared, when it has none. */
+static const char *
+utf8_of(PyObject *v, Py_ssize_t *len)
+{
+    if (!PyUnicode_Check(v)) {
+        return NULL;
+    }
+    const char *s = PyUnicode_AsUTF8AndSize(v, len);
+    if (s == NULL && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+        PyErr_Clear(); /* a lone surrogate: the Python encoder raises the error */
+    }
+    return s;
+}
+
+/* Writes one Change. 1 written, 0 irregular (the Python encoder decides), -1 error. */
+static int
+put_change(Buf *b, PyObject *change, int seqs)
+{
+    PyObject *v[N_SLOTS] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    int result = 0;
+    uint64_t ts, counter, seq = 0;
+    Py_ssize_t plen, alen;
+    const char *path, *actor;
+    int has_seq;
+
+    for (int i = 0; i < N_SLOTS; i++) {
+        v[i] = slot(i, change);
+        if (v[i] == NULL) {
+            result = PyErr_Occurred() ? -1 : 0;
+            goto done;
+        }
+    }
+    if (as_u64(v[1], UINT64_MAX, &ts) < 0 || as_u64(v[2], 0xFFFFFFFFu, &counter) < 0) {
+        goto done;
+    }
+    has_seq = seqs && v[5] != Py_None;
+    if (has_seq && as_u64(v[5], UINT64_MAX, &seq) < 0) {
+        goto done;
+    }
+    if (v[4] != Py_None && !PyBytes_Check(v[4])) {
+        goto done; /* another bytes-like value: the Python encoder takes it */
+    }
+    path = utf8_of(v[0], &plen);
+    if (path == NULL) {
+        result = PyErr_Occurred() ? -1 : 0;
+        goto done;
+    }
+    actor = utf8_of(v[3], &alen);
+    if (actor == NULL) {
+        result = PyErr_Occurred() ? -1 : 0;
+        goto done;
+    }
+    if (put_span(b, path, plen) < 0 || reserve(b, 20) < 0) {
+        result = -1;
+        goto done;
+    }
+    put_varint(b, ts);
+    put_varint(b, counter);
+    if (put_span(b, actor, alen) < 0) {
+        result = -1;
+        goto done;
+    }
+    if (v[4] == Py_None) {
+        if (reserve(b, 1) < 0) {
+            result = -1;
+            goto done;
+        }
+        b->data[b->len++] = OP_DELETE;
+    }
+    else {
+        if (reserve(b, 1) < 0 ||
+            (b->data[b->len++] = OP_SET,
+             put_span(b, PyBytes_AS_STRING(v[4]), PyBytes_GET_SIZE(v[4])) < 0)) {
+            result = -1;
+            goto done;
+        }
+    }
+    if (reserve(b, 11) < 0) {
+        result = -1;
+        goto done;
+    }
+    if (has_seq) {
+        b->data[b->len++] = 1;
+        put_varint(b, seq);
+    }
+    else {
+        b->data[b->len++] = 0;
+    }
+    result = 1;
+done:
+    for (int i = 0; i < N_SLOTS; i++) {
+        Py_XDECREF(v[i]);
+    }
+    return result;
+}
+
+static PyObject *
+encode_pack(PyObject *self, PyObject *args)
+{
+    PyObject *changes;
+    int seqs = 1;
+    if (!PyArg_ParseTuple(args, "O|p", &changes, &seqs)) {
+        return NULL;
+    }
+    if (change_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_postcard_c.setup() was not called");
+        return NULL;
+    }
+    if (!PyList_CheckExact(changes) && !PyTuple_CheckExact(changes)) {
+        Py_RETURN_NONE;
+    }
+    PyObject *fast = PySequence_Fast(changes, "changes"); /* new ref, the same object */
+    if (fast == NULL) {
+        return NULL;
+    }
+    Buf b = {NULL, 0, 0};
+    PyObject *result = NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (reserve(&b, 10 + n * 32) < 0) {
+        goto out;
+    }
+    put_varint(&b, (uint64_t)n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* A list may change while its items' attributes are read: index it each time. */
+        if (i >= PySequence_Fast_GET_SIZE(fast)) {
+            Py_INCREF(Py_None);
+            result = Py_None;
+            goto out;
+        }
+        PyObject *change = PySequence_Fast_GET_ITEM(fast, i);
+        if (Py_TYPE(change) != change_type) {
+            Py_INCREF(Py_None);
+            result = Py_None; /* a subclass or another type: the Python encoder decides */
+            goto out;
+        }
+        Py_INCREF(change);
+        int put = put_change(&b, change, seqs);
+        Py_DECREF(change);
+        if (put < 0) {
+            goto out;
+        }
+        if (put == 0) {
+            Py_INCREF(Py_None);
+            result = Py_None;
+            goto out;
+        }
+    }
+    if (PySequence_Fast_GET_SIZE(fast) != n) {
+        Py_INCREF(Py_None);
+        result = Py_None; /* the list changed length: its count is stale */
+        goto out;
+    }
+    result = PyBytes_FromStringAndSize((const char *)b.data, b.len);
+out:
+    PyMem_Free(b.data);
+    Py_DECREF(fast);
+    return result;
+}
+
 static PyObject *
 setup(PyObject *self, PyObject *args)
 {
@@ -308,6 +559,9 @@ static PyMethodDef methods[] = {
     {"decode_pack", decode_pack, METH_O,
      "decode_pack(data) -> list[Change] | None: the Pack's changes, or None when the "
      "input is irregular in any way (the strict reader then explains it)."},
+    {"encode_pack", encode_pack, METH_VARARGS,
+     "encode_pack(changes, seqs=True) -> bytes | None: Pack bytes of a list or tuple of "
+     "Change, or None when anything is irregular (the Python encoder then raises)."},
     {"setup", setup, METH_VARARGS,
      "setup(Change, descriptors): the type to build and its 6 slot descriptors "
      "(path, ts, counter, actor, value, seq)."},

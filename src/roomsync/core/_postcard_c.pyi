@@ -1,6 +1,9 @@
-"""Type stub of the C decoder ``_postcard_c.c`` (see :mod:`roomsync.core.postcard`)."""
+"""Type stub of the C codec ``_postcard_c.c`` (see :mod:`roomsync.core.postcard`)."""
 
 from .entries import Change
 
 def decode_pack(data: bytes, /) -> list[Change] | None: ...
+def encode_pack(
+    changes: list[Change] | tuple[Change, ...], seqs: bool = True, /
+) -> bytes | None: ...
 def setup(change: type[Change], descriptors: tuple[object, ...], /) -> None: ...
