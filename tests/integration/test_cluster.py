@@ -8,10 +8,9 @@ the test PostgreSQL and Redis, and talks to them over real WebSockets and HTTP.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,39 +21,11 @@ from roomsync.client import Backoff, RoomClient, connect
 from roomsync.core.codec import unpack_data
 from roomsync.testing.cluster import cluster_processes, running_cluster
 from roomsync.testing.control import ok
-from roomsync.testing.postgres import create_schema, postgres_database, schema_dsn
 from roomsync.testing.proxy import TcpProxy
-from roomsync.testing.redis import delete_prefix, redis_url, unique_prefix
 from roomsync.testing.server import ServerHandle, wait_until
 from roomsync.testing.wsclient import closed, hello, recv_type, write_until_closed
 
-_SCHEMAS = itertools.count()
 FAST = Backoff(base=0.02, factor=2, max=0.2)
-
-
-@pytest.fixture(scope="module")
-def pg_database() -> Iterator[str]:
-    with postgres_database() as dsn:
-        yield dsn
-
-
-@pytest.fixture
-async def dsn(pg_database: str) -> str:
-    schema = f"c_{next(_SCHEMAS)}"
-    await create_schema(pg_database, schema)
-    return schema_dsn(pg_database, schema)
-
-
-@pytest.fixture(scope="module")
-def redis() -> str:
-    return redis_url()
-
-
-@pytest.fixture
-async def prefix(redis: str) -> AsyncIterator[str]:
-    p = unique_prefix()
-    yield p
-    await delete_prefix(redis, p)
 
 
 @pytest.fixture

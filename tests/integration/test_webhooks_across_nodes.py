@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,6 @@ from roomsync.core.codec import pack_data
 from roomsync.core.entries import Change
 from roomsync.hooks.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 from roomsync.testing.cluster import node_settings, running_cluster
-from roomsync.testing.postgres import create_schema, postgres_database, schema_dsn
-from roomsync.testing.redis import delete_prefix, redis_url, unique_prefix
 from roomsync.testing.server import ServerHandle, free_port, running_server, wait_until
 from roomsync.testing.server import test_settings as settings_of
 from roomsync.testing.wsclient import hello, recv_type
@@ -38,7 +36,6 @@ FAST = {
     "webhooks__max_backoff_ms": 300,
     "webhooks__lease_ms": 1000,
 }
-_SCHEMAS = itertools.count()
 
 
 class Receiver:
@@ -89,31 +86,6 @@ class Receiver:
 
     def committed(self, room: str) -> int:
         return sum(e["data"]["changes"] for e in self.of("changes.committed", room))
-
-
-@pytest.fixture(scope="module")
-def pg_database() -> Iterator[str]:
-    with postgres_database() as dsn:
-        yield dsn
-
-
-@pytest.fixture
-async def dsn(pg_database: str) -> str:
-    schema = f"w_{next(_SCHEMAS)}"
-    await create_schema(pg_database, schema)
-    return schema_dsn(pg_database, schema)
-
-
-@pytest.fixture(scope="module")
-def redis() -> str:
-    return redis_url()  # checks that Redis answers (fails under CI=true when it does not)
-
-
-@pytest.fixture
-async def prefix(redis: str) -> AsyncIterator[str]:
-    p = unique_prefix()
-    yield p
-    await delete_prefix(redis, p)
 
 
 @pytest.fixture
